@@ -1,0 +1,270 @@
+"""The deployed stack's queues, table and secrets, rebuilt on a local AWS endpoint.
+
+Everything here is read from template.yaml itself: queue attributes, the redrive policy,
+the table's keys, TTL and backups, the functions' environment and event-source settings.
+Change the template and the local run and the integration tests follow, so they cannot
+drift from what `sam deploy` creates.
+"""
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import boto3
+import yaml
+from moto.server import ThreadedMotoServer
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+REGION = "ap-south-1"
+ACCOUNT_ID = "123456789012"
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML loader that turns CloudFormation short tags (!Ref, !GetAtt, !Sub) into their long form."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(cast(yaml.MappingNode, node), deep=True)
+    return {name: value}
+
+
+_TemplateLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The template as plain data, intrinsic functions in their long form."""
+    return cast(dict[str, Any], yaml.load(path.read_text(), Loader=_TemplateLoader))  # noqa: S506
+
+
+@dataclass(frozen=True)
+class EventSourceConfig:
+    """An SQS event source mapping's settings, as the template declares them."""
+
+    queue_url: str
+    batch_size: int
+    batching_window_seconds: int
+    max_concurrency: int
+    function_response_types: tuple[str, ...]
+
+
+class MotoServer:
+    """moto in server mode on 127.0.0.1, so every AWS call in a test crosses real HTTP."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.url = ""
+
+    def start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> "MotoServer":
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Where the template's resources live on the local endpoint, and how its functions are set up."""
+
+    endpoint_url: str
+    region: str
+    template: dict[str, Any]
+    parameters: Mapping[str, str]
+    references: Mapping[str, str]
+    """What `Ref` gives: parameter values, queue URLs, table names, secret ARNs."""
+    attributes: Mapping[str, str]
+    """What `Fn::GetAtt` gives, keyed "LogicalId.Attribute"."""
+
+    @property
+    def queue_url(self) -> str:
+        return self.references["InvoiceQueue"]
+
+    @property
+    def dead_letter_queue_url(self) -> str:
+        return self.references["InvoiceDeadLetterQueue"]
+
+    @property
+    def table_name(self) -> str:
+        return self.references["InvoiceLedgerTable"]
+
+    @property
+    def secret_arns(self) -> dict[str, str]:
+        return {
+            logical_id: self.references[logical_id]
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::SecretsManager::Secret"
+        }
+
+    def resolve(self, value: Any) -> Any:
+        """A template value with Ref and Fn::GetAtt replaced by the local names, URLs and ARNs."""
+        return _resolve(value, self.references, self.attributes)
+
+    def _function(self, logical_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.template["Resources"][logical_id]["Properties"])
+
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        """Globals' variables overlaid by the function's own, every value a string as Lambda gives it."""
+        global_vars = self.template["Globals"]["Function"]["Environment"]["Variables"]
+        own_vars = self._function(logical_id).get("Environment", {}).get("Variables", {})
+        merged = {**global_vars, **own_vars}
+        return {name: _as_env(self.resolve(value)) for name, value in merged.items()}
+
+    def function_handler(self, logical_id: str) -> str:
+        return str(self._function(logical_id)["Handler"])
+
+    def function_timeout(self, logical_id: str) -> int:
+        return int(self._function(logical_id).get("Timeout", 3))
+
+    def function_routes(self, logical_id: str) -> list[tuple[str, str]]:
+        events = self._function(logical_id).get("Events", {}).values()
+        return [
+            (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+            for event in events
+            if event["Type"] == "HttpApi"
+        ]
+
+    def event_source(self, logical_id: str) -> EventSourceConfig:
+        events = self._function(logical_id)["Events"].values()
+        (props,) = [self.resolve(event["Properties"]) for event in events if event["Type"] == "SQS"]
+        queue_url = next(
+            url for name, url in self.references.items() if self.attributes.get(f"{name}.Arn") == props["Queue"]
+        )
+        return EventSourceConfig(
+            queue_url=queue_url,
+            batch_size=int(props.get("BatchSize", 10)),
+            batching_window_seconds=int(props.get("MaximumBatchingWindowInSeconds", 0)),
+            max_concurrency=int(props.get("ScalingConfig", {}).get("MaximumConcurrency", 1000)),
+            function_response_types=tuple(props.get("FunctionResponseTypes", ())),
+        )
+
+
+def _resolve(value: Any, references: Mapping[str, str], attributes: Mapping[str, str]) -> Any:
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, argument),) = value.items()
+        if name == "Ref":
+            return references[argument]
+        if name == "Fn::GetAtt":
+            return attributes[".".join(argument)]
+    if isinstance(value, dict):
+        return {key: _resolve(item, references, attributes) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, references, attributes) for item in value]
+    return value
+
+
+def _as_env(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def build_stack(
+    endpoint_url: str,
+    *,
+    template_path: Path = TEMPLATE,
+    parameters: Mapping[str, str] | None = None,
+    secret_values: Mapping[str, str] | None = None,
+) -> LocalStack:
+    """Create the template's queues, table and secrets on `endpoint_url` and describe them.
+
+    `parameters` override the template's parameter defaults; `secret_values` give a secret's
+    string instead of the template's (e.g. the local webhook secret or the simulator's credentials).
+    """
+    template = load_template(template_path)
+    params = {name: str(spec["Default"]) for name, spec in template["Parameters"].items() if "Default" in spec}
+    params.update(parameters or {})
+    missing = sorted(set(template["Parameters"]) - set(params))
+    if missing:
+        raise ValueError(f"template parameters without a value: {', '.join(missing)}")
+    session = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION  # noqa: S106
+    )
+    references: dict[str, str] = dict(params)
+    attributes: dict[str, str] = {}
+
+    def create(kind: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (logical_id, resource.get("Properties", {}))
+            for logical_id, resource in template["Resources"].items()
+            if resource["Type"] == kind
+        ]
+
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    # Dead-letter queues first: a redrive policy names its target's ARN.
+    queues = sorted(create("AWS::SQS::Queue"), key=lambda item: "RedrivePolicy" in item[1])
+    for logical_id, props in queues:
+        url = sqs.create_queue(QueueName=logical_id, Attributes=_queue_attributes(_resolve(props, references, attributes)))[
+            "QueueUrl"
+        ]
+        references[logical_id] = url
+        attributes[f"{logical_id}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{logical_id}"
+
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
+    for logical_id, props in create("AWS::DynamoDB::Table"):
+        table = dynamodb.create_table(
+            TableName=logical_id,
+            AttributeDefinitions=props["AttributeDefinitions"],
+            KeySchema=props["KeySchema"],
+            BillingMode=props["BillingMode"],
+            SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
+        )["TableDescription"]
+        if ttl := props.get("TimeToLiveSpecification"):
+            dynamodb.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
+        if pitr := props.get("PointInTimeRecoverySpecification"):
+            dynamodb.update_continuous_backups(TableName=logical_id, PointInTimeRecoverySpecification=pitr)
+        references[logical_id] = logical_id
+        attributes[f"{logical_id}.Arn"] = table["TableArn"]
+
+    secretsmanager = session.client("secretsmanager", endpoint_url=endpoint_url)
+    for logical_id, props in create("AWS::SecretsManager::Secret"):
+        value = (secret_values or {}).get(logical_id) or _secret_string(props)
+        arn = secretsmanager.create_secret(Name=logical_id, SecretString=value)["ARN"]
+        references[logical_id] = arn
+    return LocalStack(endpoint_url, REGION, template, params, references, attributes)
+
+
+def _queue_attributes(props: Mapping[str, Any]) -> dict[str, str]:
+    attributes = {
+        name: _as_env(props[name])
+        for name in ("VisibilityTimeout", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds", "DelaySeconds")
+        if name in props
+    }
+    if "RedrivePolicy" in props:
+        policy = props["RedrivePolicy"]
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": policy["deadLetterTargetArn"], "maxReceiveCount": int(policy["maxReceiveCount"])}
+        )
+    return attributes
+
+
+def _secret_string(props: Mapping[str, Any]) -> str:
+    """The secret the template would create: its SecretString, or what GenerateSecretString makes."""
+    if "SecretString" in props:
+        return str(props["SecretString"])
+    spec = props["GenerateSecretString"]
+    generated = secrets.token_hex(int(spec.get("PasswordLength", 32)) // 2)
+    document = json.loads(spec["SecretStringTemplate"])
+    document[spec["GenerateStringKey"]] = generated
+    return json.dumps(document)
