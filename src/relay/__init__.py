@@ -1,0 +1,1 @@
+"""Fynd Invoice Relay: ERP invoice webhooks in, Fynd Konnect Update Invoice calls out, exactly once."""

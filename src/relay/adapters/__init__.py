@@ -1,0 +1,1 @@
+"""The outside world: Fynd over HTTP, the DynamoDB ledger, the SQS queue, Secrets Manager."""

@@ -1,0 +1,256 @@
+"""The invoice ledger on DynamoDB: one item per invoice key, moved only by conditional writes.
+
+Every write states the states it may start from (relay.domain.ledger.sources_of), so two
+dispatchers racing for one key cannot both win, and a final entry is never reopened.
+"""
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from relay.domain.intake import Action, Admission
+from relay.domain.invoice import InvoiceKey
+from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, sources_of
+from relay.domain.messages import QueuedInvoice
+from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
+from relay.domain.ports import AcceptRaceError, Claim, ClaimRefusal
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+RETENTION_SECONDS = 400 * 86_400
+"""Final entries expire (TTL) after about 13 months: longer than any ERP keeps retrying."""
+
+_BATCH_GET_LIMIT = 100
+
+
+class InvoiceLedger:
+    def __init__(self, table_name: str, client: "DynamoDBClient") -> None:
+        self._table = table_name
+        self._client = client
+
+    def get(self, key: InvoiceKey) -> LedgerEntry | None:
+        item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
+        return _entry(item) if item else None
+
+    def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[InvoiceKey, LedgerEntry] = {}
+        for start in range(0, len(wanted), _BATCH_GET_LIMIT):
+            request: Mapping[str, Any] = {
+                self._table: {
+                    "Keys": [_pk(key) for key in wanted[start : start + _BATCH_GET_LIMIT]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                answer = self._client.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(self._table, []):
+                    entry = _entry(item)
+                    found[entry.key] = entry
+                # DynamoDB may leave keys unread under load; ask again for exactly those.
+                request = answer.get("UnprocessedKeys") or {}
+                if request:
+                    time.sleep(0.05)
+        return found
+
+    def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
+        writes: list[Any] = [
+            self._accept_write(admission, now, correlation_id)
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT)
+        ]
+        if not writes:
+            return
+        try:
+            self._client.transact_write_items(TransactItems=writes)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "TransactionCanceledException":
+                raise AcceptRaceError(
+                    "an invoice key changed while this request was being accepted"
+                ) from error
+            raise
+
+    def _accept_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
+        invoice = admission.invoice
+        values: dict[str, AttributeValueTypeDef] = {
+            ":queued": _s(InvoiceStatus.QUEUED),
+            ":hash": _s(admission.content_hash),
+            ":number": _s(invoice.invoiceNumber),
+            ":now": _n(now),
+            ":zero": _n(0),
+            ":order": _s(invoice.orderId),
+            ":type": _s(invoice.invoiceType),
+            ":correlation": _s(correlation_id or ""),
+        }
+        if admission.action is Action.CREATE:
+            return {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _pk(invoice.key),
+                    "UpdateExpression": _SET_QUEUED,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        values[":rejected"] = _s(InvoiceStatus.REJECTED)
+        values[":previous"] = _s(admission.previous_hash or "")
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _pk(invoice.key),
+                "UpdateExpression": _SET_QUEUED + _FORGET_OUTCOME,
+                "ConditionExpression": "#status = :rejected AND contentHash = :previous",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def claim(self, message: QueuedInvoice, *, owner: str, now: float, lease_seconds: float) -> Claim:
+        key = message.invoice.key
+        claimable = sources_of(InvoiceStatus.IN_PROGRESS) - {InvoiceStatus.IN_PROGRESS}
+        names = {"#status": "status"}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":hash": _s(message.content_hash),
+            ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
+            ":owner": _s(owner),
+            ":until": _n(now + lease_seconds),
+            ":now": _n(now),
+            ":one": _n(1),
+            ":zero": _n(0),
+            ":number": _s(message.invoice.invoiceNumber),
+            ":accepted": _n(message.accepted_at),
+            ":order": _s(message.invoice.orderId),
+            ":type": _s(message.invoice.invoiceType),
+            **{f":claimable{index}": _s(status) for index, status in enumerate(sorted(claimable))},
+        }
+        claimable_list = ", ".join(f":claimable{index}" for index in range(len(claimable)))
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=_pk(key),
+                UpdateExpression=(
+                    "SET #status = :in_progress, leaseOwner = :owner, leaseUntil = :until, updatedAt = :now,"
+                    " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
+                    " invoiceNumber = if_not_exists(invoiceNumber, :number),"
+                    " acceptedAt = if_not_exists(acceptedAt, :accepted),"
+                    " orderId = :order, invoiceType = :type"
+                ),
+                # A missing entry is claimable too: the ledger must never be why an invoice is lost.
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR (contentHash = :hash AND"
+                    f" (#status IN ({claimable_list}) OR (#status = :in_progress AND leaseUntil < :now)))"
+                ),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return self._refusal(key, message.content_hash)
+        return Claim(_entry(answer["Attributes"]))
+
+    def _refusal(self, key: InvoiceKey, content_hash: str) -> Claim:
+        entry = self.get(key)
+        if entry is None or entry.status.is_final:
+            return Claim(entry, ClaimRefusal.FINAL)
+        if entry.content_hash != content_hash:
+            return Claim(entry, ClaimRefusal.SUPERSEDED)
+        return Claim(entry, ClaimRefusal.BUSY)
+
+    def record(
+        self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
+    ) -> bool:
+        values: dict[str, AttributeValueTypeDef] = {
+            ":owner": _s(owner),
+            ":now": _n(now),
+            ":held": _s(InvoiceStatus.IN_PROGRESS),
+        }
+        match verdict:
+            case Invoiced(already=already):
+                values |= {
+                    ":status": _s(InvoiceStatus.INVOICED),
+                    ":expires": _n(now + RETENTION_SECONDS),
+                }
+                values |= {":already": {"BOOL": already}, ":ack": _s(ack_id or "")}
+                update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
+                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
+            case Rejected(code=code, message=message):
+                values |= {
+                    ":status": _s(InvoiceStatus.REJECTED),
+                    ":expires": _n(now + RETENTION_SECONDS),
+                }
+                values |= {":code": _s(code), ":message": _s(message or code)}
+                update = "SET #status = :status, expiresAt = :expires, lastErrorCode = :code, lastErrorMessage = :message"
+                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, retryAt"
+            case RetryLater(reason=reason, message=message, delay_seconds=delay):
+                values |= {":status": _s(InvoiceStatus.RETRYING), ":retry_at": _n(now + delay)}
+                values |= {":code": _s(reason), ":message": _s(message or reason)}
+                update = "SET #status = :status, retryAt = :retry_at, lastErrorCode = :code, lastErrorMessage = :message"
+                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil"
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_pk(key),
+                UpdateExpression=update,
+                ConditionExpression="#status = :held AND leaseOwner = :owner",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+_SET_QUEUED = (
+    "SET #status = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
+    " attempts = :zero, orderId = :order, invoiceType = :type, correlationId = :correlation"
+)
+_FORGET_OUTCOME = " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId"
+
+
+def _pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
+    return {"pk": _s(str(key))}
+
+
+def _s(value: str) -> "AttributeValueTypeDef":
+    return {"S": str(value)}
+
+
+def _n(value: float) -> "AttributeValueTypeDef":
+    return {"N": repr(round(value, 3)) if isinstance(value, float) else str(value)}
+
+
+def _entry(item: Mapping[str, Any]) -> LedgerEntry:
+    def text(name: str) -> str | None:
+        value = item.get(name, {}).get("S")
+        return str(value) if value else None
+
+    def number(name: str) -> float | None:
+        value = item.get(name, {}).get("N")
+        return float(value) if value is not None else None
+
+    code, message = text("lastErrorCode"), text("lastErrorMessage")
+    return LedgerEntry(
+        key=InvoiceKey.parse(item["pk"]["S"]),
+        status=InvoiceStatus(item["status"]["S"]),
+        content_hash=item["contentHash"]["S"],
+        invoice_number=text("invoiceNumber") or "",
+        attempts=int(number("attempts") or 0),
+        accepted_at=number("acceptedAt") or 0.0,
+        updated_at=number("updatedAt") or 0.0,
+        lease_owner=text("leaseOwner"),
+        lease_until=number("leaseUntil"),
+        last_error=LastError(code, message or "") if code else None,
+        correlation_id=text("correlationId"),
+        fynd_ack_id=text("fyndAckId"),
+        retry_at=number("retryAt"),
+        already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
+    )

@@ -1,0 +1,193 @@
+"""The webhook API: routes, and every refusal mapped to one RFC 9457 problem answer, here only.
+
+Order of checks on POST: size (413) and content type (415) first because they are cheap,
+then the signature (401) before the body is parsed, so an unsigned sender learns nothing
+about our schema; then JSON (400), schema (422) and the ledger (409).
+"""
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from botocore.exceptions import BotoCoreError, ClientError
+
+from relay import wiring
+from relay.adapters.secrets import SecretFormatError
+from relay.domain.intake import ConflictError
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import LedgerEntry
+from relay.domain.ports import AcceptRaceError, QueueUnavailableError
+from relay.domain.signature import SignatureRefused, SigningSecretMissing
+from relay.domain.webhook import (
+    InvalidInvoices,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    check_envelope,
+    header,
+    parse_invoices,
+)
+from relay.observability import count, logger
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = "30"
+
+app = APIGatewayHttpResolver()
+
+
+@app.post("/v1/invoices")
+def receive_invoices() -> Response[str]:
+    event = app.current_event
+    raw = _raw_body(event.body, bool(event.is_base64_encoded))
+    check_envelope(header(event.headers, "content-type"), len(raw), wiring.ingest_settings().max_body_bytes)
+    try:
+        body = raw.decode()
+    except UnicodeDecodeError:
+        raise MalformedBody("body is not UTF-8 text") from None
+    wiring.webhook_verifier().verify(body, event.headers)
+    invoices = parse_invoices(body)
+    admissions = wiring.acceptance().accept(invoices, correlation_id=header(event.headers, "webhook-id"))
+    answer = {
+        "invoices": [
+            {
+                "orderId": admission.invoice.orderId,
+                "invoiceType": admission.invoice.invoiceType,
+                "invoiceNumber": admission.invoice.invoiceNumber,
+                "status": admission.status,
+            }
+            for admission in admissions
+        ]
+    }
+    return Response(HTTPStatus.ACCEPTED, "application/json", json.dumps(answer))
+
+
+@app.get("/v1/invoices/<order_id>")
+def invoice_status(order_id: str) -> Response[str]:
+    event = app.current_event
+    wiring.webhook_verifier().verify("", event.headers)
+    requested = event.get_query_string_value("invoiceType", InvoiceType.SALE.value) or ""
+    if requested not in InvoiceType:
+        raise MalformedBody(f"invoiceType must be 'sale' or 'return', not {requested!r}")
+    entry = wiring.ledger().get(InvoiceKey(order_id, InvoiceType(requested)))
+    if entry is None:
+        return _problem(
+            HTTPStatus.NOT_FOUND,
+            "Invoice not found",
+            f"no invoice {requested} for order {order_id}",
+        )
+    return Response(HTTPStatus.OK, "application/json", json.dumps(_status_document(entry)))
+
+
+def _raw_body(body: str | None, is_base64: bool) -> bytes:
+    if not body:
+        return b""
+    if not is_base64:
+        return body.encode()
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise MalformedBody("body is not valid base64") from None
+
+
+def _status_document(entry: LedgerEntry) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "orderId": entry.key.order_id,
+        "invoiceType": entry.key.invoice_type,
+        "invoiceNumber": entry.invoice_number,
+        "status": entry.status,
+        "attempts": entry.attempts,
+        "lastError": {"code": entry.last_error.code, "message": entry.last_error.message}
+        if entry.last_error
+        else None,
+        "acceptedAt": _iso(entry.accepted_at),
+        "updatedAt": _iso(entry.updated_at),
+    }
+    if entry.retry_at:
+        document["nextAttemptAt"] = _iso(entry.retry_at)
+    if entry.already_invoiced:
+        document["alreadyInvoiced"] = True
+    if entry.correlation_id:
+        document["webhookId"] = entry.correlation_id
+    return document
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _problem(status: HTTPStatus, title: str, detail: str, **extra: Any) -> Response[str]:
+    body = {"type": "about:blank", "title": title, "status": int(status), "detail": detail, **extra}
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == HTTPStatus.SERVICE_UNAVAILABLE else None
+    return Response(status, PROBLEM_JSON, json.dumps(body), headers=headers)
+
+
+def _refused(reason: str, status: HTTPStatus, title: str, detail: str, **extra: Any) -> Response[str]:
+    count("IngestRefused", reason=reason)
+    logger.info("webhook refused", extra={"reason": reason, "status": int(status)})
+    return _problem(status, title, detail, **extra)
+
+
+@app.exception_handler(SignatureRefused)
+def _signature(error: SignatureRefused) -> Response[str]:
+    return _refused("signature", HTTPStatus.UNAUTHORIZED, "Signature refused", str(error))
+
+
+@app.exception_handler(PayloadTooLarge)
+def _too_large(error: PayloadTooLarge) -> Response[str]:
+    return _refused("too_large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Body too large", str(error))
+
+
+@app.exception_handler(UnsupportedMediaType)
+def _media_type(error: UnsupportedMediaType) -> Response[str]:
+    return _refused("media_type", HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Unsupported content type", str(error))
+
+
+@app.exception_handler(MalformedBody)
+def _malformed(error: MalformedBody) -> Response[str]:
+    return _refused("malformed", HTTPStatus.BAD_REQUEST, "Malformed request", str(error))
+
+
+@app.exception_handler(InvalidInvoices)
+def _invalid(error: InvalidInvoices) -> Response[str]:
+    errors = [item.as_dict() for item in error.errors]
+    return _refused("invalid", HTTPStatus.UNPROCESSABLE_ENTITY, "Invalid invoices", str(error), errors=errors)
+
+
+@app.exception_handler(ConflictError)
+def _conflict(error: ConflictError) -> Response[str]:
+    conflicts = [
+        {
+            "index": item.index,
+            "orderId": item.key.order_id,
+            "invoiceType": item.key.invoice_type,
+            "status": item.status,
+            "recordedInvoiceNumber": item.invoice_number,
+        }
+        for item in error.conflicts
+    ]
+    detail = "a different invoice is already recorded for these keys; nothing was queued"
+    return _refused("conflict", HTTPStatus.CONFLICT, "Invoice conflict", detail, conflicts=conflicts)
+
+
+@app.exception_handler(AcceptRaceError)
+def _race(error: AcceptRaceError) -> Response[str]:
+    return _refused(
+        "conflict", HTTPStatus.CONFLICT, "Invoice conflict", f"{error}; nothing was queued, retry"
+    )
+
+
+@app.exception_handler(QueueUnavailableError)
+@app.exception_handler(SigningSecretMissing)
+@app.exception_handler(SecretFormatError)
+@app.exception_handler(BotoCoreError)
+@app.exception_handler(ClientError)
+def _unavailable(error: Exception) -> Response[str]:
+    # Our side, not the sender's: say so without details, and ask for a retry.
+    logger.exception("ingest could not complete", extra={"error": type(error).__name__})
+    count("IngestErrors", kind=type(error).__name__)
+    detail = "the relay cannot accept invoices right now; retry later (a retry never sends an invoice twice)"
+    return _problem(HTTPStatus.SERVICE_UNAVAILABLE, "Temporarily unavailable", detail)

@@ -1,0 +1,76 @@
+"""An ERP invoice as the webhook accepts it: Fynd's Update Invoice fields plus `locationCode`.
+
+The models forbid unknown fields so a typo in an ERP mapping ("invoiceNo") is refused at the
+door instead of silently dropped on the way to Fynd.
+"""
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+NonBlank = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256, pattern=r"\S")]
+Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^\S+$")]
+
+
+class InvoiceType(StrEnum):
+    SALE = "sale"
+    RETURN = "return"
+
+
+class InvoiceKey(NamedTuple):
+    """What makes two webhooks the same invoice: Fynd invoices an order once per direction."""
+
+    order_id: str
+    invoice_type: InvoiceType
+
+    def __str__(self) -> str:
+        return f"{self.order_id}#{self.invoice_type}"
+
+    @classmethod
+    def parse(cls, text: str) -> "InvoiceKey":
+        order_id, _, invoice_type = text.rpartition("#")
+        return cls(order_id, InvoiceType(invoice_type))
+
+
+class OrderItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    orderItemId: Identifier
+    quantity: Annotated[StrictInt, Field(ge=1)]
+    imeiSerialNumber: list[NonBlank] | None = None
+
+
+class Invoice(BaseModel):
+    """One invoice or credit note for one Fynd order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    orderId: Identifier
+    invoiceNumber: NonBlank
+    invoiceType: InvoiceType
+    invoiceQrCode: NonBlank | None = None
+    irnNumber: NonBlank | None = None
+    signedInvoice: Annotated[str, StringConstraints(strict=True, min_length=1)] | None = None
+    ackNumber: NonBlank | None = None
+    ackDate: NonBlank | None = None
+    orderItems: Annotated[list[OrderItem], Field(min_length=1)] | None = None
+    packages: list[dict[str, Any]] | None = None
+    locationCode: Identifier | None = None
+
+    @property
+    def key(self) -> InvoiceKey:
+        return InvoiceKey(self.orderId, self.invoiceType)
+
+    def to_fynd(self) -> dict[str, Any]:
+        """The object Fynd's Update Invoice takes: our fields minus the relay-only `locationCode`."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"locationCode"})
+
+    def content_hash(self) -> str:
+        """Same invoice, same hash, whatever the key order or whitespace of the webhook body."""
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,92 @@
+"""The idempotency ledger's states and the only moves between them.
+
+One entry per invoice key. Ingest creates it QUEUED; a dispatcher claims it (IN_PROGRESS,
+under a lease so a crashed worker's claim runs out), then records what Fynd said. INVOICED
+and REJECTED are final: nothing claims them again, which is what keeps duplicates from Fynd.
+A REJECTED invoice may be sent again with different content (the ERP fixed it), which
+starts it over as QUEUED.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from relay.domain.invoice import InvoiceKey
+
+
+class InvoiceStatus(StrEnum):
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    RETRYING = "RETRYING"
+    INVOICED = "INVOICED"
+    REJECTED = "REJECTED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (InvoiceStatus.INVOICED, InvoiceStatus.REJECTED)
+
+
+_MOVES: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.QUEUED: frozenset({InvoiceStatus.IN_PROGRESS}),
+    InvoiceStatus.RETRYING: frozenset({InvoiceStatus.IN_PROGRESS}),
+    # IN_PROGRESS -> IN_PROGRESS is another worker taking over an expired lease.
+    InvoiceStatus.IN_PROGRESS: frozenset(
+        {
+            InvoiceStatus.IN_PROGRESS,
+            InvoiceStatus.INVOICED,
+            InvoiceStatus.REJECTED,
+            InvoiceStatus.RETRYING,
+        }
+    ),
+    InvoiceStatus.REJECTED: frozenset({InvoiceStatus.QUEUED}),
+    InvoiceStatus.INVOICED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, source: InvoiceStatus, target: InvoiceStatus) -> None:
+        super().__init__(f"ledger entry cannot move from {source} to {target}")
+        self.source = source
+        self.target = target
+
+
+def can_move(source: InvoiceStatus, target: InvoiceStatus) -> bool:
+    return target in _MOVES[source]
+
+
+def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
+    """The states an entry may be in for a write to move it to `target` (the DAL's condition)."""
+    return frozenset(source for source, targets in _MOVES.items() if target in targets)
+
+
+def check_move(source: InvoiceStatus, target: InvoiceStatus) -> None:
+    if not can_move(source, target):
+        raise IllegalTransition(source, target)
+
+
+@dataclass(frozen=True)
+class LastError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What the ledger knows about one invoice key; the status API shows it."""
+
+    key: InvoiceKey
+    status: InvoiceStatus
+    content_hash: str
+    invoice_number: str
+    attempts: int
+    accepted_at: float
+    updated_at: float
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    last_error: LastError | None = None
+    correlation_id: str | None = None
+    fynd_ack_id: str | None = None
+    retry_at: float | None = None
+    already_invoiced: bool = False
+
+    def lease_is_live(self, now: float) -> bool:
+        return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now

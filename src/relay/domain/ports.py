@@ -1,0 +1,76 @@
+"""What the domain needs from the outside world. The adapters implement these; tests use fakes."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from relay.domain.delivery import FyndCall, FyndReceipt
+from relay.domain.intake import Admission
+from relay.domain.invoice import InvoiceKey
+from relay.domain.ledger import LedgerEntry
+from relay.domain.messages import QueuedInvoice
+from relay.domain.policy import Verdict
+
+
+class ClaimRefusal(StrEnum):
+    FINAL = "final"
+    """INVOICED or REJECTED: never sent again."""
+    BUSY = "busy"
+    """Another worker holds a live lease on it."""
+    SUPERSEDED = "superseded"
+    """The ledger holds different content for the key: this message is stale."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to claim a key: the entry as it now stands, and why not if refused."""
+
+    entry: LedgerEntry | None
+    refusal: ClaimRefusal | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.refusal is None
+
+
+class AcceptRaceError(Exception):
+    """Another request changed one of these keys between our read and our write."""
+
+
+class Ledger(Protocol):
+    def get(self, key: InvoiceKey) -> LedgerEntry | None: ...
+
+    def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]: ...
+
+    def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
+        """Write every admission that changes the ledger, all or nothing; AcceptRaceError on a race."""
+        ...
+
+    def claim(self, message: QueuedInvoice, *, owner: str, now: float, lease_seconds: float) -> Claim: ...
+
+    def record(
+        self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
+    ) -> bool:
+        """Record a verdict on an entry this owner holds; False when the lease was lost meanwhile."""
+        ...
+
+
+class QueueUnavailableError(Exception):
+    """Some messages could not be queued even after retrying."""
+
+
+class InvoiceQueue(Protocol):
+    def send(self, messages: Sequence[QueuedInvoice]) -> None:
+        """Queue every message durably or raise QueueUnavailableError."""
+        ...
+
+    def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None: ...
+
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None: ...
+
+
+class Fynd(Protocol):
+    def update_invoices(self, call: FyndCall) -> FyndReceipt:
+        """Send one call; raises FyndCallError when no per-order answer can be trusted."""
+        ...

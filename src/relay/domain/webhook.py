@@ -1,0 +1,125 @@
+"""Reading a webhook body into invoices, all or nothing, with errors a person can act on.
+
+Each refusal is its own type so the edge maps it to one HTTP answer: 413, 415, 400 or 422.
+Validation errors name the array index and the field path, never the value sent (it may be
+a signed invoice or QR data).
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from relay.domain.invoice import Invoice
+
+MAX_INVOICES_PER_WEBHOOK = 100
+
+
+class WebhookRefused(Exception):
+    """The body cannot be accepted; nothing was recorded or queued."""
+
+
+class PayloadTooLarge(WebhookRefused):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"body is {size} bytes; the limit is {limit}")
+
+
+class UnsupportedMediaType(WebhookRefused):
+    def __init__(self, content_type: str | None) -> None:
+        super().__init__(f"content type must be application/json, not {content_type or 'missing'}")
+
+
+class MalformedBody(WebhookRefused):
+    pass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int | None
+    """Position in the array; None for a problem with the body as a whole."""
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class InvalidInvoices(WebhookRefused):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the invoices; nothing was queued")
+        self.errors = errors
+
+
+def check_envelope(content_type: str | None, size: int, limit: int) -> None:
+    if size > limit:
+        raise PayloadTooLarge(size, limit)
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise UnsupportedMediaType(content_type)
+
+
+def parse_invoices(body: str) -> list[Invoice]:
+    """One invoice object or an array of 1 to 100; identical repeats of a key collapse into one."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise MalformedBody("body is not valid JSON") from None
+    if isinstance(document, dict):
+        items: list[Any] = [document]
+    elif isinstance(document, list):
+        items = document
+    else:
+        raise MalformedBody("body must be a JSON object or an array of objects")
+    if not 1 <= len(items) <= MAX_INVOICES_PER_WEBHOOK:
+        raise InvalidInvoices(
+            [FieldError(None, "", f"send 1 to {MAX_INVOICES_PER_WEBHOOK} invoices, not {len(items)}")]
+        )
+    invoices: list[Invoice] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            invoices.append(Invoice.model_validate(item))
+        except ValidationError as error:
+            errors.extend(_field_errors(index, error))
+    if errors:
+        raise InvalidInvoices(errors)
+    return _unique(invoices)
+
+
+def _field_errors(index: int, error: ValidationError) -> list[FieldError]:
+    found = []
+    for detail in error.errors(include_input=False, include_url=False):
+        path = ".".join(str(part) for part in detail["loc"])
+        message = "unknown field" if detail["type"] == "extra_forbidden" else detail["msg"]
+        found.append(FieldError(index, path, message))
+    return found
+
+
+def _unique(invoices: list[Invoice]) -> list[Invoice]:
+    seen: dict[Any, tuple[int, Invoice]] = {}
+    errors = []
+    for index, invoice in enumerate(invoices):
+        first = seen.get(invoice.key)
+        if first is None:
+            seen[invoice.key] = (index, invoice)
+        elif first[1] != invoice:
+            errors.append(
+                FieldError(
+                    index,
+                    "orderId",
+                    f"same orderId and invoiceType as index {first[0]}, different content",
+                )
+            )
+    if errors:
+        raise InvalidInvoices(errors)
+    return [invoice for _, invoice in seen.values()]
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Header lookup that ignores case, as HTTP does."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)

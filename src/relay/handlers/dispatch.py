@@ -1,0 +1,15 @@
+"""DispatchFunction: the invoice queue's SQS batches, delivered to Fynd, partial failures reported."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from relay.observability import logger, metrics, tracer
+from relay.wiring import dispatch_batch
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dispatch_batch(event)

@@ -1,0 +1,52 @@
+"""Each function's configuration, read once from its environment and validated.
+
+A missing or malformed variable stops the function at its first invocation with a message
+naming the variable, instead of surfacing later as an empty string somewhere deep.
+"""
+
+import os
+from functools import cache
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+
+class SharedSettings(BaseModel):
+    """What both functions read: where the ledger and the queue are."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ledger_table_name: str = Field(alias="LEDGER_TABLE_NAME", min_length=1)
+    invoice_queue_url: str = Field(alias="INVOICE_QUEUE_URL", min_length=1)
+
+
+class IngestSettings(SharedSettings):
+    webhook_secret_arn: str = Field(alias="WEBHOOK_SECRET_ARN", min_length=1)
+    max_body_bytes: int = Field(alias="MAX_BODY_BYTES", gt=0)
+
+
+class DispatchSettings(SharedSettings):
+    fynd_base_url: HttpUrl = Field(alias="FYND_BASE_URL")
+    fynd_credentials_secret_arn: str = Field(alias="FYND_CREDENTIALS_SECRET_ARN", min_length=1)
+    fynd_location_credentials_secret_arn: str | None = Field(
+        None, alias="FYND_LOCATION_CREDENTIALS_SECRET_ARN"
+    )
+    too_early_deadline_seconds: float = Field(alias="TOO_EARLY_DEADLINE_SECONDS", gt=0)
+    max_receive_count: int = Field(alias="MAX_RECEIVE_COUNT", ge=2)
+    lease_seconds: float = Field(120, alias="LEASE_SECONDS", gt=0)
+    retry_base_seconds: float = Field(30, alias="RETRY_BASE_SECONDS", gt=0)
+    retry_max_seconds: float = Field(3600, alias="RETRY_MAX_SECONDS", gt=0)
+
+
+@cache
+def shared_settings() -> SharedSettings:
+    return SharedSettings.model_validate(os.environ)
+
+
+@cache
+def ingest_settings() -> IngestSettings:
+    return IngestSettings.model_validate(os.environ)
+
+
+@cache
+def dispatch_settings() -> DispatchSettings:
+    return DispatchSettings.model_validate(os.environ)

@@ -1,0 +1,126 @@
+"""Building the relay's parts from settings, once per Lambda instance and only when first needed.
+
+Nothing here runs at import time: clients are created on first use and reused by every
+later invocation of the same instance.
+"""
+
+import time
+import uuid
+from functools import cache
+from random import random
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import urllib3
+from botocore.config import Config
+from pydantic import ValidationError
+
+from relay.adapters.fynd import FyndClient
+from relay.adapters.ledger import InvoiceLedger
+from relay.adapters.queue import CORRELATION_ATTRIBUTE, SqsInvoiceQueue
+from relay.adapters.secrets import SecretsCredentials, webhook_secrets
+from relay.domain.acceptance import InvoiceAcceptance
+from relay.domain.dispatch import Dispatcher, DispatchSettings
+from relay.domain.messages import Delivery, QueuedInvoice
+from relay.domain.policy import Backoff, CodePolicy
+from relay.domain.signature import WebhookVerifier
+from relay.observability import count, logger
+from relay.settings import dispatch_settings, ingest_settings, shared_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+__all__ = ["acceptance", "dispatch_batch", "ingest_settings", "ledger", "webhook_verifier"]
+
+_AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+
+
+@cache
+def _dynamodb() -> "DynamoDBClient":
+    return boto3.client("dynamodb", config=_AWS_CONFIG)
+
+
+@cache
+def _sqs() -> "SQSClient":
+    return boto3.client("sqs", config=_AWS_CONFIG)
+
+
+@cache
+def ledger() -> InvoiceLedger:
+    return InvoiceLedger(shared_settings().ledger_table_name, _dynamodb())
+
+
+@cache
+def _queue() -> SqsInvoiceQueue:
+    return SqsInvoiceQueue(shared_settings().invoice_queue_url, _sqs())
+
+
+def webhook_verifier() -> WebhookVerifier:
+    """Built per request from the cached secret, so a rotation shows up within minutes."""
+    return WebhookVerifier(webhook_secrets(ingest_settings().webhook_secret_arn))
+
+
+@cache
+def acceptance() -> InvoiceAcceptance:
+    return InvoiceAcceptance(ledger=ledger(), queue=_queue(), clock=time.time)
+
+
+@cache
+def dispatcher() -> Dispatcher:
+    settings = dispatch_settings()
+    fynd = FyndClient(
+        str(settings.fynd_base_url),
+        SecretsCredentials(
+            settings.fynd_credentials_secret_arn, settings.fynd_location_credentials_secret_arn
+        ),
+        http=urllib3.PoolManager(maxsize=4),
+        timeout=urllib3.Timeout(connect=3.0, read=15.0),
+    )
+    return Dispatcher(
+        ledger=ledger(),
+        fynd=fynd,
+        queue=_queue(),
+        policy=CodePolicy(
+            Backoff(settings.retry_base_seconds, settings.retry_max_seconds, random),
+            settings.too_early_deadline_seconds,
+        ),
+        settings=DispatchSettings(
+            lease_seconds=settings.lease_seconds, max_receive_count=settings.max_receive_count
+        ),
+        # Unique per Lambda instance: a lease names who holds it.
+        owner=f"dispatch-{uuid.uuid4()}",
+        clock=time.time,
+    )
+
+
+def dispatch_batch(event: dict[str, Any]) -> dict[str, Any]:
+    """An SQS event in, the partial batch response out. A record we cannot read comes back
+    (and reaches the dead-letter queue after maxReceiveCount): it never blocks its batch."""
+    deliveries: list[Delivery] = []
+    unreadable: list[str] = []
+    for record in event.get("Records", []):
+        try:
+            deliveries.append(_delivery(record))
+        except (ValidationError, KeyError, ValueError, TypeError):
+            logger.error(
+                "queue message is not a queued invoice",
+                extra={"message_id": record.get("messageId")},
+            )
+            count("MalformedMessages")
+            unreadable.append(str(record.get("messageId")))
+    failed = dispatcher().dispatch(deliveries) if deliveries else []
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
+
+
+def _delivery(record: dict[str, Any]) -> Delivery:
+    message = QueuedInvoice.from_body(record["body"])
+    attribute = record.get("messageAttributes", {}).get(CORRELATION_ATTRIBUTE, {})
+    if not message.correlation_id and attribute.get("stringValue"):
+        message = message.model_copy(update={"correlation_id": attribute["stringValue"]})
+    return Delivery(
+        message_id=record["messageId"],
+        receipt_handle=record["receiptHandle"],
+        receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)),
+        message=message,
+    )

@@ -1,0 +1,97 @@
+"""Grouping invoices into Fynd calls, and what each Fynd answer leads to."""
+
+import pytest
+
+from factories import invoice
+from relay.domain.batching import plan_calls
+from relay.domain.delivery import FyndCall, FyndThrottled, FyndUnavailable, OrderError
+from relay.domain.invoice import InvoiceType
+from relay.domain.policy import (
+    DEADLINE_PASSED,
+    MAX_VISIBILITY_SECONDS,
+    Backoff,
+    CodePolicy,
+    Invoiced,
+    Rejected,
+    RetryLater,
+)
+
+DAY = 86_400.0
+
+
+def policy(jitter: float = 0.0) -> CodePolicy:
+    return CodePolicy(Backoff(30, 3600, lambda: jitter), DAY)
+
+
+def test_hundred_invoices_become_five_calls_of_twenty() -> None:
+    calls = plan_calls(invoice(f"O-{n}") for n in range(100))
+    assert [len(call.invoices) for call in calls] == [20] * 5
+    assert [i.orderId for call in calls for i in call.invoices] == [f"O-{n}" for n in range(100)]
+
+
+def test_calls_are_grouped_by_location_and_type() -> None:
+    invoices = [
+        invoice("A", locationCode="WH-1"),
+        invoice("B"),
+        invoice("C", locationCode="WH-2"),
+        invoice("D", locationCode="WH-1"),
+        invoice("A", invoiceType="return", locationCode="WH-1"),
+    ]
+    calls = plan_calls(invoices)
+    groups = {(c.location_code, c.invoice_type): [i.orderId for i in c.invoices] for c in calls}
+    assert groups == {
+        ("WH-1", InvoiceType.SALE): ["A", "D"],
+        (None, InvoiceType.SALE): ["B"],
+        ("WH-2", InvoiceType.SALE): ["C"],
+        ("WH-1", InvoiceType.RETURN): ["A"],
+    }
+
+
+def test_a_call_refuses_more_than_twenty_or_a_repeated_order() -> None:
+    with pytest.raises(ValueError, match="1 to 20"):
+        FyndCall(None, InvoiceType.SALE, tuple(invoice(f"O-{n}") for n in range(21)))
+    with pytest.raises(ValueError, match="once"):
+        FyndCall(None, InvoiceType.SALE, (invoice("A"), invoice("A", invoiceNumber="2")))
+
+
+def error(code: str) -> OrderError:
+    return OrderError("A", code, f"Fynd says {code}")
+
+
+def test_success_and_in453_are_invoiced() -> None:
+    assert policy().for_order(None, attempt=1, accepted_at=0, now=1) == Invoiced()
+    assert policy().for_order(error("IN453"), attempt=1, accepted_at=0, now=1) == Invoiced(already=True)
+
+
+@pytest.mark.parametrize("code", ["IN401", "IN400", "IN422"])
+def test_terminal_codes_are_rejected_with_code_and_message(code: str) -> None:
+    verdict = policy().for_order(error(code), attempt=1, accepted_at=0, now=1)
+    assert verdict == Rejected(code, f"Fynd says {code}")
+
+
+def test_too_early_retries_with_growing_backoff_until_the_deadline() -> None:
+    delays = [policy().for_order(error("IN403"), attempt=n, accepted_at=0, now=10) for n in (1, 2, 3)]
+    assert [type(v) for v in delays] == [RetryLater] * 3
+    assert [v.delay_seconds for v in delays if isinstance(v, RetryLater)] == [15, 30, 60]
+    late = policy().for_order(error("IN403"), attempt=9, accepted_at=0, now=DAY)
+    assert isinstance(late, Rejected)
+    assert late.code == DEADLINE_PASSED
+
+
+def test_unknown_code_is_retried_not_dropped() -> None:
+    verdict = policy().for_order(error("IN999"), attempt=1, accepted_at=0, now=1)
+    assert isinstance(verdict, RetryLater)
+    assert verdict.reason == "IN999"
+
+
+def test_backoff_is_capped_and_jittered_within_its_step() -> None:
+    assert Backoff(30, 3600, lambda: 0.0).delay(20) == 1800
+    assert Backoff(30, 3600, lambda: 0.999).delay(20) == 3598
+    assert Backoff(30, 10**9, lambda: 0.999).delay(60) == MAX_VISIBILITY_SECONDS
+
+
+def test_call_failures_retry_and_honour_retry_after() -> None:
+    throttled = policy().for_call_failure(FyndThrottled("slow down", retry_after=500), attempt=1)
+    assert (throttled.reason, throttled.delay_seconds) == ("fynd_throttled", 500)
+    down = policy().for_call_failure(FyndUnavailable("503"), attempt=2)
+    assert (down.reason, down.delay_seconds) == ("fynd_unavailable", 30)

@@ -1,0 +1,146 @@
+"""What the webhook accepts as invoices, and how precisely it says what is wrong."""
+
+import json
+
+import pytest
+
+from factories import invoice, invoice_dict
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.webhook import (
+    InvalidInvoices,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    check_envelope,
+    parse_invoices,
+)
+
+
+def test_single_object_and_array_both_accepted() -> None:
+    # Given one invoice as an object and two as an array
+    single = json.dumps(invoice_dict("A"))
+    many = json.dumps([invoice_dict("A"), invoice_dict("B", invoiceType="return")])
+    # When parsed
+    # Then each gives its invoices in order
+    assert [i.key for i in parse_invoices(single)] == [InvoiceKey("A", InvoiceType.SALE)]
+    assert [i.key for i in parse_invoices(many)] == [("A", "sale"), ("B", "return")]
+
+
+def test_all_fynd_fields_and_location_code_accepted() -> None:
+    body = invoice_dict(
+        "FY-9",
+        invoiceType="return",
+        invoiceQrCode="qr",
+        irnNumber="irn",
+        signedInvoice="signed",
+        ackNumber="ack",
+        ackDate="2026-11-01",
+        orderItems=[{"orderItemId": "item-1", "quantity": 2, "imeiSerialNumber": ["35-1"]}],
+        packages=[{"length": 10}],
+        locationCode="WH-1",
+    )
+    parsed = parse_invoices(json.dumps(body))[0]
+    # locationCode picks credentials; it is ours and never goes to Fynd
+    assert parsed.locationCode == "WH-1"
+    assert "locationCode" not in parsed.to_fynd()
+    assert parsed.to_fynd()["orderItems"] == [{"orderItemId": "item-1", "quantity": 2, "imeiSerialNumber": ["35-1"]}]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        ({"orderId": None}, "orderId", "required"),
+        ({"invoiceType": "refund"}, "invoiceType", "sale"),
+        ({"invoiceNumber": "  "}, "invoiceNumber", "pattern"),
+        ({"invoiceNo": "X"}, "invoiceNo", "unknown field"),
+        ({"orderItems": [{"orderItemId": "i", "quantity": 0}]}, "orderItems.0.quantity", "greater"),
+        ({"orderItems": [{"orderItemId": "i", "quantity": "2"}]}, "orderItems.0.quantity", "integer"),
+        ({"orderId": 1001}, "orderId", "string"),
+    ],
+)
+def test_invalid_invoice_names_index_and_field(change: dict[str, object], field: str, fragment: str) -> None:
+    # Given an array whose second invoice is broken
+    broken = {**invoice_dict("B"), **change}
+    body = json.dumps([invoice_dict("A"), {k: v for k, v in broken.items() if v is not None}])
+    # When parsed
+    with pytest.raises(InvalidInvoices) as refused:
+        parse_invoices(body)
+    # Then the error points at index 1 and the field, without echoing the value
+    (error,) = refused.value.errors
+    assert (error.index, error.field) == (1, field)
+    assert fragment in error.message
+
+
+def test_validation_reports_every_problem_at_once() -> None:
+    body = json.dumps([{"orderId": "A"}, invoice_dict("B"), {"invoiceType": "sale"}])
+    with pytest.raises(InvalidInvoices) as refused:
+        parse_invoices(body)
+    assert {(e.index, e.field) for e in refused.value.errors} == {
+        (0, "invoiceNumber"),
+        (0, "invoiceType"),
+        (2, "orderId"),
+        (2, "invoiceNumber"),
+    }
+
+
+def test_error_messages_never_echo_the_value_sent() -> None:
+    body = json.dumps([invoice_dict("A", signedInvoice=12345678)])
+    with pytest.raises(InvalidInvoices) as refused:
+        parse_invoices(body)
+    assert "12345678" not in json.dumps([e.as_dict() for e in refused.value.errors])
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_array_must_hold_1_to_100(count: int) -> None:
+    body = json.dumps([invoice_dict(f"O-{n}") for n in range(count)])
+    with pytest.raises(InvalidInvoices) as refused:
+        parse_invoices(body)
+    (error,) = refused.value.errors
+    assert error.index is None
+    assert "1 to 100" in error.message
+
+
+def test_hundred_invoices_accepted() -> None:
+    body = json.dumps([invoice_dict(f"O-{n}") for n in range(100)])
+    assert len(parse_invoices(body)) == 100
+
+
+@pytest.mark.parametrize("body", ["{not json", '"a string"', "42", "null", ""])
+def test_non_json_or_non_container_is_malformed(body: str) -> None:
+    with pytest.raises(MalformedBody):
+        parse_invoices(body)
+
+
+def test_identical_repeat_in_one_body_collapses() -> None:
+    body = json.dumps([invoice_dict("A"), invoice_dict("A")])
+    assert len(parse_invoices(body)) == 1
+
+
+def test_same_key_with_different_content_in_one_body_is_refused() -> None:
+    body = json.dumps([invoice_dict("A"), invoice_dict("A", invoiceNumber="OTHER")])
+    with pytest.raises(InvalidInvoices) as refused:
+        parse_invoices(body)
+    assert refused.value.errors[0].index == 1
+
+
+def test_content_hash_ignores_key_order_but_not_content() -> None:
+    a = invoice("A", irnNumber="X")
+    reordered = invoice(**{"irnNumber": "X", "order_id": "A"})
+    assert a.content_hash() == reordered.content_hash()
+    assert a.content_hash() != invoice("A", irnNumber="Y").content_hash()
+
+
+def test_envelope_checks_size_then_media_type() -> None:
+    with pytest.raises(PayloadTooLarge):
+        check_envelope("application/json", 1001, 1000)
+    with pytest.raises(UnsupportedMediaType):
+        check_envelope("text/plain", 10, 1000)
+    with pytest.raises(UnsupportedMediaType):
+        check_envelope(None, 10, 1000)
+    check_envelope("application/json; charset=utf-8", 1000, 1000)
+    check_envelope("application/vnd.erp+json", 10, 1000)
+
+
+def test_key_round_trips_through_its_text_form() -> None:
+    key = InvoiceKey("FY#7", InvoiceType.RETURN)
+    assert InvoiceKey.parse(str(key)) == key
