@@ -1,0 +1,85 @@
+"""A local stand-in for Fynd Konnect's token and Update Invoice endpoints.
+
+Shipped with the relay for its own tests and `make run`, and for integrators who want to
+see every Fynd answer without a Fynd account. The contract it follows is
+`fynd-update-invoice.md`; when that page changes, this package changes with it.
+
+Endpoints, as Fynd's:
+
+- `GET /aggregator/v1/token?username=<u>&password=<p>` -> `{"access_token", "expires_in"}`,
+  401 for unknown credentials. Default company-level credentials: `relay-sim` /
+  `relay-sim-password`; location-level credentials work for their own location only.
+- `POST /oms/v3/shipment/invoiceUpdate[?locationCode=X]` with `x-access-token`: a JSON
+  array of 1 to 20 invoices (`orderId`, `invoiceNumber`, `invoiceType` required), else
+  400; a missing, unknown or expired token gets 401. Otherwise 200 with one error per
+  failed order, in Fynd's camelCase shape or (configured) the snake_case `data`/`meta`
+  envelope.
+
+Any order id the simulator was not told about answers by its prefix, so a client can
+send anything and still reach every code:
+
+| prefix | answer |
+| --- | --- |
+| `CANCELLED-` | `IN401` (cancelled) |
+| `UNKNOWN-` | `IN400` (not in the authorised location) |
+| `BADINV-` | `IN422` (breaks the invoicing rules) |
+| `INVOICED-` | `IN453` (already invoiced elsewhere) |
+| `EARLY-` | `IN403` (not yet confirmed) for the first 2 attempts, then success |
+| anything else | success, once; a second invoice for the same order gets `IN453` |
+
+Orders configured through `/_sim/orders` (or `SimulatorState.configure_orders`) ignore
+their prefix. The simulator keys orders by `orderId` alone: any invoice, `sale` or
+`return`, invoices the order; an `invoiceType` other than those two gets `IN422`. An
+order configured with a `location` answers `IN400` to a token scoped to another
+location (a location-level token, or a company-level one with a `locationCode`).
+
+Faults (`faults.py`), records and the control API (`admin.py`) are described in their
+modules. Run it with `python -m fynd_simulator --port 8900`.
+"""
+
+from fynd_simulator.control import SimulatorControl, SimulatorControlError
+from fynd_simulator.faults import (
+    CommitThenDropFault,
+    ExpireTokensFault,
+    Fault,
+    LatencyFault,
+    StatusFault,
+)
+from fynd_simulator.invoices import MAX_INVOICES_PER_CALL
+from fynd_simulator.orders import ErrorCode, OrderState
+from fynd_simulator.records import CallRecord, OrderView, Stats
+from fynd_simulator.replies import SimulatorConfigError
+from fynd_simulator.server import INVOICE_PATH, TOKEN_PATH
+from fynd_simulator.simulator import FyndSimulator
+from fynd_simulator.state import SimulatorState
+from fynd_simulator.tokens import (
+    DEFAULT_PASSWORD,
+    DEFAULT_TOKEN_TTL,
+    DEFAULT_USERNAME,
+    Credential,
+)
+
+__all__ = [
+    "DEFAULT_PASSWORD",
+    "DEFAULT_TOKEN_TTL",
+    "DEFAULT_USERNAME",
+    "INVOICE_PATH",
+    "MAX_INVOICES_PER_CALL",
+    "TOKEN_PATH",
+    "CallRecord",
+    "CommitThenDropFault",
+    "Credential",
+    "ErrorCode",
+    "ExpireTokensFault",
+    "Fault",
+    "FyndSimulator",
+    "LatencyFault",
+    "OrderState",
+    "OrderView",
+    "SimulatorConfigError",
+    "SimulatorControl",
+    "SimulatorControlError",
+    "SimulatorState",
+    "Stats",
+    "StatusFault",
+]
