@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import urllib3
+from aws_lambda_powertools.utilities import parameters
 from botocore.config import Config
 from pydantic import ValidationError
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["acceptance", "dispatch_batch", "ingest_settings", "ledger", "webhook_verifier"]
+__all__ = ["acceptance", "dispatch_batch", "forget", "ingest_settings", "ledger", "webhook_verifier"]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 
@@ -92,6 +93,16 @@ def dispatcher() -> Dispatcher:
         owner=f"dispatch-{uuid.uuid4()}",
         clock=time.time,
     )
+
+
+def forget() -> None:
+    """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
+    test that rebuilds its AWS endpoint inside one process does."""
+    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher):
+        cached.cache_clear()
+    for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
+        settings_cache.cache_clear()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
 def dispatch_batch(event: dict[str, Any]) -> dict[str, Any]:

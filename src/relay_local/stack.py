@@ -149,7 +149,9 @@ class LocalStack:
         events = self._function(logical_id)["Events"].values()
         (props,) = [self.resolve(event["Properties"]) for event in events if event["Type"] == "SQS"]
         queue_url = next(
-            url for name, url in self.references.items() if self.attributes.get(f"{name}.Arn") == props["Queue"]
+            url
+            for name, url in self.references.items()
+            if self.attributes.get(f"{name}.Arn") == props["Queue"]
         )
         return EventSourceConfig(
             queue_url=queue_url,
@@ -193,13 +195,17 @@ def build_stack(
     string instead of the template's (e.g. the local webhook secret or the simulator's credentials).
     """
     template = load_template(template_path)
-    params = {name: str(spec["Default"]) for name, spec in template["Parameters"].items() if "Default" in spec}
+    params = {
+        name: str(spec["Default"]) for name, spec in template["Parameters"].items() if "Default" in spec
+    }
     params.update(parameters or {})
     missing = sorted(set(template["Parameters"]) - set(params))
     if missing:
         raise ValueError(f"template parameters without a value: {', '.join(missing)}")
     session = boto3.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION  # noqa: S106
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        region_name=REGION,  # noqa: S106
     )
     references: dict[str, str] = dict(params)
     attributes: dict[str, str] = {}
@@ -215,9 +221,9 @@ def build_stack(
     # Dead-letter queues first: a redrive policy names its target's ARN.
     queues = sorted(create("AWS::SQS::Queue"), key=lambda item: "RedrivePolicy" in item[1])
     for logical_id, props in queues:
-        url = sqs.create_queue(QueueName=logical_id, Attributes=_queue_attributes(_resolve(props, references, attributes)))[
-            "QueueUrl"
-        ]
+        url = sqs.create_queue(
+            QueueName=logical_id, Attributes=_queue_attributes(_resolve(props, references, attributes))
+        )["QueueUrl"]
         references[logical_id] = url
         attributes[f"{logical_id}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{logical_id}"
 
@@ -245,16 +251,24 @@ def build_stack(
     return LocalStack(endpoint_url, REGION, template, params, references, attributes)
 
 
-def _queue_attributes(props: Mapping[str, Any]) -> dict[str, str]:
-    attributes = {
+def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
+    attributes: dict[Any, str] = {
         name: _as_env(props[name])
-        for name in ("VisibilityTimeout", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds", "DelaySeconds")
+        for name in (
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "ReceiveMessageWaitTimeSeconds",
+            "DelaySeconds",
+        )
         if name in props
     }
     if "RedrivePolicy" in props:
         policy = props["RedrivePolicy"]
         attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": policy["deadLetterTargetArn"], "maxReceiveCount": int(policy["maxReceiveCount"])}
+            {
+                "deadLetterTargetArn": policy["deadLetterTargetArn"],
+                "maxReceiveCount": int(policy["maxReceiveCount"]),
+            }
         )
     return attributes
 

@@ -1,0 +1,168 @@
+"""The whole relay on 127.0.0.1: local AWS, the Fynd simulator, the HTTP API and the queue consumer.
+
+`make run`, the integration tests and the benchmarks all start the relay through this one
+class, so what the tests prove is what a user runs. The functions run in this process, as
+template.yaml describes them (handler, timeout, environment, event source settings).
+"""
+
+import json
+import os
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import boto3
+
+from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME, FyndSimulator
+from relay_local.event_source import SqsEventSource
+from relay_local.http_api import LocalHttpApi
+from relay_local.lambda_context import LambdaFunction, load_handler
+from relay_local.stack import REGION, LocalStack, MotoServer, build_stack
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+INGEST = "IngestFunction"
+DISPATCH = "DispatchFunction"
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    webhook_secret: str
+    """The whsec_... secret the local API verifies."""
+    api_port: int = 0
+    fynd_base_url: str | None = None
+    """Send to this Fynd instead of starting the simulator."""
+    fynd_username: str = DEFAULT_USERNAME
+    fynd_password: str = DEFAULT_PASSWORD
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    """Template parameter overrides, e.g. {"DispatchBatchSize": "10"}."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Extra function environment, e.g. {"RETRY_BASE_SECONDS": "1"} for fast tests."""
+    poll_wait_seconds: int = 1
+
+
+class LocalPipeline:
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.moto = MotoServer()
+        self.simulator: FyndSimulator | None = None
+        self.stack: LocalStack | None = None
+        self.api: LocalHttpApi | None = None
+        self.consumer: SqsEventSource | None = None
+        self._saved_environment: dict[str, str | None] = {}
+
+    @property
+    def api_url(self) -> str:
+        assert self.api is not None, "start() first"
+        return self.api.url
+
+    @property
+    def fynd_base_url(self) -> str:
+        if self.config.fynd_base_url:
+            return self.config.fynd_base_url
+        assert self.simulator is not None, "start() first"
+        return self.simulator.url
+
+    def start(self) -> "LocalPipeline":
+        self.moto.start()
+        # moto keeps its state per process; a second pipeline in one process starts clean.
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto.url}/moto-api/reset", method="POST"))  # noqa: S310
+        if not self.config.fynd_base_url:
+            self.simulator = FyndSimulator(
+                username=self.config.fynd_username, password=self.config.fynd_password
+            ).start()
+        self.stack = build_stack(
+            self.moto.url,
+            parameters={"FyndBaseUrl": self.fynd_base_url, **self.config.parameters},
+            secret_values={
+                "WebhookSigningSecret": json.dumps({"local": self.config.webhook_secret}),
+                "FyndCredentialsSecret": json.dumps(
+                    {"username": self.config.fynd_username, "password": self.config.fynd_password}
+                ),
+            },
+        )
+        self._apply_environment(self.stack)
+        ingest = self._function(self.stack, INGEST)
+        dispatch = self._function(self.stack, DISPATCH)
+        self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
+        self.api.start()
+        self.consumer = SqsEventSource(
+            self.sqs(),
+            self.stack.event_source(DISPATCH),
+            dispatch,
+            poll_wait_seconds=self.config.poll_wait_seconds,
+        )
+        self.consumer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop in reverse order: no new requests, finish batches in flight, then AWS and Fynd."""
+        for part in (self.api, self.consumer, self.simulator, self.moto):
+            if part is not None:
+                part.stop()
+        self.api = self.consumer = self.simulator = None
+        for name, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environment.clear()
+
+    def __enter__(self) -> "LocalPipeline":
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def sqs(self) -> "SQSClient":
+        return boto3.client(
+            "sqs",
+            endpoint_url=self.moto.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106
+        )
+
+    def dynamodb(self) -> "DynamoDBClient":
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.moto.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106
+        )
+
+    def _apply_environment(self, stack: LocalStack) -> None:
+        environment = {
+            **stack.function_environment(INGEST),
+            **stack.function_environment(DISPATCH),
+            **LOCAL_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.moto.url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+            **self.config.environment,
+        }
+        for name, value in environment.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        _forget_cached_clients()
+
+    def _function(self, stack: LocalStack, logical_id: str) -> LambdaFunction:
+        return LambdaFunction(
+            name=logical_id,
+            handler=load_handler(stack.function_handler(logical_id)),
+            timeout_seconds=stack.function_timeout(logical_id),
+            memory_limit_in_mb=int(stack.template["Globals"]["Function"].get("MemorySize", 128)),
+            region=REGION,
+        )
+
+
+def _forget_cached_clients() -> None:
+    from relay import wiring
+
+    wiring.forget()
