@@ -22,6 +22,7 @@ from relay_local.stack import REGION, LocalStack, MotoServer, build_stack
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
 INGEST = "IngestFunction"
@@ -43,6 +44,8 @@ class PipelineConfig:
     environment: Mapping[str, str] = field(default_factory=dict)
     """Extra function environment, e.g. {"RETRY_BASE_SECONDS": "1"} for fast tests."""
     poll_wait_seconds: int = 1
+    consume: bool = True
+    """Run the queue consumer; tests that drive the dispatcher batch by batch turn it off."""
 
 
 class LocalPipeline:
@@ -53,6 +56,7 @@ class LocalPipeline:
         self.stack: LocalStack | None = None
         self.api: LocalHttpApi | None = None
         self.consumer: SqsEventSource | None = None
+        self.dispatch: LambdaFunction | None = None
         self._saved_environment: dict[str, str | None] = {}
 
     @property
@@ -90,13 +94,15 @@ class LocalPipeline:
         dispatch = self._function(self.stack, DISPATCH)
         self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
         self.api.start()
-        self.consumer = SqsEventSource(
-            self.sqs(),
-            self.stack.event_source(DISPATCH),
-            dispatch,
-            poll_wait_seconds=self.config.poll_wait_seconds,
-        )
-        self.consumer.start()
+        self.dispatch = dispatch
+        if self.config.consume:
+            self.consumer = SqsEventSource(
+                self.sqs(),
+                self.stack.event_source(DISPATCH),
+                dispatch,
+                poll_wait_seconds=self.config.poll_wait_seconds,
+            )
+            self.consumer.start()
         return self
 
     def stop(self) -> None:
@@ -119,22 +125,13 @@ class LocalPipeline:
         self.stop()
 
     def sqs(self) -> "SQSClient":
-        return boto3.client(
-            "sqs",
-            endpoint_url=self.moto.url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106
-        )
+        return _session().client("sqs", endpoint_url=self.moto.url)
 
     def dynamodb(self) -> "DynamoDBClient":
-        return boto3.client(
-            "dynamodb",
-            endpoint_url=self.moto.url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106
-        )
+        return _session().client("dynamodb", endpoint_url=self.moto.url)
+
+    def secretsmanager(self) -> "SecretsManagerClient":
+        return _session().client("secretsmanager", endpoint_url=self.moto.url)
 
     def _apply_environment(self, stack: LocalStack) -> None:
         environment = {
@@ -160,6 +157,10 @@ class LocalPipeline:
             memory_limit_in_mb=int(stack.template["Globals"]["Function"].get("MemorySize", 128)),
             region=REGION,
         )
+
+
+def _session() -> boto3.Session:
+    return boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION)  # noqa: S106
 
 
 def _forget_cached_clients() -> None:

@@ -204,8 +204,8 @@ def build_stack(
         raise ValueError(f"template parameters without a value: {', '.join(missing)}")
     session = boto3.Session(
         aws_access_key_id="local",
-        aws_secret_access_key="local",
-        region_name=REGION,  # noqa: S106
+        aws_secret_access_key="local",  # noqa: S106
+        region_name=REGION,
     )
     references: dict[str, str] = dict(params)
     attributes: dict[str, str] = {}

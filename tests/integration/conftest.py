@@ -48,15 +48,21 @@ class RelayClient:
         secret: str | None = None,
     ) -> Answer:
         text = body if body is not None else json.dumps(payload)
-        signed = signed_headers(secret or self.secret, text if isinstance(text, str) else text.decode("latin-1"))
+        signed = signed_headers(
+            secret or self.secret, text if isinstance(text, str) else text.decode("latin-1")
+        )
         all_headers = {"Content-Type": content_type, **signed, **(headers or {})}
-        response = self.http.request("POST", f"{self.pipeline.api_url}/v1/invoices", body=text, headers=all_headers)
+        response = self.http.request(
+            "POST", f"{self.pipeline.api_url}/v1/invoices", body=text, headers=all_headers
+        )
         return _answer(response)
 
     def status(self, order_id: str, invoice_type: str | None = None, *, signed: bool = True) -> Answer:
         query = f"?invoiceType={invoice_type}" if invoice_type else ""
         headers = signed_headers(self.secret, "") if signed else {}
-        response = self.http.request("GET", f"{self.pipeline.api_url}/v1/invoices/{order_id}{query}", headers=headers)
+        response = self.http.request(
+            "GET", f"{self.pipeline.api_url}/v1/invoices/{order_id}{query}", headers=headers
+        )
         return _answer(response)
 
     def wait_for_final(self, *keys: tuple[str, str], timeout: float = 30) -> dict[tuple[str, str], Any]:

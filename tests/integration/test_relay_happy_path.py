@@ -11,7 +11,9 @@ def test_invoice_is_accepted_queued_and_invoiced_once(relay: RelayClient) -> Non
     # Then it is accepted and queued
     assert answer.status == 202
     assert answer.body == {
-        "invoices": [{"orderId": "FY-1", "invoiceType": "sale", "invoiceNumber": "INV-FY-1", "status": "QUEUED"}]
+        "invoices": [
+            {"orderId": "FY-1", "invoiceType": "sale", "invoiceNumber": "INV-FY-1", "status": "QUEUED"}
+        ]
     }
     # And ends INVOICED, sent to Fynd exactly once
     final = relay.wait_for_final(("FY-1", "sale"))[("FY-1", "sale")]
