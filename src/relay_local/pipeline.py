@@ -96,14 +96,20 @@ class LocalPipeline:
         self.api.start()
         self.dispatch = dispatch
         if self.config.consume:
-            self.consumer = SqsEventSource(
-                self.sqs(),
-                self.stack.event_source(DISPATCH),
-                dispatch,
-                poll_wait_seconds=self.config.poll_wait_seconds,
-            )
-            self.consumer.start()
+            self.start_consumer()
         return self
+
+    def start_consumer(self) -> SqsEventSource:
+        """Start polling the invoice queue, as the template's event source mapping does."""
+        assert self.stack is not None and self.dispatch is not None, "start() first"
+        self.consumer = SqsEventSource(
+            self.sqs(),
+            self.stack.event_source(DISPATCH),
+            self.dispatch,
+            poll_wait_seconds=self.config.poll_wait_seconds,
+        )
+        self.consumer.start()
+        return self.consumer
 
     def stop(self) -> None:
         """Stop in reverse order: no new requests, finish batches in flight, then AWS and Fynd."""

@@ -91,9 +91,15 @@ def _answer(response: urllib3.BaseHTTPResponse) -> Answer:
 
 
 @pytest.fixture
-def pipeline_config() -> PipelineConfig:
-    """Override in a test module (or parametrize) to change template parameters or environment."""
-    return PipelineConfig(webhook_secret=new_secret(), environment=FAST_RETRIES)
+def pipeline_config(request: pytest.FixtureRequest) -> PipelineConfig:
+    """Parametrize indirectly with {"environment": ..., "parameters": ..., "consume": ...} to change the run."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    return PipelineConfig(
+        webhook_secret=new_secret(),
+        environment={**FAST_RETRIES, **overrides.get("environment", {})},
+        parameters=overrides.get("parameters", {}),
+        consume=overrides.get("consume", True),
+    )
 
 
 @pytest.fixture

@@ -98,3 +98,7 @@ class CodePolicy:
 
     def for_call_failure(self, failure: FyndCallError, *, attempt: int) -> RetryLater:
         return RetryLater(failure.reason, str(failure), self.backoff.delay(attempt, failure.retry_after or 0))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"

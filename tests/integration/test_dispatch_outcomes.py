@@ -1,0 +1,179 @@
+"""Every Fynd answer, through the whole relay: each code, token expiry, throttling, outages,
+a dropped connection after Fynd committed, locations, and a hundred invoices at once."""
+
+import json
+from typing import Any
+
+import pytest
+
+from conftest import RelayClient
+from factories import invoice_dict
+from fynd_simulator import Credential
+
+
+def settle(relay: RelayClient, *order_ids: str, invoice_type: str = "sale") -> dict[str, Any]:
+    final = relay.wait_for_final(*((order_id, invoice_type) for order_id in order_ids))
+    return {order_id: body for (order_id, _), body in final.items()}
+
+
+def calls_for(relay: RelayClient, order_id: str) -> int:
+    return sum(order_id in call.order_ids for call in relay.simulator.state.calls())
+
+
+@pytest.mark.parametrize(
+    ("order_id", "code"),
+    [("CANCELLED-1", "IN401"), ("UNKNOWN-1", "IN400"), ("BADINV-1", "IN422")],
+)
+def test_terminal_codes_are_rejected_once_and_never_retried(
+    relay: RelayClient, order_id: str, code: str
+) -> None:
+    # Given an order Fynd refuses for good
+    relay.post(invoice_dict(order_id))
+    # When the relay has delivered it
+    final = settle(relay, order_id)[order_id]
+    # Then it is REJECTED with Fynd's code and message, after exactly one call
+    assert final["status"] == "REJECTED"
+    assert final["lastError"]["code"] == code
+    assert final["lastError"]["message"]
+    assert final["attempts"] == 1
+    assert calls_for(relay, order_id) == 1
+
+
+def test_in453_means_invoiced_already(relay: RelayClient) -> None:
+    relay.post(invoice_dict("INVOICED-1"))
+    final = settle(relay, "INVOICED-1")["INVOICED-1"]
+    assert (final["status"], final.get("alreadyInvoiced")) == ("INVOICED", True)
+    assert calls_for(relay, "INVOICED-1") == 1
+
+
+def test_too_early_is_retried_until_the_order_is_confirmed(relay: RelayClient) -> None:
+    # Given an order Fynd confirms only on the third attempt (IN403 twice)
+    relay.post(invoice_dict("EARLY-1"))
+    # Then the relay keeps trying with back-off and ends INVOICED
+    final = settle(relay, "EARLY-1")["EARLY-1"]
+    assert final["status"] == "INVOICED"
+    assert final["attempts"] == 3
+    assert calls_for(relay, "EARLY-1") == 3
+    assert relay.simulator.state.invoice_count("EARLY-1") == 1
+
+
+@pytest.mark.parametrize(
+    "pipeline_config", [{"environment": {"TOO_EARLY_DEADLINE_SECONDS": "6"}}], indirect=True
+)
+def test_too_early_past_the_deadline_is_rejected(relay: RelayClient) -> None:
+    # Given an order that never gets confirmed, and a 6-second deadline
+    relay.simulator.state.configure_order("NEVER-CONFIRMED", "pending")
+    relay.post(invoice_dict("NEVER-CONFIRMED"))
+    # Then it ends REJECTED with the deadline code
+    final = settle(relay, "NEVER-CONFIRMED")["NEVER-CONFIRMED"]
+    assert final["status"] == "REJECTED"
+    assert final["lastError"]["code"] == "IN403_DEADLINE"
+    assert final["attempts"] >= 2
+
+
+def test_expired_token_is_refreshed_once(relay: RelayClient) -> None:
+    # Given the relay holds a token
+    relay.post(invoice_dict("A"))
+    settle(relay, "A")
+    assert relay.simulator.state.stats().token_requests == 1
+    # When Fynd stops accepting it
+    relay.simulator.state.expire_tokens()
+    relay.post(invoice_dict("B"))
+    # Then one new token is fetched and the invoice goes through on the first attempt
+    assert settle(relay, "B")["B"]["attempts"] == 1
+    assert relay.simulator.state.stats().token_requests == 2
+    assert relay.simulator.state.invoice_count("B") == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "status", "status": 503},
+        {"kind": "status", "status": 500},
+        {"kind": "status", "status": 429, "retry_after": 1},
+    ],
+    ids=["503", "500", "429"],
+)
+def test_outages_and_throttling_are_retried(relay: RelayClient, fault: dict[str, Any]) -> None:
+    relay.simulator.state.add_faults([fault])
+    relay.post(invoice_dict("A"))
+    final = settle(relay, "A")["A"]
+    assert (final["status"], final["attempts"], final["lastError"]) == ("INVOICED", 2, None)
+    assert relay.simulator.state.invoice_count("A") == 1
+
+
+def test_connection_dropped_after_commit_ends_invoiced_through_in453(relay: RelayClient) -> None:
+    # Given Fynd applies the call and then drops the connection without answering
+    relay.simulator.state.add_faults([{"kind": "commit_then_drop"}])
+    relay.post(invoice_dict("A"))
+    # Then the retry meets IN453, which means it was invoiced: never a failure, never twice
+    final = settle(relay, "A")["A"]
+    assert (final["status"], final.get("alreadyInvoiced"), final["attempts"]) == ("INVOICED", True, 2)
+    assert relay.simulator.state.invoice_count("A") == 1
+
+
+def test_invoices_are_grouped_by_location_with_location_credentials(relay: RelayClient) -> None:
+    # Given location-level credentials for WH-1 only
+    relay.simulator.state.add_credential(Credential("wh1-user", "wh1-password", "WH-1"))
+    arns = relay.pipeline.stack.secret_arns  # type: ignore[union-attr]
+    relay.pipeline.secretsmanager().put_secret_value(
+        SecretId=arns["FyndLocationCredentialsSecret"],
+        SecretString=json.dumps({"WH-1": {"username": "wh1-user", "password": "wh1-password"}}),
+    )
+    # When invoices for two locations and none arrive together
+    relay.post(
+        [
+            invoice_dict("A", locationCode="WH-1"),
+            invoice_dict("B", locationCode="WH-2"),
+            invoice_dict("C"),
+            invoice_dict("D", locationCode="WH-1"),
+        ]
+    )
+    settle(relay, "A", "B", "C", "D")
+    # Then each call is for one location, named in the query
+    calls = {call.location_code: sorted(call.order_ids) for call in relay.simulator.state.calls()}
+    assert calls == {"WH-1": ["A", "D"], "WH-2": ["B"], None: ["C"]}
+    # And WH-1 used its own token, the others the company token
+    tokens = {call.location_code: call.token for call in relay.simulator.state.calls()}
+    assert tokens["WH-1"] != tokens["WH-2"] == tokens[None]
+    # And the relay-only locationCode never reached Fynd's body
+    assert all("locationCode" not in item for call in relay.simulator.state.calls() for item in call.body)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)
+def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient) -> None:
+    # Given 100 invoices accepted in one webhook while the consumer is stopped
+    order_ids = [f"BULK-{n:03}" for n in range(100)]
+    assert relay.post([invoice_dict(order_id) for order_id in order_ids]).status == 202
+    # When the consumer picks them up with the template's batch size (100)
+    relay.pipeline.start_consumer()
+    settle(relay, *order_ids)
+    # Then Fynd got five calls of twenty, and each order once
+    assert [len(call.order_ids) for call in relay.simulator.state.calls()] == [20] * 5
+    assert all(relay.simulator.state.invoice_count(order_id) == 1 for order_id in order_ids)
+
+
+@pytest.mark.parametrize("pipeline_config", [{"parameters": {"MaxReceiveCount": "5"}}], indirect=True)
+def test_invoice_failing_on_every_receive_is_dead_lettered(relay: RelayClient) -> None:
+    # Given Fynd answers 503 to every call
+    relay.simulator.state.add_faults([{"kind": "status", "status": 503}] * 50)
+    relay.post(invoice_dict("A"))
+    # When the invoice has been received maxReceiveCount times
+    stack = relay.pipeline.stack
+    assert stack is not None
+    sqs = relay.pipeline.sqs()
+    messages = []
+    for _ in range(60):
+        messages = sqs.receive_message(QueueUrl=stack.dead_letter_queue_url, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+        if messages:
+            break
+    # Then it waits in the dead-letter queue for an operator, and the ledger says why
+    assert len(messages) == 1
+    assert json.loads(messages[0]["Body"])["invoice"]["orderId"] == "A"
+    status = relay.status("A").body
+    assert status["status"] == "RETRYING"
+    assert status["attempts"] == 5
+    assert status["lastError"]["code"] == "fynd_unavailable"
+    assert relay.simulator.state.invoice_count("A") == 0
