@@ -12,7 +12,9 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def signed_headers(secret: str, body: str, *, msg_id: str | None = None, at: float | None = None) -> dict[str, str]:
+def signed_headers(
+    secret: str, body: str, *, msg_id: str | None = None, at: float | None = None
+) -> dict[str, str]:
     msg_id = msg_id or f"msg_{secrets.token_hex(8)}"
     timestamp = int(time.time() if at is None else at)
     signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body)

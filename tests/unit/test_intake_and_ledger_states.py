@@ -4,7 +4,14 @@ import pytest
 
 from factories import invoice
 from relay.domain.intake import Action, ConflictError, admit
-from relay.domain.ledger import IllegalTransition, InvoiceStatus, LedgerEntry, can_move, check_move, sources_of
+from relay.domain.ledger import (
+    IllegalTransition,
+    InvoiceStatus,
+    LedgerEntry,
+    can_move,
+    check_move,
+    sources_of,
+)
 
 
 def entry_for(order_id: str, status: InvoiceStatus, **fields: object) -> LedgerEntry:
@@ -22,7 +29,11 @@ def entry_for(order_id: str, status: InvoiceStatus, **fields: object) -> LedgerE
 
 def test_new_key_is_created_and_queued() -> None:
     (admission,) = admit([invoice("A")], {})
-    assert (admission.action, admission.status, admission.enqueue) == (Action.CREATE, InvoiceStatus.QUEUED, True)
+    assert (admission.action, admission.status, admission.enqueue) == (
+        Action.CREATE,
+        InvoiceStatus.QUEUED,
+        True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -44,7 +55,8 @@ def test_same_content_is_a_duplicate_answered_with_its_state(
 
 
 @pytest.mark.parametrize(
-    "status", [InvoiceStatus.QUEUED, InvoiceStatus.IN_PROGRESS, InvoiceStatus.RETRYING, InvoiceStatus.INVOICED]
+    "status",
+    [InvoiceStatus.QUEUED, InvoiceStatus.IN_PROGRESS, InvoiceStatus.RETRYING, InvoiceStatus.INVOICED],
 )
 def test_different_content_for_a_held_key_is_a_conflict(status: InvoiceStatus) -> None:
     recorded = entry_for("B", status)

@@ -43,7 +43,9 @@ def test_all_fynd_fields_and_location_code_accepted() -> None:
     # locationCode picks credentials; it is ours and never goes to Fynd
     assert parsed.locationCode == "WH-1"
     assert "locationCode" not in parsed.to_fynd()
-    assert parsed.to_fynd()["orderItems"] == [{"orderItemId": "item-1", "quantity": 2, "imeiSerialNumber": ["35-1"]}]
+    assert parsed.to_fynd()["orderItems"] == [
+        {"orderItemId": "item-1", "quantity": 2, "imeiSerialNumber": ["35-1"]}
+    ]
 
 
 @pytest.mark.parametrize(
