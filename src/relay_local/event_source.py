@@ -165,7 +165,7 @@ class SqsEventSource:
                 window_ends = time.monotonic() + self._config.batching_window_seconds
             self._count(received=len(messages))
             for position, message in enumerate(messages):
-                record = self._record(message)
+                record = lambda_record(message, self._queue_arn, self._sqs.meta.region_name)
                 size = len(json.dumps(record).encode())
                 if records and payload + size > MAX_PAYLOAD_BYTES:
                     self._give_back(messages[position:])
@@ -173,25 +173,6 @@ class SqsEventSource:
                 records.append(record)
                 payload += size
         return records
-
-    def _record(self, message: MessageTypeDef) -> dict[str, Any]:
-        """The record Lambda builds for one message (the "Records" item of an SQS event)."""
-        record: dict[str, Any] = {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message.get("Body", ""),
-            "attributes": dict(message.get("Attributes", {})),
-            "messageAttributes": {
-                name: _lambda_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": message.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self._queue_arn,
-            "awsRegion": self._sqs.meta.region_name,
-        }
-        if "MD5OfMessageAttributes" in message:
-            record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-        return record
 
     def _give_back(self, messages: list[MessageTypeDef]) -> None:
         """Make messages that did not fit the payload visible again at once."""
@@ -240,6 +221,26 @@ class SqsEventSource:
             )
             for failure in result.get("Failed", []):
                 logger.error("deleting a message failed: %s", failure)
+
+
+def lambda_record(message: MessageTypeDef, queue_arn: str, region: str) -> dict[str, Any]:
+    """The record Lambda builds for one received message (an item of an SQS event's "Records")."""
+    record: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message.get("Body", ""),
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": {
+            name: _lambda_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+    if "MD5OfMessageAttributes" in message:
+        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+    return record
 
 
 def _failed_ids(answer: Any, batch_ids: set[str]) -> set[str] | None:

@@ -101,7 +101,8 @@ class LocalPipeline:
 
     def start_consumer(self) -> SqsEventSource:
         """Start polling the invoice queue, as the template's event source mapping does."""
-        assert self.stack is not None and self.dispatch is not None, "start() first"
+        assert self.stack is not None, "start() first"
+        assert self.dispatch is not None, "start() first"
         self.consumer = SqsEventSource(
             self.sqs(),
             self.stack.event_source(DISPATCH),
