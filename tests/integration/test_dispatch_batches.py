@@ -1,0 +1,161 @@
+"""The dispatcher batch by batch, as Lambda's event source hands it SQS batches: duplicates in
+a batch, across batches and across concurrent dispatchers never reach Fynd twice, and
+batchItemFailures names only messages of its own batch."""
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from conftest import FAST_RETRIES, RelayClient
+from factories import invoice_dict
+from relay.domain.messages import QueuedInvoice
+from relay.wiring import ledger
+from relay_local.event_source import lambda_record
+from relay_local.pipeline import PipelineConfig
+from signing import new_secret
+
+
+@pytest.fixture
+def pipeline_config() -> PipelineConfig:
+    # No consumer: each test hands the dispatcher its batches itself.
+    return PipelineConfig(webhook_secret=new_secret(), environment=FAST_RETRIES, consume=False)
+
+
+def receive(relay: RelayClient, count: int) -> list[dict[str, Any]]:
+    stack = relay.pipeline.stack
+    assert stack is not None
+    sqs = relay.pipeline.sqs()
+    arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(records) < count and time.monotonic() < deadline:
+        messages = sqs.receive_message(
+            QueueUrl=stack.queue_url,
+            MaxNumberOfMessages=min(10, count - len(records)),
+            WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        records.extend(lambda_record(message, arn, stack.region) for message in messages)
+    assert len(records) == count, f"expected {count} messages on the queue, got {len(records)}"
+    return records
+
+
+def dispatch(relay: RelayClient, records: list[dict[str, Any]]) -> list[str]:
+    assert relay.pipeline.dispatch is not None
+    answer = relay.pipeline.dispatch.invoke({"Records": records})
+    return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+
+
+def fynd_calls(relay: RelayClient) -> int:
+    return len(relay.simulator.state.calls())
+
+
+def test_copies_inside_one_batch_reach_fynd_once(relay: RelayClient) -> None:
+    # Given the ERP sent the same invoice twice before either was dispatched (two messages)
+    relay.post(invoice_dict("A"))
+    relay.post(invoice_dict("A"))
+    batch = receive(relay, 2)
+    # When both arrive in one batch
+    failed = dispatch(relay, batch)
+    # Then Fynd sees one call with the order once, and both messages are done
+    assert failed == []
+    assert [call.order_ids for call in relay.simulator.state.calls()] == [("A",)]
+    assert relay.status("A").body["status"] == "INVOICED"
+
+
+def test_copies_in_later_batches_are_suppressed_by_the_ledger(relay: RelayClient) -> None:
+    relay.post(invoice_dict("A"))
+    relay.post(invoice_dict("A"))
+    first, second = receive(relay, 2)
+    assert dispatch(relay, [first]) == []
+    # When the second copy arrives in a later batch
+    assert dispatch(relay, [second]) == []
+    # Then it never reaches Fynd
+    assert fynd_calls(relay) == 1
+    assert relay.simulator.state.invoice_count("A") == 1
+
+
+def test_concurrent_dispatchers_never_both_send(relay: RelayClient) -> None:
+    # Given two copies of one invoice, and a Fynd that takes a moment to answer
+    relay.post(invoice_dict("A"))
+    relay.post(invoice_dict("A"))
+    first, second = receive(relay, 2)
+    relay.simulator.state.add_faults([{"kind": "latency", "seconds": 1.5}])
+    # When one dispatcher is sending it and a second one receives the other copy
+    results: dict[str, list[str]] = {}
+    worker = threading.Thread(target=lambda: results.update(first=dispatch(relay, [first])))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while relay.status("A").body["status"] != "IN_PROGRESS" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    results["second"] = dispatch(relay, [second])
+    worker.join()
+    # Then the second backs off (its message comes back later) and Fynd is called once
+    assert results == {"first": [], "second": [second["messageId"]]}
+    assert fynd_calls(relay) == 1
+    # And when the second copy comes back, the invoice is done: it is dropped, not sent
+    assert dispatch(relay, [second]) == []
+    assert fynd_calls(relay) == 1
+
+
+def test_a_crashed_workers_claim_expires_with_its_lease(relay: RelayClient) -> None:
+    # Given a dispatcher claimed the invoice and died before recording anything (lease 5 s)
+    relay.post(invoice_dict("A"))
+    (record,) = receive(relay, 1)
+    crashed = ledger().claim(
+        QueuedInvoice.from_body(record["body"]), owner="crashed", now=time.time(), lease_seconds=1
+    )
+    assert crashed.granted
+    # When the message returns before the lease ran out, it is not sent
+    assert dispatch(relay, [record]) == [record["messageId"]]
+    assert fynd_calls(relay) == 0
+    # And once the lease has run out, it is
+    time.sleep(1.1)
+    assert dispatch(relay, [record]) == []
+    final = relay.status("A").body
+    assert (final["status"], final["attempts"]) == ("INVOICED", 2)
+    assert relay.simulator.state.invoice_count("A") == 1
+
+
+def test_batch_item_failures_name_only_this_batchs_messages(relay: RelayClient) -> None:
+    # Given a batch with one invoice Fynd fails (503), one it accepts, and one unreadable message
+    relay.simulator.state.configure_order("SLOW", "confirmed")
+    relay.post(invoice_dict("OK"))
+    ok = receive(relay, 1)[0]
+    relay.simulator.state.add_faults([{"kind": "status", "status": 503}])
+    relay.post(invoice_dict("SLOW", locationCode="WH-9"))  # its own call, so only it meets the 503
+    slow = receive(relay, 1)[0]
+    garbage = {**ok, "messageId": "garbage-1", "body": "not a queued invoice"}
+    # When dispatched together (the 503 call goes first: calls follow the batch's order)
+    failed = dispatch(relay, [slow, ok, garbage])
+    # Then exactly the failed and the unreadable message come back
+    assert sorted(failed) == sorted([slow["messageId"], "garbage-1"])
+    assert set(failed) <= {record["messageId"] for record in (slow, ok, garbage)}
+    assert relay.status("OK").body["status"] == "INVOICED"
+    assert relay.status("SLOW").body["status"] == "RETRYING"
+
+
+@pytest.mark.parametrize("attempt_ordinal", ["last-but-one"])
+def test_early_order_is_requeued_fresh_instead_of_dead_lettered(
+    relay: RelayClient, attempt_ordinal: str
+) -> None:
+    # Given a not-yet-confirmed order whose message is on its last-but-one receive
+    relay.simulator.state.configure_order("PENDING-1", "pending")
+    relay.post(invoice_dict("PENDING-1"))
+    (record,) = receive(relay, 1)
+    max_receive = int(relay.pipeline.stack.parameters["MaxReceiveCount"])  # type: ignore[union-attr]
+    record["attributes"]["ApproximateReceiveCount"] = str(max_receive - 1)
+    # When Fynd answers IN403 again
+    failed = dispatch(relay, [record])
+    # Then the old message is done and a fresh copy waits on the queue (receive count starts over)
+    assert failed == []
+    (fresh,) = receive(relay, 1)
+    assert fresh["attributes"]["ApproximateReceiveCount"] == "1"
+    assert json.loads(fresh["body"])["invoice"]["orderId"] == "PENDING-1"
+    assert relay.status("PENDING-1").body["status"] == "RETRYING"
