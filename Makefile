@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 		exit 1; fi
 	@[ -x $(BIN)/python ] || { echo "creating $(VENV) with $(PYTHON313)"; "$(PYTHON313)" -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint src/requirements.txt -e '.[dev]'
 	@touch $@
 
 install: $(STAMP) ## create .venv (python3.13) and install the relay with its dev tools

@@ -1,0 +1,28 @@
+"""Handlers import like a cold start: no settings read, no AWS or network touched at import."""
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_handlers_import_without_environment_or_network() -> None:
+    # Given a fresh interpreter with no relay settings, no AWS endpoint and sockets refused
+    script = textwrap.dedent(
+        """
+        import socket
+        def refuse(*args, **kwargs):
+            raise AssertionError("network touched at import time")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        import relay.handlers.ingest, relay.handlers.dispatch
+        print("imported")
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "src", "POWERTOOLS_TRACE_DISABLED": "true"}
+    # When both handler modules are imported
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    # Then they import cleanly
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported"
