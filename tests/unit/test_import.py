@@ -3,6 +3,9 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_handlers_import_without_environment_or_network() -> None:
@@ -18,7 +21,7 @@ def test_handlers_import_without_environment_or_network() -> None:
         print("imported")
         """
     )
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "src", "POWERTOOLS_TRACE_DISABLED": "true"}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)}
     # When both handler modules are imported
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
