@@ -66,7 +66,7 @@ invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction) once on EVENT, as s
 	$(BIN)/python -m relay_local invoke "$(FN)" "$(EVENT)"
 
 bench: $(STAMP) ## measure throughput, requests per invoice and import cost
-	$(BIN)/python -m benchmarks
+	$(BIN)/python tests/benchmarks/run.py
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
