@@ -15,7 +15,7 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install test test-fast lint format validate build run send invoke bench clean
+.PHONY: help install test test-fast lint format validate build run send status invoke bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,10 +46,10 @@ validate: $(STAMP) ## cfn-lint and sam validate --lint on template.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam validate --lint --template template.yaml
 
 test: lint validate ## lint, validate the template, then the whole test suite
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses 4
 
 test-fast: $(STAMP) ## the test suite alone
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses 4
 
 build: $(STAMP) ## sam build (no Docker; python3.13 from the venv)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
@@ -60,6 +60,10 @@ run: $(STAMP) ## the whole pipeline on 127.0.0.1 until Ctrl-C
 send: $(STAMP) ## sign FILE with WEBHOOK_SECRET and post it to the local API
 	@[ -n "$(FILE)" ] || { echo "usage: make send FILE=events/invoices.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local send "$(FILE)"
+
+status: $(STAMP) ## ask the local API for ORDER's status (TYPE=return for a credit note)
+	@[ -n "$(ORDER)" ] || { echo "usage: make status ORDER=FY-10001 [TYPE=return]" >&2; exit 2; }
+	$(BIN)/python -m relay_local status "$(ORDER)" --type "$(or $(TYPE),sale)"
 
 invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction) once on EVENT, as sam local invoke would
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=IngestFunction EVENT=events/ingest-post-invoice.json" >&2; exit 2; }
