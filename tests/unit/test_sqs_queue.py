@@ -1,0 +1,57 @@
+"""The SQS adapter never reports success for a message SQS did not take."""
+
+from typing import Any
+
+import pytest
+
+from factories import invoice
+from relay.adapters.queue import SqsInvoiceQueue
+from relay.domain.messages import QueuedInvoice
+from relay.domain.ports import QueueUnavailableError
+
+
+class FlakySqs:
+    """SendMessageBatch that fails the entries listed per call, in order."""
+
+    def __init__(self, *failing: set[str]) -> None:
+        self.failing = list(failing)
+        self.sent: list[list[str]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.sent.append([QueuedInvoice.from_body(e["MessageBody"]).invoice.orderId for e in Entries])
+        failing = self.failing.pop(0) if self.failing else set()
+        return {
+            "Successful": [{"Id": e["Id"]} for e in Entries if e["Id"] not in failing],
+            "Failed": [
+                {"Id": e["Id"], "Code": "InternalError", "SenderFault": False}
+                for e in Entries
+                if e["Id"] in failing
+            ],
+        }
+
+
+def messages(count: int) -> list[QueuedInvoice]:
+    return [
+        QueuedInvoice(
+            invoice=invoice(f"O-{n}"), content_hash=f"h{n}", accepted_at=0.0, correlation_id="msg_1"
+        )
+        for n in range(count)
+    ]
+
+
+def test_failed_entries_are_sent_again_until_taken() -> None:
+    sqs = FlakySqs({"1", "3"}, {"1"})
+    SqsInvoiceQueue("url", sqs, pause=0).send(messages(4))  # type: ignore[arg-type]
+    assert sqs.sent == [["O-0", "O-1", "O-2", "O-3"], ["O-1", "O-3"], ["O-1"]]
+
+
+def test_messages_go_in_batches_of_ten() -> None:
+    sqs = FlakySqs()
+    SqsInvoiceQueue("url", sqs, pause=0).send(messages(25))  # type: ignore[arg-type]
+    assert [len(batch) for batch in sqs.sent] == [10, 10, 5]
+
+
+def test_entries_sqs_keeps_refusing_raise_instead_of_being_reported_queued() -> None:
+    sqs = FlakySqs(*[{"0"}] * 10)
+    with pytest.raises(QueueUnavailableError, match="1 invoice"):
+        SqsInvoiceQueue("url", sqs, pause=0).send(messages(2))  # type: ignore[arg-type]
