@@ -3,10 +3,12 @@ resources, the Fynd simulator, the HTTP API and the queue consumer, all over rea
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 import urllib3
 
@@ -100,6 +102,22 @@ def pipeline_config(request: pytest.FixtureRequest) -> PipelineConfig:
         parameters=overrides.get("parameters", {}),
         consume=overrides.get("consume", True),
     )
+
+
+@pytest.fixture
+def aws_calls() -> Iterator[Counter[str]]:
+    """Every AWS API call the relay's own clients make during the test, e.g. "dynamodb.UpdateItem"."""
+    calls: Counter[str] = Counter()
+
+    def count(event_name: str, **_: object) -> None:
+        calls[event_name.removeprefix("before-call.")] += 1
+
+    # The relay builds its clients lazily from the default session, after this fixture runs.
+    session = boto3.setup_default_session() or boto3.DEFAULT_SESSION
+    assert session is not None
+    session.events.register("before-call", count)
+    yield calls
+    session.events.unregister("before-call", count)
 
 
 @pytest.fixture

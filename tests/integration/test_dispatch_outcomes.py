@@ -2,6 +2,8 @@
 a dropped connection after Fynd committed, locations, and a hundred invoices at once."""
 
 import json
+import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -141,16 +143,27 @@ def test_invoices_are_grouped_by_location_with_location_credentials(relay: Relay
 
 
 @pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)
-def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient) -> None:
+def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient, aws_calls: Counter[str]) -> None:
     # Given 100 invoices accepted in one webhook while the consumer is stopped
     order_ids = [f"BULK-{n:03}" for n in range(100)]
     assert relay.post([invoice_dict(order_id) for order_id in order_ids]).status == 202
     # When the consumer picks them up with the template's batch size (100)
-    relay.pipeline.start_consumer()
-    settle(relay, *order_ids)
+    consumer = relay.pipeline.start_consumer()
+    deadline = time.monotonic() + 30
+    while consumer.tally().deleted < 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
     # Then Fynd got five calls of twenty, and each order once
     assert [len(call.order_ids) for call in relay.simulator.state.calls()] == [20] * 5
     assert all(relay.simulator.state.invoice_count(order_id) == 1 for order_id in order_ids)
+    # And the ledger cost: one read and one transaction to accept, a claim and a record per invoice
+    dynamodb = {name: n for name, n in aws_calls.items() if name.startswith("dynamodb.")}
+    assert dynamodb == {
+        "dynamodb.BatchGetItem": 1,
+        "dynamodb.TransactWriteItems": 1,
+        "dynamodb.UpdateItem": 200,
+    }
+    assert aws_calls["sqs.SendMessageBatch"] == 10
+    assert {body["status"] for body in settle(relay, *order_ids).values()} == {"INVOICED"}
 
 
 @pytest.mark.parametrize("pipeline_config", [{"parameters": {"MaxReceiveCount": "5"}}], indirect=True)
