@@ -31,7 +31,7 @@ from relay.domain.webhook import (
     header,
     parse_invoices,
 )
-from relay.observability import count, logger
+from relay.observability import count, logger, tracer
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = "30"
@@ -49,8 +49,11 @@ def receive_invoices() -> Response[str]:
     except UnicodeDecodeError:
         raise MalformedBody("body is not UTF-8 text") from None
     wiring.webhook_verifier().verify(body, event.headers)
+    webhook_id = header(event.headers, "webhook-id")
+    # Finds this request's trace in X-Ray by the id the ERP, the logs and the ledger know.
+    tracer.put_annotation("webhook_id", webhook_id or "")
     invoices = parse_invoices(body)
-    admissions = wiring.acceptance().accept(invoices, correlation_id=header(event.headers, "webhook-id"))
+    admissions = wiring.acceptance().accept(invoices, correlation_id=webhook_id)
     answer = {
         "invoices": [
             {

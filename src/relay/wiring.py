@@ -114,11 +114,19 @@ def dispatch_batch(event: dict[str, Any]) -> dict[str, Any]:
         try:
             deliveries.append(_delivery(record))
         except (ValidationError, KeyError, ValueError, TypeError):
+            # Never the body or the validation error: both may quote the invoice.
+            last_receive = _receive_count(record) >= dispatch_settings().max_receive_count
             logger.error(
                 "queue message is not a queued invoice",
-                extra={"message_id": record.get("messageId")},
+                extra={
+                    "message_id": record.get("messageId"),
+                    "correlation_id": _correlation_attribute(record),
+                    "dead_lettered": last_receive,
+                },
             )
             count("MalformedMessages")
+            if last_receive:
+                count("DeadLettered", reason="malformed")
             unreadable.append(str(record.get("messageId")))
     failed = dispatcher().dispatch(deliveries) if deliveries else []
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
@@ -126,12 +134,27 @@ def dispatch_batch(event: dict[str, Any]) -> dict[str, Any]:
 
 def _delivery(record: dict[str, Any]) -> Delivery:
     message = QueuedInvoice.from_body(record["body"])
-    attribute = record.get("messageAttributes", {}).get(CORRELATION_ATTRIBUTE, {})
-    if not message.correlation_id and attribute.get("stringValue"):
-        message = message.model_copy(update={"correlation_id": attribute["stringValue"]})
+    correlation_id = _correlation_attribute(record)
+    if not message.correlation_id and correlation_id:
+        message = message.model_copy(update={"correlation_id": correlation_id})
     return Delivery(
         message_id=record["messageId"],
         receipt_handle=record["receiptHandle"],
         receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)),
         message=message,
     )
+
+
+def _correlation_attribute(record: dict[str, Any]) -> str | None:
+    attributes = record.get("messageAttributes")
+    attribute = attributes.get(CORRELATION_ATTRIBUTE) if isinstance(attributes, dict) else None
+    value = attribute.get("stringValue") if isinstance(attribute, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _receive_count(record: dict[str, Any]) -> int:
+    attributes = record.get("attributes")
+    try:
+        return int(attributes.get("ApproximateReceiveCount", 1)) if isinstance(attributes, dict) else 1
+    except (TypeError, ValueError):
+        return 1

@@ -70,24 +70,43 @@ class FyndClient:
         credentials = self._credentials.for_location(call.location_code)
         query = f"?{urlencode({'locationCode': call.location_code})}" if call.location_code else ""
         body = json.dumps([invoice.to_fynd() for invoice in call.invoices]).encode()
+        url = self._base + INVOICE_PATH + query
         with tracer.provider.in_subsegment("## Fynd Update Invoice") as subsegment:
-            started = time.perf_counter()
-            response = self._post(self._base + INVOICE_PATH + query, body, credentials)
-            if response.status in (401, 403):
-                count("TokenRefreshes", reason="rejected")
-                self._tokens.pop(_cache_key(credentials), None)
-                response = self._post(self._base + INVOICE_PATH + query, body, credentials)
-                if response.status in (401, 403):
-                    count("TokenFailures")
-                    raise FyndAuthError("Fynd refused a freshly issued token", status=response.status)
-            measure("FyndCallLatency", (time.perf_counter() - started) * 1000, MetricUnit.Milliseconds)
-            measure("OrdersPerCall", len(call.invoices), MetricUnit.Count)
-            subsegment.put_annotation("fynd_status", str(response.status))
-            receipt = _receipt(call, response)
+            # Annotations are searchable in X-Ray (annotation.fynd_status = "503"); strings, as
+            # Powertools' types take no int. Counts, codes and keys only, never a body or a token.
+            subsegment.put_annotation("fynd_orders", str(len(call.invoices)))
+            subsegment.put_metadata("invoice_keys", [str(invoice.key) for invoice in call.invoices])
+            try:
+                started = time.perf_counter()
+                response = self._post_refreshing_once(url, body, credentials)
+                measure("FyndCallLatency", (time.perf_counter() - started) * 1000, MetricUnit.Milliseconds)
+                measure("OrdersPerCall", len(call.invoices), MetricUnit.Count)
+                subsegment.put_annotation("fynd_status", str(response.status))
+                receipt = _receipt(call, response)
+            except FyndCallError as failure:
+                subsegment.put_annotation("fynd_failure", failure.reason)
+                if failure.status is not None:
+                    subsegment.put_annotation("fynd_status", str(failure.status))
+                raise
+            subsegment.put_annotation("fynd_result", receipt.status)
             subsegment.put_annotation(
                 "fynd_codes", ",".join(sorted({e.code for e in receipt.errors.values()}))
             )
             return receipt
+
+    def _post_refreshing_once(
+        self, url: str, body: bytes, credentials: Credentials
+    ) -> urllib3.BaseHTTPResponse:
+        """Fynd answers 401/403 to an expired token: fetch a new one, once."""
+        response = self._post(url, body, credentials)
+        if response.status in (401, 403):
+            count("TokenRefreshes", reason="rejected")
+            self._tokens.pop(_cache_key(credentials), None)
+            response = self._post(url, body, credentials)
+            if response.status in (401, 403):
+                count("TokenFailures")
+                raise FyndAuthError("Fynd refused a freshly issued token", status=response.status)
+        return response
 
     def _post(self, url: str, body: bytes, credentials: Credentials) -> urllib3.BaseHTTPResponse:
         headers = {"Content-Type": "application/json", "x-access-token": self._token(credentials)}

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from relay.adapters.fynd import Credentials
 from relay.domain.delivery import FyndAuthError
+from relay.observability import count
 
 CACHE_SECONDS = 300
 
@@ -43,6 +44,8 @@ class SecretsCredentials:
                     return _credentials(own, location_code)
             return _credentials(read_json_secret(self._company), None)
         except (SecretFormatError, AttributeError, KeyError, TypeError) as error:
+            # No token can be had until an operator fixes the secret: the same alarm as a refusal.
+            count("TokenFailures")
             raise FyndAuthError(f"Fynd credentials secret is malformed: {type(error).__name__}") from None
 
 

@@ -91,23 +91,25 @@ class Dispatcher:
         if claim.granted and claim.entry is not None:
             pending[key] = _Pending(claim.entry, copies)
             return []
+        about = _about(first, claim.entry)
         if claim.refusal is ClaimRefusal.BUSY and claim.entry is not None:
             # Another worker is sending it right now; look again once its lease has run out.
             wait = int(max(1, (claim.entry.lease_until or 0) - self._clock() + 1))
             self._queue.change_visibility(first.receipt_handle, wait)
-            logger.info(
-                "invoice held by another worker",
-                extra={"invoice_key": str(key), "retry_in_s": wait},
-            )
+            if first.receive_count >= self._settings.max_receive_count:
+                # SQS moves it on its next receive; say so, or the DLQ alarm has no explanation.
+                count("DeadLettered", reason=str(ClaimRefusal.BUSY))
+                logger.error(
+                    "invoice leaves for the dead-letter queue",
+                    extra={**about, "reason": str(ClaimRefusal.BUSY)},
+                )
+            else:
+                logger.info("invoice held by another worker", extra={**about, "retry_in_s": wait})
             return [first.message_id]
         count("DuplicatesSuppressed", len(copies), stage="ledger")
         logger.info(
             "invoice not sent again",
-            extra={
-                "invoice_key": str(key),
-                "reason": str(claim.refusal),
-                "status": _status(claim.entry),
-            },
+            extra={**about, "reason": str(claim.refusal), "status": _status(claim.entry)},
         )
         return []
 
@@ -121,6 +123,7 @@ class Dispatcher:
                     "reason": failure.reason,
                     "status": failure.status,
                     "orders": len(call.invoices),
+                    "invoice_keys": [str(invoice.key) for invoice in call.invoices],
                 },
             )
             receipt = failure
@@ -145,8 +148,7 @@ class Dispatcher:
         )
 
     def _answer(self, item: _Pending, verdict: Verdict) -> list[str]:
-        key = str(item.entry.key)
-        log = {"invoice_key": key, "attempt": item.entry.attempts}
+        log = {**_about(item.first, item.entry), "attempt": item.entry.attempts}
         match verdict:
             case Invoiced(already=already):
                 count("InvoicesInvoiced")
@@ -186,6 +188,14 @@ def _collapse(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
     for delivery in deliveries:
         groups.setdefault((delivery.message.invoice.key, delivery.message.content_hash), []).append(delivery)
     return list(groups.values())
+
+
+def _about(delivery: Delivery, entry: LedgerEntry | None) -> dict[str, object]:
+    """What every log line about an invoice carries: its key, and the webhook-id of the request
+    that accepted it (the ledger's, which the status API shows; else the message's). A batch
+    mixes webhooks, so this goes on each line rather than on the Logger."""
+    correlation_id = (entry.correlation_id if entry else None) or delivery.message.correlation_id
+    return {"invoice_key": str(delivery.message.invoice.key), "correlation_id": correlation_id}
 
 
 def _status(entry: LedgerEntry | None) -> str | None:

@@ -1,0 +1,281 @@
+"""The alarms, their topic and the dashboard in template.yaml, against what the relay emits and
+what docs/runbook.md says: every alarm watches a metric the relay publishes, under the
+dimensions Powertools gives it, notifies the one topic, and has its runbook section."""
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from relay.observability import count, metrics
+from relay_local.stack import TEMPLATE, load_template
+
+RUNBOOK = TEMPLATE.parent / "docs" / "runbook.md"
+SRC = TEMPLATE.parent / "src" / "relay"
+TEMPLATE_DATA = load_template()
+RESOURCES: dict[str, Any] = TEMPLATE_DATA["Resources"]
+SERVICE = TEMPLATE_DATA["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+RELAY_NAMESPACE = {"Ref": "MetricsNamespace"}
+TOPIC = [{"Ref": "AlarmTopic"}]
+
+# section (the alarm name after "<stack>-") -> what it watches
+ALARMS: dict[str, dict[str, Any]] = {
+    "dead-letter-queue-not-empty": {
+        "namespace": "AWS/SQS",
+        "metric": "ApproximateNumberOfMessagesVisible",
+        "dimensions": {"QueueName": {"Fn::GetAtt": ["InvoiceDeadLetterQueue", "QueueName"]}},
+        "statistic": "Maximum",
+        "threshold": 0,
+        "missing": "ignore",
+    },
+    "oldest-invoice-waiting-too-long": {
+        "namespace": "AWS/SQS",
+        "metric": "ApproximateAgeOfOldestMessage",
+        "dimensions": {"QueueName": {"Fn::GetAtt": ["InvoiceQueue", "QueueName"]}},
+        "statistic": "Maximum",
+        "threshold": {"Ref": "QueueAgeAlarmSeconds"},
+        "missing": "notBreaching",
+    },
+    "dispatcher-errors": {
+        "namespace": "AWS/Lambda",
+        "metric": "Errors",
+        "dimensions": {"FunctionName": {"Ref": "DispatchFunction"}},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
+    "dispatcher-throttled": {
+        "namespace": "AWS/Lambda",
+        "metric": "Throttles",
+        "dimensions": {"FunctionName": {"Ref": "DispatchFunction"}},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
+    "ingest-errors": {
+        "namespace": "AWS/Lambda",
+        "metric": "Errors",
+        "dimensions": {"FunctionName": {"Ref": "IngestFunction"}},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
+    "ingest-5xx": {
+        "namespace": "AWS/ApiGateway",
+        "metric": "5xx",
+        "dimensions": {"ApiId": {"Ref": "ServerlessHttpApi"}},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
+    "already-invoiced-at-fynd": {
+        "namespace": RELAY_NAMESPACE,
+        "metric": "AlreadyInvoiced",
+        "dimensions": {"service": SERVICE},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
+    "fynd-token-failures": {
+        "namespace": RELAY_NAMESPACE,
+        "metric": "TokenFailures",
+        "dimensions": {"service": SERVICE},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
+}
+REJECTIONS = "invoices-rejected"
+REJECTED_CODES = {"IN401", "IN400", "IN422", "IN403_DEADLINE"}
+
+
+def alarms() -> dict[str, dict[str, Any]]:
+    """Alarm properties by section name, read from AlarmName = !Sub "${AWS::StackName}-<section>"."""
+    found: dict[str, dict[str, Any]] = {}
+    for resource in RESOURCES.values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        name = resource["Properties"]["AlarmName"]["Fn::Sub"]
+        assert name.startswith("${AWS::StackName}-"), name
+        found[name.removeprefix("${AWS::StackName}-")] = resource["Properties"]
+    return found
+
+
+def description(properties: dict[str, Any]) -> str:
+    text = properties["AlarmDescription"]
+    return str(text["Fn::Sub"] if isinstance(text, dict) else text)
+
+
+def runbook_sections() -> list[str]:
+    return re.findall(r"^## (.+?)\s*$", RUNBOOK.read_text(), flags=re.MULTILINE)
+
+
+def emitted_dimensions(name: str, capsys: pytest.CaptureFixture[str], **dimensions: str) -> dict[str, str]:
+    """The dimensions Powertools publishes `name` under when the relay counts it so."""
+    capsys.readouterr()
+    count(name, **dimensions)
+    metrics.flush_metrics()
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    document = json.loads(line)
+    ((dimension_set,),) = [directive["Dimensions"] for directive in document["_aws"]["CloudWatchMetrics"]]
+    return {dimension: document[dimension] for dimension in dimension_set}
+
+
+def relay_metric_names() -> set[str]:
+    """Every metric the relay's code counts or measures."""
+    code = "\n".join(path.read_text() for path in SRC.rglob("*.py"))
+    return set(re.findall(r'(?:count|measure)\(\s*"(\w+)"', code))
+
+
+def test_the_template_has_exactly_the_alarms_of_the_runbook() -> None:
+    # Given the alarms of the template and the sections of the runbook
+    # Then each alarm has one section named after it, and each section one alarm
+    assert sorted(alarms()) == sorted([*ALARMS, REJECTIONS])
+    assert sorted(runbook_sections()) == sorted(alarms())
+
+
+@pytest.mark.parametrize("section", [*ALARMS, REJECTIONS])
+def test_each_alarm_notifies_the_one_topic_and_points_at_its_runbook_section(section: str) -> None:
+    properties = alarms()[section]
+    assert properties["AlarmActions"] == TOPIC
+    assert properties["OKActions"] == TOPIC
+    assert f"docs/runbook.md#{section}" in description(properties)
+    # One datapoint is enough: each of these means orders are waiting or lost now
+    assert properties["EvaluationPeriods"] == 1
+    assert properties["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+@pytest.mark.parametrize("section", ALARMS)
+def test_each_alarm_watches_its_metric(section: str) -> None:
+    expected, properties = ALARMS[section], alarms()[section]
+    assert properties["Namespace"] == expected["namespace"]
+    assert properties["MetricName"] == expected["metric"]
+    assert {d["Name"]: d["Value"] for d in properties["Dimensions"]} == expected["dimensions"]
+    assert properties["Statistic"] == expected["statistic"]
+    assert properties["Threshold"] == expected["threshold"]
+    assert properties["TreatMissingData"] == expected["missing"]
+    assert properties["Period"] == 60
+
+
+def test_the_rejection_alarm_sums_every_terminal_code_and_conflicts() -> None:
+    properties = alarms()[REJECTIONS]
+    queries = {query["Id"]: query for query in properties["Metrics"]}
+    (returned,) = [query for query in queries.values() if query.get("ReturnData")]
+    watched = {
+        query_id: query["MetricStat"]["Metric"]
+        for query_id, query in queries.items()
+        if "MetricStat" in query
+    }
+    # Every watched series is in the expression, with gaps as zero
+    assert sorted(re.findall(r"FILL\((\w+), 0\)", returned["Expression"])) == sorted(watched)
+    assert all(query["MetricStat"]["Stat"] == "Sum" for query in queries.values() if "MetricStat" in query)
+    rejected = {
+        next(d["Value"] for d in metric["Dimensions"] if d["Name"] == "code")
+        for metric in watched.values()
+        if metric["MetricName"] == "InvoicesRejected"
+    }
+    assert rejected == REJECTED_CODES
+    assert [metric["MetricName"] for metric in watched.values()].count("Conflicts") == 1
+    assert all(metric["Namespace"] == RELAY_NAMESPACE for metric in watched.values())
+    assert (properties["Threshold"], properties["TreatMissingData"]) == (0, "notBreaching")
+
+
+def test_relay_metric_alarms_use_the_dimensions_powertools_emits(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given every relay metric an alarm watches, with the dimensions it is watched under
+    watched = [
+        (properties["MetricName"], {d["Name"]: d["Value"] for d in properties["Dimensions"]})
+        for properties in alarms().values()
+        if properties.get("Namespace") == RELAY_NAMESPACE
+    ] + [
+        (
+            query["MetricStat"]["Metric"]["MetricName"],
+            {d["Name"]: d["Value"] for d in query["MetricStat"]["Metric"]["Dimensions"]},
+        )
+        for query in alarms()[REJECTIONS]["Metrics"]
+        if "MetricStat" in query
+    ]
+    assert len(watched) == 7
+    for name, dimensions in watched:
+        # When the relay counts it as its code does
+        extra = {key: value for key, value in dimensions.items() if key != "service"}
+        # Then Powertools publishes it under exactly those dimensions, and the relay does count it
+        assert emitted_dimensions(name, capsys, **extra) == dimensions, name
+        assert name in relay_metric_names(), name
+
+
+def test_the_topic_is_encrypted_with_a_key_cloudwatch_may_use_for_this_stacks_alarms_only() -> None:
+    topic, key = RESOURCES["AlarmTopic"]["Properties"], RESOURCES["AlarmTopicKey"]["Properties"]
+    # alias/aws/sns would silently drop every notification: CloudWatch cannot use that key
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlarmTopicKey", "Arn"]}
+    assert key["EnableKeyRotation"] is True
+    alarm_arns = "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:${AWS::StackName}-*"
+    (for_cloudwatch,) = [
+        statement for statement in key["KeyPolicy"]["Statement"] if statement["Principal"].get("Service")
+    ]
+    assert for_cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert sorted(for_cloudwatch["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert for_cloudwatch["Condition"]["ArnLike"]["aws:SourceArn"] == {"Fn::Sub": alarm_arns}
+    (publish,) = RESOURCES["AlarmTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert (publish["Effect"], publish["Action"], publish["Principal"]) == (
+        "Allow",
+        "sns:Publish",
+        {"Service": "cloudwatch.amazonaws.com"},
+    )
+    assert publish["Condition"]["ArnLike"]["aws:SourceArn"] == {"Fn::Sub": alarm_arns}
+    # And every alarm's name falls under that pattern
+    assert all(
+        properties["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+        for properties in alarms().values()
+    )
+
+
+def test_the_email_subscription_exists_only_when_an_address_is_given() -> None:
+    subscriptions = [r for r in RESOURCES.values() if r["Type"] == "AWS::SNS::Subscription"]
+    assert len(subscriptions) == 1
+    (subscription,) = subscriptions
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["TopicArn"] == {"Ref": "AlarmTopic"}
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    assert TEMPLATE_DATA["Conditions"]["HasAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+    assert TEMPLATE_DATA["Parameters"]["AlarmEmail"]["Default"] == ""
+
+
+def dashboard() -> dict[str, Any]:
+    body = RESOURCES["RelayDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    known = {*RESOURCES, *TEMPLATE_DATA["Parameters"], "AWS::Region", "AWS::StackName", "ServerlessHttpApi"}
+    assert {name.split(".")[0] for name in names} <= known
+    return json.loads(re.sub(r"\$\{[^}]+\}", "1", body))  # type: ignore[no-any-return]
+
+
+def test_the_dashboard_shows_traffic_outcomes_queues_fynd_and_errors() -> None:
+    widgets = dashboard()["widgets"]
+    shown = json.dumps(widgets)
+    for metric in [
+        "InvoicesReceived",
+        "InvoicesQueued",
+        'MetricName=\\"InvoicesRejected\\"',
+        'MetricName=\\"Retries\\"',
+        'MetricName=\\"DeadLettered\\"',
+        "InvoicesInvoiced",
+        "AlreadyInvoiced",
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "FyndCallLatency",
+        "OrdersPerCall",
+        "Errors",
+        "Throttles",
+        "5xx",
+    ]:
+        assert metric in shown, metric
+    (alarm_widget,) = [widget for widget in widgets if widget["type"] == "alarm"]
+    assert len(alarm_widget["properties"]["alarms"]) == len(alarms())
+
+
+def test_new_resources_get_no_role_or_policy() -> None:
+    # Alarms, dashboard, topic and key act through service principals; nothing new runs code.
+    roles = [name for name, r in RESOURCES.items() if r["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy")]
+    assert roles == []
