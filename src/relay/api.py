@@ -20,7 +20,7 @@ from relay.adapters.secrets import SecretFormatError
 from relay.domain.intake import ConflictError
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import LedgerEntry
-from relay.domain.ports import AcceptRaceError, QueueUnavailableError
+from relay.domain.ports import AcceptRaceError, LedgerUnavailableError, QueueUnavailableError
 from relay.domain.signature import SignatureRefused, SigningSecretMissing
 from relay.domain.webhook import (
     InvalidInvoices,
@@ -184,6 +184,7 @@ def _race(error: AcceptRaceError) -> Response[str]:
 
 
 @app.exception_handler(QueueUnavailableError)
+@app.exception_handler(LedgerUnavailableError)
 @app.exception_handler(SigningSecretMissing)
 @app.exception_handler(SecretFormatError)
 @app.exception_handler(BotoCoreError)

@@ -35,6 +35,8 @@ class DispatchSettings(SharedSettings):
     lease_seconds: float = Field(120, alias="LEASE_SECONDS", gt=0)
     retry_base_seconds: float = Field(30, alias="RETRY_BASE_SECONDS", gt=0)
     retry_max_seconds: float = Field(3600, alias="RETRY_MAX_SECONDS", gt=0)
+    fynd_connect_timeout_seconds: float = Field(3, alias="FYND_CONNECT_TIMEOUT_SECONDS", gt=0)
+    fynd_read_timeout_seconds: float = Field(15, alias="FYND_READ_TIMEOUT_SECONDS", gt=0)
 
 
 @cache

@@ -6,6 +6,7 @@ later invocation of the same instance.
 
 import time
 import uuid
+from collections.abc import Callable
 from functools import cache
 from random import random
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,9 @@ def dispatcher() -> Dispatcher:
             settings.fynd_credentials_secret_arn, settings.fynd_location_credentials_secret_arn
         ),
         http=urllib3.PoolManager(maxsize=4),
-        timeout=urllib3.Timeout(connect=3.0, read=15.0),
+        timeout=urllib3.Timeout(
+            connect=settings.fynd_connect_timeout_seconds, read=settings.fynd_read_timeout_seconds
+        ),
     )
     return Dispatcher(
         ledger=ledger(),
@@ -87,7 +90,12 @@ def dispatcher() -> Dispatcher:
             settings.too_early_deadline_seconds,
         ),
         settings=DispatchSettings(
-            lease_seconds=settings.lease_seconds, max_receive_count=settings.max_receive_count
+            lease_seconds=settings.lease_seconds,
+            max_receive_count=settings.max_receive_count,
+            # Room for one whole call at its timeouts, plus recording its outcome.
+            call_budget_seconds=settings.fynd_connect_timeout_seconds
+            + settings.fynd_read_timeout_seconds
+            + 5,
         ),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",
@@ -105,7 +113,7 @@ def forget() -> None:
     parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
-def dispatch_batch(event: dict[str, Any]) -> dict[str, Any]:
+def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> dict[str, Any]:
     """An SQS event in, the partial batch response out. A record we cannot read comes back
     (and reaches the dead-letter queue after maxReceiveCount): it never blocks its batch."""
     deliveries: list[Delivery] = []
@@ -128,7 +136,7 @@ def dispatch_batch(event: dict[str, Any]) -> dict[str, Any]:
             if last_receive:
                 count("DeadLettered", reason="malformed")
             unreadable.append(str(record.get("messageId")))
-    failed = dispatcher().dispatch(deliveries) if deliveries else []
+    failed = dispatcher().dispatch(deliveries, seconds_left) if deliveries else []
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
 
 

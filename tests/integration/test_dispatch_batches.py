@@ -12,8 +12,10 @@ import pytest
 from conftest import FAST_RETRIES, RelayClient
 from factories import invoice_dict
 from relay.domain.messages import QueuedInvoice
+from relay.handlers.dispatch import lambda_handler as dispatch_handler
 from relay.wiring import ledger
 from relay_local.event_source import lambda_record
+from relay_local.lambda_context import LambdaContext
 from relay_local.pipeline import PipelineConfig
 from signing import new_secret
 
@@ -96,31 +98,60 @@ def test_concurrent_dispatchers_never_both_send(relay: RelayClient) -> None:
         time.sleep(0.05)
     results["second"] = dispatch(relay, [second])
     worker.join()
-    # Then the second backs off (its message comes back later) and Fynd is called once
-    assert results == {"first": [], "second": [second["messageId"]]}
+    # Then the second drops its copy (the first's message stays until the invoice is final)
+    assert results == {"first": [], "second": []}
+    # And Fynd is called once
     assert fynd_calls(relay) == 1
-    # And when the second copy comes back, the invoice is done: it is dropped, not sent
-    assert dispatch(relay, [second]) == []
-    assert fynd_calls(relay) == 1
+    assert relay.status("A").body["status"] == "INVOICED"
 
 
 def test_a_crashed_workers_claim_expires_with_its_lease(relay: RelayClient) -> None:
-    # Given a dispatcher claimed the invoice and died before recording anything (lease 5 s)
+    # Given a dispatcher claimed the invoice and died before recording anything
     relay.post(invoice_dict("A"))
     (record,) = receive(relay, 1)
     crashed = ledger().claim(
         QueuedInvoice.from_body(record["body"]), owner="crashed", now=time.time(), lease_seconds=1
     )
     assert crashed.granted
-    # When the message returns before the lease ran out, it is not sent
-    assert dispatch(relay, [record]) == [record["messageId"]]
-    assert fynd_calls(relay) == 0
-    # And once the lease has run out, it is
+    # When its message returns after the lease has run out (visibility timeout > lease)
     time.sleep(1.1)
+    # Then another dispatcher claims it and sends it
     assert dispatch(relay, [record]) == []
     final = relay.status("A").body
     assert (final["status"], final["attempts"]) == ("INVOICED", 2)
     assert relay.simulator.state.invoice_count("A") == 1
+
+
+def test_a_ledger_outage_fails_its_messages_not_the_invocation(relay: RelayClient) -> None:
+    # Given two queued invoices, and then the ledger table is gone
+    relay.post([invoice_dict("A"), invoice_dict("B")])
+    batch = receive(relay, 2)
+    assert relay.pipeline.stack is not None
+    relay.pipeline.dynamodb().delete_table(TableName=relay.pipeline.stack.table_name)
+    # When the batch is dispatched
+    failed = dispatch(relay, batch)
+    # Then the invocation succeeds, both messages come back, and nothing reached Fynd
+    assert sorted(failed) == sorted(record["messageId"] for record in batch)
+    assert fynd_calls(relay) == 0
+
+
+def test_invoices_whose_call_would_outlast_the_invocation_come_back(relay: RelayClient) -> None:
+    # Given two invoices for two locations (two calls) and a Fynd that takes 2 s per call
+    relay.post([invoice_dict("A", locationCode="WH-1"), invoice_dict("B", locationCode="WH-2")])
+    first, second = receive(relay, 2)
+    relay.simulator.state.add_faults([{"kind": "latency", "seconds": 2}] * 2)
+    # When the invocation has time for one call only (budget: connect 3 + read 15 + 5 = 23 s)
+    assert relay.pipeline.dispatch is not None
+    context = relay.pipeline.dispatch.new_context()
+    context = LambdaContext(**{**context.__dict__, "deadline_monotonic": time.monotonic() + 24.5})
+    answer = dispatch_handler({"Records": [first, second]}, context)
+    # Then the second call is not started: its invoice returns for the next invocation
+    failed = [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+    assert failed == [second["messageId"]]
+    assert fynd_calls(relay) == 1
+    deferred = relay.status("B").body
+    assert (deferred["status"], deferred["lastError"]["code"]) == ("RETRYING", "out_of_time")
+    assert relay.status("A").body["status"] == "INVOICED"
 
 
 def test_batch_item_failures_name_only_this_batchs_messages(relay: RelayClient) -> None:

@@ -305,7 +305,7 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     # Then it is counted unreadable twice, and dead-lettered once
     assert emf.total("MalformedMessages") == 2
     assert emf.total("DeadLettered", reason="malformed") == 1
-    # Given an invoice another worker holds a lease on, received for the last time
+    # Given a copy of an invoice another worker is sending, received for the last time
     relay.post(invoice_dict("B"))
     (held,) = receive(relay, 1)
     claim = ledger().claim(
@@ -313,8 +313,9 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     )
     assert claim.granted
     dispatch(relay, held, receive_count=last_receive)
-    # Then it is counted as dead-lettered while held
-    assert emf.total("DeadLettered", reason="busy") == 1
+    # Then the copy is dropped as a duplicate, never dead-lettered
+    assert emf.total("DeadLettered", reason="busy") == 0
+    assert emf.total("DuplicatesSuppressed", stage="ledger") == 1
     assert {frozenset(metric.dimensions) for metric in emf.named("DeadLettered")} == {
         frozenset({"reason", "service"})
     }

@@ -104,3 +104,13 @@ def test_no_secret_value_lives_in_the_template() -> None:
         assert "GenerateSecretString" in props(logical_id)
         assert "SecretString" not in props(logical_id)
     assert props("FyndLocationCredentialsSecret")["SecretString"] == "{}"
+
+
+def test_lease_outlives_the_dispatcher_and_ends_before_its_message_returns() -> None:
+    # A live dispatcher never loses its claim (lease > timeout), and a crashed dispatcher's
+    # message only returns once its claim has run out (lease < visibility timeout): dropping
+    # a copy that meets a live lease can then never lose an invoice.
+    from relay.settings import DispatchSettings
+
+    lease = DispatchSettings.model_fields["lease_seconds"].default
+    assert props("DispatchFunction")["Timeout"] < lease < props("InvoiceQueue")["VisibilityTimeout"]

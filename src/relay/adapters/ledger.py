@@ -4,18 +4,19 @@ Every write states the states it may start from (relay.domain.ledger.sources_of)
 dispatchers racing for one key cannot both win, and a final entry is never reopened.
 """
 
+import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, sources_of
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
-from relay.domain.ports import AcceptRaceError, Claim, ClaimRefusal
+from relay.domain.ports import AcceptRaceError, Claim, ClaimRefusal, LedgerUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -27,15 +28,31 @@ RETENTION_SECONDS = 400 * 86_400
 _BATCH_GET_LIMIT = 100
 
 
+def _outage_is_typed[**P, R](method: Callable[P, R]) -> Callable[P, R]:
+    """DynamoDB errors the method does not handle itself (throttling past botocore's retries,
+    an unreachable endpoint) leave as LedgerUnavailableError, which the domain understands."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (BotoCoreError, ClientError) as error:
+            raise LedgerUnavailableError(f"invoice ledger unavailable ({type(error).__name__})") from error
+
+    return wrapper
+
+
 class InvoiceLedger:
     def __init__(self, table_name: str, client: "DynamoDBClient") -> None:
         self._table = table_name
         self._client = client
 
+    @_outage_is_typed
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
         return _entry(item) if item else None
 
+    @_outage_is_typed
     def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
         wanted = list(dict.fromkeys(keys))
         found: dict[InvoiceKey, LedgerEntry] = {}
@@ -57,6 +74,7 @@ class InvoiceLedger:
                     time.sleep(0.05)
         return found
 
+    @_outage_is_typed
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
         writes: list[Any] = [
             self._accept_write(admission, now, correlation_id)
@@ -110,6 +128,7 @@ class InvoiceLedger:
             }
         }
 
+    @_outage_is_typed
     def claim(self, message: QueuedInvoice, *, owner: str, now: float, lease_seconds: float) -> Claim:
         key = message.invoice.key
         claimable = sources_of(InvoiceStatus.IN_PROGRESS) - {InvoiceStatus.IN_PROGRESS}

@@ -2,12 +2,24 @@
 
 The steps, in order:
 1. collapse copies of the same invoice inside the batch (ERPs retry blindly);
-2. claim each key in the ledger; final keys are acknowledged, keys another worker holds
-   come back after its lease, stale content is dropped;
+2. claim each key in the ledger; copies of final keys, of keys another worker is sending
+   right now, and of stale content are acknowledged (the holder's own message stays on the
+   queue until the invoice is final, so dropping a copy never loses an invoice);
 3. group the claimed invoices into Fynd calls (one location and type, 20 at most);
 4. map every order's answer to a verdict and record it;
 5. answer the messages: final verdicts are deleted, retries come back after their back-off
    (the message's visibility is changed), and only messages of this batch are ever named.
+
+Fynd calls are made only while the invocation has time for a whole call (connect and read
+timeouts); invoices whose call would not fit come back at once for the next invocation,
+so a slow Fynd never makes the function time out with a batch half recorded.
+
+A ledger that cannot be reached fails only the messages it touched, never the whole batch.
+
+One invariant makes dropping copies safe: a message whose invoice this worker has claimed
+never becomes visible again before the claim's lease runs out. The lease (LEASE_SECONDS)
+is shorter than the queue's visibility timeout, and every early return below either
+releases the claim first (records RETRYING) or waits out the lease.
 
 An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
 receives would last: before its last receive it is queued afresh (a new message starts
@@ -23,16 +35,23 @@ from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import LedgerEntry
 from relay.domain.messages import Delivery
 from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict
-from relay.domain.ports import ClaimRefusal, Fynd, InvoiceQueue, Ledger
+from relay.domain.ports import Fynd, InvoiceQueue, Ledger, LedgerUnavailableError
 from relay.observability import count, logger
 
 MAX_SQS_DELAY_SECONDS = 900
+
+
+OUT_OF_TIME = "out_of_time"
+LEDGER_UNAVAILABLE = "ledger_unavailable"
 
 
 @dataclass(frozen=True)
 class DispatchSettings:
     lease_seconds: float
     max_receive_count: int
+    call_budget_seconds: float
+    """The longest one Fynd call can take (connect + read timeouts, plus a margin)."""
+    retry_soon_seconds: int = 5
 
 
 @dataclass
@@ -67,14 +86,20 @@ class Dispatcher:
         self._owner = owner
         self._clock = clock
 
-    def dispatch(self, deliveries: Sequence[Delivery]) -> list[str]:
+    def dispatch(self, deliveries: Sequence[Delivery], seconds_left: Callable[[], float]) -> list[str]:
         """Deliver the batch; return the message ids that must come back (batchItemFailures)."""
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
         for copies in _collapse(deliveries):
-            failed.extend(self._claim(copies, pending))
+            try:
+                failed.extend(self._claim(copies, pending))
+            except LedgerUnavailableError:
+                failed.extend(self._retry_soon(copies[0], LEDGER_UNAVAILABLE))
         for call in plan_calls(item.first.message.invoice for item in pending.values()):
-            failed.extend(self._deliver(call, pending))
+            if seconds_left() < self._settings.call_budget_seconds:
+                failed.extend(self._defer(call, pending))
+            else:
+                failed.extend(self._deliver(call, pending))
         return failed
 
     def _claim(self, copies: list[Delivery], pending: dict[InvoiceKey, _Pending]) -> list[str]:
@@ -92,20 +117,8 @@ class Dispatcher:
             pending[key] = _Pending(claim.entry, copies)
             return []
         about = _about(first, claim.entry)
-        if claim.refusal is ClaimRefusal.BUSY and claim.entry is not None:
-            # Another worker is sending it right now; look again once its lease has run out.
-            wait = int(max(1, (claim.entry.lease_until or 0) - self._clock() + 1))
-            self._queue.change_visibility(first.receipt_handle, wait)
-            if first.receive_count >= self._settings.max_receive_count:
-                # SQS moves it on its next receive; say so, or the DLQ alarm has no explanation.
-                count("DeadLettered", reason=str(ClaimRefusal.BUSY))
-                logger.error(
-                    "invoice leaves for the dead-letter queue",
-                    extra={**about, "reason": str(ClaimRefusal.BUSY)},
-                )
-            else:
-                logger.info("invoice held by another worker", extra={**about, "retry_in_s": wait})
-            return [first.message_id]
+        # BUSY: another worker is sending it now, and its own message stays until the invoice
+        # is final, so this copy can go. FINAL and SUPERSEDED copies have nothing left to do.
         count("DuplicatesSuppressed", len(copies), stage="ledger")
         logger.info(
             "invoice not sent again",
@@ -127,14 +140,50 @@ class Dispatcher:
                 },
             )
             receipt = failure
+        ack_id = receipt.ack_id if isinstance(receipt, FyndReceipt) else None
+        return self._settle(call, pending, lambda item: self._verdict(receipt, item), ack_id)
+
+    def _defer(self, call: FyndCall, pending: dict[InvoiceKey, _Pending]) -> list[str]:
+        """Not enough time left for this call: give the claims back and let the messages return."""
+        logger.warning(
+            "no time left for a Fynd call", extra={"invoice_keys": [str(i.key) for i in call.invoices]}
+        )
+        wait = self._settings.retry_soon_seconds
+        return self._settle(
+            call, pending, lambda _: RetryLater(OUT_OF_TIME, "invocation ran out of time", wait), None
+        )
+
+    def _settle(
+        self,
+        call: FyndCall,
+        pending: dict[InvoiceKey, _Pending],
+        verdict_for: Callable[[_Pending], Verdict],
+        ack_id: str | None,
+    ) -> list[str]:
         failed: list[str] = []
         for invoice in call.invoices:
             item = pending[invoice.key]
-            verdict = self._verdict(receipt, item)
-            ack_id = receipt.ack_id if isinstance(receipt, FyndReceipt) else None
-            self._ledger.record(invoice.key, verdict, owner=self._owner, now=self._clock(), ack_id=ack_id)
+            verdict = verdict_for(item)
+            try:
+                self._ledger.record(invoice.key, verdict, owner=self._owner, now=self._clock(), ack_id=ack_id)
+            except LedgerUnavailableError:
+                # Fynd's answer is not recorded and our claim stands. The message must not
+                # return before the lease runs out (a copy meeting a live lease is dropped);
+                # then the retry meets IN453 (invoiced) or the same refusal again.
+                lease_left = (item.entry.lease_until or 0) - self._clock()
+                failed.extend(self._retry_soon(item.first, LEDGER_UNAVAILABLE, after=lease_left + 1))
+                continue
             failed.extend(self._answer(item, verdict))
         return failed
+
+    def _retry_soon(self, delivery: Delivery, reason: str, after: float = 0) -> list[str]:
+        wait = int(max(self._settings.retry_soon_seconds, after))
+        count("Retries", reason=reason)
+        logger.warning(
+            "invoice will be retried", extra={**_about(delivery, None), "reason": reason, "retry_in_s": wait}
+        )
+        self._queue.change_visibility(delivery.receipt_handle, wait)
+        return [delivery.message_id]
 
     def _verdict(self, receipt: FyndReceipt | FyndCallError, item: _Pending) -> Verdict:
         attempt = item.entry.attempts

@@ -34,6 +34,10 @@ class Claim:
         return self.refusal is None
 
 
+class LedgerUnavailableError(Exception):
+    """The ledger could not be read or written (throttled, unreachable) even after retries."""
+
+
 class AcceptRaceError(Exception):
     """Another request changed one of these keys between our read and our write."""
 

@@ -13,4 +13,4 @@ from relay.wiring import dispatch_batch
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dispatch_batch(event)
+    return dispatch_batch(event, lambda: context.get_remaining_time_in_millis() / 1000)
