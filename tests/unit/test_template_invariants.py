@@ -114,3 +114,10 @@ def test_lease_outlives_the_dispatcher_and_ends_before_its_message_returns() -> 
 
     lease = DispatchSettings.model_fields["lease_seconds"].default
     assert props("DispatchFunction")["Timeout"] < lease < props("InvoiceQueue")["VisibilityTimeout"]
+
+
+def test_every_function_log_group_has_a_retention() -> None:
+    for function in ("IngestFunction", "DispatchFunction"):
+        group = props(f"{function}LogGroup")
+        assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
