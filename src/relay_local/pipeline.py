@@ -10,15 +10,19 @@ import os
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME, FyndSimulator
+from relay_local.dynamodb_guard import guard_dynamodb
 from relay_local.event_source import SqsEventSource
 from relay_local.http_api import LocalHttpApi
+from relay_local.invocation import traced
 from relay_local.lambda_context import LambdaFunction, load_handler
-from relay_local.stack import REGION, LocalStack, MotoServer, build_stack
+from relay_local.stack import REGION, TEMPLATE, LocalStack, MotoServer, build_stack
+from relay_local.tally import Tally, read_tally
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -46,6 +50,10 @@ class PipelineConfig:
     poll_wait_seconds: int = 1
     consume: bool = True
     """Run the queue consumer; tests that drive the dispatcher batch by batch turn it off."""
+    serve_api: bool = True
+    """Serve the HTTP API; `python -m relay_local invoke` calls the functions directly instead."""
+    template_path: Path = TEMPLATE
+    """The SAM template the resources and functions are read from (`sam ... -t`)."""
 
 
 class LocalPipeline:
@@ -57,7 +65,10 @@ class LocalPipeline:
         self.api: LocalHttpApi | None = None
         self.consumer: SqsEventSource | None = None
         self.dispatch: LambdaFunction | None = None
+        self.functions: dict[str, LambdaFunction] = {}
+        """Every function of the template by logical id, as the API and the consumer invoke them."""
         self._saved_environment: dict[str, str | None] = {}
+        self._observer: tuple[DynamoDBClient, SQSClient] | None = None
 
     @property
     def api_url(self) -> str:
@@ -73,6 +84,7 @@ class LocalPipeline:
 
     def start(self) -> "LocalPipeline":
         self.moto.start()
+        guard_dynamodb(self.moto)
         # moto keeps its state per process; a second pipeline in one process starts clean.
         urllib.request.urlopen(urllib.request.Request(f"{self.moto.url}/moto-api/reset", method="POST"))  # noqa: S310
         if not self.config.fynd_base_url:
@@ -81,6 +93,7 @@ class LocalPipeline:
             ).start()
         self.stack = build_stack(
             self.moto.url,
+            template_path=self.config.template_path,
             parameters={"FyndBaseUrl": self.fynd_base_url, **self.config.parameters},
             secret_values={
                 "WebhookSigningSecret": json.dumps({"local": self.config.webhook_secret}),
@@ -92,8 +105,10 @@ class LocalPipeline:
         self._apply_environment(self.stack)
         ingest = self._function(self.stack, INGEST)
         dispatch = self._function(self.stack, DISPATCH)
-        self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
-        self.api.start()
+        self.functions = {INGEST: ingest, DISPATCH: dispatch}
+        if self.config.serve_api:
+            self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
+            self.api.start()
         self.dispatch = dispatch
         if self.config.consume:
             self.start_consumer()
@@ -112,12 +127,21 @@ class LocalPipeline:
         self.consumer.start()
         return self.consumer
 
+    def tally(self) -> Tally:
+        """Where the invoices are now, read from the ledger, the queues and the consumer."""
+        assert self.stack is not None, "start() first"
+        if self._observer is None:  # clients are slow to build; a status line reads every second
+            self._observer = (self.dynamodb(), self.sqs())
+        consumer = self.consumer.tally() if self.consumer is not None else None
+        return read_tally(self.stack, *self._observer, consumer)
+
     def stop(self) -> None:
         """Stop in reverse order: no new requests, finish batches in flight, then AWS and Fynd."""
         for part in (self.api, self.consumer, self.simulator, self.moto):
             if part is not None:
                 part.stop()
         self.api = self.consumer = self.simulator = None
+        self._observer = None
         for name, value in self._saved_environment.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -159,7 +183,7 @@ class LocalPipeline:
     def _function(self, stack: LocalStack, logical_id: str) -> LambdaFunction:
         return LambdaFunction(
             name=logical_id,
-            handler=load_handler(stack.function_handler(logical_id)),
+            handler=traced(logical_id, load_handler(stack.function_handler(logical_id))),
             timeout_seconds=stack.function_timeout(logical_id),
             memory_limit_in_mb=int(stack.template["Globals"]["Function"].get("MemorySize", 128)),
             region=REGION,

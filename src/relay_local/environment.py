@@ -1,0 +1,80 @@
+"""The environment variables the local commands honour (relay-interface.md §4), read once.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| RELAY_API_PORT | 3000 | port of the local HTTP API (0: any free port; the banner shows it) |
+| FYND_BASE_URL | the built-in simulator | send to this Fynd instead |
+| FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
+| WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
+| RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
+
+A malformed value stops the command before anything starts, with a message naming it.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from relay_local.signing import check_secret, new_secret
+
+DEFAULT_API_PORT = 3000
+DEFAULT_API_URL = f"http://127.0.0.1:{DEFAULT_API_PORT}"
+FUNCTION_PASSTHROUGH = ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "LEASE_SECONDS")
+"""Dispatcher settings the template does not set, so a local run may: fast retries for tests."""
+
+
+class SettingsError(ValueError):
+    """A variable is set to something the local run cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class FyndSettings:
+    base_url: str | None
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    api_port: int
+    webhook_secret: str
+    secret_generated: bool
+    fynd: FyndSettings
+    function_environment: Mapping[str, str] = field(default_factory=dict)
+
+
+def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
+    base_url = environ.get("FYND_BASE_URL") or None
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise SettingsError(f"FYND_BASE_URL must be an http(s) URL, not {base_url!r}")
+    return FyndSettings(
+        base_url=base_url.rstrip("/") if base_url else None,
+        username=environ.get("FYND_USERNAME") or DEFAULT_USERNAME,
+        password=environ.get("FYND_PASSWORD") or DEFAULT_PASSWORD,
+    )
+
+
+def run_settings(environ: Mapping[str, str]) -> RunSettings:
+    port_text = environ.get("RELAY_API_PORT") or str(DEFAULT_API_PORT)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(f"RELAY_API_PORT must be a port number (0 for any free one), not {port_text!r}")
+    secret = environ.get("WEBHOOK_SECRET") or ""
+    if secret:
+        try:
+            check_secret(secret)
+        except ValueError as error:
+            raise SettingsError(f"WEBHOOK_SECRET: {error}") from None
+    passthrough = {name: environ[name] for name in FUNCTION_PASSTHROUGH if environ.get(name)}
+    for name, value in passthrough.items():
+        try:
+            if float(value) <= 0:
+                raise ValueError
+        except ValueError:
+            raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}") from None
+    return RunSettings(
+        api_port=int(port_text),
+        webhook_secret=secret or new_secret(),
+        secret_generated=not secret,
+        fynd=fynd_settings(environ),
+        function_environment=passthrough,
+    )
