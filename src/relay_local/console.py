@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 from collections import Counter
 from datetime import datetime
@@ -74,7 +75,12 @@ class Console:
             self._stream.flush()
 
     def status(self, text: str) -> None:
-        """Show the tally: redrawn in place on a TTY, else printed when it changed."""
+        """Show the tally: redrawn in place on a TTY, else printed when it changed.
+
+        On a TTY the line is cut to the terminal's width: a wrapped line could not be
+        cleared by one carriage return, and every redraw would leave a row behind."""
+        if self._live:
+            text = text[: max(shutil.get_terminal_size().columns - 1, 20)]
         with self._lock:
             if text == self._status:
                 return

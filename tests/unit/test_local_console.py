@@ -1,0 +1,129 @@
+"""The local run's terminal: Powertools JSON in, one readable line out; EMF summed, not shown."""
+
+import io
+import json
+import threading
+from typing import Any
+
+from relay_local.console import Console, FunctionOutput
+from relay_local.invocation import traced
+
+LOG = {
+    "level": "ERROR",
+    "location": "_answer:159",
+    "message": "invoice rejected by Fynd",
+    "timestamp": "2025-01-01 10:00:00,123+0000",
+    "service": "invoice-relay",
+    "function_name": "IngestFunction",  # what a shared Logger may wrongly say
+    "correlation_id": "msg_someone_else",
+    "invoice_key": "CANCELLED-1#sale",
+    "attempt": 1,
+    "code": "IN401",
+    "fynd_message": "Order or order item already cancelled",
+}
+EMF = {
+    "_aws": {
+        "Timestamp": 1,
+        "CloudWatchMetrics": [
+            {
+                "Namespace": "FyndInvoiceRelay",
+                "Dimensions": [["service"]],
+                "Metrics": [
+                    {"Name": "InvoicesInvoiced", "Unit": "Count"},
+                    {"Name": "FyndCallLatency", "Unit": "Milliseconds"},
+                ],
+            }
+        ],
+    },
+    "service": "invoice-relay",
+    "InvoicesInvoiced": [2.0],
+    "FyndCallLatency": [48.4],
+}
+
+
+class Context:
+    aws_request_id = "req-1"
+
+
+def output(*, raw: bool = False) -> tuple[io.StringIO, FunctionOutput]:
+    screen = io.StringIO()
+    return screen, FunctionOutput(Console(screen, live=False), raw=raw)
+
+
+def test_a_log_object_becomes_one_line_labelled_by_the_invocation_that_wrote_it() -> None:
+    # Given the dispatcher, invoked for a batch, logging through a Logger another function last set
+    screen, functions = output()
+
+    def dispatcher(event: dict[str, Any], context: Any) -> None:
+        functions.write(json.dumps(LOG) + "\n")
+
+    # When it runs
+    traced("DispatchFunction", dispatcher)({"Records": []}, Context())
+    # Then one line: time, its own function, level, message, the invoice first, no foreign correlation id
+    line = screen.getvalue().rstrip("\n")
+    assert "\n" not in line
+    assert line.split()[1:5] == ["dispatch", "ERROR", "invoice", "rejected"]
+    assert 'invoice_key=CANCELLED-1#sale code=IN401 attempt=1 fynd_message="Order or order' in line
+    assert "msg_someone_else" not in line
+
+
+def test_ingest_lines_carry_the_webhook_id_as_correlation_id() -> None:
+    screen, functions = output()
+
+    def ingest(event: dict[str, Any], context: Any) -> None:
+        functions.write(json.dumps({**LOG, "level": "INFO", "message": "invoices accepted"}) + "\n")
+
+    traced("IngestFunction", ingest)({"headers": {"webhook-id": "msg_1"}}, Context())
+    assert screen.getvalue().rstrip().endswith("corr=msg_1")
+
+
+def test_emf_lines_are_summed_not_shown_and_other_lines_pass_through() -> None:
+    # Given two EMF documents and a line that is not JSON
+    screen, functions = output()
+    # When the functions print them
+    functions.write(json.dumps(EMF) + "\n" + json.dumps(EMF) + "\nplain text\n")
+    # Then only the plain line shows, and the counts are summed (timings are not counts)
+    assert screen.getvalue() == "plain text\n"
+    assert functions.metrics_summary() == "metrics (EMF, summed): InvoicesInvoiced 4"
+
+
+def test_raw_mode_shows_everything_as_cloudwatch_would_get_it() -> None:
+    screen, functions = output(raw=True)
+    functions.write(json.dumps(EMF) + "\n")
+    assert json.loads(screen.getvalue()) == EMF
+
+
+def test_lines_written_in_pieces_by_parallel_threads_never_mix() -> None:
+    # Given two threads writing a line each in two pieces, interleaved
+    screen, functions = output()
+    first_half_written, second_thread_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        functions.write("alpha ")
+        first_half_written.set()
+        second_thread_done.wait()
+        functions.write("one\n")
+
+    def second() -> None:
+        first_half_written.wait()
+        functions.write("beta ")
+        functions.write("two\n")
+        second_thread_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then each line is whole
+    assert screen.getvalue().splitlines() == ["beta two", "alpha one"]
+
+
+def test_on_a_terminal_the_tally_is_redrawn_in_place_under_the_logs() -> None:
+    screen = io.StringIO()
+    console = Console(screen, live=True)
+    console.status("tally 1")
+    console.print("a log line")
+    console.status("tally 2")
+    console.close()
+    assert screen.getvalue() == "\r\x1b[Ktally 1\r\x1b[Ka log line\ntally 1\r\x1b[Ktally 2\n"
