@@ -58,7 +58,7 @@ run: $(STAMP) ## the whole pipeline on 127.0.0.1 until Ctrl-C
 	$(BIN)/python -m relay_local run
 
 send: $(STAMP) ## sign FILE with WEBHOOK_SECRET and post it to the local API
-	@[ -n "$(FILE)" ] || { echo "usage: make send FILE=events/invoices.json" >&2; exit 2; }
+	@[ -n "$(FILE)" ] || { echo "usage: make send FILE=events/invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local send "$(FILE)"
 
 status: $(STAMP) ## ask the local API for ORDER's status (TYPE=return for a credit note)

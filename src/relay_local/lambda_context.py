@@ -12,14 +12,18 @@ Two runtime rules are emulated because the deployed relay depends on them:
   error (Lambda's `Runtime.MarshalError`), and the caller sees only JSON types.
 
 Not emulated: per-function process isolation. Handlers share this process's environment
-variables and may run concurrently in threads, where Lambda gives each execution
-environment its own process and one invocation at a time.
+variables and its module state, where Lambda gives each execution environment its own
+process and one invocation at a time. Functions that share state the handlers mutate per
+invocation (the relay's Powertools metric set) pass one `shared_lock`, and their
+invocations then run one at a time; the wait does not count against the timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -77,6 +81,8 @@ class LambdaFunction:
     memory_limit_in_mb: int = 512
     region: str = "us-east-1"
     account_id: str = _DEFAULT_ACCOUNT_ID
+    shared_lock: threading.Lock | None = field(default=None, compare=False)
+    """Held for each invocation, when given: one invocation at a time among the functions sharing it."""
 
     def new_context(self) -> LambdaContext:
         """A context for one invocation: fresh request id, deadline from now."""
@@ -96,8 +102,9 @@ class LambdaFunction:
         Raises whatever the handler raises, `FunctionTimedOutError` when it overran its
         Timeout, and `ResponseNotSerializableError` when its answer is not JSON.
         """
-        context = self.new_context()
-        answer = self.handler(event, context)
+        with self.shared_lock or contextlib.nullcontext():
+            context = self.new_context()
+            answer = self.handler(event, context)
         if time.monotonic() > context.deadline_monotonic:
             raise FunctionTimedOutError(
                 f"{self.name} ran past its {self.timeout_seconds} s timeout "

@@ -7,6 +7,7 @@ template.yaml describes them (handler, timeout, environment, event source settin
 
 import json
 import os
+import threading
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class LocalPipeline:
         self.functions: dict[str, LambdaFunction] = {}
         """Every function of the template by logical id, as the API and the consumer invoke them."""
         self._saved_environment: dict[str, str | None] = {}
+        self._invocation_lock = threading.Lock()
         self._observer: tuple[DynamoDBClient, SQSClient] | None = None
 
     @property
@@ -187,6 +189,8 @@ class LocalPipeline:
             timeout_seconds=stack.function_timeout(logical_id),
             memory_limit_in_mb=int(stack.template["Globals"]["Function"].get("MemorySize", 128)),
             region=REGION,
+            # The functions share this process's Powertools metric set: run them one at a time.
+            shared_lock=self._invocation_lock,
         )
 
 

@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 import conftest  # noqa: E402, F401  - the functions' static environment, as in the tests
 from factories import invoice_dict  # noqa: E402
 from relay_local.pipeline import LocalPipeline, PipelineConfig  # noqa: E402
-from signing import new_secret, signed_headers  # noqa: E402
+from relay_local.signing import new_secret, signed_headers  # noqa: E402
 
 INVOICES = 1000
 PER_WEBHOOK = 100

@@ -1,95 +1,16 @@
 """The relay started whole on 127.0.0.1 for each test: moto in server mode with the template's
 resources, the Fynd simulator, the HTTP API and the queue consumer, all over real HTTP."""
 
-import json
-import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
-import urllib3
 
-from fynd_simulator import FyndSimulator
+from relay_client import FAST_RETRIES, RelayClient
 from relay_local.pipeline import LocalPipeline, PipelineConfig
-from signing import new_secret, signed_headers
-
-FINAL = frozenset({"INVOICED", "REJECTED"})
-FAST_RETRIES = {"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2", "LEASE_SECONDS": "5"}
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-
-class RelayClient:
-    """What an ERP does: sign and post invoices, ask for their status."""
-
-    def __init__(self, pipeline: LocalPipeline, secret: str) -> None:
-        self.pipeline = pipeline
-        self.secret = secret
-        self.http = urllib3.PoolManager()
-
-    @property
-    def simulator(self) -> FyndSimulator:
-        assert self.pipeline.simulator is not None
-        return self.pipeline.simulator
-
-    def post(
-        self,
-        payload: Any = None,
-        *,
-        body: str | bytes | None = None,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json",
-        secret: str | None = None,
-    ) -> Answer:
-        text = body if body is not None else json.dumps(payload)
-        signed = signed_headers(
-            secret or self.secret, text if isinstance(text, str) else text.decode("latin-1")
-        )
-        all_headers = {"Content-Type": content_type, **signed, **(headers or {})}
-        response = self.http.request(
-            "POST", f"{self.pipeline.api_url}/v1/invoices", body=text, headers=all_headers
-        )
-        return _answer(response)
-
-    def status(self, order_id: str, invoice_type: str | None = None, *, signed: bool = True) -> Answer:
-        query = f"?invoiceType={invoice_type}" if invoice_type else ""
-        headers = signed_headers(self.secret, "") if signed else {}
-        response = self.http.request(
-            "GET", f"{self.pipeline.api_url}/v1/invoices/{order_id}{query}", headers=headers
-        )
-        return _answer(response)
-
-    def wait_for_final(self, *keys: tuple[str, str], timeout: float = 30) -> dict[tuple[str, str], Any]:
-        """Poll the status API until every key is INVOICED or REJECTED."""
-        deadline = time.monotonic() + timeout
-        found: dict[tuple[str, str], Any] = {}
-        while time.monotonic() < deadline:
-            for order_id, invoice_type in keys:
-                if (order_id, invoice_type) not in found:
-                    answer = self.status(order_id, invoice_type)
-                    if answer.status == 200 and answer.body["status"] in FINAL:
-                        found[(order_id, invoice_type)] = answer.body
-            if len(found) == len(keys):
-                return found
-            time.sleep(0.2)
-        missing = [key for key in keys if key not in found]
-        raise AssertionError(f"not final within {timeout} s: {missing}")
-
-
-def _answer(response: urllib3.BaseHTTPResponse) -> Answer:
-    try:
-        body = json.loads(response.data) if response.data else None
-    except ValueError:
-        body = response.data.decode(errors="replace")
-    return Answer(response.status, dict(response.headers), body)
+from relay_local.signing import new_secret
 
 
 @pytest.fixture

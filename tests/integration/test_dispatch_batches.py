@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_RETRIES, RelayClient
 from factories import invoice_dict
 from relay.domain.messages import QueuedInvoice
 from relay.handlers.dispatch import lambda_handler as dispatch_handler
 from relay.wiring import ledger
+from relay_client import FAST_RETRIES, RelayClient
 from relay_local.event_source import lambda_record
 from relay_local.lambda_context import LambdaContext
 from relay_local.pipeline import PipelineConfig
-from signing import new_secret
+from relay_local.signing import new_secret
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from conftest import RelayClient
 from factories import invoice_dict
 from fynd_simulator import Credential
+from relay_client import RelayClient
 
 
 def settle(relay: RelayClient, *order_ids: str, invoice_type: str = "sale") -> dict[str, Any]:

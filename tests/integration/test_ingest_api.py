@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from conftest import FAST_RETRIES, RelayClient
 from factories import invoice_dict
 from relay import wiring
+from relay_client import FAST_RETRIES, RelayClient
 from relay_local.pipeline import PipelineConfig
-from signing import new_secret, signed_headers
+from relay_local.signing import new_secret, signed_headers
 
 
 @pytest.fixture

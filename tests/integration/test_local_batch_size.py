@@ -16,8 +16,8 @@ import pytest
 import urllib3
 
 from relay_local.pipeline import LocalPipeline, PipelineConfig
+from relay_local.signing import new_secret, signed_headers
 from relay_local.stack import TEMPLATE
-from signing import new_secret, signed_headers
 
 INVOICES = [
     {"orderId": f"FY-BATCH-{n}", "invoiceNumber": f"INV-{n}", "invoiceType": "sale"} for n in range(9)

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import RelayClient
+from relay_client import RelayClient
 from relay_local.events import EVENTS_DIR
-from signing import new_secret, signed_headers
+from relay_local.signing import new_secret, signed_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 

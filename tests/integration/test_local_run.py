@@ -24,7 +24,7 @@ import pytest
 import urllib3
 
 from fynd_simulator import SimulatorControl
-from signing import new_secret, signed_headers
+from relay_local.signing import new_secret, signed_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_RETRIES = {"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2", "LEASE_SECONDS": "5"}

@@ -11,14 +11,14 @@ import pytest
 from aws_lambda_powertools.metrics.provider import cold_start
 from aws_lambda_powertools.utilities import parameters
 
-from conftest import RelayClient
 from factories import invoice_dict
 from function_output import SERVICE, FunctionOutput
 from relay.domain.messages import QueuedInvoice
 from relay.wiring import ledger
+from relay_client import RelayClient
 from relay_local.event_source import lambda_record
+from relay_local.signing import new_secret
 from relay_local.stack import load_template
-from signing import new_secret
 
 NAMESPACE = load_template()["Parameters"]["MetricsNamespace"]["Default"]
 OUTCOMES = {

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from conftest import RelayClient
 from factories import invoice_dict
 from function_output import FunctionOutput
 from fynd_simulator import DEFAULT_PASSWORD
 from relay.observability import logger
-from signing import new_secret, signed_headers
+from relay_client import RelayClient
+from relay_local.signing import new_secret, signed_headers
 
 QUICK_BATCHES = {"parameters": {"DispatchBatchingWindowSeconds": "1"}}
 

@@ -1,7 +1,7 @@
 """An ERP's invoices, end to end: signed webhook, queue, Fynd, ledger."""
 
-from conftest import RelayClient
 from factories import invoice_dict
+from relay_client import RelayClient
 
 
 def test_invoice_is_accepted_queued_and_invoiced_once(relay: RelayClient) -> None:

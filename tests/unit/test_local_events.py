@@ -17,9 +17,8 @@ from relay.domain.messages import QueuedInvoice
 from relay.domain.signature import SignatureRefused, WebhookVerifier
 from relay.domain.webhook import InvalidInvoices, parse_invoices
 from relay_local.events import EVENTS_DIR, event_files, stale_events
-from relay_local.signing import LOCAL_WEBHOOK_SECRET
+from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
 from relay_local.stack import load_template
-from signing import signed_headers
 
 HTTP_EVENTS = ["ingest-post-invoice", "ingest-post-credit-note", "ingest-post-invalid", "ingest-get-status"]
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from relay.domain.signature import SignatureRefused, SigningSecretMissing, WebhookVerifier
-from signing import new_secret, signed_headers
+from relay_local.signing import new_secret, signed_headers
 
 BODY = '{"orderId": "A"}'
 
