@@ -160,6 +160,9 @@ def readable(document: dict[str, Any], invocation: Invocation | None = None) -> 
     there; without (a line from outside any invocation), from the document."""
     if invocation is not None:
         function, correlation_id = invocation.function, invocation.correlation_id
+        if correlation_id is None and "invoice_key" in document:
+            # The dispatcher names, on each line about an invoice, the webhook that brought it.
+            correlation_id = document.get("correlation_id")
     else:
         function = str(document.get("function_name") or document.get("service") or "-")
         correlation_id = document.get("correlation_id")

@@ -59,12 +59,42 @@ def test_a_log_object_becomes_one_line_labelled_by_the_invocation_that_wrote_it(
 
     # When it runs
     traced("DispatchFunction", dispatcher)({"Records": []}, Context())
-    # Then one line: time, its own function, level, message, the invoice first, no foreign correlation id
+    # Then one line: time, its own function, level, message, the invoice first
     line = screen.getvalue().rstrip("\n")
     assert "\n" not in line
     assert line.split()[1:5] == ["dispatch", "ERROR", "invoice", "rejected"]
     assert 'invoice_key=CANCELLED-1#sale code=IN401 attempt=1 fynd_message="Order or order' in line
-    assert "msg_someone_else" not in line
+
+
+def test_a_dispatcher_line_about_no_invoice_shows_no_foreign_correlation_id() -> None:
+    # Given a dispatcher line that names no invoice, logged through a Logger ingest last set
+    screen, functions = output()
+    batch_line = {
+        key: value for key, value in LOG.items() if key not in ("invoice_key", "code", "fynd_message")
+    }
+
+    def dispatcher(event: dict[str, Any], context: Any) -> None:
+        functions.write(json.dumps(batch_line) + "\n")
+
+    # When it runs
+    traced("DispatchFunction", dispatcher)({"Records": []}, Context())
+    # Then ingest's correlation id does not appear on it
+    assert "msg_someone_else" not in screen.getvalue()
+
+
+def test_a_dispatcher_line_about_an_invoice_shows_the_webhook_that_brought_it() -> None:
+    # Given the dispatcher logging about an invoice, naming the webhook that accepted it
+    screen, functions = output()
+    about_invoice = {key: value for key, value in LOG.items() if key != "function_name"}
+    about_invoice["correlation_id"] = "msg_from_the_erp"
+
+    def dispatcher(event: dict[str, Any], context: Any) -> None:
+        functions.write(json.dumps(about_invoice) + "\n")
+
+    # When it runs
+    traced("DispatchFunction", dispatcher)({"Records": []}, Context())
+    # Then the line carries that webhook id
+    assert screen.getvalue().rstrip().endswith("corr=msg_from_the_erp")
 
 
 def test_ingest_lines_carry_the_webhook_id_as_correlation_id() -> None:
