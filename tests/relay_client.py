@@ -8,6 +8,7 @@ from typing import Any
 import urllib3
 
 from fynd_simulator import FyndSimulator
+from relay_local.event_source import lambda_record
 from relay_local.pipeline import LocalPipeline
 from relay_local.signing import signed_headers
 
@@ -61,6 +62,42 @@ class RelayClient:
             "GET", f"{self.pipeline.api_url}/v1/invoices/{order_id}{query}", headers=headers
         )
         return _answer(response)
+
+    def settle(self, *order_ids: str, invoice_type: str = "sale") -> dict[str, Any]:
+        """Each order's final status document, by order id."""
+        final = self.wait_for_final(*((order_id, invoice_type) for order_id in order_ids))
+        return {order_id: body for (order_id, _), body in final.items()}
+
+    def receive(self, count: int) -> list[dict[str, Any]]:
+        """Take `count` messages off the invoice queue as the records of a Lambda SQS event."""
+        stack = self.pipeline.stack
+        assert stack is not None
+        sqs = self.pipeline.sqs()
+        arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while len(records) < count and time.monotonic() < deadline:
+            messages = sqs.receive_message(
+                QueueUrl=stack.queue_url,
+                MaxNumberOfMessages=min(10, count - len(records)),
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            records.extend(lambda_record(message, arn, stack.region) for message in messages)
+        assert len(records) == count, f"expected {count} messages on the queue, got {len(records)}"
+        return records
+
+    def dispatch(self, *records: dict[str, Any], receive_count: int | None = None) -> list[str]:
+        """Hand the dispatcher one batch, as the event source would; the message ids it fails."""
+        if receive_count is not None:
+            for record in records:
+                record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+        assert self.pipeline.dispatch is not None
+        answer = self.pipeline.dispatch.invoke({"Records": list(records)})
+        return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
 
     def wait_for_final(self, *keys: tuple[str, str], timeout: float = 30) -> dict[tuple[str, str], Any]:
         """Poll the status API until every key is INVOICED or REJECTED."""

@@ -5,7 +5,6 @@ batchItemFailures names only messages of its own batch."""
 import json
 import threading
 import time
-from typing import Any
 
 import pytest
 
@@ -14,7 +13,6 @@ from relay.domain.messages import QueuedInvoice
 from relay.handlers.dispatch import lambda_handler as dispatch_handler
 from relay.wiring import ledger
 from relay_client import FAST_RETRIES, RelayClient
-from relay_local.event_source import lambda_record
 from relay_local.lambda_context import LambdaContext
 from relay_local.pipeline import PipelineConfig
 from relay_local.signing import new_secret
@@ -26,34 +24,6 @@ def pipeline_config() -> PipelineConfig:
     return PipelineConfig(webhook_secret=new_secret(), environment=FAST_RETRIES, consume=False)
 
 
-def receive(relay: RelayClient, count: int) -> list[dict[str, Any]]:
-    stack = relay.pipeline.stack
-    assert stack is not None
-    sqs = relay.pipeline.sqs()
-    arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while len(records) < count and time.monotonic() < deadline:
-        messages = sqs.receive_message(
-            QueueUrl=stack.queue_url,
-            MaxNumberOfMessages=min(10, count - len(records)),
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        records.extend(lambda_record(message, arn, stack.region) for message in messages)
-    assert len(records) == count, f"expected {count} messages on the queue, got {len(records)}"
-    return records
-
-
-def dispatch(relay: RelayClient, records: list[dict[str, Any]]) -> list[str]:
-    assert relay.pipeline.dispatch is not None
-    answer = relay.pipeline.dispatch.invoke({"Records": records})
-    return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
-
-
 def fynd_calls(relay: RelayClient) -> int:
     return len(relay.simulator.state.calls())
 
@@ -62,9 +32,9 @@ def test_copies_inside_one_batch_reach_fynd_once(relay: RelayClient) -> None:
     # Given the ERP sent the same invoice twice before either was dispatched (two messages)
     relay.post(invoice_dict("A"))
     relay.post(invoice_dict("A"))
-    batch = receive(relay, 2)
+    batch = relay.receive(2)
     # When both arrive in one batch
-    failed = dispatch(relay, batch)
+    failed = relay.dispatch(*batch)
     # Then Fynd sees one call with the order once, and both messages are done
     assert failed == []
     assert [call.order_ids for call in relay.simulator.state.calls()] == [("A",)]
@@ -74,10 +44,10 @@ def test_copies_inside_one_batch_reach_fynd_once(relay: RelayClient) -> None:
 def test_copies_in_later_batches_are_suppressed_by_the_ledger(relay: RelayClient) -> None:
     relay.post(invoice_dict("A"))
     relay.post(invoice_dict("A"))
-    first, second = receive(relay, 2)
-    assert dispatch(relay, [first]) == []
+    first, second = relay.receive(2)
+    assert relay.dispatch(first) == []
     # When the second copy arrives in a later batch
-    assert dispatch(relay, [second]) == []
+    assert relay.dispatch(second) == []
     # Then it never reaches Fynd
     assert fynd_calls(relay) == 1
     assert relay.simulator.state.invoice_count("A") == 1
@@ -87,16 +57,16 @@ def test_concurrent_dispatchers_never_both_send(relay: RelayClient) -> None:
     # Given two copies of one invoice, and a Fynd that takes a moment to answer
     relay.post(invoice_dict("A"))
     relay.post(invoice_dict("A"))
-    first, second = receive(relay, 2)
+    first, second = relay.receive(2)
     relay.simulator.state.add_faults([{"kind": "latency", "seconds": 1.5}])
     # When one dispatcher is sending it and a second one receives the other copy
     results: dict[str, list[str]] = {}
-    worker = threading.Thread(target=lambda: results.update(first=dispatch(relay, [first])))
+    worker = threading.Thread(target=lambda: results.update(first=relay.dispatch(first)))
     worker.start()
     deadline = time.monotonic() + 5
     while relay.status("A").body["status"] != "IN_PROGRESS" and time.monotonic() < deadline:
         time.sleep(0.05)
-    results["second"] = dispatch(relay, [second])
+    results["second"] = relay.dispatch(second)
     worker.join()
     # Then the second drops its copy (the first's message stays until the invoice is final)
     assert results == {"first": [], "second": []}
@@ -108,7 +78,7 @@ def test_concurrent_dispatchers_never_both_send(relay: RelayClient) -> None:
 def test_a_crashed_workers_claim_expires_with_its_lease(relay: RelayClient) -> None:
     # Given a dispatcher claimed the invoice and died before recording anything
     relay.post(invoice_dict("A"))
-    (record,) = receive(relay, 1)
+    (record,) = relay.receive(1)
     crashed = ledger().claim(
         QueuedInvoice.from_body(record["body"]), owner="crashed", now=time.time(), lease_seconds=1
     )
@@ -116,7 +86,7 @@ def test_a_crashed_workers_claim_expires_with_its_lease(relay: RelayClient) -> N
     # When its message returns after the lease has run out (visibility timeout > lease)
     time.sleep(1.1)
     # Then another dispatcher claims it and sends it
-    assert dispatch(relay, [record]) == []
+    assert relay.dispatch(record) == []
     final = relay.status("A").body
     assert (final["status"], final["attempts"]) == ("INVOICED", 2)
     assert relay.simulator.state.invoice_count("A") == 1
@@ -125,11 +95,11 @@ def test_a_crashed_workers_claim_expires_with_its_lease(relay: RelayClient) -> N
 def test_a_ledger_outage_fails_its_messages_not_the_invocation(relay: RelayClient) -> None:
     # Given two queued invoices, and then the ledger table is gone
     relay.post([invoice_dict("A"), invoice_dict("B")])
-    batch = receive(relay, 2)
+    batch = relay.receive(2)
     assert relay.pipeline.stack is not None
     relay.pipeline.dynamodb().delete_table(TableName=relay.pipeline.stack.table_name)
     # When the batch is dispatched
-    failed = dispatch(relay, batch)
+    failed = relay.dispatch(*batch)
     # Then the invocation succeeds, both messages come back, and nothing reached Fynd
     assert sorted(failed) == sorted(record["messageId"] for record in batch)
     assert fynd_calls(relay) == 0
@@ -138,7 +108,7 @@ def test_a_ledger_outage_fails_its_messages_not_the_invocation(relay: RelayClien
 def test_invoices_whose_call_would_outlast_the_invocation_come_back(relay: RelayClient) -> None:
     # Given two invoices for two locations (two calls) and a Fynd that takes 2 s per call
     relay.post([invoice_dict("A", locationCode="WH-1"), invoice_dict("B", locationCode="WH-2")])
-    first, second = receive(relay, 2)
+    first, second = relay.receive(2)
     relay.simulator.state.add_faults([{"kind": "latency", "seconds": 2}] * 2)
     # When the invocation has time for one call only (budget: connect 3 + read 15 + 5 = 23 s)
     assert relay.pipeline.dispatch is not None
@@ -158,13 +128,13 @@ def test_batch_item_failures_name_only_this_batchs_messages(relay: RelayClient) 
     # Given a batch with one invoice Fynd fails (503), one it accepts, and one unreadable message
     relay.simulator.state.configure_order("SLOW", "confirmed")
     relay.post(invoice_dict("OK"))
-    ok = receive(relay, 1)[0]
+    ok = relay.receive(1)[0]
     relay.simulator.state.add_faults([{"kind": "status", "status": 503}])
     relay.post(invoice_dict("SLOW", locationCode="WH-9"))  # its own call, so only it meets the 503
-    slow = receive(relay, 1)[0]
+    slow = relay.receive(1)[0]
     garbage = {**ok, "messageId": "garbage-1", "body": "not a queued invoice"}
     # When dispatched together (the 503 call goes first: calls follow the batch's order)
-    failed = dispatch(relay, [slow, ok, garbage])
+    failed = relay.dispatch(slow, ok, garbage)
     # Then exactly the failed and the unreadable message come back
     assert sorted(failed) == sorted([slow["messageId"], "garbage-1"])
     assert set(failed) <= {record["messageId"] for record in (slow, ok, garbage)}
@@ -179,14 +149,14 @@ def test_early_order_is_requeued_fresh_instead_of_dead_lettered(
     # Given a not-yet-confirmed order whose message is on its last-but-one receive
     relay.simulator.state.configure_order("PENDING-1", "pending")
     relay.post(invoice_dict("PENDING-1"))
-    (record,) = receive(relay, 1)
+    (record,) = relay.receive(1)
     max_receive = int(relay.pipeline.stack.parameters["MaxReceiveCount"])  # type: ignore[union-attr]
     record["attributes"]["ApproximateReceiveCount"] = str(max_receive - 1)
     # When Fynd answers IN403 again
-    failed = dispatch(relay, [record])
+    failed = relay.dispatch(record)
     # Then the old message is done and a fresh copy waits on the queue (receive count starts over)
     assert failed == []
-    (fresh,) = receive(relay, 1)
+    (fresh,) = relay.receive(1)
     assert fresh["attributes"]["ApproximateReceiveCount"] == "1"
     assert json.loads(fresh["body"])["invoice"]["orderId"] == "PENDING-1"
     assert relay.status("PENDING-1").body["status"] == "RETRYING"

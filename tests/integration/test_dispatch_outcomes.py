@@ -13,11 +13,6 @@ from fynd_simulator import Credential
 from relay_client import RelayClient
 
 
-def settle(relay: RelayClient, *order_ids: str, invoice_type: str = "sale") -> dict[str, Any]:
-    final = relay.wait_for_final(*((order_id, invoice_type) for order_id in order_ids))
-    return {order_id: body for (order_id, _), body in final.items()}
-
-
 def calls_for(relay: RelayClient, order_id: str) -> int:
     return sum(order_id in call.order_ids for call in relay.simulator.state.calls())
 
@@ -32,7 +27,7 @@ def test_terminal_codes_are_rejected_once_and_never_retried(
     # Given an order Fynd refuses for good
     relay.post(invoice_dict(order_id))
     # When the relay has delivered it
-    final = settle(relay, order_id)[order_id]
+    final = relay.settle(order_id)[order_id]
     # Then it is REJECTED with Fynd's code and message, after exactly one call
     assert final["status"] == "REJECTED"
     assert final["lastError"]["code"] == code
@@ -43,7 +38,7 @@ def test_terminal_codes_are_rejected_once_and_never_retried(
 
 def test_in453_means_invoiced_already(relay: RelayClient) -> None:
     relay.post(invoice_dict("INVOICED-1"))
-    final = settle(relay, "INVOICED-1")["INVOICED-1"]
+    final = relay.settle("INVOICED-1")["INVOICED-1"]
     assert (final["status"], final.get("alreadyInvoiced")) == ("INVOICED", True)
     assert calls_for(relay, "INVOICED-1") == 1
 
@@ -52,7 +47,7 @@ def test_too_early_is_retried_until_the_order_is_confirmed(relay: RelayClient) -
     # Given an order Fynd confirms only on the third attempt (IN403 twice)
     relay.post(invoice_dict("EARLY-1"))
     # Then the relay keeps trying with back-off and ends INVOICED
-    final = settle(relay, "EARLY-1")["EARLY-1"]
+    final = relay.settle("EARLY-1")["EARLY-1"]
     assert final["status"] == "INVOICED"
     assert final["attempts"] == 3
     assert calls_for(relay, "EARLY-1") == 3
@@ -67,7 +62,7 @@ def test_too_early_past_the_deadline_is_rejected(relay: RelayClient) -> None:
     relay.simulator.state.configure_order("NEVER-CONFIRMED", "pending")
     relay.post(invoice_dict("NEVER-CONFIRMED"))
     # Then it ends REJECTED with the deadline code
-    final = settle(relay, "NEVER-CONFIRMED")["NEVER-CONFIRMED"]
+    final = relay.settle("NEVER-CONFIRMED")["NEVER-CONFIRMED"]
     assert final["status"] == "REJECTED"
     assert final["lastError"]["code"] == "IN403_DEADLINE"
     assert final["attempts"] >= 2
@@ -76,13 +71,13 @@ def test_too_early_past_the_deadline_is_rejected(relay: RelayClient) -> None:
 def test_expired_token_is_refreshed_once(relay: RelayClient) -> None:
     # Given the relay holds a token
     relay.post(invoice_dict("A"))
-    settle(relay, "A")
+    relay.settle("A")
     assert relay.simulator.state.stats().token_requests == 1
     # When Fynd stops accepting it
     relay.simulator.state.expire_tokens()
     relay.post(invoice_dict("B"))
     # Then one new token is fetched and the invoice goes through on the first attempt
-    assert settle(relay, "B")["B"]["attempts"] == 1
+    assert relay.settle("B")["B"]["attempts"] == 1
     assert relay.simulator.state.stats().token_requests == 2
     assert relay.simulator.state.invoice_count("B") == 1
 
@@ -99,7 +94,7 @@ def test_expired_token_is_refreshed_once(relay: RelayClient) -> None:
 def test_outages_and_throttling_are_retried(relay: RelayClient, fault: dict[str, Any]) -> None:
     relay.simulator.state.add_faults([fault])
     relay.post(invoice_dict("A"))
-    final = settle(relay, "A")["A"]
+    final = relay.settle("A")["A"]
     assert (final["status"], final["attempts"], final["lastError"]) == ("INVOICED", 2, None)
     assert relay.simulator.state.invoice_count("A") == 1
 
@@ -109,7 +104,7 @@ def test_connection_dropped_after_commit_ends_invoiced_through_in453(relay: Rela
     relay.simulator.state.add_faults([{"kind": "commit_then_drop"}])
     relay.post(invoice_dict("A"))
     # Then the retry meets IN453, which means it was invoiced: never a failure, never twice
-    final = settle(relay, "A")["A"]
+    final = relay.settle("A")["A"]
     assert (final["status"], final.get("alreadyInvoiced"), final["attempts"]) == ("INVOICED", True, 2)
     assert relay.simulator.state.invoice_count("A") == 1
 
@@ -131,7 +126,7 @@ def test_invoices_are_grouped_by_location_with_location_credentials(relay: Relay
             invoice_dict("D", locationCode="WH-1"),
         ]
     )
-    settle(relay, "A", "B", "C", "D")
+    relay.settle("A", "B", "C", "D")
     # Then each call is for one location, named in the query
     calls = {call.location_code: sorted(call.order_ids) for call in relay.simulator.state.calls()}
     assert calls == {"WH-1": ["A", "D"], "WH-2": ["B"], None: ["C"]}
@@ -163,7 +158,7 @@ def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient, aws_ca
         "dynamodb.UpdateItem": 200,
     }
     assert aws_calls["sqs.SendMessageBatch"] == 10
-    assert {body["status"] for body in settle(relay, *order_ids).values()} == {"INVOICED"}
+    assert {body["status"] for body in relay.settle(*order_ids).values()} == {"INVOICED"}
 
 
 @pytest.mark.parametrize("pipeline_config", [{"parameters": {"MaxReceiveCount": "5"}}], indirect=True)

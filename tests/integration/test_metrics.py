@@ -5,7 +5,6 @@ read them."""
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from aws_lambda_powertools.metrics.provider import cold_start
@@ -16,7 +15,6 @@ from function_output import SERVICE, FunctionOutput
 from relay.domain.messages import QueuedInvoice
 from relay.wiring import ledger
 from relay_client import RelayClient
-from relay_local.event_source import lambda_record
 from relay_local.signing import new_secret
 from relay_local.stack import load_template
 
@@ -57,42 +55,6 @@ def emf(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         yield output
 
 
-def settle(relay: RelayClient, *order_ids: str) -> dict[str, Any]:
-    final = relay.wait_for_final(*((order_id, "sale") for order_id in order_ids))
-    return {order_id: body for (order_id, _), body in final.items()}
-
-
-def receive(relay: RelayClient, count: int) -> list[dict[str, Any]]:
-    """Take `count` messages off the invoice queue as the records of a Lambda SQS event."""
-    stack = relay.pipeline.stack
-    assert stack is not None
-    sqs = relay.pipeline.sqs()
-    arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while len(records) < count and time.monotonic() < deadline:
-        messages = sqs.receive_message(
-            QueueUrl=stack.queue_url,
-            MaxNumberOfMessages=min(10, count - len(records)),
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        records.extend(lambda_record(message, arn, stack.region) for message in messages)
-    assert len(records) == count
-    return records
-
-
-def dispatch(relay: RelayClient, *records: dict[str, Any], receive_count: int | None = None) -> None:
-    if receive_count is not None:
-        for record in records:
-            record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
-    assert relay.pipeline.dispatch is not None
-    relay.pipeline.dispatch.invoke({"Records": list(records)})
-
-
 @relay_with()
 def test_an_invoiced_invoice_counts_received_queued_invoiced_and_the_fynd_call(
     relay: RelayClient, emf: FunctionOutput
@@ -101,7 +63,7 @@ def test_an_invoiced_invoice_counts_received_queued_invoiced_and_the_fynd_call(
     cold_start.is_cold_start = True
     # When its invoice is posted and delivered
     relay.post(invoice_dict("A"))
-    settle(relay, "A")
+    relay.settle("A")
     # Then received, queued and invoiced are counted once each, under the service dimension only
     assert emf.total("InvoicesReceived") == 1
     assert emf.total("InvoicesQueued") == 1
@@ -129,7 +91,7 @@ def test_each_fynd_code_is_counted_under_its_outcome(relay: RelayClient, emf: Fu
     order_ids = ["CANCELLED-1", "UNKNOWN-1", "BADINV-1", "INVOICED-1"]
     # When they are delivered in one call
     relay.post([invoice_dict(order_id) for order_id in order_ids])
-    settle(relay, *order_ids)
+    relay.settle(*order_ids)
     # Then each rejection is counted under its code, and only under {code, service}
     assert emf.total("InvoicesRejected", code="IN401") == 1
     assert emf.total("InvoicesRejected", code="IN400") == 1
@@ -151,12 +113,12 @@ def test_too_early_is_counted_as_a_retry_then_as_rejected_past_the_deadline(
     # Given an order Fynd never confirms, and a 1-second deadline
     relay.simulator.state.configure_order("NEVER-CONFIRMED", "pending")
     relay.post(invoice_dict("NEVER-CONFIRMED"))
-    (record,) = receive(relay, 1)
+    (record,) = relay.receive(1)
     # When it is answered IN403 before the deadline, and again after it
-    dispatch(relay, record)
+    relay.dispatch(record)
     assert emf.total("Retries", reason="IN403") == 1
     time.sleep(1.1)
-    dispatch(relay, record)
+    relay.dispatch(record)
     # Then the first answer is a retry, and the last a rejection under the deadline's own code
     assert emf.total("Retries", reason="IN403") == 1
     assert emf.total("InvoicesRejected", code="IN403_DEADLINE") == 1
@@ -172,10 +134,10 @@ def test_outages_and_throttling_are_counted_as_retries_by_reason(
         [{"kind": "status", "status": 503}, {"kind": "status", "status": 429, "retry_after": 1}]
     )
     relay.post(invoice_dict("A"))
-    (record,) = receive(relay, 1)
+    (record,) = relay.receive(1)
     # When the invoice is received three times
     for _ in range(3):
-        dispatch(relay, record)
+        relay.dispatch(record)
     # Then each failed attempt is a retry named by its reason, and the third is invoiced
     assert emf.total("Retries", reason="fynd_unavailable") == 1
     assert emf.total("Retries", reason="fynd_throttled") == 1
@@ -188,11 +150,11 @@ def test_duplicates_are_counted_where_they_are_suppressed(relay: RelayClient, em
     # Given the ERP sent one invoice twice before it was dispatched: both copies are queued
     relay.post(invoice_dict("A"))
     relay.post(invoice_dict("A"))
-    first, second = receive(relay, 2)
+    first, second = relay.receive(2)
     assert emf.total("InvoicesQueued") == 2
     # When both copies arrive in one batch, then the first comes again in a later batch
-    dispatch(relay, first, second)
-    dispatch(relay, first)
+    relay.dispatch(first, second)
+    relay.dispatch(first)
     # And the ERP sends it a third time, after it was invoiced
     assert relay.post(invoice_dict("A")).body["invoices"][0]["status"] == "INVOICED"
     # Then each stage counted the copy it stopped, and Fynd invoiced it once
@@ -254,13 +216,13 @@ def test_an_ingest_failure_on_our_side_is_counted_by_kind(relay: RelayClient, em
 def test_token_refreshes_and_failures_are_counted(relay: RelayClient, emf: FunctionOutput) -> None:
     # Given the relay fetched a token for its first invoice
     relay.post(invoice_dict("A"))
-    settle(relay, "A")
+    relay.settle("A")
     assert emf.total("TokenRefreshes", reason="fetched") == 1
     # When Fynd stops accepting it, and the token endpoint refuses the next request once
     relay.simulator.state.expire_tokens()
     relay.simulator.state.add_faults([{"kind": "status", "status": 401, "endpoint": "token"}])
     relay.post(invoice_dict("B"))
-    settle(relay, "B")
+    relay.settle("B")
     # Then the refusal, the failed fetch and the retry are counted, and the next fetch works
     assert emf.total("TokenRefreshes", reason="rejected") == 1
     assert emf.total("TokenFailures") == 1
@@ -291,28 +253,28 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     # Given an invoice Fynd answers 503 to, received twice: once early, once for the last time
     relay.simulator.state.add_faults([{"kind": "status", "status": 503}] * 2)
     relay.post(invoice_dict("A"))
-    (failing,) = receive(relay, 1)
-    dispatch(relay, failing, receive_count=1)
-    dispatch(relay, failing, receive_count=last_receive)
+    (failing,) = relay.receive(1)
+    relay.dispatch(failing, receive_count=1)
+    relay.dispatch(failing, receive_count=last_receive)
     # Then the first is a retry and the last is dead-lettered, under the failure's reason
     assert emf.total("Retries", reason="fynd_unavailable") == 1
     assert emf.total("DeadLettered", reason="fynd_unavailable") == 1
     # Given a message that is not a queued invoice, received early and then for the last time
     relay.pipeline.sqs().send_message(QueueUrl=stack.queue_url, MessageBody="not an invoice")
-    (unreadable,) = receive(relay, 1)
-    dispatch(relay, unreadable, receive_count=1)
-    dispatch(relay, unreadable, receive_count=last_receive)
+    (unreadable,) = relay.receive(1)
+    relay.dispatch(unreadable, receive_count=1)
+    relay.dispatch(unreadable, receive_count=last_receive)
     # Then it is counted unreadable twice, and dead-lettered once
     assert emf.total("MalformedMessages") == 2
     assert emf.total("DeadLettered", reason="malformed") == 1
     # Given a copy of an invoice another worker is sending, received for the last time
     relay.post(invoice_dict("B"))
-    (held,) = receive(relay, 1)
+    (held,) = relay.receive(1)
     claim = ledger().claim(
         QueuedInvoice.from_body(held["body"]), owner="another-worker", now=time.time(), lease_seconds=60
     )
     assert claim.granted
-    dispatch(relay, held, receive_count=last_receive)
+    relay.dispatch(held, receive_count=last_receive)
     # Then the copy is dropped as a duplicate, never dead-lettered
     assert emf.total("DeadLettered", reason="busy") == 0
     assert emf.total("DuplicatesSuppressed", stage="ledger") == 1
