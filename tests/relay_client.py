@@ -55,6 +55,14 @@ class RelayClient:
         )
         return _answer(response)
 
+    def post_unsigned(self, body: str, headers: dict[str, str]) -> Answer:
+        """POST exactly these headers (plus the JSON content type): for tampered or missing signatures."""
+        all_headers = {"Content-Type": "application/json", **headers}
+        response = self.http.request(
+            "POST", f"{self.pipeline.api_url}/v1/invoices", body=body, headers=all_headers
+        )
+        return _answer(response)
+
     def status(self, order_id: str, invoice_type: str | None = None, *, signed: bool = True) -> Answer:
         query = f"?invoiceType={invoice_type}" if invoice_type else ""
         headers = signed_headers(self.secret, "") if signed else {}

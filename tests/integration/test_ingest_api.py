@@ -108,39 +108,21 @@ def test_non_utf8_body_is_400_not_500(relay: RelayClient) -> None:
 )
 def test_bad_signature_is_401_and_changes_nothing(relay: RelayClient, tamper) -> None:  # type: ignore[no-untyped-def]
     body = json.dumps(invoice_dict("A"))
-    headers = tamper(signed_headers(relay.secret, body))
-    response = relay.http.request(
-        "POST",
-        f"{relay.pipeline.api_url}/v1/invoices",
-        body=body,
-        headers={"Content-Type": "application/json", **headers},
-    )
-    assert response.status == 401
-    assert json.loads(response.data)["title"] == "Signature refused"
+    answer = relay.post_unsigned(body, tamper(signed_headers(relay.secret, body)))
+    assert answer.status == 401
+    assert answer.body["title"] == "Signature refused"
     assert queued(relay) == []
 
 
 def test_unsigned_post_is_401(relay: RelayClient) -> None:
-    response = relay.http.request(
-        "POST",
-        f"{relay.pipeline.api_url}/v1/invoices",
-        body=json.dumps(invoice_dict("A")),
-        headers={"Content-Type": "application/json"},
-    )
-    assert response.status == 401
+    assert relay.post_unsigned(json.dumps(invoice_dict("A")), {}).status == 401
 
 
 def test_stale_timestamp_is_401(relay: RelayClient) -> None:
     body = json.dumps(invoice_dict("A"))
-    headers = signed_headers(relay.secret, body, at=time.time() - 600)
-    response = relay.http.request(
-        "POST",
-        f"{relay.pipeline.api_url}/v1/invoices",
-        body=body,
-        headers={"Content-Type": "application/json", **headers},
-    )
-    assert response.status == 401
-    assert "5 minutes" in json.loads(response.data)["detail"]
+    answer = relay.post_unsigned(body, signed_headers(relay.secret, body, at=time.time() - 600))
+    assert answer.status == 401
+    assert "5 minutes" in answer.body["detail"]
 
 
 def test_rotation_accepts_old_and_new_secret_while_both_are_active(relay: RelayClient) -> None:
