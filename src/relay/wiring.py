@@ -148,7 +148,7 @@ def _delivery(record: dict[str, Any]) -> Delivery:
     return Delivery(
         message_id=record["messageId"],
         receipt_handle=record["receiptHandle"],
-        receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)),
+        receive_count=_receive_count(record),
         message=message,
     )
 
