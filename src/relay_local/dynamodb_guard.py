@@ -10,15 +10,20 @@
    a thousand invoices held over a gigabyte and slowed every garbage collection, and
    shutting down took seconds. The guard forgets them after each DynamoDB request.
 
-What stays: a transaction still copies the whole table once per item, so accepting a
-100-invoice webhook gets slower as the local ledger grows (see docs/local-run.md).
+3. TransactWriteItems deep-copies the whole table once per item of the transaction, to
+   roll back on failure: a 100-invoice webhook copied the ledger a hundred times and
+   passed ingest's 10 s timeout once the table held a few thousand entries. The guard
+   lets each DynamoDB request copy a table once; the rollback restores the same state.
 """
 
+import copy
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+import moto.dynamodb.models as dynamodb_models
 from moto.core.model_instances import reset_model_data
+from moto.dynamodb.models.table import Table
 
 from relay_local.stack import MotoServer
 
@@ -33,9 +38,26 @@ def guard_dynamodb(moto: MotoServer) -> None:
         if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
             return app(environ, start_response)
         with lock:
+            dynamodb_models.copy = _TablesCopiedOnce()  # type: ignore[attr-defined,assignment]
             try:
                 return list(app(environ, start_response))
             finally:
+                dynamodb_models.copy = copy  # type: ignore[attr-defined]
                 reset_model_data()
 
     server.app = guarded
+
+
+class _TablesCopiedOnce:
+    """Stands in for the `copy` module inside moto's DynamoDB backend for one request: a table
+    is deep-copied once however many transaction items name it; everything else as usual."""
+
+    def __init__(self) -> None:
+        self._tables: dict[int, Table] = {}
+
+    def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        if isinstance(value, Table):
+            if id(value) not in self._tables:
+                self._tables[id(value)] = copy.deepcopy(value, memo)
+            return self._tables[id(value)]
+        return copy.deepcopy(value, memo)

@@ -61,7 +61,7 @@ class StandInDispatcher:
         return [record["messageId"] for _, batch in self.batches for record in batch]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
