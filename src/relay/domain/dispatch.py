@@ -56,14 +56,10 @@ class DispatchSettings:
 
 @dataclass
 class _Pending:
-    """A claimed invoice and every message of the batch that carries it."""
+    """A claimed invoice and the message that answers for it (other copies in the batch are done)."""
 
     entry: LedgerEntry
-    deliveries: list[Delivery]
-
-    @property
-    def first(self) -> Delivery:
-        return self.deliveries[0]
+    delivery: Delivery
 
 
 class Dispatcher:
@@ -95,7 +91,7 @@ class Dispatcher:
                 failed.extend(self._claim(copies, pending))
             except LedgerUnavailableError:
                 failed.extend(self._retry_soon(copies[0], LEDGER_UNAVAILABLE))
-        for call in plan_calls(item.first.message.invoice for item in pending.values()):
+        for call in plan_calls(item.delivery.message.invoice for item in pending.values()):
             if seconds_left() < self._settings.call_budget_seconds:
                 failed.extend(self._defer(call, pending))
             else:
@@ -114,7 +110,7 @@ class Dispatcher:
             lease_seconds=self._settings.lease_seconds,
         )
         if claim.granted and claim.entry is not None:
-            pending[key] = _Pending(claim.entry, copies)
+            pending[key] = _Pending(claim.entry, first)
             return []
         about = _about(first, claim.entry)
         # BUSY: another worker is sending it now, and its own message stays until the invoice
@@ -171,7 +167,7 @@ class Dispatcher:
                 # return before the lease runs out (a copy meeting a live lease is dropped);
                 # then the retry meets IN453 (invoiced) or the same refusal again.
                 lease_left = (item.entry.lease_until or 0) - self._clock()
-                failed.extend(self._retry_soon(item.first, LEDGER_UNAVAILABLE, after=lease_left + 1))
+                failed.extend(self._retry_soon(item.delivery, LEDGER_UNAVAILABLE, after=lease_left + 1))
                 continue
             failed.extend(self._answer(item, verdict))
         return failed
@@ -197,7 +193,7 @@ class Dispatcher:
         )
 
     def _answer(self, item: _Pending, verdict: Verdict) -> list[str]:
-        log = {**_about(item.first, item.entry), "attempt": item.entry.attempts}
+        log = {**_about(item.delivery, item.entry), "attempt": item.entry.attempts}
         match verdict:
             case Invoiced(already=already):
                 count("InvoicesInvoiced")
@@ -213,7 +209,7 @@ class Dispatcher:
                 return self._retry(item, reason, delay, log)
 
     def _retry(self, item: _Pending, reason: str, delay: int, log: dict[str, object]) -> list[str]:
-        first = item.first
+        first = item.delivery
         last_receive = first.receive_count >= self._settings.max_receive_count
         if reason == TOO_EARLY and first.receive_count >= self._settings.max_receive_count - 1:
             # Queue a fresh copy instead of spending the last receives: early is not broken.
