@@ -178,6 +178,7 @@ def _conflict(error: ConflictError) -> Response[str]:
 
 @app.exception_handler(AcceptRaceError)
 def _race(error: AcceptRaceError) -> Response[str]:
+    count("Conflicts")
     return _refused(
         "conflict", HTTPStatus.CONFLICT, "Invoice conflict", f"{error}; nothing was queued, retry"
     )
