@@ -1,0 +1,25 @@
+"""The house layout holds: the domain imports no AWS SDK, no HTTP client and no adapter."""
+
+import ast
+from pathlib import Path
+
+DOMAIN = Path(__file__).resolve().parents[2] / "src" / "relay" / "domain"
+FORBIDDEN = ("boto3", "botocore", "urllib3", "relay.adapters", "relay.handlers", "relay.wiring", "relay.api")
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_domain_modules_import_nothing_from_the_outside_rooms() -> None:
+    modules = sorted(DOMAIN.glob("*.py"))
+    assert len(modules) > 5
+    for path in modules:
+        for name in imported_modules(path):
+            assert not name.startswith(FORBIDDEN), f"{path.name} imports {name}"
