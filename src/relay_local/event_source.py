@@ -170,6 +170,14 @@ class SqsEventSource:
                 if records and payload + size > MAX_PAYLOAD_BYTES:
                     self._give_back(messages[position:])
                     return records
+                earlier = next(
+                    (i for i, r in enumerate(records) if r["messageId"] == record["messageId"]), None
+                )
+                if earlier is not None:
+                    # Its visibility ran out within the window and SQS handed it out again: the
+                    # earlier receipt handle is void, so the newer copy replaces it.
+                    payload -= len(json.dumps(records.pop(earlier)).encode())
+                    self._count(received=-1)
                 records.append(record)
                 payload += size
         return records

@@ -331,7 +331,7 @@ def test_partial_failure_deletes_only_the_others(
     sqs: SQSClient, make_queue: Callable[..., tuple[str, str]], start_source: Callable[..., Any]
 ) -> None:
     # Given a handler that reports two of five messages as failed on their first receive
-    queue_url, _ = make_queue(visibility_timeout=1)
+    queue_url, _ = make_queue(visibility_timeout=2)
     sent = send(sqs, queue_url, 5)
     failing = set(sent[:2])
 
@@ -379,7 +379,7 @@ def test_exception_returns_the_whole_batch(
     sqs: SQSClient, make_queue: Callable[..., tuple[str, str]], start_source: Callable[..., Any]
 ) -> None:
     # Given a handler that raises on its first batch
-    queue_url, _ = make_queue(visibility_timeout=1)
+    queue_url, _ = make_queue(visibility_timeout=2)
     sent = send(sqs, queue_url, 4)
 
     def answer(records: list[dict[str, Any]]) -> None:
@@ -399,7 +399,7 @@ def test_foreign_item_identifier_returns_the_whole_batch(
     sqs: SQSClient, make_queue: Callable[..., tuple[str, str]], start_source: Callable[..., Any]
 ) -> None:
     # Given a handler that names a message id that is not in its batch
-    queue_url, _ = make_queue(visibility_timeout=1)
+    queue_url, _ = make_queue(visibility_timeout=2)
     sent = send(sqs, queue_url, 3)
     handler = StandInDispatcher(
         lambda _: {"batchItemFailures": [{"itemIdentifier": "not-a-message-of-this-batch"}]}
@@ -432,7 +432,7 @@ def test_invalid_failure_report_returns_the_whole_batch(
     answer: Any,
 ) -> None:
     # Given a handler whose batchItemFailures answer Lambda would not accept
-    queue_url, _ = make_queue(visibility_timeout=1)
+    queue_url, _ = make_queue(visibility_timeout=2)
     sent = send(sqs, queue_url, 3)
     handler = StandInDispatcher(lambda _: answer)
     # When it has handled one batch
@@ -481,7 +481,7 @@ def test_handler_past_its_timeout_fails_the_whole_batch(
     sqs: SQSClient, make_queue: Callable[..., tuple[str, str]], start_source: Callable[..., Any]
 ) -> None:
     # Given a function with a 0.2 s timeout whose handler takes 0.4 s
-    queue_url, _ = make_queue(visibility_timeout=1)
+    queue_url, _ = make_queue(visibility_timeout=2)
     send(sqs, queue_url, 2)
     handler = StandInDispatcher(delay=0.4)
     # When it has handled one batch
@@ -544,3 +544,20 @@ def test_stop_finishes_in_flight_batches_and_leaves_no_thread(
     assert source.tally().deleted == 1
     assert source.tally().batches_in_flight == 0
     assert [t.name for t in threading.enumerate() if t.name.startswith("DispatchFunction")] == []
+
+
+def test_a_message_received_again_within_the_window_is_in_its_batch_once(
+    sqs: SQSClient, make_queue: Callable[..., tuple[str, str]], start_source: Callable[..., Any]
+) -> None:
+    # Given a visibility timeout shorter than the batching window (SQS hands the message out again)
+    queue_url, _ = make_queue(visibility_timeout=1)
+    (message_id,) = send(sqs, queue_url, 1)
+    handler = StandInDispatcher(lambda records: {"batchItemFailures": []})
+    # When the event source gathers a batch for 3 s
+    source = start_source(queue_url, handler, batch_size=10, window=3)
+    wait_until(lambda: source.tally().deleted == 1)
+    # Then the batch holds the message once, with its newest receipt (the older ones are void)
+    ((_, batch),) = handler.batches
+    assert [record["messageId"] for record in batch] == [message_id]
+    assert int(batch[0]["attributes"]["ApproximateReceiveCount"]) > 1
+    assert source.tally().received == 1
