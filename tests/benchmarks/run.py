@@ -116,21 +116,11 @@ def report(label: str, calls: Counter[str], invoices: int) -> None:
 
 def drain(pipeline: LocalPipeline, expected: int, timeout: float = 300) -> None:
     """Wait until `expected` ledger entries are INVOICED (the ledger is the truth)."""
-    assert pipeline.stack is not None
-    dynamodb = pipeline.dynamodb()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pages = dynamodb.get_paginator("scan").paginate(
-            TableName=pipeline.stack.table_name,
-            FilterExpression="#s = :invoiced",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":invoiced": {"S": "INVOICED"}},
-            Select="COUNT",
-        )
-        if sum(page["Count"] for page in pages) >= expected:
-            return
+    while pipeline.tally().invoiced < expected:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not all {expected} invoices were INVOICED within {timeout} s")
         time.sleep(0.5)
-    raise SystemExit(f"not all {expected} invoices were INVOICED within {timeout} s")
 
 
 if __name__ == "__main__":
