@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 		exit 1; fi
 	@[ -x $(BIN)/python ] || { echo "creating $(VENV) with $(PYTHON313)"; "$(PYTHON313)" -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint src/requirements.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint src/functions/requirements.txt -e '.[dev]'
 	@touch $@
 
 install: $(STAMP) ## create .venv (python3.13) and install the relay with its dev tools
@@ -73,4 +73,4 @@ bench: $(STAMP) ## measure throughput, requests per invoice and import cost
 	$(BIN)/python tests/benchmarks/run.py
 
 clean: ## remove the venv, build output and caches
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info

@@ -21,7 +21,7 @@ import boto3
 import urllib3
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src" / "functions"), str(ROOT / "src" / "tools"), str(ROOT / "tests")]
 
 import conftest  # noqa: E402, F401  - the functions' static environment, as in the tests
 from factories import invoice_dict  # noqa: E402
@@ -38,7 +38,11 @@ def import_cost(module: str, runs: int = 5) -> float:
     samples = [
         float(
             subprocess.run(
-                [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT / "src"
+                [sys.executable, "-c", script],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT / "src" / "functions",
             ).stdout
         )
         for _ in range(runs)

@@ -29,7 +29,7 @@ from fynd_simulator import (
     SimulatorControlError,
 )
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src" / "tools"
 
 
 class FakeClock:

@@ -5,7 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src" / "functions"
 
 
 def test_handlers_import_without_environment_or_network() -> None:

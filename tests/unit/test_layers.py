@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-DOMAIN = Path(__file__).resolve().parents[2] / "src" / "relay" / "domain"
+DOMAIN = Path(__file__).resolve().parents[2] / "src" / "functions" / "relay" / "domain"
 FORBIDDEN = ("boto3", "botocore", "urllib3", "relay.adapters", "relay.handlers", "relay.wiring", "relay.api")
 
 

@@ -1,4 +1,4 @@
-"""The Lambda package (src/requirements.txt) is pinned to what the tests run with."""
+"""The Lambda package (src/functions/requirements.txt) is pinned to what the tests run with."""
 
 import tomllib
 from importlib.metadata import version
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def pins() -> dict[str, str]:
-    lines = (ROOT / "src" / "requirements.txt").read_text().splitlines()
+    lines = (ROOT / "src" / "functions" / "requirements.txt").read_text().splitlines()
     found = {}
     for line in lines:
         if line.strip() and not line.startswith("#"):
@@ -27,7 +27,7 @@ def test_every_runtime_dependency_is_pinned_within_its_range() -> None:
     for line in project["dependencies"]:
         requirement = Requirement(line)
         name = requirement.name.lower()
-        assert name in pinned, f"{name} is a runtime dependency but not in src/requirements.txt"
+        assert name in pinned, f"{name} is a runtime dependency but not in src/functions/requirements.txt"
         assert requirement.specifier.contains(pinned[name]), (
             f"{name}=={pinned[name]} is outside {requirement.specifier}"
         )

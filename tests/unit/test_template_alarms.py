@@ -12,7 +12,7 @@ from relay.observability import count, metrics
 from relay_local.stack import TEMPLATE, load_template
 
 RUNBOOK = TEMPLATE.parent / "docs" / "runbook.md"
-SRC = TEMPLATE.parent / "src" / "relay"
+SRC = TEMPLATE.parent / "src" / "functions" / "relay"
 TEMPLATE_DATA = load_template()
 RESOURCES: dict[str, Any] = TEMPLATE_DATA["Resources"]
 SERVICE = TEMPLATE_DATA["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]

@@ -23,7 +23,7 @@ from relay.domain.messages import QueuedInvoice
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
 from relay_local.stack import ACCOUNT_ID, REGION, LocalStack, load_template
 
-EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+EVENTS_DIR = Path(__file__).resolve().parents[3] / "events"
 SIGNED_AT = 1_735_689_600  # 2025-01-01T00:00:00Z
 API_ID = "a1b2c3d4e5"
 LOCAL_ENDPOINT = "http://127.0.0.1:5000"

@@ -18,7 +18,7 @@ import boto3
 import yaml
 from moto.server import ThreadedMotoServer
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 REGION = "ap-south-1"
 ACCOUNT_ID = "123456789012"
 
