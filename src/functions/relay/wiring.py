@@ -25,15 +25,24 @@ from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy
+from relay.domain.reconcile import Reconciler
 from relay.domain.signature import WebhookVerifier
 from relay.observability import count, logger
-from relay.settings import dispatch_settings, ingest_settings, shared_settings
+from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["acceptance", "dispatch_batch", "forget", "ingest_settings", "ledger", "webhook_verifier"]
+__all__ = [
+    "acceptance",
+    "dispatch_batch",
+    "forget",
+    "ingest_settings",
+    "ledger",
+    "reconcile_stalled",
+    "webhook_verifier",
+]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 
@@ -103,12 +112,24 @@ def dispatcher() -> Dispatcher:
     )
 
 
+@cache
+def reconciler() -> Reconciler:
+    settings = reconcile_settings()
+    return Reconciler(
+        ledger=ledger(),
+        queue=_queue(),
+        clock=time.time,
+        stall_seconds=settings.stall_seconds,
+        max_per_run=settings.max_per_run,
+    )
+
+
 def forget() -> None:
     """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
     test that rebuilds its AWS endpoint inside one process does."""
-    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher):
+    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher, reconciler):
         cached.cache_clear()
-    for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
+    for settings_cache in (shared_settings, ingest_settings, dispatch_settings, reconcile_settings):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]
 
@@ -166,3 +187,8 @@ def _receive_count(record: dict[str, Any]) -> int:
         return int(attributes.get("ApproximateReceiveCount", 1)) if isinstance(attributes, dict) else 1
     except (TypeError, ValueError):
         return 1
+
+
+def reconcile_stalled(seconds_left: Callable[[], float]) -> dict[str, Any]:
+    """A scheduled event in, what the run requeued out (keys only, never an invoice)."""
+    return reconciler().reconcile(seconds_left).as_dict()
