@@ -86,15 +86,21 @@ class InvoiceLedger:
 
     @_outage_is_typed
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
-        changed = [
-            admission for admission in admissions if admission.action in (Action.CREATE, Action.RESUBMIT)
+        writes: list[Any] = [
+            self._accept_write(admission, now, correlation_id)
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT)
         ]
-        writes: list[Any] = [self._accept_write(admission, now, correlation_id) for admission in changed]
         if not writes:
             return
         # The invoices themselves, for the reconciler, after the state writes: write i stays
-        # admission i's state write, which is how a cancelled transaction's reasons are read.
-        bodies = [self._body_write(admission, now, correlation_id) for admission in changed]
+        # the state write of the i-th changed admission, which is how a cancelled transaction's
+        # reasons are read.
+        bodies = [
+            self._body_write(admission, now, correlation_id)
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT)
+        ]
         if len(writes) + len(bodies) <= TRANSACTION_LIMIT:
             writes += bodies
         else:
