@@ -205,6 +205,31 @@ def test_breach_11_stalled_pages_through_the_index_up_to_its_limit(ledger: Invoi
     assert ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW, limit=0) == []
 
 
+def test_breach_11_entries_waiting_out_a_back_off_or_a_lease_do_not_use_up_the_limit(
+    ledger: InvoiceLedger, dynamodb: "DynamoDBClient"
+) -> None:
+    # Given RETRYING entries last written an hour ago: three waiting out an IN403 back-off
+    # (retryAt ahead), and the one whose retryAt passed long ago comes last by updatedAt
+    for index, retry_in in enumerate([30, 30, 30, -40]):
+        pk = f"FY-{index}#sale"
+        accept(ledger, invoice(f"FY-{index}"), at=NOW - 60 * MINUTE)
+        dynamodb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": pk}},
+            UpdateExpression="SET #s = :r, statusKey = :r, updatedAt = :at, retryAt = :due",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":r": {"S": "RETRYING"},
+                ":at": {"N": str(NOW - (60 - index) * MINUTE)},
+                ":due": {"N": str(NOW + retry_in * MINUTE)},
+            },
+        )
+    # When one stalled RETRYING entry is asked for
+    found = ledger.stalled(InvoiceStatus.RETRYING, updated_before=NOW - 15 * MINUTE, limit=1)
+    # Then it is the one whose retry time ran out, not the first three by age
+    assert [str(entry.key) for entry in found] == ["FY-3#sale"]
+
+
 # ---- the mark ----
 
 

@@ -281,14 +281,20 @@ class InvoiceLedger:
 
     @_outage_is_typed
     def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        """Entries in `status` last written before `updated_before`, oldest first: one Query on
-        the sparse ByStatus index, never a Scan. The index is eventually consistent; the
-        reconciler's conditional mark is what decides."""
+        """Entries in `status` last written before `updated_before`, whose retry time and lease
+        also ran out before it, oldest first: one Query on the sparse ByStatus index, never a
+        Scan. The filter keeps entries waiting out a long back-off (IN403) from using up the
+        limit; the domain's rule (relay.domain.reconcile.is_stalled) and the conditional mark
+        decide. The index is eventually consistent, which the mark makes harmless."""
         found: list[LedgerEntry] = []
         request: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": BY_STATUS_INDEX,
             "KeyConditionExpression": "statusKey = :status AND updatedAt < :before",
+            "FilterExpression": (
+                "(attribute_not_exists(retryAt) OR retryAt < :before)"
+                " AND (attribute_not_exists(leaseUntil) OR leaseUntil < :before)"
+            ),
             "ExpressionAttributeValues": {":status": _s(status), ":before": _n(updated_before)},
             "ScanIndexForward": True,
         }
