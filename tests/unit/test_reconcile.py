@@ -1,123 +1,71 @@
-"""The reconciler's rule (relay.domain.reconcile) over small fakes: which unfinished entries
+"""The reconciler's rule (relay.domain.reconcile) over the port fakes: which unfinished entries
 count as stalled, that each is queued again from its stored invoice at most once per window,
-and that one entry's failure never stops the others (breach 11, part 2)."""
+that one entry's failure never stops the others, and that what it heals reaches Fynd once
+(breach 11, part 2; and breach 2's vanished message)."""
 
-import json
-from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 
+import relay.domain.reconcile as reconcile_module
 from factories import invoice
-from relay.domain.invoice import InvoiceKey
+from fakes import Crash, InMemoryLedger, World
+from relay.domain.delivery import FyndUnavailable
+from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.ports import LedgerUnavailableError, QueueUnavailableError
-from relay.domain.reconcile import Reconciler, ReconcileReport, is_stalled
-from relay.observability import metrics
+from relay.domain.reconcile import is_stalled
 
-NOW = 1_800_000_000.0
 MINUTE = 60.0
 WINDOW = 15 * MINUTE
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
+def key(order_id: str) -> InvoiceKey:
+    return InvoiceKey(order_id, InvoiceType.SALE)
 
 
-class LedgerFake:
-    """The reconciler's view of the ledger: entries, their stored invoices, the conditional mark."""
-
-    def __init__(self) -> None:
-        self.entries: dict[InvoiceKey, LedgerEntry] = {}
-        self.bodies: dict[InvoiceKey, QueuedInvoice] = {}
-        self.after_listing: Callable[[], None] = lambda: None
-        self.failing_marks: set[InvoiceKey] = set()
-        self.listed: list[InvoiceStatus] = []
-
-    def add(
-        self, order_id: str, status: InvoiceStatus, *, updated_ago: float, **fields: object
-    ) -> LedgerEntry:
-        message = QueuedInvoice(
-            invoice=invoice(order_id), content_hash=invoice(order_id).content_hash(), accepted_at=NOW - 3600
-        )
-        entry = LedgerEntry(
-            key=message.invoice.key,
-            status=status,
-            content_hash=message.content_hash,
-            invoice_number=message.invoice.invoiceNumber,
-            attempts=0,
-            accepted_at=message.accepted_at,
-            updated_at=NOW - updated_ago,
-            **fields,  # type: ignore[arg-type]
-        )
-        self.entries[entry.key] = entry
-        self.bodies[entry.key] = message
-        return entry
-
-    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        self.listed.append(status)
-        found = sorted(
-            (e for e in self.entries.values() if e.status is status and e.updated_at < updated_before),
-            key=lambda e: e.updated_at,
-        )[:limit]
-        self.after_listing()
-        return found
-
-    def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
-        if entry.key in self.failing_marks:
-            raise LedgerUnavailableError("throttled")
-        current = self.entries.get(entry.key)
-        if current != entry:
-            return False
-        self.entries[entry.key] = LedgerEntry(**{**vars(entry), "updated_at": now})
-        return True
-
-    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
-        return self.bodies.get(key)
+@pytest.fixture
+def world() -> World:
+    return World()
 
 
-class QueueFake:
-    def __init__(self) -> None:
-        self.sent: list[QueuedInvoice] = []
-        self.refusing: set[str] = set()
-
-    def send(self, messages: Sequence[QueuedInvoice]) -> None:
-        if any(message.invoice.orderId in self.refusing for message in messages):
-            raise QueueUnavailableError("1 invoice(s) could not be queued")
-        self.sent.extend(messages)
-
-    def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
-        raise AssertionError("the reconciler queues for now, never later")
-
-    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
-        raise AssertionError("the reconciler holds no message")
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str]]]:
+    """Every metric the reconciler counts, with its dimensions."""
+    seen: list[tuple[str, dict[str, str]]] = []
+    monkeypatch.setattr(reconcile_module, "count", lambda name, **dimensions: seen.append((name, dimensions)))
+    return seen
 
 
-class World:
-    def __init__(self, *, max_per_run: int = 500) -> None:
-        self.clock = Clock()
-        self.ledger = LedgerFake()
-        self.queue = QueueFake()
-        self.reconciler = Reconciler(
-            ledger=self.ledger,
-            queue=self.queue,
-            clock=self.clock,
-            stall_seconds=WINDOW,
-            max_per_run=max_per_run,
-        )
+def stored(
+    world: World, order_id: str, status: InvoiceStatus, *, updated_ago: float, **fields: object
+) -> None:
+    """An entry in `status`, last written `updated_ago`, with the invoice ingest stored for it;
+    no message on the queue."""
+    item = invoice(order_id)
+    world.ledger.entries[item.key] = LedgerEntry(
+        key=item.key,
+        status=status,
+        content_hash=item.content_hash(),
+        invoice_number=item.invoiceNumber,
+        attempts=0,
+        accepted_at=world.clock.now - 3600,
+        updated_at=world.clock.now - updated_ago,
+        **fields,  # type: ignore[arg-type]
+    )
+    world.ledger.bodies[item.key] = QueuedInvoice(
+        invoice=item, content_hash=item.content_hash(), accepted_at=world.clock.now - 3600
+    ).to_body()
 
-    def run(self, seconds_left: float = 60.0) -> ReconcileReport:
-        return self.reconciler.reconcile(lambda: seconds_left)
 
-    def sent_orders(self) -> list[str]:
-        return [message.invoice.orderId for message in self.queue.sent]
+def queued_orders(world: World) -> list[str]:
+    return sorted(key.order_id for key in world.queue.live_keys().elements())
 
 
 # ---- the rule ----
+
+NOW = 1_800_000_000.0
 
 
 @pytest.mark.parametrize(
@@ -134,6 +82,8 @@ class World:
         (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW - 16 * MINUTE}, True),
         (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW - 14 * MINUTE}, False),
         (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW + MINUTE}, False),
+        # written within the window (a claim, a record, the reconciler's own mark): never
+        (InvoiceStatus.RETRYING, 5 * MINUTE, {"retry_at": NOW - 60 * MINUTE}, False),
         # final entries never, however old
         (InvoiceStatus.INVOICED, 600 * MINUTE, {}, False),
         (InvoiceStatus.REJECTED, 600 * MINUTE, {}, False),
@@ -143,202 +93,239 @@ def test_breach_11_stalled_means_no_progress_for_the_window_on_the_status_own_cl
     status: InvoiceStatus, updated_ago: float, fields: dict[str, float], stalled: bool
 ) -> None:
     # Given an entry in `status`, last written `updated_ago`
-    entry = LedgerFake().add("FY-1", status, updated_ago=updated_ago, **fields)
+    entry = LedgerEntry(
+        key=key("FY-1"),
+        status=status,
+        content_hash="h",
+        invoice_number="INV-1",
+        attempts=1,
+        accepted_at=NOW - 7200,
+        updated_at=NOW - updated_ago,
+        **fields,  # type: ignore[arg-type]
+    )
     # Then it is stalled exactly when its status' clock ran out more than the window ago
     assert is_stalled(entry, now=NOW, stall_seconds=WINDOW) is stalled
 
 
-def test_breach_11_an_entry_written_within_the_window_is_not_stalled_whatever_its_clock() -> None:
-    # Given a RETRYING entry whose retryAt is long past but which was written 5 minutes ago
-    # (the reconciler's own mark, or a claim/record that just happened)
-    entry = LedgerFake().add("FY-1", InvoiceStatus.RETRYING, updated_ago=5 * MINUTE, retry_at=NOW - 3600)
-    # Then it is not stalled
-    assert not is_stalled(entry, now=NOW, stall_seconds=WINDOW)
+# ---- healing, end to end over the fakes ----
 
 
-# ---- requeueing ----
-
-
-def test_breach_11_queued_entry_left_without_a_message_is_queued_again_from_its_stored_invoice() -> None:
-    # Given ingest crashed between the ledger transaction and the queue send 20 minutes ago
-    world = World()
-    entry = world.ledger.add("FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE, correlation_id="wh-1")
-    # When the reconciler runs
-    report = world.run()
-    # Then the stored message is queued again, exactly as ingest would have queued it
-    assert world.queue.sent == [world.ledger.bodies[entry.key]]
+def test_breach_11_an_invoice_whose_queue_send_never_happened_reaches_fynd_once(world: World) -> None:
+    # Given ingest dies between the ledger transaction and the queue send
+    world.faults.fail("queue.send", Crash())
+    with pytest.raises(Crash):
+        world.accept(invoice("FY-1"))
+    assert (world.status(key("FY-1")), world.queue.messages) == (InvoiceStatus.QUEUED, {})
+    # When the window passes without an ERP retry and the reconciler runs
+    world.clock.advance(WINDOW + 1)
+    report = world.reconcile()
+    world.drain()
+    # Then the invoice is queued again from its stored copy and reaches Fynd once
     assert report.requeued == {"QUEUED": ["FY-1#sale"]}
-    assert (report.failed, report.complete) == ([], True)
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("FY-1")] == 1
 
 
-def test_breach_11_each_unfinished_status_is_healed() -> None:
+def test_breach_2_an_invoice_whose_message_vanished_while_retrying_reaches_fynd(world: World) -> None:
+    # Given an invoice Fynd could not take (5xx), recorded RETRYING, whose message then vanished
+    # (a copy deleted as BUSY while the holder's visibility change failed)
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+    world.run()
+    assert world.status(key("FY-1")) is InvoiceStatus.RETRYING
+    world.queue.messages.clear()
+    # When its retry time and then the window pass, and the reconciler runs
+    retry_at = world.ledger.entries[key("FY-1")].retry_at
+    assert retry_at is not None
+    world.clock.now = retry_at + WINDOW + 1
+    report = world.reconcile()
+    world.drain()
+    # Then it is queued again and invoiced
+    assert report.requeued == {"RETRYING": ["FY-1#sale"]}
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+
+
+def test_breach_11_a_copy_requeued_beside_a_slow_message_reaches_fynd_once(world: World) -> None:
+    # Given a dispatcher that died holding the invoice: its lease ran out long ago, but its
+    # message is still on the queue (nobody polled it yet)
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", Crash())
+    with pytest.raises(Crash):
+        world.run()
+    world.clock.advance(120 + WINDOW + 1)
+    # When the reconciler requeues it, and both copies are then dispatched
+    assert world.reconcile().requeued == {"IN_PROGRESS": ["FY-1#sale"]}
+    assert world.queue.live_keys()[key("FY-1")] == 2
+    world.drain()
+    # Then Fynd got it once: the claim let one copy through and dropped the other
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("FY-1")] == 1
+
+
+def test_breach_11_each_unfinished_status_is_healed_and_nothing_else(world: World) -> None:
     # Given a stalled entry in each unfinished state, and one that is fine in each
-    world = World()
-    world.ledger.add("Q-STALLED", InvoiceStatus.QUEUED, updated_ago=16 * MINUTE)
-    world.ledger.add("Q-FRESH", InvoiceStatus.QUEUED, updated_ago=MINUTE)
-    world.ledger.add("R-STALLED", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=NOW - 20 * MINUTE)
-    world.ledger.add("R-WAITING", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=NOW + 20 * MINUTE)
-    world.ledger.add(
-        "P-STALLED", InvoiceStatus.IN_PROGRESS, updated_ago=30 * MINUTE, lease_until=NOW - 28 * MINUTE
+    now = world.clock.now
+    stored(world, "Q-STALLED", InvoiceStatus.QUEUED, updated_ago=16 * MINUTE)
+    stored(world, "Q-FRESH", InvoiceStatus.QUEUED, updated_ago=MINUTE)
+    stored(world, "R-STALLED", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now - 20 * MINUTE)
+    stored(world, "R-WAITING", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now + 20 * MINUTE)
+    stored(
+        world, "P-STALLED", InvoiceStatus.IN_PROGRESS, updated_ago=30 * MINUTE, lease_until=now - 28 * MINUTE
     )
-    world.ledger.add("P-HELD", InvoiceStatus.IN_PROGRESS, updated_ago=MINUTE, lease_until=NOW + MINUTE)
-    world.ledger.add("DONE", InvoiceStatus.INVOICED, updated_ago=600 * MINUTE)
+    stored(world, "P-HELD", InvoiceStatus.IN_PROGRESS, updated_ago=MINUTE, lease_until=now + MINUTE)
+    stored(world, "DONE", InvoiceStatus.INVOICED, updated_ago=600 * MINUTE)
     # When the reconciler runs
-    report = world.run()
+    report = world.reconcile()
     # Then exactly the stalled ones are queued again, each once
-    assert sorted(world.sent_orders()) == ["P-STALLED", "Q-STALLED", "R-STALLED"]
+    assert queued_orders(world) == ["P-STALLED", "Q-STALLED", "R-STALLED"]
     assert report.requeued == {
         "QUEUED": ["Q-STALLED#sale"],
         "RETRYING": ["R-STALLED#sale"],
         "IN_PROGRESS": ["P-STALLED#sale"],
     }
-    # And it only ever asked for unfinished states (never a final one, never everything)
-    assert set(world.ledger.listed) == {
-        InvoiceStatus.QUEUED,
-        InvoiceStatus.RETRYING,
-        InvoiceStatus.IN_PROGRESS,
-    }
+    assert (report.failed, report.complete) == ([], True)
 
 
-def test_breach_11_an_entry_is_queued_again_at_most_once_per_window() -> None:
+def test_breach_11_an_entry_is_queued_again_at_most_once_per_window(world: World) -> None:
     # Given a stalled entry whose requeued message is merely slow to be dispatched
-    world = World()
-    world.ledger.add("FY-1", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=NOW - 20 * MINUTE)
-    world.run()
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.reconcile()
     # When the reconciler runs again every 5 minutes within the window
     for _ in range(2):
-        world.clock.now += 5 * MINUTE
-        assert world.run().requeued == {}
+        world.clock.advance(5 * MINUTE)
+        assert world.reconcile().requeued == {}
     # Then it was queued once; and once more only after a whole window without progress
-    assert world.sent_orders() == ["FY-1"]
-    world.clock.now += 6 * MINUTE
-    world.run()
-    assert world.sent_orders() == ["FY-1", "FY-1"]
+    assert world.queue.live_keys()[key("FY-1")] == 1
+    world.clock.advance(6 * MINUTE)
+    world.reconcile()
+    assert world.queue.live_keys()[key("FY-1")] == 2
 
 
-def test_breach_11_an_entry_that_moves_after_it_was_listed_is_left_alone() -> None:
+class ClaimedAfterListing(InMemoryLedger):
+    """A dispatcher claims every entry right after the reconciler listed it."""
+
+    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
+        found = super().stalled(status, updated_before=updated_before, limit=limit)
+        for entry in found:
+            self.entries[entry.key] = replace(
+                entry,
+                status=InvoiceStatus.IN_PROGRESS,
+                updated_at=self._clock(),
+                lease_until=self._clock() + 120,
+            )
+        return found
+
+
+def test_breach_11_an_entry_that_moves_after_it_was_listed_is_left_alone(world: World) -> None:
     # Given a stalled QUEUED entry that a dispatcher claims right after the reconciler listed it
-    world = World()
-    entry = world.ledger.add("FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-
-    def claimed() -> None:
-        world.ledger.entries[entry.key] = LedgerEntry(
-            **{
-                **vars(entry),
-                "status": InvoiceStatus.IN_PROGRESS,
-                "updated_at": NOW,
-                "lease_until": NOW + 120,
-            }
-        )
-
-    world.ledger.after_listing = claimed
+    world.ledger = ClaimedAfterListing(world.clock, world.faults)
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
     # When the reconciler runs
-    report = world.run()
+    report = world.reconcile()
     # Then its conditional mark fails and nothing is queued: the entry is moving
-    assert world.queue.sent == []
+    assert world.queue.messages == {}
     assert (report.requeued, report.failed) == ({}, [])
 
 
-def test_breach_11_two_reconcilers_racing_queue_an_entry_once() -> None:
-    # Given two reconciler runs over one ledger, the second listing before the first marks
-    world = World()
-    world.ledger.add("FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    listed_by_other = world.ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW - WINDOW, limit=10)
-    # When the first run requeues it, and then the second tries with what it listed
-    world.run()
-    marked = world.ledger.mark_reconciled(listed_by_other[0], now=NOW)
+def test_breach_11_two_reconcilers_racing_queue_an_entry_once(world: World) -> None:
+    # Given a second reconciler run that listed the same stalled entry before the first marked it
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    (listed_by_other,) = world.ledger.stalled(
+        InvoiceStatus.QUEUED, updated_before=world.clock.now - WINDOW, limit=10
+    )
+    # When the first run requeues it, and then the second marks what it listed
+    world.reconcile()
+    marked = world.ledger.mark_reconciled(listed_by_other, now=world.clock.now)
     # Then the second's mark is refused: one message in all
     assert marked is False
-    assert world.sent_orders() == ["FY-1"]
+    assert world.queue.live_keys()[key("FY-1")] == 1
 
 
 # ---- failures are counted, never fatal ----
 
 
-def test_breach_11_a_stalled_entry_without_a_stored_invoice_is_reported_and_not_retried_every_run() -> None:
-    # Given a stalled entry accepted before invoices were stored, and one whose stored invoice
-    # belongs to other content (a racer's body)
-    world = World()
-    old = world.ledger.add("OLD-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    del world.ledger.bodies[old.key]
-    other = world.ledger.add("RACED-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    world.ledger.bodies[other.key] = world.ledger.bodies[other.key].model_copy(
-        update={"content_hash": "other"}
-    )
+def test_breach_11_a_stalled_entry_without_its_stored_invoice_is_reported_once_per_window(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    # Given a stalled entry accepted before invoices were stored, and one whose stored copy
+    # holds other content (a losing racer's)
+    stored(world, "OLD-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    del world.ledger.bodies[key("OLD-1")]
+    stored(world, "RACED-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.ledger.bodies[key("RACED-1")] = QueuedInvoice(
+        invoice=invoice("RACED-1", invoiceNumber="OTHER"),
+        content_hash=invoice("RACED-1", invoiceNumber="OTHER").content_hash(),
+        accepted_at=world.clock.now,
+    ).to_body()
     # When the reconciler runs twice, 5 minutes apart
-    first = world.run()
-    world.clock.now += 5 * MINUTE
-    second = world.run()
-    # Then nothing is sent, both are reported once, and the next run leaves them for a window
-    assert world.queue.sent == []
+    first = world.reconcile()
+    world.clock.advance(5 * MINUTE)
+    second = world.reconcile()
+    # Then nothing is sent, both are reported and counted once, and left alone for a window
+    assert world.queue.messages == {}
     assert sorted(first.failed) == ["OLD-1#sale", "RACED-1#sale"]
     assert second.failed == []
+    assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {})]
 
 
-def test_breach_11_a_refused_send_or_ledger_outage_on_one_entry_does_not_stop_the_others() -> None:
-    # Given three stalled entries: the queue refuses the first, the ledger fails marking the second
-    world = World()
-    world.ledger.add("A-REFUSED", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
-    b = world.ledger.add("B-THROTTLED", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
-    world.ledger.add("C-FINE", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    world.queue.refusing.add("A-REFUSED")
-    world.ledger.failing_marks.add(b.key)
+def test_breach_11_a_refused_send_or_ledger_outage_on_one_entry_does_not_stop_the_others(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    # Given three stalled entries: the queue refuses the first send, the ledger fails the second mark
+    stored(world, "A-REFUSED", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
+    stored(world, "B-THROTTLED", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
+    stored(world, "C-FINE", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.faults.fail("queue.send", QueueUnavailableError("1 invoice(s) could not be queued"))
+    world.faults.fail("ledger.mark_reconciled", LedgerUnavailableError("throttled"), nth=2)
     # When the reconciler runs
-    report = world.run()
-    # Then the third is queued and the two failures are reported
-    assert world.sent_orders() == ["C-FINE"]
+    report = world.reconcile()
+    # Then the third is queued, the two failures are reported, and each is counted as what it is
+    assert queued_orders(world) == ["C-FINE"]
     assert report.failed == ["A-REFUSED#sale", "B-THROTTLED#sale"]
+    assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {}), ("Reconciled", {"status": "QUEUED"})]
 
 
-def test_breach_11_a_ledger_outage_while_listing_fails_the_run_for_the_next_schedule() -> None:
+def test_breach_11_a_ledger_outage_while_listing_fails_the_run_for_the_next_schedule(world: World) -> None:
     # Given a ledger that cannot be queried
-    world = World()
-
-    def unavailable(*_: object, **__: object) -> list[LedgerEntry]:
-        raise LedgerUnavailableError("unreachable")
-
-    world.ledger.stalled = unavailable  # type: ignore[method-assign]
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.faults.fail("ledger.stalled", LedgerUnavailableError("unreachable"))
     # When the reconciler runs, Then the run fails (Lambda counts an error; the alarm sees it)
     with pytest.raises(LedgerUnavailableError):
-        world.run()
+        world.reconcile()
+    # And the next scheduled run heals the entry
+    assert world.reconcile().requeued == {"QUEUED": ["FY-1#sale"]}
 
 
 # ---- bounded work ----
 
 
-def test_breach_11_a_run_requeues_at_most_its_limit_oldest_first_and_the_next_run_continues() -> None:
+def test_breach_11_a_run_requeues_at_most_its_limit_oldest_first_and_the_next_run_continues(
+    world: World,
+) -> None:
     # Given five stalled entries and a limit of three per run
-    world = World(max_per_run=3)
     for minutes, order in enumerate(["E", "D", "C", "B", "A"]):
-        world.ledger.add(order, InvoiceStatus.QUEUED, updated_ago=(20 + minutes) * MINUTE)
+        stored(world, order, InvoiceStatus.QUEUED, updated_ago=(20 + minutes) * MINUTE)
     # When the reconciler runs twice
-    first = world.run()
-    second = world.run()
+    first = world.reconcile(max_per_run=3)
+    second = world.reconcile(max_per_run=3)
     # Then the oldest three go first, the run says it stopped early, and the next run takes the rest
-    assert world.sent_orders()[:3] == ["A", "B", "C"]
-    assert first.complete is False
-    assert sorted(world.sent_orders()) == ["A", "B", "C", "D", "E"]
+    assert (first.requeued, first.complete) == ({"QUEUED": ["A#sale", "B#sale", "C#sale"]}, False)
     assert (second.requeued, second.complete) == ({"QUEUED": ["D#sale", "E#sale"]}, True)
 
 
-def test_breach_11_a_run_stops_before_the_invocation_runs_out_of_time() -> None:
-    # Given stalled entries, and an invocation with less time left than the reconciler keeps in hand
-    world = World()
-    world.ledger.add("FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+def test_breach_11_a_run_stops_before_the_invocation_runs_out_of_time(world: World) -> None:
+    # Given a stalled entry, and an invocation with less time left than the reconciler keeps in hand
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
     # When it runs, Then it queues nothing and says it stopped early
-    report = world.run(seconds_left=1.0)
-    assert (world.queue.sent, report.complete) == ([], False)
+    report = world.reconcile(seconds_left=1.0)
+    assert (world.queue.messages, report.complete) == ({}, False)
 
 
-def test_breach_11_requeues_are_counted_by_status(capsys: pytest.CaptureFixture[str]) -> None:
-    # Given one stalled RETRYING entry
-    world = World()
-    world.ledger.add("FY-1", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=NOW - 20 * MINUTE)
-    capsys.readouterr()
-    # When the reconciler runs
-    world.run()
-    metrics.flush_metrics()
-    # Then Reconciled is published once with the status it was found in
-    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    reconciled = [doc for doc in documents if "Reconciled" in doc]
-    assert [(doc["Reconciled"], doc["status"]) for doc in reconciled] == [([1.0], "RETRYING")]
+def test_breach_11_requeues_are_counted_by_the_status_they_were_found_in(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    now = world.clock.now
+    stored(world, "R-1", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now - 20 * MINUTE)
+    stored(world, "P-1", InvoiceStatus.IN_PROGRESS, updated_ago=40 * MINUTE, lease_until=now - 38 * MINUTE)
+    world.reconcile()
+    assert counted == [("Reconciled", {"status": "RETRYING"}), ("Reconciled", {"status": "IN_PROGRESS"})]
