@@ -138,7 +138,7 @@ class Reconciler:
             self._failed(key, report, context, "ledger_unavailable")
             return
         if message is None or message.content_hash != entry.content_hash:
-            # Entries accepted before bodies were stored, or a body outlived by its entry.
+            # An entry accepted before bodies were stored, or a body a losing racer overwrote.
             self._failed(key, report, context, "no_stored_invoice")
             return
         try:
