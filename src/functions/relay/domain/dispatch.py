@@ -124,7 +124,9 @@ class Dispatcher:
 
     def _deliver(self, call: FyndCall, pending: dict[InvoiceKey, _Pending]) -> list[str]:
         try:
-            receipt: FyndReceipt | FyndCallError = self._fynd.update_invoices(call)
+            receipt: FyndReceipt | FyndCallError = self._fynd.update_invoices(
+                call, time_budget_seconds=self._settings.call_budget_seconds
+            )
         except FyndCallError as failure:
             logger.warning(
                 "Fynd call failed",

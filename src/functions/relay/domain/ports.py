@@ -75,6 +75,6 @@ class InvoiceQueue(Protocol):
 
 
 class Fynd(Protocol):
-    def update_invoices(self, call: FyndCall) -> FyndReceipt:
+    def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
         """Send one call; raises FyndCallError when no per-order answer can be trusted."""
         ...
