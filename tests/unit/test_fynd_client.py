@@ -94,7 +94,9 @@ def test_partial_failure_names_each_failed_order() -> None:
         "failedCount": 1,
         "errors": [{"orderId": "B", "code": "IN401", "message": "cancelled"}],
     }
-    receipt = client(FakePool(token(), reply(200, answer))).update_invoices(call("A", "B"), time_budget_seconds=BUDGET)
+    receipt = client(FakePool(token(), reply(200, answer))).update_invoices(
+        call("A", "B"), time_budget_seconds=BUDGET
+    )
     assert receipt.error_for("A") is None
     assert (receipt.error_for("B").code, receipt.error_for("B").message) == ("IN401", "cancelled")  # type: ignore[union-attr]
 
@@ -109,14 +111,18 @@ def test_snake_case_envelope_and_alternate_error_keys_are_read() -> None:
         },
         "meta": {"ack_id": "ack-77", "status": "PARTIAL"},
     }
-    receipt = client(FakePool(token(), reply(200, answer))).update_invoices(call("A", "B"), time_budget_seconds=BUDGET)
+    receipt = client(FakePool(token(), reply(200, answer))).update_invoices(
+        call("A", "B"), time_budget_seconds=BUDGET
+    )
     assert receipt.error_for("A").code == "IN453"  # type: ignore[union-attr]
     assert receipt.ack_id == "ack-77"
 
 
 def test_errorcode_spelling_is_read_too() -> None:
     answer = {"status": "FAILED", "errors": [{"orderId": "A", "errorCode": "IN422", "message": "bad"}]}
-    receipt = client(FakePool(token(), reply(200, answer))).update_invoices(call("A"), time_budget_seconds=BUDGET)
+    receipt = client(FakePool(token(), reply(200, answer))).update_invoices(
+        call("A"), time_budget_seconds=BUDGET
+    )
     assert receipt.error_for("A").code == "IN422"  # type: ignore[union-attr]
 
 
@@ -135,7 +141,9 @@ def test_errorcode_spelling_is_read_too() -> None:
 )
 def test_an_answer_we_cannot_match_to_our_orders_is_ambiguous(answer: Any) -> None:
     with pytest.raises(FyndAmbiguous):
-        client(FakePool(token(), reply(200, answer))).update_invoices(call("A", "B"), time_budget_seconds=BUDGET)
+        client(FakePool(token(), reply(200, answer))).update_invoices(
+            call("A", "B"), time_budget_seconds=BUDGET
+        )
 
 
 def test_token_is_cached_until_shortly_before_expiry() -> None:
@@ -175,7 +183,9 @@ def test_401_again_after_a_fresh_token_is_an_auth_error() -> None:
 
 def test_refused_credentials_are_an_auth_error_that_hides_the_password() -> None:
     with pytest.raises(FyndAuthError) as refused:
-        client(FakePool(reply(401, {"message": "bad credentials"}))).update_invoices(call("A"), time_budget_seconds=BUDGET)
+        client(FakePool(reply(401, {"message": "bad credentials"}))).update_invoices(
+            call("A"), time_budget_seconds=BUDGET
+        )
     assert "company-secret" not in str(refused.value)
 
 
