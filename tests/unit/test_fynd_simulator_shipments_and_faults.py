@@ -180,8 +180,10 @@ def test_a_novel_status_is_never_one_used_before(state: SimulatorState, token: s
     first = statuses(read(state, token, "ORD-1", NovelStatusFault()))
     second = statuses(read(state, token, "ORD-1", NovelStatusFault("shipmentStatus")))
     # Then every value is new, and the untouched field keeps the real state
-    assert first is not None and second is not None
-    assert first[0].startswith("SIM_NOVEL_") and first[1].startswith("bag_sim_novel_")
+    assert first is not None
+    assert second is not None
+    assert first[0].startswith("SIM_NOVEL_")
+    assert first[1].startswith("bag_sim_novel_")
     assert second[0] == "CONFIRMED"
     assert second[1] != first[1]
     known = {"CREATED", "CONFIRMED", "PROCESSING", "CANCELLED", "DELIVERED"}
@@ -221,7 +223,8 @@ def test_unconfirmed_shapes_look_as_named(state: SimulatorState, token: str) -> 
         ],
     }
     counts = send(state, token, [invoice("ORD-9")], UnconfirmedFault("string_counts")).body
-    assert counts is not None and counts["failedCount"] == "0"
+    assert counts is not None
+    assert counts["failedCount"] == "0"
 
 
 def test_an_unconfirmed_answer_without_commit_applies_nothing(state: SimulatorState, token: str) -> None:
