@@ -275,7 +275,9 @@ def _http_failure(response: urllib3.BaseHTTPResponse, what: str, *, refusable: b
         return FyndUnavailable(f"{what} failed ({status})", retry_after=retry_after, status=status)
     if refusable and 400 <= status < 500 and status not in NOT_ABOUT_THE_BODY:
         detail = refusal_detail(status, response.data)
-        return FyndCallRefused(f"{what} refused the whole call ({status})", status=status, detail=detail)
+        return FyndCallRefused(
+            f"{what} refused the whole call ({status}): {detail}", status=status, detail=detail
+        )
     return FyndCallError(f"{what} refused the call ({status})", status=status)
 
 

@@ -139,13 +139,13 @@ class FyndCallRefused(FyndCallError):
     a whole and applied nothing. It names no order, so one bad invoice may be sinking the
     rest: split the call and send the halves. An invoice refused alone is rejected with
     `status` (e.g. 413) and `detail` (a short reason, at most 200 printable characters from
-    Fynd's answer, or the HTTP reason phrase)."""
+    Fynd's answer, or the HTTP reason phrase; the message ends with it too)."""
 
     reason = "fynd_refused"
 
-    def __init__(self, message: str, *, status: int, detail: str) -> None:
+    def __init__(self, message: str, *, status: int, detail: str | None = None) -> None:
         super().__init__(message, status=status)
-        self.detail = detail
+        self.detail = detail if detail is not None else message
 
     @property
     def code(self) -> str:
