@@ -145,7 +145,10 @@ def test_an_order_confirmed_late_by_time_shows_it_on_read(
 def test_a_credit_note_shows_credit_note_generated(state: SimulatorState, token: str) -> None:
     state.configure_order("RET-1", kind="return")
     assert statuses(read(state, token, "RET-1")) == ("DELIVERED", "return_bag_accepted")
+    # A sale invoice for a return shipment meets the forward leg's invoice, as the read shows
+    assert send(state, token, [invoice("RET-1")]).body["errors"][0]["code"] == "IN453"  # type: ignore[index]
     send(state, token, [invoice("RET-1", "return")])
+    assert state.invoice_count("RET-1") == 1
     assert statuses(read(state, token, "RET-1")) == ("DELIVERED", "credit_note_generated")
     # A forward order invoiced by a return invoice shows the credit note too
     send(state, token, [invoice("ORD-2", "return")])

@@ -31,7 +31,7 @@ send anything and still reach every code:
 | `BADINV-` | `IN422` (breaks the invoicing rules) |
 | `INVOICED-` | `IN453` (already invoiced elsewhere) |
 | `EARLY-` | `IN403` (not yet confirmed) for the first 2 contacts (invoices or Shipment Info reads), then success |
-| `RETURN-` | a return shipment awaiting its credit note: success, and return states in Shipment Info |
+| `RETURN-` | a return shipment awaiting its credit note: a `return` invoice succeeds, a `sale` one gets `IN453`; return states in Shipment Info |
 | anything else | success, once; a second invoice for the same order gets `IN453` |
 
 Orders configured through `/_sim/orders` (or `SimulatorState.configure_orders`) ignore

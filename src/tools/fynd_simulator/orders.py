@@ -113,6 +113,9 @@ class Order:
             return code
         if invoice_type not in INVOICE_TYPES:
             return ErrorCode.IN422
+        if self.kind == "return" and invoice_type == "sale":
+            # A return shipment's forward leg was invoiced long ago, as Shipment Info shows.
+            return ErrorCode.IN453
         self.state = OrderState.INVOICED
         self.invoices.append({"invoiceNumber": invoice_number, "invoiceType": invoice_type})
         return None
