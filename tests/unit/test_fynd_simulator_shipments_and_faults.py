@@ -318,3 +318,46 @@ def test_an_invalid_new_fault_is_refused(raw: object) -> None:
 def test_new_faults_parse_with_their_defaults() -> None:
     assert parse_fault({"kind": "unconfirmed"}) == UnconfirmedFault("any", True)
     assert parse_fault({"kind": "novel_status"}) == NovelStatusFault("both")
+
+
+# --- the simulator agrees with itself ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("invoice_type", ["sale", "return"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"state": "pending"},
+        {"state": "confirmed"},
+        {"state": "invoiced"},
+        {"state": "cancelled"},
+        {"state": "bad_invoice"},
+        {"state": "unknown"},
+        {"state": "pending", "kind": "return"},
+        {"state": "confirmed", "kind": "return"},
+        {"state": "cancelled", "kind": "return"},
+    ],
+)
+def test_what_shipment_info_proves_is_what_update_invoice_then_answers(
+    state: SimulatorState, token: str, config: dict[str, str], invoice_type: str
+) -> None:
+    # Given an order in some state, read and classified as the relay does
+    from relay.adapters.fynd_answers import read_shipment_info
+    from relay.domain.invoice import InvoiceType
+    from relay.domain.shipment import ShipmentState, classify_shipment
+
+    state.configure_orders({"O-1": config})
+    raw = json.dumps(read(state, token, "O-1").body).encode()
+    proved = classify_shipment(read_shipment_info("O-1", raw), InvoiceType(invoice_type))
+    # When that invoice is sent
+    answer = send(state, token, [invoice("O-1", invoice_type)]).body or {}
+    code = next(iter(e["code"] for e in answer["errors"]), None)  # type: ignore[attr-defined]
+    # Then the proof held: invoiced means IN453, cancelled IN401, not yet confirmed IN403,
+    # and ready means Fynd took it (or refused the invoice itself)
+    expected = {
+        ShipmentState.INVOICED: {"IN453"},
+        ShipmentState.CANCELLED: {"IN401"},
+        ShipmentState.NOT_INVOICED: {"IN403"},
+        ShipmentState.READY: {None, "IN422"},
+    }
+    assert code in expected.get(proved, {None, "IN400", "IN401", "IN403", "IN422", "IN453"})

@@ -108,14 +108,14 @@ class Order:
             location is not None and self.location is not None and location != self.location
         ):
             return ErrorCode.IN400
+        if self.kind == "return" and invoice_type == "sale":
+            # A return shipment's forward leg was invoiced long ago, as Shipment Info shows.
+            return ErrorCode.IN453
         code = _STATE_CODES.get(self.state)
         if code is not None:
             return code
         if invoice_type not in INVOICE_TYPES:
             return ErrorCode.IN422
-        if self.kind == "return" and invoice_type == "sale":
-            # A return shipment's forward leg was invoiced long ago, as Shipment Info shows.
-            return ErrorCode.IN453
         self.state = OrderState.INVOICED
         self.invoices.append({"invoiceNumber": invoice_number, "invoiceType": invoice_type})
         return None
