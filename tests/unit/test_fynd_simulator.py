@@ -566,6 +566,7 @@ def test_stats_count_tokens_calls_orders_and_invoices(state: SimulatorState) -> 
         "max_orders_per_call": 2,
         "faults_pending": 0,
         "shipment_reads": 0,
+        "faulted_calls": {},
     }
 
 

@@ -5,6 +5,7 @@ The `*Json` TypedDicts are the wire shapes of `GET /_sim/calls`, `/_sim/orders` 
 read the same field names.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
@@ -59,6 +60,7 @@ class StatsJson(TypedDict):
     max_orders_per_call: int
     faults_pending: int
     shipment_reads: int
+    faulted_calls: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Stats:
     max_orders_per_call: int
     faults_pending: int
     shipment_reads: int = 0  # Get Shipment Info requests, answered or not
+    faulted_calls: tuple[tuple[str, int], ...] = ()  # Update Invoice calls per fault kind met
 
     @classmethod
     def of(
@@ -172,6 +175,7 @@ class Stats:
             max_orders_per_call=max(sizes, default=0),
             faults_pending=faults_pending,
             shipment_reads=shipment_reads,
+            faulted_calls=tuple(sorted(Counter(c.fault for c in calls if c.fault is not None).items())),
         )
 
     def to_json(self) -> StatsJson:
@@ -185,4 +189,5 @@ class Stats:
             "max_orders_per_call": self.max_orders_per_call,
             "faults_pending": self.faults_pending,
             "shipment_reads": self.shipment_reads,
+            "faulted_calls": dict(self.faulted_calls),
         }
