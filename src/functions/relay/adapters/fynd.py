@@ -120,6 +120,8 @@ class FyndClient:
         self._tokens: dict[tuple[str, str | None], tuple[str, float]] = {}
 
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
+        """Send one call within the budget. A receipt only when the answer positively confirms
+        every order it does not name; otherwise the FyndCallError that says why (module table)."""
         deadline = _Deadline(time_budget_seconds, self._monotonic)
         credentials = self._credentials.for_location(call.location_code)
         query = f"?{urlencode({'locationCode': call.location_code})}" if call.location_code else ""
