@@ -59,7 +59,7 @@ def test_breach_6_an_invoice_above_the_cap_alone_still_gets_its_own_call() -> No
     assert [[i.orderId for i in call.invoices] for call in calls] == [["SMALL-1"], ["HUGE"], ["SMALL-2"]]
 
 
-def test_breach_6_the_order_cap_still_holds_for_small_invoices() -> None:
+def test_the_order_cap_still_holds_for_small_invoices() -> None:
     calls = plan_calls([invoice(f"O-{n}") for n in range(45)])
     assert [len(call.invoices) for call in calls] == [20, 20, 5]
 
