@@ -21,12 +21,13 @@ from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.intake import Action, Admission
-from relay.domain.invoice import Invoice, InvoiceKey
+from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
 from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
 from relay.domain.ports import AcceptRaceError, Claim, QueueUnavailableError
 from relay.domain.reconcile import Reconciler, ReconcileReport
+from relay.domain.shipment import ShipmentInfo
 
 
 class Crash(BaseException):
@@ -152,6 +153,7 @@ class InMemoryLedger:
             correlation_id=entry.correlation_id if entry else None,
             retry_at=entry.retry_at if entry else None,
             claim_message_id=message_id,
+            claimed_from=entry.status if entry else InvoiceStatus.QUEUED,
         )
         self.entries[key] = claimed
         self.writes["claim"] += 1
@@ -167,9 +169,14 @@ class InMemoryLedger:
             return False
         moved = replace(entry, status=verdict.status, updated_at=now, lease_owner=None, lease_until=None)
         match verdict:
-            case Invoiced(already=already):
+            case Invoiced(already=already, confirmed_by=confirmed_by):
                 moved = replace(
-                    moved, last_error=None, retry_at=None, already_invoiced=already, fynd_ack_id=ack_id
+                    moved,
+                    last_error=None,
+                    retry_at=None,
+                    already_invoiced=already,
+                    fynd_ack_id=ack_id,
+                    confirmed_by=confirmed_by,
                 )
             case Rejected(code=code, message=message):
                 moved = replace(moved, last_error=LastError(code, message), retry_at=None)
@@ -352,6 +359,26 @@ class ScriptedFynd:
     sent: Counter[InvoiceKey] = field(default_factory=Counter)
     calls: list[FyndCall] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
+    reads: Counter[str] = field(default_factory=Counter)
+    novel_status: set[str] = field(default_factory=set)
+    """Orders whose Shipment Info answers a status value the relay has never seen."""
+
+    def shipment_info(
+        self, order_id: str, location_code: str | None, *, time_budget_seconds: float
+    ) -> ShipmentInfo:
+        """Fynd's Get Shipment Info, from the same per-order state (sale invoices). Faults:
+        "fynd.read" raises before anything is read."""
+        self.faults.hit("fynd.read")
+        self.reads[order_id] += 1
+        if order_id in self.novel_status:
+            return ShipmentInfo(order_id, True, order_status="TELEPORTED", bag_status="bag_teleported")
+        if InvoiceKey(order_id, InvoiceType.SALE) in self.invoiced:
+            return ShipmentInfo(order_id, True, order_status="PROCESSING", bag_status="bag_invoiced")
+        if self.codes.get(order_id) == "IN401":
+            return ShipmentInfo(order_id, True, order_status="CANCELLED", bag_status="cancelled_customer")
+        if self.early_until.get(order_id, 0) > self.clock():
+            return ShipmentInfo(order_id, True, order_status="CREATED", bag_status="placed")
+        return ShipmentInfo(order_id, True, order_status="CONFIRMED", bag_status="bag_confirmed")
 
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
         self.budgets.append(time_budget_seconds)

@@ -2,13 +2,10 @@
 template.yaml's own properties (its keys and the ByStatus index): what accept stores for the
 reconciler, the index Query (never a Scan), the conditional mark, and the stored invoice."""
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from factories import invoice
 from relay.adapters.ledger import BODY_RETENTION_SECONDS, InvoiceLedger
@@ -17,7 +14,6 @@ from relay.domain.invoice import Invoice, InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.ports import LedgerUnavailableError
-from relay_local.stack import load_template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -42,23 +38,6 @@ class RecordingClient:
             return method(**kwargs)
 
         return call
-
-
-@pytest.fixture
-def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator["DynamoDBClient"]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="ap-south-1")
-        props = load_template()["Resources"][TABLE]["Properties"]
-        client.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=props["AttributeDefinitions"],
-            KeySchema=props["KeySchema"],
-            GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
-            BillingMode=props["BillingMode"],
-        )
-        yield client
 
 
 @pytest.fixture

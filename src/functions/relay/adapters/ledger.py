@@ -216,6 +216,7 @@ class InvoiceLedger:
                 UpdateExpression=(
                     "SET #status = :in_progress, statusKey = :in_progress, leaseOwner = :owner,"
                     " leaseUntil = :until, claimMessageId = :message, updatedAt = :now,"
+                    " claimedFrom = if_not_exists(#status, :queued),"
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
                     " acceptedAt = if_not_exists(acceptedAt, :accepted),"
@@ -244,13 +245,18 @@ class InvoiceLedger:
         (held,) = sources_of(verdict.status)
         values: dict[str, AttributeValueTypeDef] = {":owner": _s(owner), ":now": _n(now), ":held": _s(held)}
         match verdict:
-            case Invoiced(already=already):
+            case Invoiced(already=already, confirmed_by=confirmed_by):
                 values |= {
                     ":status": _s(InvoiceStatus.INVOICED),
                     ":expires": _n(now + RETENTION_SECONDS),
                 }
-                values |= {":already": {"BOOL": already}, ":ack": _s(ack_id or "")}
+                values |= {
+                    ":already": {"BOOL": already},
+                    ":ack": _s(ack_id or ""),
+                    ":confirmed": _s(confirmed_by),
+                }
                 update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
+                update += ", confirmedBy = :confirmed"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
                 update += ", statusKey"
             case Rejected(code=code, message=message):
@@ -363,7 +369,9 @@ _SET_QUEUED = (
     "SET #status = :queued, statusKey = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
     " attempts = :zero, orderId = :order, invoiceType = :type, correlationId = :correlation"
 )
-_FORGET_OUTCOME = " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId"
+_FORGET_OUTCOME = (
+    " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy"
+)
 
 
 def _pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
@@ -409,4 +417,6 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         retry_at=number("retryAt"),
         already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
         claim_message_id=text("claimMessageId"),
+        claimed_from=InvoiceStatus(claimed_from) if (claimed_from := text("claimedFrom")) else None,
+        confirmed_by=text("confirmedBy"),
     )

@@ -89,6 +89,11 @@ class LedgerEntry:
     already_invoiced: bool = False
     claim_message_id: str | None = None
     """The SQS message that took the latest claim: the one message that answers for the invoice."""
+    claimed_from: "InvoiceStatus | None" = None
+    """The status the latest claim took the entry from: IN_PROGRESS means the worker before
+    this one died or lost its ledger holding the key, so its call's outcome is unknown."""
+    confirmed_by: str | None = None
+    """How an INVOICED entry was proved: `answer`, `IN453` or `shipment-info`."""
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
