@@ -20,11 +20,12 @@ from pydantic import ValidationError
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import CORRELATION_ATTRIBUTE, SqsInvoiceQueue
-from relay.adapters.secrets import SecretsCredentials, webhook_secrets
+from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy
+from relay.domain.presets import RequestVerifier, SigningSecrets
 from relay.domain.signature import WebhookVerifier
 from relay.observability import count, logger
 from relay.settings import dispatch_settings, ingest_settings, shared_settings
@@ -33,7 +34,15 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["acceptance", "dispatch_batch", "forget", "ingest_settings", "ledger", "webhook_verifier"]
+__all__ = [
+    "acceptance",
+    "dispatch_batch",
+    "forget",
+    "ingest_settings",
+    "ledger",
+    "request_verifier",
+    "webhook_verifier",
+]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 
@@ -58,9 +67,18 @@ def _queue() -> SqsInvoiceQueue:
     return SqsInvoiceQueue(shared_settings().invoice_queue_url, _sqs())
 
 
+def request_verifier() -> RequestVerifier:
+    """Standard Webhooks and the enabled presets, built per request from the cached secret, so a
+    rotation shows up within minutes."""
+    secrets = SigningSecrets.from_entries(webhook_secret_entries(ingest_settings().webhook_secret_arn))
+    for name, reason in secrets.ignored.items():
+        logger.warning("signing secret entry ignored", extra={"entry": name, "reason": reason})
+    return RequestVerifier(secrets)
+
+
 def webhook_verifier() -> WebhookVerifier:
-    """Built per request from the cached secret, so a rotation shows up within minutes."""
-    return WebhookVerifier(webhook_secrets(ingest_settings().webhook_secret_arn))
+    """Standard Webhooks alone, for the status API: a preset cannot sign a GET."""
+    return request_verifier().standard_webhooks()
 
 
 @cache
