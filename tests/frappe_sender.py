@@ -63,7 +63,7 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
-def sales_invoice(name: str = "sales-invoice.json", **changes: Any) -> FrappeDict:
+def sales_invoice(name: str = "sales-invoice.json", /, **changes: Any) -> FrappeDict:
     document: FrappeDict = as_frappe({**fixture(name), **changes})
     return document
 
