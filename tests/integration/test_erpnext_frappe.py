@@ -102,29 +102,34 @@ def test_frappe_sale_and_return_are_accepted_and_invoiced_at_fynd(erpnext_relay:
 
 
 @pytest.mark.parametrize(
-    "forge",
+    ("forge", "detail"),
     [
-        lambda: sale_request("a-secret-that-is-not-the-relays-0003"),
-        lambda: FrappeRequest(
-            sale_request().body.replace(b"SINV-26-00042", b"SINV-26-00043"), sale_request().headers
+        (lambda: sale_request("a-secret-that-is-not-the-relays-0003"), "frappe: no matching signature"),
+        (
+            lambda: FrappeRequest(
+                sale_request().body.replace(b"SINV-26-00042", b"SINV-26-00043"), sale_request().headers
+            ),
+            "frappe: no matching signature",
+        ),
+        (
+            lambda: frappe_request(json.loads(sale_request().body), None),
+            "standard-webhooks: missing signature header(s): webhook-id, webhook-timestamp,"
+            " webhook-signature; or X-Frappe-Webhook-Signature (frappe)",
         ),
     ],
-    ids=["wrong secret", "tampered body"],
+    ids=["wrong secret", "tampered body", "Enable Security off"],
 )
-def test_wrong_secret_or_tampered_body_is_refused_with_401(
-    erpnext_relay: RelayClient, forge: Callable[[], FrappeRequest]
+def test_wrong_secret_tampered_body_or_no_signature_is_refused_with_401(
+    erpnext_relay: RelayClient, forge: Callable[[], FrappeRequest], detail: str
 ) -> None:
-    # Given a request signed with another secret, or changed after Frappe signed it
+    # Given a request signed with another secret, changed after Frappe signed it, or not signed
     request = forge()
-    # When it reaches the relay
+    # When it reaches the relay (without a content type, as Frappe sends it)
     answer = erpnext_relay.post_raw(request.body, request.headers)
     # Then it is refused, naming the scheme tried, and nothing is recorded
     assert answer.status == 401
     assert answer.headers["Content-Type"] == "application/problem+json"
-    assert (answer.body["title"], answer.body["detail"]) == (
-        "Signature refused",
-        "frappe: no matching signature",
-    )
+    assert (answer.body["title"], answer.body["detail"]) == ("Signature refused", detail)
     assert erpnext_relay.status("FY-30001").status == 404
 
 

@@ -125,9 +125,12 @@ class RequestVerifier:
         return next((preset for preset in self.presets if preset.header.lower() in sent), None)
 
     def content_type(self, headers: Mapping[str, str]) -> str | None:
-        """The request's content type; a preset request without one is JSON (Frappe sends none)."""
+        """The request's content type; a request without one is JSON unless it is signed the
+        Standard Webhooks way (Frappe sends none). So a Frappe sender whose signature is off, or
+        whose preset is not enabled here, hears why (401), not about its content type (415)."""
         given = _header(headers, "content-type")
-        if given is None and (self.preset_for(headers) is not None or _header(headers, FRAPPE_HEADER)):
+        standard = any(_header(headers, name) for name in SIGNATURE_HEADERS)
+        if given is None and not standard and (self.presets or _header(headers, FRAPPE_HEADER)):
             return "application/json"
         return given
 
