@@ -23,6 +23,7 @@ from frappe_sender import (
     sales_invoice,
     webhook_document,
 )
+from function_output import FunctionOutput
 from relay_client import FAST_RETRIES, RelayClient
 from relay_local.environment import run_settings
 from relay_local.pipeline import LocalPipeline
@@ -31,6 +32,7 @@ from relay_local.stack import TEMPLATE
 
 SECRET = "erpnext-webhook-secret-for-the-tests-0001"
 NEXT_SECRET = "erpnext-webhook-secret-for-the-tests-0002"
+SHORT_SECRET = "short-frappe-typo"
 
 
 @pytest.fixture
@@ -154,23 +156,40 @@ def test_a_replay_gets_the_same_answer_and_is_never_sent_twice(erpnext_relay: Re
     assert erpnext_relay.status("FY-30001").body["attempts"] == 1
 
 
-def test_two_frappe_secrets_verify_during_rotation(erpnext_relay: RelayClient) -> None:
-    # Given the operator added the next secret beside the current one (a Secrets Manager update)
-    secrets = erpnext_relay.pipeline.secretsmanager()
-    arn = os.environ["WEBHOOK_SECRET_ARN"]
-    entries = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
-    rotated = {"local": entries["local"], "frappe:current": entries["frappe"], "frappe:next": NEXT_SECRET}
-    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
-    parameters.clear_caches()  # type: ignore[no-untyped-call]  # what the 5-minute cache does in time
-    # When ERPNext signs with either secret, Then both are accepted
-    assert erpnext_relay.post_raw(*_wire(sale_request(SECRET))).status == 202
-    assert erpnext_relay.post_raw(*_wire(return_request(NEXT_SECRET))).status == 202
-    # And once the old secret is removed, it is refused
-    del rotated["frappe:current"]
-    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-    assert erpnext_relay.post_raw(*_wire(sale_request(SECRET))).status == 401
-    assert erpnext_relay.post_raw(*_wire(sale_request(NEXT_SECRET))).status == 202
+def test_two_frappe_secrets_verify_during_rotation_and_never_reach_the_logs(
+    erpnext_relay: RelayClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FunctionOutput.capture(capsys, monkeypatch) as output:
+        # Given the operator added the next secret beside the current one (a Secrets Manager
+        # update), and by mistake an entry too short to be used
+        secrets = erpnext_relay.pipeline.secretsmanager()
+        arn = os.environ["WEBHOOK_SECRET_ARN"]
+        entries = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
+        rotated = {
+            "local": entries["local"],
+            "frappe:current": entries["frappe"],
+            "frappe:next": NEXT_SECRET,
+            "frappe:typo": SHORT_SECRET,
+        }
+        secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
+        parameters.clear_caches()  # type: ignore[no-untyped-call]  # what the 5-minute cache does in time
+        # When ERPNext signs with either secret, Then both are accepted
+        assert erpnext_relay.post_raw(*_wire(sale_request(SECRET))).status == 202
+        assert erpnext_relay.post_raw(*_wire(return_request(NEXT_SECRET))).status == 202
+        # And once the old secret is removed, it is refused
+        del rotated["frappe:current"]
+        secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
+        assert erpnext_relay.post_raw(*_wire(sale_request(SECRET))).status == 401
+        assert erpnext_relay.post_raw(*_wire(sale_request(NEXT_SECRET))).status == 202
+        # And the unusable entry is named in a warning, while no secret is in any log line
+        lines = output.lines()
+    assert any(
+        log.get("message") == "signing secret entry ignored" and log.get("entry") == "frappe:typo"
+        for log in output.json_logs()
+    )
+    for secret in (SECRET, NEXT_SECRET, SHORT_SECRET):
+        assert not [line for line in lines if secret in line]
 
 
 def _wire(request: FrappeRequest) -> tuple[bytes, dict[str, str]]:
