@@ -7,11 +7,13 @@ Webhook documents rendered with realistic Sales Invoices.
 import dataclasses
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from test_local_run import _URL, start_run  # `make run`'s process, as its own test starts it
 
 from frappe_sender import (
     E_INVOICE_WEBHOOK,
@@ -24,6 +26,7 @@ from frappe_sender import (
     webhook_document,
 )
 from function_output import FunctionOutput
+from fynd_simulator import SimulatorControl
 from relay_client import FAST_RETRIES, RelayClient
 from relay_local.environment import run_settings
 from relay_local.pipeline import LocalPipeline
@@ -67,40 +70,60 @@ def drained(relay: RelayClient) -> bool:
     return tally.sqs_waiting == 0 and tally.sqs_invisible == 0
 
 
-def test_frappe_sale_and_return_are_accepted_and_invoiced_at_fynd(erpnext_relay: RelayClient) -> None:
-    # Given ERPNext's requests for an e-invoiced sale and a credit note, exactly as Frappe sends them
-    sale, credit_note = sale_request(), return_request()
-    assert "Content-Type" not in sale.headers
-    # When they reach the relay
-    answers = [erpnext_relay.post_raw(request.body, request.headers) for request in (sale, credit_note)]
-    # Then both are accepted and queued
-    assert [answer.status for answer in answers] == [202, 202]
-    assert [answer.body["invoices"] for answer in answers] == [
-        [
-            {
-                "orderId": "FY-30001",
-                "invoiceType": "sale",
-                "invoiceNumber": "SINV-26-00042",
-                "status": "QUEUED",
-            }
-        ],
-        [
-            {
-                "orderId": "FY-30002",
-                "invoiceType": "return",
-                "invoiceNumber": "CN-26-00007",
-                "status": "QUEUED",
-            }
-        ],
-    ]
-    # And both end INVOICED, each sent to Fynd once
-    final = erpnext_relay.wait_for_final(("FY-30001", "sale"), ("FY-30002", "return"))
-    assert {key: body["status"] for key, body in final.items()} == {
-        ("FY-30001", "sale"): "INVOICED",
-        ("FY-30002", "return"): "INVOICED",
-    }
-    assert erpnext_relay.simulator.state.invoice_count("FY-30001") == 1
-    assert erpnext_relay.simulator.state.invoice_count("FY-30002") == 1
+def test_make_run_with_frappe_secret_accepts_and_invoices_a_sale_and_a_return() -> None:
+    # Given `FRAPPE_WEBHOOK_SECRET=... make run` (its process, on free ports)
+    run = start_run({"FRAPPE_WEBHOOK_SECRET": SECRET})
+    try:
+        run.wait_for_output("Ctrl-C stops everything")
+        api_url = run.wait_for_output(rf"API +{_URL}").group(1)
+        fynd = SimulatorControl(run.wait_for_output(rf"Fynd +{_URL}").group(1))
+        assert "frappe        preset enabled" in run.text()
+        assert SECRET not in run.text()
+        # When ERPNext posts an e-invoiced sale and a credit note, exactly as Frappe sends them
+        sale, credit_note = sale_request(), return_request()
+        assert "Content-Type" not in sale.headers
+        answers = [
+            run.http.request("POST", f"{api_url}/v1/invoices", body=request.body, headers=request.headers)
+            for request in (sale, credit_note)
+        ]
+        # Then both are accepted and queued
+        assert [answer.status for answer in answers] == [202, 202]
+        assert [json.loads(answer.data)["invoices"] for answer in answers] == [
+            [
+                {
+                    "orderId": "FY-30001",
+                    "invoiceType": "sale",
+                    "invoiceNumber": "SINV-26-00042",
+                    "status": "QUEUED",
+                }
+            ],
+            [
+                {
+                    "orderId": "FY-30002",
+                    "invoiceType": "return",
+                    "invoiceNumber": "CN-26-00007",
+                    "status": "QUEUED",
+                }
+            ],
+        ]
+        # And both end INVOICED, each invoiced at Fynd once
+        run.api_url = api_url
+        assert run.wait_for_final(["FY-30001"])["FY-30001"]["status"] == "INVOICED"
+        wait_until(lambda: run.status("FY-30002", "return")[1].get("status") == "INVOICED")
+        orders = fynd.orders()
+        assert (orders["FY-30001"]["invoice_count"], orders["FY-30002"]["invoice_count"]) == (1, 1)
+        # And a wrong secret is refused
+        forged = sale_request("a-secret-that-is-not-the-relays-0003")
+        assert (
+            run.http.request(
+                "POST", f"{api_url}/v1/invoices", body=forged.body, headers=forged.headers
+            ).status
+            == 401
+        )
+    finally:
+        if run.process.poll() is None:
+            run.process.send_signal(signal.SIGINT)
+            run.process.wait(timeout=20)
 
 
 @pytest.mark.parametrize(
