@@ -72,6 +72,13 @@ class RelayClient:
         )
         return _answer(response)
 
+    def post_raw(self, body: bytes, headers: dict[str, str]) -> Answer:
+        """POST exactly these bytes and headers, adding nothing (no content type): a foreign sender."""
+        response = self.http.request(
+            "POST", f"{self.pipeline.api_url}/v1/invoices", body=body, headers=headers
+        )
+        return _answer(response)
+
     def status(self, order_id: str, invoice_type: str | None = None, *, signed: bool = True) -> Answer:
         query = f"?invoiceType={invoice_type}" if invoice_type else ""
         headers = signed_headers(self.secret, "") if signed else {}

@@ -43,12 +43,13 @@ app = APIGatewayHttpResolver()
 def receive_invoices() -> Response[str]:
     event = app.current_event
     raw = _raw_body(event.body, bool(event.is_base64_encoded))
-    check_envelope(header(event.headers, "content-type"), len(raw), wiring.ingest_settings().max_body_bytes)
+    verifier = wiring.request_verifier()  # Standard Webhooks, or a preset (relay.domain.presets)
+    check_envelope(verifier.content_type(event.headers), len(raw), wiring.ingest_settings().max_body_bytes)
     try:
         body = raw.decode()
     except UnicodeDecodeError:
         raise MalformedBody("body is not UTF-8 text") from None
-    wiring.webhook_verifier().verify(body, event.headers)
+    tracer.put_annotation("signature_scheme", verifier.verify(raw, event.headers))
     webhook_id = header(event.headers, "webhook-id")
     # Finds this request's trace in X-Ray by the id the ERP, the logs and the ledger know.
     tracer.put_annotation("webhook_id", webhook_id or "")

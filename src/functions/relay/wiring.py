@@ -18,12 +18,14 @@ from botocore.config import Config
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
-from relay.adapters.secrets import SecretsCredentials, webhook_secrets
+from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.presets import RequestVerifier, SigningSecrets
 from relay.domain.reconcile import Reconciler
 from relay.domain.signature import WebhookVerifier
+from relay.observability import logger
 from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ __all__ = [
     "ingest_settings",
     "ledger",
     "reconciler",
+    "request_verifier",
     "webhook_verifier",
 ]
 
@@ -67,9 +70,18 @@ def _queue() -> SqsInvoiceQueue:
     return SqsInvoiceQueue(shared_settings().invoice_queue_url, _sqs())
 
 
+def request_verifier() -> RequestVerifier:
+    """Standard Webhooks and the enabled presets, built per request from the cached secret, so a
+    rotation shows up within minutes."""
+    secrets = SigningSecrets.from_entries(webhook_secret_entries(ingest_settings().webhook_secret_arn))
+    for name, reason in secrets.ignored.items():
+        logger.warning("signing secret entry ignored", extra={"entry": name, "reason": reason})
+    return RequestVerifier(secrets)
+
+
 def webhook_verifier() -> WebhookVerifier:
-    """Built per request from the cached secret, so a rotation shows up within minutes."""
-    return WebhookVerifier(webhook_secrets(ingest_settings().webhook_secret_arn))
+    """Standard Webhooks alone, for the status API: a preset cannot sign a GET."""
+    return request_verifier().standard_webhooks()
 
 
 @cache

@@ -39,6 +39,8 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "loc
 class PipelineConfig:
     webhook_secret: str
     """The whsec_... secret the local API verifies."""
+    frappe_webhook_secret: str | None = None
+    """When set, the `frappe` preset's secret (FRAPPE_WEBHOOK_SECRET): an entry named "frappe"."""
     api_port: int = 0
     fynd_base_url: str | None = None
     """Send to this Fynd instead of starting the simulator."""
@@ -98,7 +100,7 @@ class LocalPipeline:
             template_path=self.config.template_path,
             parameters={"FyndBaseUrl": self.fynd_base_url, **self.config.parameters},
             secret_values={
-                "WebhookSigningSecret": json.dumps({"local": self.config.webhook_secret}),
+                "WebhookSigningSecret": json.dumps(self._signing_secret_entries()),
                 "FyndCredentialsSecret": json.dumps(
                     {"username": self.config.fynd_username, "password": self.config.fynd_password}
                 ),
@@ -164,6 +166,12 @@ class LocalPipeline:
 
     def secretsmanager(self) -> "SecretsManagerClient":
         return _session().client("secretsmanager", endpoint_url=self.moto.url)
+
+    def _signing_secret_entries(self) -> dict[str, str]:
+        entries = {"local": self.config.webhook_secret}
+        if self.config.frappe_webhook_secret:
+            entries["frappe"] = self.config.frappe_webhook_secret
+        return entries
 
     def _apply_environment(self, stack: LocalStack) -> None:
         environment = {

@@ -34,6 +34,7 @@ _SAMPLE_ORDER = "FY-10001"
 def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str, str]) -> PipelineConfig:
     return PipelineConfig(
         webhook_secret=settings.webhook_secret,
+        frappe_webhook_secret=settings.frappe_webhook_secret,
         api_port=settings.api_port,
         fynd_base_url=settings.fynd.base_url,
         fynd_username=settings.fynd.username,
@@ -67,6 +68,11 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
             f"Fynd Invoice Relay, local run from {pipeline.config.template_path.name} (no AWS, no Docker)",
             f"  API           {pipeline.api_url}  (POST /v1/invoices, GET /v1/invoices/{{orderId}})",
             f"  secret        {settings.webhook_secret}  ({secret_note})",
+            *(
+                ["  frappe        preset enabled: X-Frappe-Webhook-Signature, secret FRAPPE_WEBHOOK_SECRET"]
+                if settings.frappe_webhook_secret
+                else []
+            ),
             f"  Fynd          {fynd}",
             f"  AWS endpoint  {pipeline.moto.url}  (moto: queue, dead-letter queue, ledger table, secrets)",
             f"  consumer      batch size {source.batch_size}, window {source.batching_window_seconds} s,"

@@ -62,3 +62,11 @@ def webhook_secrets(arn: str) -> list[str]:
     if not isinstance(document, dict):
         raise SecretFormatError(f"secret {arn} must be a JSON object of signing secrets")
     return [value for value in document.values() if isinstance(value, str) and value]
+
+
+def webhook_secret_entries(arn: str) -> dict[str, str]:
+    """Every signing secret by entry name; the name selects the scheme (relay.domain.presets)."""
+    document = read_json_secret(arn)
+    if not isinstance(document, dict):
+        raise SecretFormatError(f"secret {arn} must be a JSON object of signing secrets")
+    return {str(name): value for name, value in document.items() if isinstance(value, str) and value}
