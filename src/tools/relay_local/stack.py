@@ -234,6 +234,11 @@ def build_stack(
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props["BillingMode"],
+            **(
+                {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+                if "GlobalSecondaryIndexes" in props
+                else {}
+            ),
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
         )["TableDescription"]
         if ttl := props.get("TimeToLiveSpecification"):

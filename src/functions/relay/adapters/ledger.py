@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, sources_of
+from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, LedgerEvent, sources_of
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
 from relay.domain.ports import AcceptRaceError, Claim, ClaimRefusal, LedgerUnavailableError
@@ -227,6 +227,57 @@ class InvoiceLedger:
             raise
         return True
 
+    @_outage_is_typed
+    def replay(self, entry: LedgerEntry, *, by: str, reason: str, now: float) -> LedgerEntry | None:
+        """Queue a REJECTED entry again, unchanged, and add who/when/why to its history.
+
+        Only from the states relay.domain.ledger allows into QUEUED (REJECTED), and only if the
+        entry is still exactly the one the operator looked at (same content, same last update):
+        an ERP's corrected resubmission in between wins, and None says so. The entry starts
+        over as a new acceptance would (attempts 0, a fresh IN403 deadline from `now`); the
+        caller puts the invoice back on the queue after this write, never before, so the
+        dispatcher cannot find the entry still final and drop the message.
+        """
+        sources = sorted(sources_of(InvoiceStatus.QUEUED))
+        event: dict[str, AttributeValueTypeDef] = {
+            "action": _s("replay"),
+            "at": _n(now),
+            "by": _s(by),
+            "reason": _s(reason),
+        }
+        if entry.last_error:
+            event |= {"code": _s(entry.last_error.code), "message": _s(entry.last_error.message)}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":queued": _s(InvoiceStatus.QUEUED),
+            ":now": _n(now),
+            ":zero": _n(0),
+            ":hash": _s(entry.content_hash),
+            ":seen": _n(entry.updated_at),
+            ":event": {"L": [{"M": event}]},
+            ":none": {"L": []},
+            **{f":source{index}": _s(status) for index, status in enumerate(sources)},
+        }
+        source_list = ", ".join(f":source{index}" for index in range(len(sources)))
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=_pk(entry.key),
+                UpdateExpression=(
+                    "SET #status = :queued, statusKey = :queued, updatedAt = :now, acceptedAt = :now,"
+                    " attempts = :zero, history = list_append(if_not_exists(history, :none), :event)"
+                    + _FORGET_OUTCOME
+                ),
+                ConditionExpression=f"#status IN ({source_list}) AND contentHash = :hash AND updatedAt = :seen",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _entry(answer["Attributes"])
+
 
 _SET_QUEUED = (
     "SET #status = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
@@ -272,4 +323,23 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         fynd_ack_id=text("fyndAckId"),
         retry_at=number("retryAt"),
         already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
+        history=_history(item),
     )
+
+
+def _history(item: Mapping[str, Any]) -> tuple[LedgerEvent, ...]:
+    """The entry's operator actions, oldest first (written by InvoiceLedger.replay)."""
+    events = []
+    for element in item.get("history", {}).get("L", []):
+        event = {name: next(iter(value.values())) for name, value in element.get("M", {}).items()}
+        code = event.get("code")
+        events.append(
+            LedgerEvent(
+                action=str(event.get("action", "")),
+                at=float(event.get("at", 0)),
+                by=str(event.get("by", "")),
+                reason=str(event.get("reason", "")),
+                previous_error=LastError(str(code), str(event.get("message", ""))) if code else None,
+            )
+        )
+    return tuple(events)

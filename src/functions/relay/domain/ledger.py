@@ -70,6 +70,21 @@ class LastError:
 
 
 @dataclass(frozen=True)
+class LedgerEvent:
+    """An operator's action on an entry, kept in its history: who did what, when and why.
+
+    `replay` moves a REJECTED entry back to QUEUED, unchanged, once the cause is fixed
+    (`relay replay`); `previous_error` is the rejection it undid.
+    """
+
+    action: str
+    at: float
+    by: str
+    reason: str
+    previous_error: LastError | None = None
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     """What the ledger knows about one invoice key; the status API shows it."""
 
@@ -87,6 +102,7 @@ class LedgerEntry:
     fynd_ack_id: str | None = None
     retry_at: float | None = None
     already_invoiced: bool = False
+    history: tuple[LedgerEvent, ...] = ()
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
