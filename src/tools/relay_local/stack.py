@@ -229,17 +229,19 @@ def build_stack(
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     for logical_id, props in create("AWS::DynamoDB::Table"):
+        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its own).
+        indexes = (
+            {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+            if "GlobalSecondaryIndexes" in props
+            else {}
+        )
         table = dynamodb.create_table(
             TableName=logical_id,
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props["BillingMode"],
-            **(
-                {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
-                if "GlobalSecondaryIndexes" in props
-                else {}
-            ),
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
+            **indexes,
         )["TableDescription"]
         if ttl := props.get("TimeToLiveSpecification"):
             dynamodb.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
