@@ -513,7 +513,9 @@ def _print_summary(summary: dict[str, Any], as_json: bool, line: str) -> None:
     if as_json:
         emit_json(summary)
     else:
-        output.console().print(table(line, ("", ""), summary.items()))
+        out = output.console()
+        out.print(line, highlight=False)
+        out.print(table("", ("", ""), summary.items()))
 
 
 def _print_problem(status: int, body: Any) -> None:

@@ -34,7 +34,9 @@ EXIT_CODES_HELP = (
 
 
 def console() -> Console:
-    return Console(soft_wrap=False)
+    shown = Console(soft_wrap=False)
+    # Piped into a file or `less`, a table keeps each value on one line instead of folding at 80.
+    return shown if shown.is_terminal else Console(soft_wrap=False, width=max(shown.width, 240))
 
 
 def errors() -> Console:
