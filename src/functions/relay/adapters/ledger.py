@@ -321,9 +321,9 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         last_error=LastError(code, message or "") if code else None,
         correlation_id=text("correlationId"),
         fynd_ack_id=text("fyndAckId"),
+        history=_history(item),
         retry_at=number("retryAt"),
         already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
-        history=_history(item),
     )
 
 

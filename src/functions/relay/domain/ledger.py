@@ -100,9 +100,10 @@ class LedgerEntry:
     last_error: LastError | None = None
     correlation_id: str | None = None
     fynd_ack_id: str | None = None
+    history: tuple[LedgerEvent, ...] = ()
+    """Operators' actions on the entry, oldest first (relay replay)."""
     retry_at: float | None = None
     already_invoiced: bool = False
-    history: tuple[LedgerEvent, ...] = ()
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
