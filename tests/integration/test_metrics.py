@@ -106,18 +106,18 @@ def test_each_fynd_code_is_counted_under_its_outcome(relay: RelayClient, emf: Fu
     assert "Retries" not in emf.names()
 
 
-@relay_with(consume=False, environment={"TOO_EARLY_DEADLINE_SECONDS": "1"})
+@relay_with(consume=False, environment={"TOO_EARLY_DEADLINE_SECONDS": "5"})
 def test_too_early_is_counted_as_a_retry_then_as_rejected_past_the_deadline(
     relay: RelayClient, emf: FunctionOutput
 ) -> None:
-    # Given an order Fynd never confirms, and a 1-second deadline
+    # Given an order Fynd never confirms, and a 5-second deadline
     relay.simulator.state.configure_order("NEVER-CONFIRMED", "pending")
     relay.post(invoice_dict("NEVER-CONFIRMED"))
     (record,) = relay.receive(1)
     # When it is answered IN403 before the deadline, and again after it
     relay.dispatch(record)
     assert emf.total("Retries", reason="IN403") == 1
-    time.sleep(1.1)
+    time.sleep(5.1)
     relay.dispatch(record)
     # Then the first answer is a retry, and the last a rejection under the deadline's own code
     assert emf.total("Retries", reason="IN403") == 1
@@ -135,8 +135,9 @@ def test_outages_and_throttling_are_counted_as_retries_by_reason(
     )
     relay.post(invoice_dict("A"))
     (record,) = relay.receive(1)
-    # When the invoice is received three times
+    # When the invoice is received three times, each when its back-off has passed
     for _ in range(3):
+        relay.wait_until_due("A")
         relay.dispatch(record)
     # Then each failed attempt is a retry named by its reason, and the third is invoiced
     assert emf.total("Retries", reason="fynd_unavailable") == 1
@@ -255,6 +256,7 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     relay.post(invoice_dict("A"))
     (failing,) = relay.receive(1)
     relay.dispatch(failing, receive_count=1)
+    relay.wait_until_due("A")
     relay.dispatch(failing, receive_count=last_receive)
     # Then the first is a retry and the last is dead-lettered, under the failure's reason
     assert emf.total("Retries", reason="fynd_unavailable") == 1
@@ -271,7 +273,11 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     relay.post(invoice_dict("B"))
     (held,) = relay.receive(1)
     claim = ledger().claim(
-        QueuedInvoice.from_body(held["body"]), owner="another-worker", now=time.time(), lease_seconds=60
+        QueuedInvoice.from_body(held["body"]),
+        message_id="another-message",
+        owner="another-worker",
+        now=time.time(),
+        lease_seconds=60,
     )
     assert claim.granted
     relay.dispatch(held, receive_count=last_receive)

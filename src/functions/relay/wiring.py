@@ -6,41 +6,48 @@ later invocation of the same instance.
 
 import time
 import uuid
-from collections.abc import Callable
 from functools import cache
 from random import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import urllib3
 from aws_lambda_powertools.utilities import parameters
 from botocore.config import Config
-from pydantic import ValidationError
 
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
-from relay.adapters.queue import CORRELATION_ATTRIBUTE, SqsInvoiceQueue
+from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.secrets import SecretsCredentials, webhook_secrets
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
-from relay.domain.messages import Delivery, QueuedInvoice
-from relay.domain.policy import Backoff, CodePolicy
+from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.signature import WebhookVerifier
-from relay.observability import count, logger
 from relay.settings import dispatch_settings, ingest_settings, shared_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["acceptance", "dispatch_batch", "forget", "ingest_settings", "ledger", "webhook_verifier"]
+__all__ = [
+    "acceptance",
+    "dispatch_settings",
+    "dispatcher",
+    "forget",
+    "ingest_settings",
+    "ledger",
+    "webhook_verifier",
+]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+LEDGER_CONCURRENCY = 20
+"""The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
 
 
 @cache
 def _dynamodb() -> "DynamoDBClient":
-    return boto3.client("dynamodb", config=_AWS_CONFIG)
+    # A connection per concurrent write, so none waits for a free one.
+    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=LEDGER_CONCURRENCY)))
 
 
 @cache
@@ -71,6 +78,7 @@ def acceptance() -> InvoiceAcceptance:
 @cache
 def dispatcher() -> Dispatcher:
     settings = dispatch_settings()
+    request_seconds = settings.fynd_connect_timeout_seconds + settings.fynd_read_timeout_seconds
     fynd = FyndClient(
         str(settings.fynd_base_url),
         SecretsCredentials(
@@ -88,14 +96,16 @@ def dispatcher() -> Dispatcher:
         policy=CodePolicy(
             Backoff(settings.retry_base_seconds, settings.retry_max_seconds, random),
             settings.too_early_deadline_seconds,
+            outage_backoff(settings.retry_base_seconds, random),
         ),
         settings=DispatchSettings(
             lease_seconds=settings.lease_seconds,
             max_receive_count=settings.max_receive_count,
-            # Room for one whole call at its timeouts, plus recording its outcome.
-            call_budget_seconds=settings.fynd_connect_timeout_seconds
-            + settings.fynd_read_timeout_seconds
-            + 5,
+            request_seconds=request_seconds,
+            # Room for a token fetch, the call, one refresh and the call again.
+            call_budget_seconds=2 * request_seconds,
+            record_reserve_seconds=settings.record_reserve_seconds,
+            ledger_concurrency=LEDGER_CONCURRENCY,
         ),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",
@@ -111,58 +121,3 @@ def forget() -> None:
     for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]
-
-
-def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> dict[str, Any]:
-    """An SQS event in, the partial batch response out. A record we cannot read comes back
-    (and reaches the dead-letter queue after maxReceiveCount): it never blocks its batch."""
-    deliveries: list[Delivery] = []
-    unreadable: list[str] = []
-    for record in event.get("Records", []):
-        try:
-            deliveries.append(_delivery(record))
-        except (ValidationError, KeyError, ValueError, TypeError):
-            # Never the body or the validation error: both may quote the invoice.
-            last_receive = _receive_count(record) >= dispatch_settings().max_receive_count
-            logger.error(
-                "queue message is not a queued invoice",
-                extra={
-                    "message_id": record.get("messageId"),
-                    "correlation_id": _correlation_attribute(record),
-                    "dead_lettered": last_receive,
-                },
-            )
-            count("MalformedMessages")
-            if last_receive:
-                count("DeadLettered", reason="malformed")
-            unreadable.append(str(record.get("messageId")))
-    failed = dispatcher().dispatch(deliveries, seconds_left) if deliveries else []
-    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
-
-
-def _delivery(record: dict[str, Any]) -> Delivery:
-    message = QueuedInvoice.from_body(record["body"])
-    correlation_id = _correlation_attribute(record)
-    if not message.correlation_id and correlation_id:
-        message = message.model_copy(update={"correlation_id": correlation_id})
-    return Delivery(
-        message_id=record["messageId"],
-        receipt_handle=record["receiptHandle"],
-        receive_count=_receive_count(record),
-        message=message,
-    )
-
-
-def _correlation_attribute(record: dict[str, Any]) -> str | None:
-    attributes = record.get("messageAttributes")
-    attribute = attributes.get(CORRELATION_ATTRIBUTE) if isinstance(attributes, dict) else None
-    value = attribute.get("stringValue") if isinstance(attribute, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _receive_count(record: dict[str, Any]) -> int:
-    attributes = record.get("attributes")
-    try:
-        return int(attributes.get("ApproximateReceiveCount", 1)) if isinstance(attributes, dict) else 1
-    except (TypeError, ValueError):
-        return 1
