@@ -59,8 +59,8 @@ def run_relay(relay: RelayClient, *args: str, target: tuple[str, ...] | None = N
 def index_statuses(relay: RelayClient, *keys: InvoiceKey) -> None:
     """Set `statusKey` as the contract says every status write does (INVOICED removes it).
 
-    Stands in for the relay's own statusKey writes in claim/record, which land from the
-    lead's and the reconcile branches; once they have, this finds nothing to change.
+    Claim and record write it (main); ingest's accept writes it from the reconcile branch on.
+    Until that lands a QUEUED entry has none, and this stands in; then it finds nothing to do.
     """
     dynamodb = relay.pipeline.dynamodb()
     assert relay.pipeline.stack is not None
