@@ -26,7 +26,7 @@ from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.ports import LedgerUnavailableError
 from relay_cli import ledger_index, output
-from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, table
+from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, pairs, table
 from relay_cli.redrive import depth, redrive
 from relay_cli.smoke import run_smoke
 from relay_cli.target import Target, TargetError, TargetOptions, resolve
@@ -150,7 +150,7 @@ def status(
             for name, value in document.items()
         ]
         out = output.console()
-        out.print(table(f"{order_id} ({invoice_type.value})", ("field", "value"), rows))
+        out.print(pairs(f"{order_id} ({invoice_type.value})", rows))
         if history:
             events = [
                 (e["at"], e["action"], e["by"], e["reason"], (e.get("previousError") or {}).get("code"))
@@ -440,7 +440,7 @@ def smoke(
         emit_json(result.as_dict())
     else:
         rows = [("target", target.description), *result.as_dict().items()]
-        output.console().print(table(f"smoke: {'passed' if result.passed else 'FAILED'}", ("", ""), rows))
+        output.console().print(pairs(f"smoke: {'passed' if result.passed else 'FAILED'}", rows))
     raise typer.Exit(Exit.OK if result.passed else Exit.ATTENTION)
 
 
@@ -515,7 +515,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool, line: str) -> None:
     else:
         out = output.console()
         out.print(line, highlight=False)
-        out.print(table("", ("", ""), summary.items()))
+        out.print(pairs("", summary.items()))
 
 
 def _print_problem(status: int, body: Any) -> None:
@@ -526,7 +526,7 @@ def _print_problem(status: int, body: Any) -> None:
             rows.append((f"invoice {item.get('index')}: {item.get('field')}", item.get("message")))
         for item in body.get("conflicts", []) or []:
             rows.append((f"conflict {item.get('orderId')}", item.get("status")))
-        out.print(table(f"{status} refused", ("", ""), rows))
+        out.print(pairs(f"{status} refused", rows))
     else:
         out.print(f"{status}: {body}")
 

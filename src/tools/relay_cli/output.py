@@ -57,6 +57,13 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     return shown
 
 
+def pairs(title: str, rows: Iterable[Sequence[Any]]) -> Table:
+    """A two-column name/value table, without a header row."""
+    shown = table(title, ("", ""), rows)
+    shown.show_header = False
+    return shown
+
+
 def iso(epoch: float | None) -> str | None:
     if not epoch:
         return None
