@@ -1,6 +1,7 @@
 """The DynamoDB ledger adapter against moto (server mode, the table built from template.yaml):
 its conditions state the domain's claim rule, and every outage leaves as LedgerUnavailableError."""
 
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,8 @@ NOW = 1_800_000_000.0
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     with MotoServer() as server:
+        # moto keeps its state per process: a pipeline an earlier test in this worker ran left its table.
+        urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST"))  # noqa: S310
         yield build_stack(server.url, parameters={"FyndBaseUrl": "https://fynd.invalid"})
 
 
