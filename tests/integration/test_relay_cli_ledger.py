@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from factories import invoice_dict
-from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay_cli_support import index_statuses, keep_body_as_ingest_does, run_relay
+from relay_cli_support import run_relay
 from relay_client import RelayClient
 
 TODAY = datetime.now(UTC).date()
-
-
-def sale(order_id: str) -> InvoiceKey:
-    return InvoiceKey(order_id, InvoiceType.SALE)
 
 
 def test_list_reads_rejected_invoices_by_code_from_the_index_never_a_scan(relay: RelayClient) -> None:
@@ -25,7 +20,6 @@ def test_list_reads_rejected_invoices_by_code_from_the_index_never_a_scan(relay:
     orders = ("CANCELLED-L1", "UNKNOWN-L1", "FY-L1")
     relay.post([invoice_dict(order_id) for order_id in orders])
     relay.settle(*orders)
-    index_statuses(relay, *map(sale, orders))
     # When an operator lists the rejected ones, all of them and IN401 only
     rejected = run_relay(relay, "list", "--status", "REJECTED", "--since", "1h", "--json")
     cancelled = run_relay(relay, "list", "--status", "REJECTED", "--code", "IN401", "--json")
@@ -63,7 +57,6 @@ def test_stats_counts_by_state_and_code_and_reads_the_queues(relay: RelayClient)
     orders = ("CANCELLED-S1", "CANCELLED-S2", "UNKNOWN-S1", "FY-S1")
     relay.post([invoice_dict(order_id) for order_id in orders])
     relay.settle(*orders)
-    index_statuses(relay, *map(sale, orders))
     # When an operator asks for stats
     run = run_relay(relay, "stats", "--json")
     shown = run_relay(relay, "stats")
@@ -86,7 +79,6 @@ def test_report_is_a_csv_of_rejected_with_reason_and_pending_in_the_window(
     relay.post([invoice_dict("FY-R1"), invoice_dict("FY-R2"), invoice_dict("CANCELLED-R1")])
     records = relay.receive(3)
     relay.dispatch(*(r for r in records if "CANCELLED-R1" in r["body"]))
-    index_statuses(relay, sale("FY-R1"), sale("FY-R2"), sale("CANCELLED-R1"))
     # When finance asks for today's report, as CSV on stdout and in a file, and for tomorrow's
     today = run_relay(relay, "report", "--from", str(TODAY), "--to", str(TODAY))
     to_file = run_relay(
@@ -119,7 +111,6 @@ def test_replay_requeues_a_fixed_rejection_and_the_status_api_shows_who_when_why
     relay.simulator.state.configure_orders({"FY-P1": {"state": "cancelled"}})
     relay.post(payload)
     assert relay.settle("FY-P1")["FY-P1"]["lastError"]["code"] == "IN401"
-    keep_body_as_ingest_does(relay, payload)
     # And the seller has since reinstated the order in Fynd
     relay.simulator.state.configure_orders({"FY-P1": {"state": "confirmed"}})
     # When an operator checks with a dry run, then replays it, saying who and why
@@ -182,9 +173,6 @@ def test_replay_by_status_and_code_picks_only_that_code(relay: RelayClient) -> N
     payloads = [invoice_dict("CANCELLED-C1"), invoice_dict("UNKNOWN-C1")]
     relay.post(payloads)
     relay.settle("CANCELLED-C1", "UNKNOWN-C1")
-    for payload in payloads:
-        keep_body_as_ingest_does(relay, payload)
-    index_statuses(relay, sale("CANCELLED-C1"), sale("UNKNOWN-C1"))
     # When an operator replays the IN400s only, as a dry run
     run = run_relay(relay, "replay", "--status", "REJECTED", "--code", "IN400", "--dry-run", "--json")
     # Then only the IN400 is picked

@@ -22,8 +22,9 @@ from relay.adapters.secrets import SecretsCredentials, webhook_secrets
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.reconcile import Reconciler
 from relay.domain.signature import WebhookVerifier
-from relay.settings import dispatch_settings, ingest_settings, shared_settings
+from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -36,6 +37,7 @@ __all__ = [
     "forget",
     "ingest_settings",
     "ledger",
+    "reconciler",
     "webhook_verifier",
 ]
 
@@ -113,11 +115,23 @@ def dispatcher() -> Dispatcher:
     )
 
 
+@cache
+def reconciler() -> Reconciler:
+    settings = reconcile_settings()
+    return Reconciler(
+        ledger=ledger(),
+        queue=_queue(),
+        clock=time.time,
+        stall_seconds=settings.stall_seconds,
+        max_per_run=settings.max_per_run,
+    )
+
+
 def forget() -> None:
     """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
     test that rebuilds its AWS endpoint inside one process does."""
-    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher):
+    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher, reconciler):
         cached.cache_clear()
-    for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
+    for settings_cache in (shared_settings, ingest_settings, dispatch_settings, reconcile_settings):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

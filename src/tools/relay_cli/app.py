@@ -290,10 +290,7 @@ def replay(
         )
         keys = [InvoiceKey(row.order_id, InvoiceType(row.invoice_type)) for row in rows]
     replayer = Replayer(
-        InvoiceLedger(target.table_name, dynamodb),
-        dynamodb,
-        target.table_name,
-        SqsInvoiceQueue(target.queue_url, target.sqs()),
+        InvoiceLedger(target.table_name, dynamodb), SqsInvoiceQueue(target.queue_url, target.sqs())
     )
     outcomes = replayer.replay_all(
         keys, by=by or _who(target), reason=reason.strip(), now=time.time(), dry_run=dry_run

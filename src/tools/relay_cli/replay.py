@@ -2,7 +2,8 @@
 a location's credentials corrected), recording who did it, when and why.
 
 The invoice's content comes from the body item ingest keeps beside the ledger entry
-(`pk = "body#<orderId>#<invoiceType>"`, attribute `body`: the queued message). It is
+(`pk = "body#<orderId>#<invoiceType>"`, attribute `body`: the queued message), read with
+InvoiceLedger.body, as the reconciler reads it. It is
 replayed only if that content is the one the rejection was about (same content hash): an
 invoice the ERP has corrected since is the ERP's to send. The ledger moves first
 (InvoiceLedger.replay, conditional), then the message is queued; if queueing fails the
@@ -12,18 +13,12 @@ entry is QUEUED with no message, which the reconciler requeues from the same bod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
+from typing import Any
 
 from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.messages import QueuedInvoice
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
 
 
 class Result(StrEnum):
@@ -56,17 +51,9 @@ class ReplayOutcome:
         }
 
 
-def body_key(key: InvoiceKey) -> str:
-    return f"body#{key}"
-
-
 class Replayer:
-    def __init__(
-        self, ledger: InvoiceLedger, dynamodb: "DynamoDBClient", table: str, queue: SqsInvoiceQueue
-    ) -> None:
+    def __init__(self, ledger: InvoiceLedger, queue: SqsInvoiceQueue) -> None:
         self._ledger = ledger
-        self._dynamodb = dynamodb
-        self._table = table
         self._queue = queue
 
     def replay_all(
@@ -81,7 +68,7 @@ class Replayer:
         code = entry.last_error.code if entry.last_error else None
         if entry.status is not InvoiceStatus.REJECTED:
             return ReplayOutcome(key, Result.NOT_REJECTED, f"it is {entry.status}; only REJECTED is replayed")
-        message = self._stored_message(key)
+        message = self._ledger.body(key)
         if message is None:
             return ReplayOutcome(
                 key,
@@ -97,15 +84,3 @@ class Replayer:
             return ReplayOutcome(key, Result.CHANGED, "the entry changed while replaying; look again", code)
         self._queue.send([message.model_copy(update={"accepted_at": now})])
         return ReplayOutcome(key, Result.REPLAYED, f"queued again (was {code})", code)
-
-    def _stored_message(self, key: InvoiceKey) -> QueuedInvoice | None:
-        item = self._dynamodb.get_item(
-            TableName=self._table, Key={"pk": {"S": body_key(key)}}, ConsistentRead=True
-        ).get("Item")
-        body = (item or {}).get("body", {}).get("S")
-        if not body:
-            return None
-        try:
-            return QueuedInvoice.from_body(body)
-        except ValidationError:
-            return None

@@ -117,6 +117,15 @@ class LocalStack:
             if resource["Type"] == "AWS::SecretsManager::Secret"
         }
 
+    @property
+    def function_names(self) -> list[str]:
+        """The template's functions by logical id, in template order."""
+        return [
+            logical_id
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::Serverless::Function"
+        ]
+
     def resolve(self, value: Any) -> Any:
         """A template value with Ref and Fn::GetAtt replaced by the local names, URLs and ARNs."""
         return _resolve(value, self.references, self.attributes)
@@ -266,6 +275,7 @@ def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
             "MessageRetentionPeriod",
             "ReceiveMessageWaitTimeSeconds",
             "DelaySeconds",
+            "MaximumMessageSize",
         )
         if name in props
     }
