@@ -116,6 +116,19 @@ def _status_document(entry: LedgerEntry) -> dict[str, Any]:
         document["alreadyInvoiced"] = True
     if entry.correlation_id:
         document["webhookId"] = entry.correlation_id
+    if entry.history:  # operators' replays (`relay replay`): who, when, why, and the rejection undone
+        document["history"] = [
+            {
+                "action": event.action,
+                "at": _iso(event.at),
+                "by": event.by,
+                "reason": event.reason,
+                "previousError": {"code": event.previous_error.code, "message": event.previous_error.message}
+                if event.previous_error
+                else None,
+            }
+            for event in entry.history
+        ]
     return document
 
 

@@ -17,7 +17,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
+from relay.domain.ledger import (
+    ClaimRefusal,
+    InvoiceStatus,
+    LastError,
+    LedgerEntry,
+    LedgerEvent,
+    claim_refusal,
+    sources_of,
+)
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
 from relay.domain.ports import AcceptRaceError, Claim, LedgerUnavailableError
@@ -357,6 +365,59 @@ class InvoiceLedger:
         except ValueError:  # pydantic's ValidationError: a body an older or newer format wrote
             return None
 
+    # ---- The operator's replay (relay replay, src/tools/relay_cli) ----
+
+    @_outage_is_typed
+    def replay(self, entry: LedgerEntry, *, by: str, reason: str, now: float) -> LedgerEntry | None:
+        """Queue a REJECTED entry again, unchanged, and add who/when/why to its history.
+
+        Only from the states relay.domain.ledger allows into QUEUED (REJECTED), and only if the
+        entry is still exactly the one the operator looked at (same content, same last update):
+        an ERP's corrected resubmission in between wins, and None says so. The entry starts
+        over as a new acceptance would (attempts 0, a fresh IN403 deadline from `now`); the
+        caller puts the invoice back on the queue after this write, never before, so the
+        dispatcher cannot find the entry still final and drop the message.
+        """
+        sources = sorted(sources_of(InvoiceStatus.QUEUED))
+        event: dict[str, AttributeValueTypeDef] = {
+            "action": _s("replay"),
+            "at": _n(now),
+            "by": _s(by),
+            "reason": _s(reason),
+        }
+        if entry.last_error:
+            event |= {"code": _s(entry.last_error.code), "message": _s(entry.last_error.message)}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":queued": _s(InvoiceStatus.QUEUED),
+            ":now": _n(now),
+            ":zero": _n(0),
+            ":hash": _s(entry.content_hash),
+            ":seen": _n(entry.updated_at),
+            ":event": {"L": [{"M": event}]},
+            ":none": {"L": []},
+            **{f":source{index}": _s(status) for index, status in enumerate(sources)},
+        }
+        source_list = ", ".join(f":source{index}" for index in range(len(sources)))
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=_pk(entry.key),
+                UpdateExpression=(
+                    "SET #status = :queued, statusKey = :queued, updatedAt = :now, acceptedAt = :now,"
+                    " attempts = :zero, history = list_append(if_not_exists(history, :none), :event)"
+                    + _FORGET_OUTCOME
+                ),
+                ConditionExpression=f"#status IN ({source_list}) AND contentHash = :hash AND updatedAt = :seen",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _entry(answer["Attributes"])
+
 
 _CLAIMABLE = (
     # relay.domain.ledger.claim_refusal, as DynamoDB states it: a missing entry, or the same
@@ -414,9 +475,28 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         last_error=LastError(code, message or "") if code else None,
         correlation_id=text("correlationId"),
         fynd_ack_id=text("fyndAckId"),
+        history=_history(item),
         retry_at=number("retryAt"),
         already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
         claim_message_id=text("claimMessageId"),
         claimed_from=InvoiceStatus(claimed_from) if (claimed_from := text("claimedFrom")) else None,
         confirmed_by=text("confirmedBy"),
     )
+
+
+def _history(item: Mapping[str, Any]) -> tuple[LedgerEvent, ...]:
+    """The entry's operator actions, oldest first (written by InvoiceLedger.replay)."""
+    events = []
+    for element in item.get("history", {}).get("L", []):
+        event = {name: next(iter(value.values())) for name, value in element.get("M", {}).items()}
+        code = event.get("code")
+        events.append(
+            LedgerEvent(
+                action=str(event.get("action", "")),
+                at=float(event.get("at", 0)),
+                by=str(event.get("by", "")),
+                reason=str(event.get("reason", "")),
+                previous_error=LastError(str(code), str(event.get("message", ""))) if code else None,
+            )
+        )
+    return tuple(events)

@@ -70,6 +70,21 @@ class LastError:
 
 
 @dataclass(frozen=True)
+class LedgerEvent:
+    """An operator's action on an entry, kept in its history: who did what, when and why.
+
+    `replay` moves a REJECTED entry back to QUEUED, unchanged, once the cause is fixed
+    (`relay replay`); `previous_error` is the rejection it undid.
+    """
+
+    action: str
+    at: float
+    by: str
+    reason: str
+    previous_error: LastError | None = None
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     """What the ledger knows about one invoice key; the status API shows it."""
 
@@ -85,6 +100,8 @@ class LedgerEntry:
     last_error: LastError | None = None
     correlation_id: str | None = None
     fynd_ack_id: str | None = None
+    history: tuple[LedgerEvent, ...] = ()
+    """Operators' actions on the entry, oldest first (relay replay)."""
     retry_at: float | None = None
     already_invoiced: bool = False
     claim_message_id: str | None = None
