@@ -114,6 +114,8 @@ def _status_document(entry: LedgerEntry) -> dict[str, Any]:
         document["nextAttemptAt"] = _iso(entry.retry_at)
     if entry.already_invoiced:
         document["alreadyInvoiced"] = True
+    if entry.confirmed_by:
+        document["confirmedBy"] = entry.confirmed_by
     if entry.correlation_id:
         document["webhookId"] = entry.correlation_id
     if entry.history:  # operators' replays (`relay replay`): who, when, why, and the rejection undone
