@@ -42,25 +42,9 @@ _MOVES: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
 }
 
 
-class IllegalTransition(Exception):
-    def __init__(self, source: InvoiceStatus, target: InvoiceStatus) -> None:
-        super().__init__(f"ledger entry cannot move from {source} to {target}")
-        self.source = source
-        self.target = target
-
-
-def can_move(source: InvoiceStatus, target: InvoiceStatus) -> bool:
-    return target in _MOVES[source]
-
-
 def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
     """The states an entry may be in for a write to move it to `target` (the DAL's condition)."""
     return frozenset(source for source, targets in _MOVES.items() if target in targets)
-
-
-def check_move(source: InvoiceStatus, target: InvoiceStatus) -> None:
-    if not can_move(source, target):
-        raise IllegalTransition(source, target)
 
 
 @dataclass(frozen=True)
