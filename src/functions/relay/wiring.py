@@ -2,6 +2,19 @@
 
 Nothing here runs at import time: clients are created on first use and reused by every
 later invocation of the same instance.
+
+Ingest's time budget (breach 11). IngestFunction has `Timeout: 10` in template.yaml; ingest's
+AWS clients make one attempt each (botocore retries off) with INGEST_CONNECT_TIMEOUT +
+INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 1.5 s at most per call, and the only resends
+are SqsInvoiceQueue's, inside INGEST_SEND_BUDGET_SECONDS. A round of acceptance (one
+BatchGetItem, one TransactWriteItems, the whole send) starts only while the invocation has
+INGEST_ROUND_RESERVE_SECONDS left beyond INGEST_ANSWER_MARGIN_SECONDS, so the worst POST is
+
+    GetSecretValue 1.5 + round reserve (read 1.5 + write 1.5 + send 3.0) + answer margin 1.0
+    = 8.5 s <= 10 s,
+
+and a ledger write is never followed by a timeout before its messages are queued or the
+sender is told 503. `ingest_worst_case_seconds()` is that sum; a test holds it to the template.
 """
 
 import time
@@ -14,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import urllib3
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 from pydantic import ValidationError
 
@@ -33,9 +47,39 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["acceptance", "dispatch_batch", "forget", "ingest_settings", "ledger", "webhook_verifier"]
+__all__ = [
+    "acceptance",
+    "dispatch_batch",
+    "forget",
+    "ingest_ledger",
+    "ingest_settings",
+    "ingest_worst_case_seconds",
+    "ledger",
+    "webhook_verifier",
+]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+
+INGEST_CONNECT_TIMEOUT = 0.5
+INGEST_READ_TIMEOUT = 1.0
+INGEST_ATTEMPT_SECONDS = INGEST_CONNECT_TIMEOUT + INGEST_READ_TIMEOUT
+"""The longest one AWS call of ingest can take: a single attempt, connect then read."""
+INGEST_SEND_ATTEMPTS = 2
+INGEST_SEND_BUDGET_SECONDS = INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS
+INGEST_ROUND_RESERVE_SECONDS = INGEST_ATTEMPT_SECONDS + INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
+"""One acceptance round at its worst: BatchGetItem, TransactWriteItems, then the whole send."""
+INGEST_ANSWER_MARGIN_SECONDS = 1.0
+"""Kept back from the invocation's remaining time for validation, the answer and the logs."""
+_INGEST_AWS_CONFIG = Config(
+    connect_timeout=INGEST_CONNECT_TIMEOUT,
+    read_timeout=INGEST_READ_TIMEOUT,
+    retries={"mode": "standard", "total_max_attempts": 1},
+)
+
+
+def ingest_worst_case_seconds() -> float:
+    """The longest a POST can run: the signing secret's read, one full round, the answer margin."""
+    return INGEST_ATTEMPT_SECONDS + INGEST_ROUND_RESERVE_SECONDS + INGEST_ANSWER_MARGIN_SECONDS
 
 
 @cache
@@ -49,8 +93,30 @@ def _sqs() -> "SQSClient":
 
 
 @cache
+def _ingest_dynamodb() -> "DynamoDBClient":
+    return boto3.client("dynamodb", config=_INGEST_AWS_CONFIG)
+
+
+@cache
+def _ingest_sqs() -> "SQSClient":
+    return boto3.client("sqs", config=_INGEST_AWS_CONFIG)
+
+
+@cache
+def _ingest_secrets() -> SecretsProvider:
+    return SecretsProvider(boto_config=_INGEST_AWS_CONFIG)
+
+
+@cache
 def ledger() -> InvoiceLedger:
     return InvoiceLedger(shared_settings().ledger_table_name, _dynamodb())
+
+
+@cache
+def ingest_ledger() -> InvoiceLedger:
+    """The ledger as ingest reads and writes it: within ingest's time budget (see above);
+    one BatchGetItem per read, keys it leaves unread are an outage (503), not a second call."""
+    return InvoiceLedger(shared_settings().ledger_table_name, _ingest_dynamodb(), read_rounds=1)
 
 
 @cache
@@ -60,12 +126,20 @@ def _queue() -> SqsInvoiceQueue:
 
 def webhook_verifier() -> WebhookVerifier:
     """Built per request from the cached secret, so a rotation shows up within minutes."""
-    return WebhookVerifier(webhook_secrets(ingest_settings().webhook_secret_arn))
+    return WebhookVerifier(webhook_secrets(ingest_settings().webhook_secret_arn, _ingest_secrets()))
 
 
 @cache
 def acceptance() -> InvoiceAcceptance:
-    return InvoiceAcceptance(ledger=ledger(), queue=_queue(), clock=time.time)
+    queue = SqsInvoiceQueue(
+        shared_settings().invoice_queue_url,
+        _ingest_sqs(),
+        budget_seconds=INGEST_SEND_BUDGET_SECONDS,
+        attempt_seconds=INGEST_ATTEMPT_SECONDS,
+    )
+    return InvoiceAcceptance(
+        ledger=ingest_ledger(), queue=queue, clock=time.time, reserve_seconds=INGEST_ROUND_RESERVE_SECONDS
+    )
 
 
 @cache
@@ -106,7 +180,18 @@ def dispatcher() -> Dispatcher:
 def forget() -> None:
     """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
     test that rebuilds its AWS endpoint inside one process does."""
-    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher):
+    for cached in (
+        _dynamodb,
+        _sqs,
+        ledger,
+        _queue,
+        acceptance,
+        dispatcher,
+        _ingest_dynamodb,
+        _ingest_sqs,
+        _ingest_secrets,
+        ingest_ledger,
+    ):
         cached.cache_clear()
     for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
         settings_cache.cache_clear()

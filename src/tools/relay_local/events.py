@@ -20,6 +20,7 @@ from typing import Any
 
 from relay.domain.invoice import Invoice
 from relay.domain.messages import QueuedInvoice
+from relay.domain.signature import request_line
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
 from relay_local.stack import ACCOUNT_ID, REGION, LocalStack, load_template
 
@@ -81,16 +82,20 @@ def http_event(
     query: dict[str, str] | None = None,
     msg_id: str,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, signed with LOCAL_WEBHOOK_SECRET at SIGNED_AT."""
+    """An API Gateway HTTP API (payload 2.0) event, signed with LOCAL_WEBHOOK_SECRET at SIGNED_AT:
+    a POST over its body, any other method over its request line `METHOD <path>?<query>`."""
     raw_path = route_path
     for name, value in (path_parameters or {}).items():
         raw_path = raw_path.replace(f"{{{name}}}", value)
+    raw_query = "&".join(f"{name}={value}" for name, value in (query or {}).items())
     domain = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
+    # A POST signs its body; a bodiless request signs its request line as sent.
+    signed = body if method == "POST" else request_line(method, raw_path, raw_query)
     headers = {
         "accept": "application/json",
         "host": domain,
         "user-agent": "erp-sample/1.0",
-        **signed_headers(LOCAL_WEBHOOK_SECRET, body, msg_id=msg_id, at=SIGNED_AT),
+        **signed_headers(LOCAL_WEBHOOK_SECRET, signed, msg_id=msg_id, at=SIGNED_AT),
         "x-forwarded-for": "203.0.113.10",
         "x-forwarded-port": "443",
         "x-forwarded-proto": "https",
@@ -101,7 +106,7 @@ def http_event(
         "version": "2.0",
         "routeKey": f"{method} {route_path}",
         "rawPath": raw_path,
-        "rawQueryString": "&".join(f"{name}={value}" for name, value in (query or {}).items()),
+        "rawQueryString": raw_query,
         "headers": dict(sorted(headers.items())),
     }
     if query:
