@@ -3,18 +3,19 @@
 Nothing here runs at import time: clients are created on first use and reused by every
 later invocation of the same instance.
 
-Ingest's time budget (breach 11). IngestFunction has `Timeout: 10` in template.yaml; ingest's
-AWS clients make one attempt each (botocore retries off) with INGEST_CONNECT_TIMEOUT +
-INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 1.5 s at most per call, and the only resends
-are SqsInvoiceQueue's, inside INGEST_SEND_BUDGET_SECONDS. A round of acceptance (one
-BatchGetItem, one TransactWriteItems, the whole send) starts only while the invocation has
-INGEST_ROUND_RESERVE_SECONDS left beyond INGEST_ANSWER_MARGIN_SECONDS, so the worst POST is
+Ingest's time budget. IngestFunction has `Timeout: 10` in template.yaml. Ingest's AWS clients
+make one attempt per call (botocore retries off), so a call takes at most INGEST_CONNECT_TIMEOUT
++ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 1.5 s. The only resends are SqsInvoiceQueue's,
+inside INGEST_SEND_BUDGET_SECONDS (2 attempts and a 0.1 s pause = 3.1 s). A round of acceptance
+(one BatchGetItem, one TransactWriteItems, the whole send) starts only while the invocation has
+INGEST_ROUND_RESERVE_SECONDS (1.5 + 1.5 + 3.1 = 6.1 s) left beyond INGEST_ANSWER_MARGIN_SECONDS
+(1.0 s). So the worst POST is
 
-    GetSecretValue 1.5 + round reserve (read 1.5 + write 1.5 + send 3.0) + answer margin 1.0
-    = 8.5 s <= 10 s,
+    GetSecretValue 1.5 + one round 6.1 + answer margin 1.0 = 8.6 s <= 10 s,
 
-and a ledger write is never followed by a timeout before its messages are queued or the
+and a ledger write is never cut off by the timeout before its messages are queued or the
 sender is told 503. `ingest_worst_case_seconds()` is that sum; a test holds it to the template.
+A throttled or slow AWS call is answered 503 with Retry-After: the ERP's retry is the resend.
 """
 
 import time
@@ -65,7 +66,9 @@ INGEST_READ_TIMEOUT = 1.0
 INGEST_ATTEMPT_SECONDS = INGEST_CONNECT_TIMEOUT + INGEST_READ_TIMEOUT
 """The longest one AWS call of ingest can take: a single attempt, connect then read."""
 INGEST_SEND_ATTEMPTS = 2
-INGEST_SEND_BUDGET_SECONDS = INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS
+INGEST_SEND_PAUSE_SECONDS = 0.1
+"""SqsInvoiceQueue's pause before its first resend (then doubled, if another fits)."""
+INGEST_SEND_BUDGET_SECONDS = INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS + INGEST_SEND_PAUSE_SECONDS
 INGEST_ROUND_RESERVE_SECONDS = INGEST_ATTEMPT_SECONDS + INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
 """One acceptance round at its worst: BatchGetItem, TransactWriteItems, then the whole send."""
 INGEST_ANSWER_MARGIN_SECONDS = 1.0
@@ -134,6 +137,7 @@ def acceptance() -> InvoiceAcceptance:
     queue = SqsInvoiceQueue(
         shared_settings().invoice_queue_url,
         _ingest_sqs(),
+        pause=INGEST_SEND_PAUSE_SECONDS,
         budget_seconds=INGEST_SEND_BUDGET_SECONDS,
         attempt_seconds=INGEST_ATTEMPT_SECONDS,
     )

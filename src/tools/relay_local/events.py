@@ -81,9 +81,13 @@ def http_event(
     path_parameters: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
     msg_id: str,
+    secret: str = LOCAL_WEBHOOK_SECRET,
+    at: float = SIGNED_AT,
+    content_type: str | None = "application/json",
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, signed with LOCAL_WEBHOOK_SECRET at SIGNED_AT:
-    a POST over its body, any other method over its request line `METHOD <path>?<query>`."""
+    """An API Gateway HTTP API (payload 2.0) event, signed with `secret` (LOCAL_WEBHOOK_SECRET)
+    at `at` (SIGNED_AT): a POST over its body, any other method over its request line
+    `METHOD <path>?<query>`. Path parameter and query values go into the path as given."""
     raw_path = route_path
     for name, value in (path_parameters or {}).items():
         raw_path = raw_path.replace(f"{{{name}}}", value)
@@ -95,13 +99,15 @@ def http_event(
         "accept": "application/json",
         "host": domain,
         "user-agent": "erp-sample/1.0",
-        **signed_headers(LOCAL_WEBHOOK_SECRET, signed, msg_id=msg_id, at=SIGNED_AT),
+        **signed_headers(secret, signed, msg_id=msg_id, at=at),
         "x-forwarded-for": "203.0.113.10",
         "x-forwarded-port": "443",
         "x-forwarded-proto": "https",
     }
     if body:
-        headers |= {"content-length": str(len(body.encode())), "content-type": "application/json"}
+        headers |= {"content-length": str(len(body.encode()))}
+        if content_type:
+            headers["content-type"] = content_type
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": f"{method} {route_path}",
@@ -128,8 +134,8 @@ def http_event(
         "requestId": f"{msg_id.removeprefix('msg_')}=",
         "routeKey": f"{method} {route_path}",
         "stage": "$default",
-        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(SIGNED_AT)),
-        "timeEpoch": SIGNED_AT * 1000,
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(at)),
+        "timeEpoch": int(at * 1000),
     }
     event["isBase64Encoded"] = False
     if body:
