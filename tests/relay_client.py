@@ -3,6 +3,7 @@
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import urllib3
@@ -13,7 +14,15 @@ from relay_local.pipeline import LocalPipeline
 from relay_local.signing import signed_headers, status_headers
 
 FINAL = frozenset({"INVOICED", "REJECTED"})
-FAST_RETRIES = {"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2", "LEASE_SECONDS": "5"}
+FAST_RETRIES = {
+    "RETRY_BASE_SECONDS": "1",
+    "RETRY_MAX_SECONDS": "2",
+    # A lease that ends soon, with Fynd timeouts and a record reserve that still fit inside it.
+    "LEASE_SECONDS": "8",
+    "FYND_CONNECT_TIMEOUT_SECONDS": "1",
+    "FYND_READ_TIMEOUT_SECONDS": "3",
+    "RECORD_RESERVE_SECONDS": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,12 @@ class RelayClient:
         assert self.pipeline.dispatch is not None
         answer = self.pipeline.dispatch.invoke({"Records": list(records)})
         return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+
+    def wait_until_due(self, order_id: str, invoice_type: str = "sale") -> None:
+        """Sleep until a RETRYING invoice's next attempt is due, as its message would wait."""
+        due = self.status(order_id, invoice_type).body.get("nextAttemptAt")
+        if due:
+            time.sleep(max(0.0, datetime.fromisoformat(due).timestamp() - time.time()) + 0.05)
 
     def wait_for_final(self, *keys: tuple[str, str], timeout: float = 30) -> dict[tuple[str, str], Any]:
         """Poll the status API until every key is INVOICED or REJECTED."""

@@ -135,8 +135,9 @@ def test_outages_and_throttling_are_counted_as_retries_by_reason(
     )
     relay.post(invoice_dict("A"))
     (record,) = relay.receive(1)
-    # When the invoice is received three times
+    # When the invoice is received three times, each when its back-off has passed
     for _ in range(3):
+        relay.wait_until_due("A")
         relay.dispatch(record)
     # Then each failed attempt is a retry named by its reason, and the third is invoiced
     assert emf.total("Retries", reason="fynd_unavailable") == 1
@@ -255,6 +256,7 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     relay.post(invoice_dict("A"))
     (failing,) = relay.receive(1)
     relay.dispatch(failing, receive_count=1)
+    relay.wait_until_due("A")
     relay.dispatch(failing, receive_count=last_receive)
     # Then the first is a retry and the last is dead-lettered, under the failure's reason
     assert emf.total("Retries", reason="fynd_unavailable") == 1
@@ -271,7 +273,11 @@ def test_dead_lettering_is_counted_once_by_reason_on_the_last_receive(
     relay.post(invoice_dict("B"))
     (held,) = relay.receive(1)
     claim = ledger().claim(
-        QueuedInvoice.from_body(held["body"]), owner="another-worker", now=time.time(), lease_seconds=60
+        QueuedInvoice.from_body(held["body"]),
+        message_id="another-message",
+        owner="another-worker",
+        now=time.time(),
+        lease_seconds=60,
     )
     assert claim.granted
     relay.dispatch(held, receive_count=last_receive)

@@ -14,13 +14,15 @@ from relay.domain.policy import (
     Invoiced,
     Rejected,
     RetryLater,
+    dimension,
+    outage_backoff,
 )
 
 DAY = 86_400.0
 
 
 def policy(jitter: float = 0.0) -> CodePolicy:
-    return CodePolicy(Backoff(30, 3600, lambda: jitter), DAY)
+    return CodePolicy(Backoff(30, 3600, lambda: jitter), DAY, outage_backoff(30, lambda: jitter))
 
 
 def test_hundred_invoices_become_five_calls_of_twenty() -> None:
@@ -91,7 +93,27 @@ def test_backoff_is_capped_and_jittered_within_its_step() -> None:
 
 
 def test_call_failures_retry_and_honour_retry_after() -> None:
-    throttled = policy().for_call_failure(FyndThrottled("slow down", retry_after=500), attempt=1)
+    throttled = policy().for_call_failure(FyndThrottled("slow down", retry_after=500), receive_count=1)
     assert (throttled.reason, throttled.delay_seconds) == ("fynd_throttled", 500)
-    down = policy().for_call_failure(FyndUnavailable("503"), attempt=2)
-    assert (down.reason, down.delay_seconds) == ("fynd_unavailable", 30)
+    down = policy().for_call_failure(FyndUnavailable("503"), receive_count=2)
+    # Three quarters of the 60 s step is fixed; jitter 0 adds nothing
+    assert (down.reason, down.delay_seconds) == ("fynd_unavailable", 45)
+
+
+def test_breach_08_outage_backoff_by_receive_count_is_capped_at_fifteen_minutes() -> None:
+    # Given the worst jitter (the shortest waits)
+    backoff = outage_backoff(30, lambda: 0.0)
+    # Then each receive waits longer, never above 900 s
+    waits = [backoff.delay(receive) for receive in range(1, 12)]
+    assert waits == sorted(waits)
+    assert max(waits) <= 900
+    assert outage_backoff(30, lambda: 0.999).delay(40) == 900
+    # And the 7 waits before the 8th (last) receive outlast a 30-minute outage
+    assert sum(waits[:7]) > 30 * 60
+
+
+def test_breach_14_unknown_codes_become_other_as_a_metric_dimension() -> None:
+    assert dimension("IN401") == "IN401"
+    assert dimension("IN403_DEADLINE") == "IN403_DEADLINE"
+    assert dimension("IN999-brand-new") == "other"
+    assert dimension("fynd_throttled", frozenset({"fynd_throttled"})) == "fynd_throttled"

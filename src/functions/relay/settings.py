@@ -37,6 +37,8 @@ class DispatchSettings(SharedSettings):
     retry_max_seconds: float = Field(3600, alias="RETRY_MAX_SECONDS", gt=0)
     fynd_connect_timeout_seconds: float = Field(3, alias="FYND_CONNECT_TIMEOUT_SECONDS", gt=0)
     fynd_read_timeout_seconds: float = Field(15, alias="FYND_READ_TIMEOUT_SECONDS", gt=0)
+    record_reserve_seconds: float = Field(5, alias="RECORD_RESERVE_SECONDS", gt=0)
+    """Kept back from every Fynd call's time budget to record its outcome."""
 
 
 @cache

@@ -39,7 +39,7 @@ from relay.adapters.secrets import SecretsCredentials, webhook_secrets
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.messages import Delivery, QueuedInvoice
-from relay.domain.policy import Backoff, CodePolicy
+from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.signature import WebhookVerifier
 from relay.observability import count, logger
 from relay.settings import dispatch_settings, ingest_settings, shared_settings
@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+LEDGER_CONCURRENCY = 20
+"""The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
 
 INGEST_CONNECT_TIMEOUT = 0.5
 INGEST_READ_TIMEOUT = 1.0
@@ -87,7 +89,8 @@ def ingest_worst_case_seconds() -> float:
 
 @cache
 def _dynamodb() -> "DynamoDBClient":
-    return boto3.client("dynamodb", config=_AWS_CONFIG)
+    # A connection per concurrent write, so none waits for a free one.
+    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=LEDGER_CONCURRENCY)))
 
 
 @cache
@@ -149,6 +152,7 @@ def acceptance() -> InvoiceAcceptance:
 @cache
 def dispatcher() -> Dispatcher:
     settings = dispatch_settings()
+    request_seconds = settings.fynd_connect_timeout_seconds + settings.fynd_read_timeout_seconds
     fynd = FyndClient(
         str(settings.fynd_base_url),
         SecretsCredentials(
@@ -166,14 +170,16 @@ def dispatcher() -> Dispatcher:
         policy=CodePolicy(
             Backoff(settings.retry_base_seconds, settings.retry_max_seconds, random),
             settings.too_early_deadline_seconds,
+            outage_backoff(settings.retry_base_seconds, random),
         ),
         settings=DispatchSettings(
             lease_seconds=settings.lease_seconds,
             max_receive_count=settings.max_receive_count,
-            # Room for one whole call at its timeouts, plus recording its outcome.
-            call_budget_seconds=settings.fynd_connect_timeout_seconds
-            + settings.fynd_read_timeout_seconds
-            + 5,
+            request_seconds=request_seconds,
+            # Room for a token fetch, the call, one refresh and the call again.
+            call_budget_seconds=2 * request_seconds,
+            record_reserve_seconds=settings.record_reserve_seconds,
+            ledger_concurrency=LEDGER_CONCURRENCY,
         ),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",

@@ -6,7 +6,7 @@
 | FYND_BASE_URL | the built-in simulator | send to this Fynd instead |
 | FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
 | WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
-| RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
+| RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
 
 A malformed value stops the command before anything starts, with a message naming it.
 """
@@ -19,7 +19,14 @@ from relay_local.signing import check_secret, new_secret
 
 DEFAULT_API_PORT = 3000
 DEFAULT_API_URL = f"http://127.0.0.1:{DEFAULT_API_PORT}"
-FUNCTION_PASSTHROUGH = ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "LEASE_SECONDS")
+FUNCTION_PASSTHROUGH = (
+    "RETRY_BASE_SECONDS",
+    "RETRY_MAX_SECONDS",
+    "LEASE_SECONDS",
+    "FYND_CONNECT_TIMEOUT_SECONDS",
+    "FYND_READ_TIMEOUT_SECONDS",
+    "RECORD_RESERVE_SECONDS",
+)
 """Dispatcher settings the template does not set, so a local run may: fast retries for tests."""
 
 

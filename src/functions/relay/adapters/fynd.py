@@ -66,7 +66,7 @@ class FyndClient:
         self._clock = clock
         self._tokens: dict[tuple[str, str | None], tuple[str, float]] = {}
 
-    def update_invoices(self, call: FyndCall) -> FyndReceipt:
+    def update_invoices(self, call: FyndCall, *, time_budget_seconds: float | None = None) -> FyndReceipt:
         credentials = self._credentials.for_location(call.location_code)
         query = f"?{urlencode({'locationCode': call.location_code})}" if call.location_code else ""
         body = json.dumps([invoice.to_fynd() for invoice in call.invoices]).encode()

@@ -2,21 +2,25 @@
 
 Every write states the states it may start from (relay.domain.ledger.sources_of), so two
 dispatchers racing for one key cannot both win, and a final entry is never reopened.
+
+Every public method leaves an outage (throttling past botocore's retries, an unreachable
+endpoint, a timeout) as LedgerUnavailableError: the translation happens once, at the class,
+so a method added later cannot forget it.
 """
 
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, sources_of
+from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
-from relay.domain.ports import AcceptRaceError, Claim, ClaimRefusal, LedgerUnavailableError
+from relay.domain.ports import AcceptRaceError, Claim, LedgerUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -29,8 +33,7 @@ _BATCH_GET_LIMIT = 100
 
 
 def _outage_is_typed[**P, R](method: Callable[P, R]) -> Callable[P, R]:
-    """DynamoDB errors the method does not handle itself (throttling past botocore's retries,
-    an unreachable endpoint) leave as LedgerUnavailableError, which the domain understands."""
+    """DynamoDB errors the method does not handle itself leave as LedgerUnavailableError."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -42,6 +45,15 @@ def _outage_is_typed[**P, R](method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _outages_are_typed[C: type](cls: C) -> C:
+    """Apply _outage_is_typed to every public method of the class."""
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, _outage_is_typed(member))
+    return cls
+
+
+@_outages_are_typed
 class InvoiceLedger:
     def __init__(self, table_name: str, client: "DynamoDBClient", *, read_rounds: int | None = None) -> None:
         """`read_rounds` bounds the BatchGetItem calls `get_many` makes per 100 keys (None: until
@@ -50,12 +62,10 @@ class InvoiceLedger:
         self._client = client
         self._read_rounds = read_rounds
 
-    @_outage_is_typed
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
         return _entry(item) if item else None
 
-    @_outage_is_typed
     def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
         wanted = list(dict.fromkeys(keys))
         found: dict[InvoiceKey, LedgerEntry] = {}
@@ -81,7 +91,6 @@ class InvoiceLedger:
                     time.sleep(0.05)
         return found
 
-    @_outage_is_typed
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
         """All or nothing. AcceptRaceError when a key changed since it was read (a condition
         failed: read again and decide again); LedgerUnavailableError for anything else that
@@ -136,15 +145,19 @@ class InvoiceLedger:
             }
         }
 
-    @_outage_is_typed
-    def claim(self, message: QueuedInvoice, *, owner: str, now: float, lease_seconds: float) -> Claim:
+    def claim(
+        self, message: QueuedInvoice, *, message_id: str, owner: str, now: float, lease_seconds: float
+    ) -> Claim:
+        """The domain's rule (relay.domain.ledger.claim_refusal) as one conditional write; a
+        refused claim returns the entry as it stands, read by the same request."""
         key = message.invoice.key
-        claimable = sources_of(InvoiceStatus.IN_PROGRESS) - {InvoiceStatus.IN_PROGRESS}
-        names = {"#status": "status"}
         values: dict[str, AttributeValueTypeDef] = {
             ":hash": _s(message.content_hash),
             ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
+            ":queued": _s(InvoiceStatus.QUEUED),
+            ":retrying": _s(InvoiceStatus.RETRYING),
             ":owner": _s(owner),
+            ":message": _s(message_id),
             ":until": _n(now + lease_seconds),
             ":now": _n(now),
             ":one": _n(1),
@@ -153,51 +166,41 @@ class InvoiceLedger:
             ":accepted": _n(message.accepted_at),
             ":order": _s(message.invoice.orderId),
             ":type": _s(message.invoice.invoiceType),
-            **{f":claimable{index}": _s(status) for index, status in enumerate(sorted(claimable))},
         }
-        claimable_list = ", ".join(f":claimable{index}" for index in range(len(claimable)))
         try:
             answer = self._client.update_item(
                 TableName=self._table,
                 Key=_pk(key),
                 UpdateExpression=(
-                    "SET #status = :in_progress, leaseOwner = :owner, leaseUntil = :until, updatedAt = :now,"
+                    "SET #status = :in_progress, statusKey = :in_progress, leaseOwner = :owner,"
+                    " leaseUntil = :until, claimMessageId = :message, updatedAt = :now,"
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
                     " acceptedAt = if_not_exists(acceptedAt, :accepted),"
                     " orderId = :order, invoiceType = :type"
                 ),
-                # A missing entry is claimable too: the ledger must never be why an invoice is lost.
-                ConditionExpression=(
-                    "attribute_not_exists(pk) OR (contentHash = :hash AND"
-                    f" (#status IN ({claimable_list}) OR (#status = :in_progress AND leaseUntil < :now)))"
-                ),
-                ExpressionAttributeNames=names,
+                ConditionExpression=_CLAIMABLE,
+                ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            return self._refusal(key, message.content_hash)
+            # ReturnValuesOnConditionCheckFailure puts the entry in the error: no second read.
+            item = cast("Mapping[str, Any] | None", error.response.get("Item"))
+            entry = _entry(item) if item else self.get(key)
+            return Claim(entry, claim_refusal(entry, message.content_hash, now) or ClaimRefusal.BUSY)
         return Claim(_entry(answer["Attributes"]))
-
-    def _refusal(self, key: InvoiceKey, content_hash: str) -> Claim:
-        entry = self.get(key)
-        if entry is None or entry.status.is_final:
-            return Claim(entry, ClaimRefusal.FINAL)
-        if entry.content_hash != content_hash:
-            return Claim(entry, ClaimRefusal.SUPERSEDED)
-        return Claim(entry, ClaimRefusal.BUSY)
 
     def record(
         self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
     ) -> bool:
-        values: dict[str, AttributeValueTypeDef] = {
-            ":owner": _s(owner),
-            ":now": _n(now),
-            ":held": _s(InvoiceStatus.IN_PROGRESS),
-        }
+        # A verdict is recorded only on an entry this owner still holds: the one state it may
+        # move from (relay.domain.ledger) and a lease in our name.
+        (held,) = sources_of(verdict.status)
+        values: dict[str, AttributeValueTypeDef] = {":owner": _s(owner), ":now": _n(now), ":held": _s(held)}
         match verdict:
             case Invoiced(already=already):
                 values |= {
@@ -207,18 +210,21 @@ class InvoiceLedger:
                 values |= {":already": {"BOOL": already}, ":ack": _s(ack_id or "")}
                 update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
+                update += ", statusKey"
             case Rejected(code=code, message=message):
                 values |= {
                     ":status": _s(InvoiceStatus.REJECTED),
                     ":expires": _n(now + RETENTION_SECONDS),
                 }
                 values |= {":code": _s(code), ":message": _s(message or code)}
-                update = "SET #status = :status, expiresAt = :expires, lastErrorCode = :code, lastErrorMessage = :message"
+                update = "SET #status = :status, statusKey = :status, expiresAt = :expires"
+                update += ", lastErrorCode = :code, lastErrorMessage = :message"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, retryAt"
             case RetryLater(reason=reason, message=message, delay_seconds=delay):
                 values |= {":status": _s(InvoiceStatus.RETRYING), ":retry_at": _n(now + delay)}
                 values |= {":code": _s(reason), ":message": _s(message or reason)}
-                update = "SET #status = :status, retryAt = :retry_at, lastErrorCode = :code, lastErrorMessage = :message"
+                update = "SET #status = :status, statusKey = :status, retryAt = :retry_at"
+                update += ", lastErrorCode = :code, lastErrorMessage = :message"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil"
         try:
             self._client.update_item(
@@ -249,6 +255,13 @@ def _cancellation(error: ClientError) -> Exception:
     return LedgerUnavailableError(f"invoice ledger cancelled the write ({named})")
 
 
+_CLAIMABLE = (
+    # relay.domain.ledger.claim_refusal, as DynamoDB states it: a missing entry, or the same
+    # content QUEUED, RETRYING once its retryAt has come, or IN_PROGRESS under a dead lease.
+    "attribute_not_exists(pk) OR (contentHash = :hash AND (#status = :queued"
+    " OR (#status = :retrying AND (attribute_not_exists(retryAt) OR retryAt <= :now))"
+    " OR (#status = :in_progress AND leaseUntil < :now)))"
+)
 _SET_QUEUED = (
     "SET #status = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
     " attempts = :zero, orderId = :order, invoiceType = :type, correlationId = :correlation"
@@ -293,4 +306,5 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         fynd_ack_id=text("fyndAckId"),
         retry_at=number("retryAt"),
         already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
+        claim_message_id=text("claimMessageId"),
     )

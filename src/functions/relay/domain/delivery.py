@@ -90,3 +90,10 @@ class FyndAuthError(FyndCallError):
     """The credentials were refused, or a fresh token was refused again."""
 
     reason = "fynd_auth"
+
+
+class FyndCallRefused(FyndCallError):
+    """A whole-call 4xx other than 401/403/429 (a malformed or oversized body): Fynd refused
+    the request as a whole and names no order. The dispatcher splits the call to find the one."""
+
+    reason = "fynd_refused"

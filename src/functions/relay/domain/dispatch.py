@@ -2,56 +2,86 @@
 
 The steps, in order:
 1. collapse copies of the same invoice inside the batch (ERPs retry blindly);
-2. claim each key in the ledger; copies of final keys, of keys another worker is sending
-   right now, and of stale content are acknowledged (the holder's own message stays on the
-   queue until the invoice is final, so dropping a copy never loses an invoice);
-3. group the claimed invoices into Fynd calls (one location and type, 20 at most);
-4. map every order's answer to a verdict and record it;
+2. claim each key in the ledger, naming the message that claims it. Copies of final keys and
+   of stale content are acknowledged. A copy of a key another worker holds is acknowledged,
+   unless it is the holder's own message delivered twice (SQS delivers at least once): that
+   one comes back after the lease, so the invoice always keeps a message. A copy of a key
+   waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
+3. group the claimed invoices into Fynd calls (one location and type, 20 at most, a byte cap);
+4. map every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429)
+   splits the call in halves, down to single invoices; one refused alone is rejected;
 5. answer the messages: final verdicts are deleted, retries come back after their back-off
    (the message's visibility is changed), and only messages of this batch are ever named.
 
-Fynd calls are made only while the invocation has time for a whole call (connect and read
-timeouts); invoices whose call would not fit come back at once for the next invocation,
-so a slow Fynd never makes the function time out with a batch half recorded.
-
-A ledger that cannot be reached fails only the messages it touched, never the whole batch.
-
-One invariant makes dropping copies safe: a message whose invoice this worker has claimed
-never becomes visible again before the claim's lease runs out. The lease (LEASE_SECONDS)
-is shorter than the queue's visibility timeout, and every early return below either
-releases the claim first (records RETRYING) or waits out the lease.
-
-An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
-receives would last: before its last receive it is queued afresh (a new message starts
-at receive count 1) so it is never dead-lettered for being early.
+Rules that keep the promises:
+- Once a Fynd call has returned, nothing raises out of `dispatch`: every outcome is recorded,
+  or its message is held back until its lease ends (then the retry meets IN453, or the same
+  refusal). A failed requeue returns the message instead of raising.
+- A Fynd call starts only when the invocation has time for it, and gets one total time budget
+  (token, call, one refresh) that leaves room to record its outcome; the rest come back at once.
+- Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
+  so a call costs about three sequential ledger round trips (claim, call, record) whatever
+  its size. Each write keeps its own condition; nothing is batched across keys.
+- A ledger that cannot be reached fails only the messages it touched, never the whole batch.
+  Infrastructure failures back off by receive count, exponentially with jitter, capped at
+  15 minutes, so the default 8 receives outlast a 30-minute outage.
+- A message whose invoice this worker has claimed never becomes visible again before the
+  claim's lease runs out. The lease is shorter than the queue's visibility timeout, and every
+  early return below either releases the claim first (records RETRYING) or waits out the lease.
+- An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
+  receives would last: before its last receive it is queued afresh (a new message starts
+  at receive count 1), and so is a message held back for a reason that is no failure.
 """
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from relay.domain.batching import plan_calls
-from relay.domain.delivery import FyndCall, FyndCallError, FyndReceipt
+from relay.domain.delivery import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import LedgerEntry
+from relay.domain.ledger import ClaimRefusal, LedgerEntry
 from relay.domain.messages import Delivery
-from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict
-from relay.domain.ports import Fynd, InvoiceQueue, Ledger, LedgerUnavailableError
+from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
+from relay.domain.ports import Fynd, InvoiceQueue, Ledger, LedgerUnavailableError, QueueUnavailableError
 from relay.observability import count, logger
 
 MAX_SQS_DELAY_SECONDS = 900
 
-
 OUT_OF_TIME = "out_of_time"
 LEDGER_UNAVAILABLE = "ledger_unavailable"
+QUEUE_UNAVAILABLE = "queue_unavailable"
+WAITING = "waiting"
+"""Held back for no failure: the key's lease or back-off has not run out yet."""
+_OUR_REASONS = frozenset(
+    {
+        OUT_OF_TIME,
+        LEDGER_UNAVAILABLE,
+        QUEUE_UNAVAILABLE,
+        WAITING,
+        "fynd_error",
+        "fynd_unavailable",
+        "fynd_throttled",
+        "fynd_ambiguous",
+        "fynd_auth",
+        "fynd_refused",
+    }
+)
 
 
 @dataclass(frozen=True)
 class DispatchSettings:
     lease_seconds: float
     max_receive_count: int
+    request_seconds: float
+    """The longest one request to Fynd can take (connect + read timeouts): the least a call needs."""
     call_budget_seconds: float
-    """The longest one Fynd call can take (connect + read timeouts, plus a margin)."""
-    retry_soon_seconds: int = 5
+    """The most one call may take in all: a token fetch, the call, a refresh and the call again."""
+    record_reserve_seconds: float = 5
+    """Kept back from every call's budget to record its outcome and answer the messages."""
+    ledger_concurrency: int = 1
+    """Ledger writes in flight at once (boto3 clients are thread-safe); 1 writes one at a time."""
 
 
 @dataclass
@@ -81,50 +111,90 @@ class Dispatcher:
         self._settings = settings
         self._owner = owner
         self._clock = clock
+        self._pool = (
+            ThreadPoolExecutor(settings.ledger_concurrency, thread_name_prefix="ledger")
+            if settings.ledger_concurrency > 1
+            else None
+        )
 
     def dispatch(self, deliveries: Sequence[Delivery], seconds_left: Callable[[], float]) -> list[str]:
         """Deliver the batch; return the message ids that must come back (batchItemFailures)."""
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
-        for copies in _collapse(deliveries):
-            try:
-                failed.extend(self._claim(copies, pending))
-            except LedgerUnavailableError:
-                failed.extend(self._retry_soon(copies[0], LEDGER_UNAVAILABLE))
-        for call in plan_calls(item.delivery.message.invoice for item in pending.values()):
-            if seconds_left() < self._settings.call_budget_seconds:
+        for failures, claimed in self._each(self._claim, _collapse(deliveries)):
+            failed.extend(failures)
+            if claimed is not None:
+                pending[claimed.entry.key] = claimed
+        calls = deque(plan_calls(item.delivery.message.invoice for item in pending.values()))
+        while calls:
+            call = calls.popleft()
+            budget = self._budget(call, pending, seconds_left())
+            if budget < self._settings.request_seconds:
                 failed.extend(self._defer(call, pending))
-            else:
-                failed.extend(self._deliver(call, pending))
+                continue
+            answer = self._send(call, budget)
+            if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
+                calls.extendleft(reversed(_halves(call)))
+                continue
+            failed.extend(self._settle(call, pending, answer))
         return failed
 
-    def _claim(self, copies: list[Delivery], pending: dict[InvoiceKey, _Pending]) -> list[str]:
+    def _budget(self, call: FyndCall, pending: dict[InvoiceKey, _Pending], seconds_left: float) -> float:
+        """The time this call may take: within the call budget, the invocation's remaining time
+        and every claim's lease, less the reserve for recording the outcome."""
+        now = self._clock()
+        lease_left = min((pending[invoice.key].entry.lease_until or now) - now for invoice in call.invoices)
+        reserve = self._settings.record_reserve_seconds
+        return min(self._settings.call_budget_seconds, seconds_left - reserve, lease_left - reserve)
+
+    def _each[T, R](self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """`work` on every item: concurrently when ledger_concurrency allows, in order otherwise."""
+        return list(self._pool.map(work, items) if self._pool else map(work, items))
+
+    def _claim(self, copies: list[Delivery]) -> tuple[list[str], _Pending | None]:
+        """Claim one invoice for its first copy: the pending claim, or the ids that come back."""
         first = copies[0]
-        key = first.message.invoice.key
         if len(copies) > 1:
             count("DuplicatesSuppressed", len(copies) - 1, stage="batch")
-        claim = self._ledger.claim(
-            first.message,
-            owner=self._owner,
-            now=self._clock(),
-            lease_seconds=self._settings.lease_seconds,
-        )
+        now = self._clock()
+        try:
+            claim = self._ledger.claim(
+                first.message,
+                message_id=first.message_id,
+                owner=self._owner,
+                now=now,
+                lease_seconds=self._settings.lease_seconds,
+            )
+        except LedgerUnavailableError:
+            return self._hold(first, LEDGER_UNAVAILABLE, self._outage_wait(first)), None
         if claim.granted and claim.entry is not None:
-            pending[key] = _Pending(claim.entry, first)
-            return []
-        about = _about(first, claim.entry)
-        # BUSY: another worker is sending it now, and its own message stays until the invoice
-        # is final, so this copy can go. FINAL and SUPERSEDED copies have nothing left to do.
+            return [], _Pending(claim.entry, first)
+        return self._refused(copies, claim.entry, claim.refusal, now), None
+
+    def _refused(
+        self, copies: list[Delivery], entry: LedgerEntry | None, refusal: ClaimRefusal | None, now: float
+    ) -> list[str]:
+        first = copies[0]
+        about = {**_about(first, entry), "reason": str(refusal), "status": _status(entry)}
+        if entry is not None and refusal is ClaimRefusal.NOT_YET:
+            # A copy must not bypass the back-off (or Fynd's Retry-After): back at retryAt.
+            logger.info("invoice waits for its next attempt", extra=about)
+            return self._hold(first, WAITING, (entry.retry_at or now) - now + 1)
+        holders = [copy for copy in copies if entry is not None and copy.message_id == entry.claim_message_id]
+        if refusal is ClaimRefusal.BUSY and entry is not None and holders:
+            # The holder's own message, delivered twice: acknowledging it would delete the only
+            # message the invoice has. It comes back when the lease has run out.
+            logger.info("holder's own message delivered twice; it waits for the lease", extra=about)
+            return self._hold(holders[0], WAITING, (entry.lease_until or now) - now + 1)
+        # FINAL and SUPERSEDED copies have nothing left to do; a BUSY copy is not the holder's
+        # message, and the holder's own stays on the queue until the invoice is final.
         count("DuplicatesSuppressed", len(copies), stage="ledger")
-        logger.info(
-            "invoice not sent again",
-            extra={**about, "reason": str(claim.refusal), "status": _status(claim.entry)},
-        )
+        logger.info("invoice not sent again", extra=about)
         return []
 
-    def _deliver(self, call: FyndCall, pending: dict[InvoiceKey, _Pending]) -> list[str]:
+    def _send(self, call: FyndCall, budget: float) -> FyndReceipt | FyndCallError:
         try:
-            receipt: FyndReceipt | FyndCallError = self._fynd.update_invoices(call)
+            return self._fynd.update_invoices(call, time_budget_seconds=budget)
         except FyndCallError as failure:
             logger.warning(
                 "Fynd call failed",
@@ -135,62 +205,68 @@ class Dispatcher:
                     "invoice_keys": [str(invoice.key) for invoice in call.invoices],
                 },
             )
-            receipt = failure
-        ack_id = receipt.ack_id if isinstance(receipt, FyndReceipt) else None
-        return self._settle(call, pending, lambda item: self._verdict(receipt, item), ack_id)
+            return failure
 
     def _defer(self, call: FyndCall, pending: dict[InvoiceKey, _Pending]) -> list[str]:
         """Not enough time left for this call: give the claims back and let the messages return."""
         logger.warning(
             "no time left for a Fynd call", extra={"invoice_keys": [str(i.key) for i in call.invoices]}
         )
-        wait = self._settings.retry_soon_seconds
-        return self._settle(
-            call, pending, lambda _: RetryLater(OUT_OF_TIME, "invocation ran out of time", wait), None
-        )
+        verdict = RetryLater(OUT_OF_TIME, "invocation ran out of time", 1)
+        return self._settle(call, pending, verdict)
 
     def _settle(
         self,
         call: FyndCall,
         pending: dict[InvoiceKey, _Pending],
-        verdict_for: Callable[[_Pending], Verdict],
-        ack_id: str | None,
+        answer: FyndReceipt | FyndCallError | Verdict,
     ) -> list[str]:
-        failed: list[str] = []
-        for invoice in call.invoices:
-            item = pending[invoice.key]
-            verdict = verdict_for(item)
+        ack_id = answer.ack_id if isinstance(answer, FyndReceipt) else None
+
+        def settle(item: _Pending) -> list[str]:
+            verdict = self._verdict(answer, item)
             try:
-                self._ledger.record(invoice.key, verdict, owner=self._owner, now=self._clock(), ack_id=ack_id)
+                held = self._ledger.record(
+                    item.entry.key, verdict, owner=self._owner, now=self._clock(), ack_id=ack_id
+                )
             except LedgerUnavailableError:
                 # Fynd's answer is not recorded and our claim stands. The message must not
                 # return before the lease runs out (a copy meeting a live lease is dropped);
                 # then the retry meets IN453 (invoiced) or the same refusal again.
                 lease_left = (item.entry.lease_until or 0) - self._clock()
-                failed.extend(self._retry_soon(item.delivery, LEDGER_UNAVAILABLE, after=lease_left + 1))
-                continue
-            failed.extend(self._answer(item, verdict))
-        return failed
+                wait = max(lease_left + 1, self._outage_wait(item.delivery))
+                return self._hold(item.delivery, LEDGER_UNAVAILABLE, wait)
+            if not held:
+                return self._lease_lost(item, verdict)
+            return self._answer(item, verdict)
 
-    def _retry_soon(self, delivery: Delivery, reason: str, after: float = 0) -> list[str]:
-        wait = int(max(self._settings.retry_soon_seconds, after))
-        count("Retries", reason=reason)
+        settled = self._each(settle, [pending[invoice.key] for invoice in call.invoices])
+        return [message_id for failures in settled for message_id in failures]
+
+    def _verdict(self, answer: FyndReceipt | FyndCallError | Verdict, item: _Pending) -> Verdict:
+        if isinstance(answer, FyndCallRefused):
+            return self._policy.refused_alone(answer)
+        if isinstance(answer, FyndCallError):
+            return self._policy.for_call_failure(answer, receive_count=item.delivery.receive_count)
+        if isinstance(answer, FyndReceipt):
+            return self._policy.for_order(
+                answer.error_for(item.entry.key.order_id),
+                attempt=item.entry.attempts,
+                accepted_at=item.entry.accepted_at,
+                now=self._clock(),
+            )
+        return answer
+
+    def _lease_lost(self, item: _Pending, verdict: Verdict) -> list[str]:
+        """Another worker took the key after our lease ran out; it holds its own message and will
+        record the outcome itself (a resend meets IN453). Only a retry keeps this message."""
         logger.warning(
-            "invoice will be retried", extra={**_about(delivery, None), "reason": reason, "retry_in_s": wait}
+            "lease lost before the outcome was recorded",
+            extra={**_about(item.delivery, item.entry), "verdict": type(verdict).__name__},
         )
-        self._queue.change_visibility(delivery.receipt_handle, wait)
-        return [delivery.message_id]
-
-    def _verdict(self, receipt: FyndReceipt | FyndCallError, item: _Pending) -> Verdict:
-        attempt = item.entry.attempts
-        if isinstance(receipt, FyndCallError):
-            return self._policy.for_call_failure(receipt, attempt=attempt)
-        return self._policy.for_order(
-            receipt.error_for(item.entry.key.order_id),
-            attempt=attempt,
-            accepted_at=item.entry.accepted_at,
-            now=self._clock(),
-        )
+        if isinstance(verdict, RetryLater):
+            return self._hold(item.delivery, verdict.reason, verdict.delay_seconds)
+        return []
 
     def _answer(self, item: _Pending, verdict: Verdict) -> list[str]:
         log = {**_about(item.delivery, item.entry), "attempt": item.entry.attempts}
@@ -202,29 +278,45 @@ class Dispatcher:
                 logger.info("invoice accepted by Fynd", extra={**log, "already_invoiced": already})
                 return []
             case Rejected(code=code, message=message):
-                count("InvoicesRejected", code=code)
+                count("InvoicesRejected", code=dimension(code))
                 logger.error("invoice rejected by Fynd", extra={**log, "code": code, "fynd_message": message})
                 return []
             case RetryLater(reason=reason, delay_seconds=delay):
-                return self._retry(item, reason, delay, log)
+                if reason == TOO_EARLY:
+                    return self._hold(item.delivery, reason, delay, requeue_before_last=True)
+                return self._hold(item.delivery, reason, delay)
 
-    def _retry(self, item: _Pending, reason: str, delay: int, log: dict[str, object]) -> list[str]:
-        first = item.delivery
-        last_receive = first.receive_count >= self._settings.max_receive_count
-        if reason == TOO_EARLY and first.receive_count >= self._settings.max_receive_count - 1:
-            # Queue a fresh copy instead of spending the last receives: early is not broken.
-            self._queue.send_later(first.message, min(delay, MAX_SQS_DELAY_SECONDS))
-            count("Retries", reason=reason)
-            logger.info("invoice requeued until its order is confirmed", extra={**log, "retry_in_s": delay})
-            return []
-        self._queue.change_visibility(first.receipt_handle, delay)
-        if last_receive:
-            count("DeadLettered", reason=reason)
-            logger.error("invoice leaves for the dead-letter queue", extra={**log, "reason": reason})
+    def _hold(
+        self, delivery: Delivery, reason: str, wait: float, *, requeue_before_last: bool | None = None
+    ) -> list[str]:
+        """Let the message come back after `wait` seconds; return the ids for batchItemFailures.
+
+        A message held for no failure (WAITING), or an early order (IN403), is queued afresh
+        instead of spending its last receives; if that send fails, the message comes back.
+        """
+        delay = max(1, int(wait))
+        log = {**_about(delivery, None), "reason": reason, "retry_in_s": delay}
+        fresh = reason == WAITING if requeue_before_last is None else requeue_before_last
+        if fresh and delivery.receive_count >= self._settings.max_receive_count - 1:
+            try:
+                self._queue.send_later(delivery.message, min(delay, MAX_SQS_DELAY_SECONDS))
+            except QueueUnavailableError:
+                logger.warning("could not queue a fresh copy; the message comes back", extra=log)
+            else:
+                count("Retries", reason=dimension(reason, _OUR_REASONS))
+                logger.info("invoice queued afresh for its next attempt", extra=log)
+                return []
+        self._queue.change_visibility(delivery.receipt_handle, delay)
+        if delivery.receive_count >= self._settings.max_receive_count:
+            count("DeadLettered", reason=dimension(reason, _OUR_REASONS))
+            logger.error("invoice leaves for the dead-letter queue", extra=log)
         else:
-            count("Retries", reason=reason)
-            logger.warning("invoice will be retried", extra={**log, "reason": reason, "retry_in_s": delay})
-        return [first.message_id]
+            count("Retries", reason=dimension(reason, _OUR_REASONS))
+            logger.warning("invoice will be retried", extra=log)
+        return [delivery.message_id]
+
+    def _outage_wait(self, delivery: Delivery) -> float:
+        return self._policy.outage.delay(delivery.receive_count)
 
 
 def _collapse(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
@@ -233,6 +325,14 @@ def _collapse(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
     for delivery in deliveries:
         groups.setdefault((delivery.message.invoice.key, delivery.message.content_hash), []).append(delivery)
     return list(groups.values())
+
+
+def _halves(call: FyndCall) -> list[FyndCall]:
+    middle = len(call.invoices) // 2
+    return [
+        FyndCall(call.location_code, call.invoice_type, part)
+        for part in (call.invoices[:middle], call.invoices[middle:])
+    ]
 
 
 def _about(delivery: Delivery, entry: LedgerEntry | None) -> dict[str, object]:

@@ -87,6 +87,38 @@ class LedgerEntry:
     fynd_ack_id: str | None = None
     retry_at: float | None = None
     already_invoiced: bool = False
+    claim_message_id: str | None = None
+    """The SQS message that took the latest claim: the one message that answers for the invoice."""
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
+
+
+class ClaimRefusal(StrEnum):
+    FINAL = "final"
+    """INVOICED or REJECTED: never sent again."""
+    BUSY = "busy"
+    """Another worker holds a live lease on it."""
+    SUPERSEDED = "superseded"
+    """The ledger holds different content for the key: this message is stale."""
+    NOT_YET = "not_yet"
+    """RETRYING, and its retryAt has not come: a copy must not bypass the back-off."""
+
+
+def claim_refusal(entry: LedgerEntry | None, content_hash: str, now: float) -> ClaimRefusal | None:
+    """Why a message carrying `content_hash` may not take the key now; None when it may.
+
+    A missing entry is claimable: the ledger must never be the reason an invoice is lost. The
+    DynamoDB adapter states the same rule as its claim's ConditionExpression.
+    """
+    if entry is None:
+        return None
+    if entry.status.is_final:
+        return ClaimRefusal.FINAL
+    if entry.content_hash != content_hash:
+        return ClaimRefusal.SUPERSEDED
+    if entry.lease_is_live(now):
+        return ClaimRefusal.BUSY
+    if entry.status is InvoiceStatus.RETRYING and (entry.retry_at or 0) > now:
+        return ClaimRefusal.NOT_YET
+    return None

@@ -8,13 +8,20 @@
 | IN403 too early               | RetryLater with growing back-off until the        |
 |                               | deadline, then Rejected                           |
 | any other code                | RetryLater (an operator sees it in the DLQ)       |
-| whole call failed             | RetryLater, honouring Retry-After                 |
+| whole call failed             | RetryLater, backed off by receive count (capped   |
+|                               | at 15 min), honouring Retry-After                 |
+| whole call refused (4xx) for  | Rejected FYND_REFUSED, with the HTTP status       |
+| one invoice on its own        |                                                   |
+
+Codes and reasons become metric dimensions only through `dimension()`, so an unknown code
+Fynd invents tomorrow lands in "other" instead of minting a new CloudWatch metric.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.domain.delivery import FyndCallError, OrderError
+from relay.domain.ledger import InvoiceStatus
 
 CANCELLED = "IN401"
 UNKNOWN_ORDER = "IN400"
@@ -25,6 +32,12 @@ TERMINAL_CODES = frozenset({CANCELLED, UNKNOWN_ORDER, BAD_INVOICE})
 
 DEADLINE_PASSED = "IN403_DEADLINE"
 """Our own code for an order that stayed unconfirmed (IN403) past the deadline."""
+REFUSED_ALONE = "FYND_REFUSED"
+"""Our own code for an invoice Fynd refused with a whole-call 4xx even when sent on its own."""
+
+OUTAGE_CAP_SECONDS = 900
+"""The longest wait after an infrastructure failure (Fynd or the ledger down): short enough to
+resume within 15 minutes of recovery, long enough that 8 receives outlast a 30-minute outage."""
 
 MAX_VISIBILITY_SECONDS = 43_200
 """SQS refuses a visibility timeout above 12 hours."""
@@ -35,11 +48,15 @@ class Invoiced:
     already: bool = False
     """Fynd answered IN453: the invoice was there before this call."""
 
+    status = InvoiceStatus.INVOICED
+
 
 @dataclass(frozen=True)
 class Rejected:
     code: str
     message: str
+
+    status = InvoiceStatus.REJECTED
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class RetryLater:
     message: str
     delay_seconds: int
 
+    status = InvoiceStatus.RETRYING
+
 
 Verdict = Invoiced | Rejected | RetryLater
 
@@ -57,23 +76,34 @@ Verdict = Invoiced | Rejected | RetryLater
 class Backoff:
     """Exponential back-off with equal jitter: half the step fixed, half random.
 
-    `jitter` returns a number in [0, 1); injected so tests are repeatable.
+    `jitter` returns a number in [0, 1); injected so tests are repeatable. `spread` is the
+    share of the step that is random (a half by default).
     """
 
     base_seconds: float
     cap_seconds: float
     jitter: Callable[[], float]
+    spread: float = 0.5
 
     def delay(self, attempt: int, floor_seconds: float = 0) -> int:
         step = min(self.cap_seconds, self.base_seconds * 2 ** max(attempt - 1, 0))
-        wanted = max(step / 2 + step / 2 * self.jitter(), floor_seconds)
+        wanted = max(step * (1 - self.spread) + step * self.spread * self.jitter(), floor_seconds)
         return int(min(MAX_VISIBILITY_SECONDS, max(1, round(wanted))))
+
+
+def outage_backoff(base_seconds: float, jitter: Callable[[], float]) -> Backoff:
+    """Back-off for infrastructure failures, by receive count: at least three quarters of each
+    step is fixed, so the sum of receives 1..7 is known (over 30 min at a 30 s base)."""
+    return Backoff(base_seconds, OUTAGE_CAP_SECONDS, jitter, spread=0.25)
 
 
 @dataclass(frozen=True)
 class CodePolicy:
     backoff: Backoff
+    """Per-order retries (IN403, unknown codes), by attempt."""
     too_early_deadline_seconds: float
+    outage: Backoff
+    """Whole-call failures and ledger outages, by receive count."""
 
     def for_order(self, error: OrderError | None, *, attempt: int, accepted_at: float, now: float) -> Verdict:
         if error is None:
@@ -96,9 +126,21 @@ class CodePolicy:
             self.backoff.delay(attempt),
         )
 
-    def for_call_failure(self, failure: FyndCallError, *, attempt: int) -> RetryLater:
-        return RetryLater(failure.reason, str(failure), self.backoff.delay(attempt, failure.retry_after or 0))
+    def for_call_failure(self, failure: FyndCallError, *, receive_count: int) -> RetryLater:
+        return RetryLater(
+            failure.reason, str(failure), self.outage.delay(receive_count, failure.retry_after or 0)
+        )
+
+    def refused_alone(self, failure: FyndCallError) -> Rejected:
+        return Rejected(
+            REFUSED_ALONE, f"Fynd refused this invoice on its own (HTTP {failure.status}): {failure}"
+        )
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"
+KNOWN_CODES = frozenset({*TERMINAL_CODES, ALREADY_INVOICED, TOO_EARLY, DEADLINE_PASSED, REFUSED_ALONE})
+
+
+def dimension(code: str, known: frozenset[str] = frozenset()) -> str:
+    """A code or reason as a metric dimension value: Fynd's known codes and our own reasons pass,
+    anything else becomes "other" (a dimension must never take unbounded values)."""
+    return code if code in KNOWN_CODES or code in known else "other"

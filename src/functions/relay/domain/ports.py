@@ -2,24 +2,25 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from relay.domain.delivery import FyndCall, FyndReceipt
 from relay.domain.intake import Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import LedgerEntry
+from relay.domain.ledger import ClaimRefusal, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Verdict
 
-
-class ClaimRefusal(StrEnum):
-    FINAL = "final"
-    """INVOICED or REJECTED: never sent again."""
-    BUSY = "busy"
-    """Another worker holds a live lease on it."""
-    SUPERSEDED = "superseded"
-    """The ledger holds different content for the key: this message is stale."""
+__all__ = [
+    "AcceptRaceError",
+    "Claim",
+    "ClaimRefusal",
+    "Fynd",
+    "InvoiceQueue",
+    "Ledger",
+    "LedgerUnavailableError",
+    "QueueUnavailableError",
+]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ class Claim:
 
 
 class LedgerUnavailableError(Exception):
-    """The ledger could not be read or written (throttled, unreachable) even after retries."""
+    """The ledger could not be read or written (throttled, unreachable) even after retries.
+
+    The only error a Ledger raises for an outage: the adapter translates every SDK error at its
+    boundary, so the domain never sees botocore's types."""
 
 
 class AcceptRaceError(Exception):
@@ -51,7 +55,11 @@ class Ledger(Protocol):
         """Write every admission that changes the ledger, all or nothing; AcceptRaceError on a race."""
         ...
 
-    def claim(self, message: QueuedInvoice, *, owner: str, now: float, lease_seconds: float) -> Claim: ...
+    def claim(
+        self, message: QueuedInvoice, *, message_id: str, owner: str, now: float, lease_seconds: float
+    ) -> Claim:
+        """Take the key for `lease_seconds`, remembering which SQS message holds it."""
+        ...
 
     def record(
         self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
@@ -69,12 +77,17 @@ class InvoiceQueue(Protocol):
         """Queue every message durably or raise QueueUnavailableError."""
         ...
 
-    def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None: ...
+    def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
+        """Queue one message after a delay, or raise QueueUnavailableError."""
+        ...
 
-    def change_visibility(self, receipt_handle: str, seconds: int) -> None: ...
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        """Best effort: a refused change leaves the message to return after the queue's timeout."""
+        ...
 
 
 class Fynd(Protocol):
-    def update_invoices(self, call: FyndCall) -> FyndReceipt:
-        """Send one call; raises FyndCallError when no per-order answer can be trusted."""
+    def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
+        """Send one call, all of it (token, call, one refresh) within the budget; raises
+        FyndCallError when no per-order answer can be trusted."""
         ...

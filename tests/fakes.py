@@ -1,0 +1,441 @@
+"""In-memory fakes of the relay's three ports (Ledger, InvoiceQueue, Fynd), a fake clock, and
+faults that can be injected at any step.
+
+The fakes follow the same rules as the real adapters: the ledger's conditional writes use the
+domain's own state rules (`claim_refusal`, `sources_of`), the queue behaves as SQS does
+(visibility, receive counts, receipt handles that go stale, a dead-letter queue after
+maxReceiveCount), and Fynd applies each order once and answers IN453 after that.
+
+Faults are named steps: `faults.fail("ledger.record", LedgerUnavailableError("throttled"))`
+makes the next record raise; `nth=3` the third; `times=None` every one. A `Crash` is a
+BaseException: it stops the worker where it stands, as Lambda's timeout or an OOM would,
+and nothing after it runs.
+"""
+
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from relay.domain.acceptance import InvoiceAcceptance
+from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
+from relay.domain.dispatch import Dispatcher, DispatchSettings
+from relay.domain.intake import Action, Admission
+from relay.domain.invoice import Invoice, InvoiceKey
+from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
+from relay.domain.messages import Delivery, QueuedInvoice
+from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
+from relay.domain.ports import AcceptRaceError, Claim, QueueUnavailableError
+
+
+class Crash(BaseException):
+    """The worker dies at this step: nothing after it runs, its answer never reaches SQS."""
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class _Plan:
+    error: BaseException
+    nth: int
+    times: int | None
+
+
+class Faults:
+    """Where and when a fake fails. Every fake calls `hit(step)` at each of its steps."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self._plans: dict[str, list[_Plan]] = defaultdict(list)
+
+    def fail(self, step: str, error: BaseException, *, nth: int = 1, times: int | None = 1) -> None:
+        """Raise `error` at the nth next call of `step` (counted from now), `times` times (None: always)."""
+        self._plans[step].append(_Plan(error, self.calls[step] + nth, times))
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def hit(self, step: str) -> None:
+        self.calls[step] += 1
+        for plan in self._plans.get(step, []):
+            if self.calls[step] >= plan.nth and (plan.times is None or plan.times > 0):
+                if plan.times is not None:
+                    plan.times -= 1
+                raise plan.error
+
+
+class InMemoryLedger:
+    """The Ledger port over a dict, with the DynamoDB adapter's conditions."""
+
+    def __init__(self, clock: Callable[[], float], faults: Faults | None = None) -> None:
+        self.entries: dict[InvoiceKey, LedgerEntry] = {}
+        self.bodies: dict[InvoiceKey, str] = {}
+        """The queued message body of every accepted invoice, as the reconciler reads it."""
+        self.writes: Counter[str] = Counter()
+        self._clock = clock
+        self._faults = faults or Faults()
+
+    def get(self, key: InvoiceKey) -> LedgerEntry | None:
+        self._faults.hit("ledger.get")
+        return self.entries.get(key)
+
+    def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
+        self._faults.hit("ledger.get_many")
+        return {key: self.entries[key] for key in keys if key in self.entries}
+
+    def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
+        self._faults.hit("ledger.accept")
+        writes = [
+            admission for admission in admissions if admission.action in (Action.CREATE, Action.RESUBMIT)
+        ]
+        for admission in writes:
+            entry = self.entries.get(admission.invoice.key)
+            if admission.action is Action.CREATE and entry is not None:
+                raise AcceptRaceError("an invoice key changed while this request was being accepted")
+            if admission.action is Action.RESUBMIT and (
+                entry is None
+                or entry.status not in sources_of(InvoiceStatus.QUEUED)
+                or entry.content_hash != admission.previous_hash
+            ):
+                raise AcceptRaceError("an invoice key changed while this request was being accepted")
+        for admission in writes:
+            invoice = admission.invoice
+            self.entries[invoice.key] = LedgerEntry(
+                key=invoice.key,
+                status=InvoiceStatus.QUEUED,
+                content_hash=admission.content_hash,
+                invoice_number=invoice.invoiceNumber,
+                attempts=0,
+                accepted_at=now,
+                updated_at=now,
+                correlation_id=correlation_id,
+            )
+            self.bodies[invoice.key] = QueuedInvoice(
+                invoice=invoice,
+                content_hash=admission.content_hash,
+                accepted_at=now,
+                correlation_id=correlation_id,
+            ).to_body()
+            self.writes["accept"] += 1
+        self._faults.hit("ledger.accept.after")
+
+    def claim(
+        self, message: QueuedInvoice, *, message_id: str, owner: str, now: float, lease_seconds: float
+    ) -> Claim:
+        self._faults.hit("ledger.claim")
+        key = message.invoice.key
+        entry = self.entries.get(key)
+        refusal = claim_refusal(entry, message.content_hash, now)
+        if refusal is not None:
+            return Claim(entry, refusal)
+        claimed = LedgerEntry(
+            key=key,
+            status=InvoiceStatus.IN_PROGRESS,
+            content_hash=message.content_hash,
+            invoice_number=entry.invoice_number if entry else message.invoice.invoiceNumber,
+            attempts=(entry.attempts if entry else 0) + 1,
+            accepted_at=entry.accepted_at if entry else message.accepted_at,
+            updated_at=now,
+            lease_owner=owner,
+            lease_until=now + lease_seconds,
+            last_error=entry.last_error if entry else None,
+            correlation_id=entry.correlation_id if entry else None,
+            retry_at=entry.retry_at if entry else None,
+            claim_message_id=message_id,
+        )
+        self.entries[key] = claimed
+        self.writes["claim"] += 1
+        self._faults.hit("ledger.claim.after")
+        return Claim(claimed)
+
+    def record(
+        self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
+    ) -> bool:
+        self._faults.hit("ledger.record")
+        entry = self.entries.get(key)
+        if entry is None or entry.status not in sources_of(verdict.status) or entry.lease_owner != owner:
+            return False
+        moved = replace(entry, status=verdict.status, updated_at=now, lease_owner=None, lease_until=None)
+        match verdict:
+            case Invoiced(already=already):
+                moved = replace(
+                    moved, last_error=None, retry_at=None, already_invoiced=already, fynd_ack_id=ack_id
+                )
+            case Rejected(code=code, message=message):
+                moved = replace(moved, last_error=LastError(code, message), retry_at=None)
+            case RetryLater(reason=reason, message=message, delay_seconds=delay):
+                moved = replace(moved, last_error=LastError(reason, message), retry_at=now + delay)
+        self.entries[key] = moved
+        self.writes["record"] += 1
+        self._faults.hit("ledger.record.after")
+        return True
+
+
+@dataclass
+class QueuedMessage:
+    message_id: str
+    body: str
+    receipt_handle: str = ""
+    receive_count: int = 0
+    visible_at: float = 0.0
+    sent_at: float = 0.0
+
+
+class RecordingQueue:
+    """The InvoiceQueue port with SQS's semantics, and the event source's side of it."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        faults: Faults | None = None,
+        *,
+        visibility_timeout: float = 660,
+        max_receive_count: int = 8,
+    ) -> None:
+        self.messages: dict[str, QueuedMessage] = {}
+        self.dead_letters: list[QueuedMessage] = []
+        self.requests: Counter[str] = Counter()
+        self._clock = clock
+        self._faults = faults or Faults()
+        self._visibility_timeout = visibility_timeout
+        self._max_receive_count = max_receive_count
+        self._ids = itertools.count(1)
+
+    # ---- the port ----
+    def send(self, messages: Sequence[QueuedInvoice]) -> None:
+        self._faults.hit("queue.send")
+        self.requests["send"] += 1
+        for message in messages:
+            self._put(message, 0)
+        self._faults.hit("queue.send.after")
+
+    def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
+        self._faults.hit("queue.send_later")
+        self.requests["send_later"] += 1
+        self._put(message, delay_seconds)
+
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self.requests["change_visibility"] += 1
+        try:
+            self._faults.hit("queue.change_visibility")
+        except QueueUnavailableError:
+            return  # best effort, as the SQS adapter swallows the error
+        held = self._by_handle(receipt_handle)
+        if held is not None:
+            held.visible_at = self._clock() + seconds
+
+    # ---- the event source (Lambda's poller) ----
+    def receive(self, limit: int = 10) -> list[Delivery]:
+        """Take up to `limit` visible messages, as the poller does; over-received ones go to the DLQ."""
+        now = self._clock()
+        batch: list[Delivery] = []
+        for held in sorted(self.messages.values(), key=lambda item: (item.visible_at, item.sent_at)):
+            if len(batch) >= limit or held.visible_at > now:
+                continue
+            if held.receive_count >= self._max_receive_count:
+                del self.messages[held.message_id]
+                self.dead_letters.append(held)
+                continue
+            batch.append(self._deliver(held))
+        return batch
+
+    def redeliver(self, message_id: str) -> Delivery | None:
+        """At-least-once delivery: hand an in-flight message out again (its older handle goes stale)."""
+        held = self.messages.get(message_id)
+        return self._deliver(held) if held is not None else None
+
+    def answer(self, batch: Sequence[Delivery], failures: Sequence[str]) -> None:
+        """Lambda's side of ReportBatchItemFailures: delete every message of the batch not named."""
+        assert set(failures) <= {delivery.message_id for delivery in batch}, (
+            "named a message not in its batch"
+        )
+        for delivery in batch:
+            if delivery.message_id not in failures:
+                held = self._by_handle(delivery.receipt_handle)
+                if held is not None:  # a stale receipt handle deletes nothing, as in SQS
+                    del self.messages[held.message_id]
+
+    def crash(self, batch: Sequence[Delivery]) -> None:
+        """The invocation died: nothing is deleted, every message returns after its visibility."""
+
+    # ---- reading the state ----
+    def live_keys(self) -> Counter[InvoiceKey]:
+        return Counter(QueuedInvoice.from_body(held.body).invoice.key for held in self.messages.values())
+
+    def next_visible_at(self) -> float | None:
+        return min((held.visible_at for held in self.messages.values()), default=None)
+
+    def _put(self, message: QueuedInvoice, delay: float) -> None:
+        message_id = f"m-{next(self._ids)}"
+        now = self._clock()
+        self.messages[message_id] = QueuedMessage(
+            message_id, message.to_body(), visible_at=now + delay, sent_at=now
+        )
+
+    def _deliver(self, held: QueuedMessage) -> Delivery:
+        held.receive_count += 1
+        held.receipt_handle = f"{held.message_id}/r{held.receive_count}-{next(self._ids)}"
+        held.visible_at = self._clock() + self._visibility_timeout
+        return Delivery(
+            held.message_id, held.receipt_handle, held.receive_count, QueuedInvoice.from_body(held.body)
+        )
+
+    def _by_handle(self, receipt_handle: str) -> QueuedMessage | None:
+        message_id = receipt_handle.split("/", 1)[0]
+        held = self.messages.get(message_id)
+        return held if held is not None and held.receipt_handle == receipt_handle else None
+
+
+@dataclass
+class ScriptedFynd:
+    """Fynd as the relay sees it: applies each order at most once, answers IN453 after that.
+
+    `codes` gives an order a standing refusal (IN401, IN400, IN422); `early_until` answers
+    IN403 until the clock passes the time given. Faults: "fynd.before" (raise before anything
+    happens), "fynd.after" (Fynd applied the call, then the answer was lost: raise that error).
+    """
+
+    clock: Callable[[], float]
+    faults: Faults = field(default_factory=Faults)
+    codes: dict[str, str] = field(default_factory=dict)
+    early_until: dict[str, float] = field(default_factory=dict)
+    refuse_calls_over: int | None = None
+    """Answer a whole-call 413 when a call carries more orders than this."""
+    refuse_alone: set[str] = field(default_factory=set)
+    """Orders whose invoice Fynd refuses with a whole-call 422 whenever it is in the call."""
+    invoiced: set[InvoiceKey] = field(default_factory=set)
+    applied: Counter[InvoiceKey] = field(default_factory=Counter)
+    already: Counter[InvoiceKey] = field(default_factory=Counter)
+    """IN453 answers: each one is a duplicate that reached Fynd."""
+    sent: Counter[InvoiceKey] = field(default_factory=Counter)
+    calls: list[FyndCall] = field(default_factory=list)
+    budgets: list[float] = field(default_factory=list)
+
+    def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
+        self.budgets.append(time_budget_seconds)
+        self.faults.hit("fynd.before")
+        self.calls.append(call)
+        if self.refuse_calls_over is not None and len(call.invoices) > self.refuse_calls_over:
+            raise FyndCallRefused("Fynd refused the call (413)", status=413)
+        if any(invoice.orderId in self.refuse_alone for invoice in call.invoices):
+            raise FyndCallRefused("Fynd refused the call (422)", status=422)
+        errors: dict[str, OrderError] = {}
+        for invoice in call.invoices:
+            key = invoice.key
+            self.sent[key] += 1
+            code = self._code(invoice.orderId, key)
+            if code is None:
+                self.invoiced.add(key)
+                self.applied[key] += 1
+            else:
+                errors[invoice.orderId] = OrderError(invoice.orderId, code, f"fake Fynd says {code}")
+                if code == "IN453":
+                    self.already[key] += 1
+        self.faults.hit("fynd.after")
+        return FyndReceipt(
+            call, errors, ack_id=f"ack-{len(self.calls)}", status="PARTIAL" if errors else "SUCCESS"
+        )
+
+    def _code(self, order_id: str, key: InvoiceKey) -> str | None:
+        if key in self.invoiced:
+            return "IN453"
+        if order_id in self.codes:
+            return self.codes[order_id]
+        if self.early_until.get(order_id, 0) > self.clock():
+            return "IN403"
+        return None
+
+
+def lost_answer() -> FyndAmbiguous:
+    return FyndAmbiguous("no answer from Fynd after sending (fake)")
+
+
+SETTINGS = DispatchSettings(
+    lease_seconds=120,
+    max_receive_count=8,
+    request_seconds=18,
+    call_budget_seconds=36,
+    record_reserve_seconds=5,
+)
+"""The template's defaults: a 60 s function, 3 + 15 s Fynd timeouts, a 120 s lease."""
+
+
+class World:
+    """The relay's domain wired over the fakes: ingest's acceptance, and dispatchers that take
+    batches from the queue the way Lambda's event source hands them out."""
+
+    def __init__(self, *, settings: DispatchSettings = SETTINGS, deadline_seconds: float = 86_400) -> None:
+        self.clock = FakeClock()
+        self.faults = Faults()
+        self.ledger = InMemoryLedger(self.clock, self.faults)
+        self.queue = RecordingQueue(self.clock, self.faults, max_receive_count=settings.max_receive_count)
+        self.fynd = ScriptedFynd(self.clock, self.faults)
+        self.settings = settings
+        self.policy = CodePolicy(
+            Backoff(30, 3600, lambda: 0.5), deadline_seconds, outage_backoff(30, lambda: 0.5)
+        )
+        self.acceptance = InvoiceAcceptance(ledger=self.ledger, queue=self.queue, clock=self.clock)
+
+    def dispatcher(self, owner: str = "worker-1") -> Dispatcher:
+        return Dispatcher(
+            ledger=self.ledger,
+            fynd=self.fynd,
+            queue=self.queue,
+            policy=self.policy,
+            settings=self.settings,
+            owner=owner,
+            clock=self.clock,
+        )
+
+    def accept(self, *invoices: Invoice, correlation_id: str | None = "wh-1") -> list[Admission]:
+        return self.acceptance.accept(list(invoices), correlation_id=correlation_id)
+
+    def dispatch(
+        self, batch: Sequence[Delivery], *, owner: str = "worker-1", seconds_left: float = 60.0
+    ) -> list[str]:
+        """One invocation on `batch`; Lambda then deletes every message it did not name."""
+        failures = self.dispatcher(owner).dispatch(batch, lambda: seconds_left)
+        self.queue.answer(batch, failures)
+        return failures
+
+    def run(self, limit: int = 10, *, owner: str = "worker-1", seconds_left: float = 60.0) -> list[str]:
+        """Receive one batch (if any is visible) and dispatch it."""
+        batch = self.queue.receive(limit)
+        return self.dispatch(batch, owner=owner, seconds_left=seconds_left) if batch else []
+
+    def drain(self, *, limit: int = 10, max_rounds: int = 500) -> None:
+        """Run batches, moving the clock to the next visible message, until the queue is empty."""
+        for _ in range(max_rounds):
+            if not self.queue.messages:
+                return
+            visible_at = self.queue.next_visible_at()
+            if visible_at is not None and visible_at > self.clock.now:
+                self.clock.now = visible_at
+            self.run(limit)
+        raise AssertionError("the queue did not drain")
+
+    def status(self, key: InvoiceKey) -> InvoiceStatus | None:
+        entry = self.ledger.entries.get(key)
+        return entry.status if entry else None
+
+
+__all__ = [
+    "Crash",
+    "FakeClock",
+    "Faults",
+    "InMemoryLedger",
+    "QueuedMessage",
+    "RecordingQueue",
+    "ScriptedFynd",
+    "World",
+    "lost_answer",
+]

@@ -1,0 +1,395 @@
+"""The dispatcher's rules (relay/domain/dispatch.py's docstring), one test each, over the port
+fakes, with faults injected between the steps where they hurt: a write that throttles, an
+answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
+dies after Fynd answered."""
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+import relay.domain.dispatch as dispatch_module
+from factories import invoice
+from fakes import SETTINGS, Crash, World, lost_answer
+from relay.domain.delivery import FyndCall, FyndReceipt, FyndUnavailable
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import InvoiceStatus
+from relay.domain.policy import REFUSED_ALONE
+from relay.domain.ports import LedgerUnavailableError, QueueUnavailableError
+
+
+def key(order_id: str, invoice_type: InvoiceType = InvoiceType.SALE) -> InvoiceKey:
+    return InvoiceKey(order_id, invoice_type)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
+    """Every metric the dispatcher counts, with its dimensions."""
+    seen: list[tuple[str, float, dict[str, str]]] = []
+
+    def count(name: str, value: float = 1, **dimensions: str) -> None:
+        seen.append((name, value, dimensions))
+
+    monkeypatch.setattr(dispatch_module, "count", count)
+    return seen
+
+
+# ---- collapsing, claiming and dropping copies ----
+
+
+def test_copies_inside_one_batch_reach_fynd_once(world: World) -> None:
+    # Given the ERP's blind retries queued one invoice three times
+    for _ in range(3):
+        world.accept(invoice("A"))
+    # When one batch carries all three
+    assert world.run() == []
+    # Then Fynd saw the order once, and every copy is gone
+    assert world.fynd.sent[key("A")] == 1
+    assert world.queue.messages == {}
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+def test_a_copy_of_a_final_invoice_is_acknowledged_without_a_send(world: World) -> None:
+    world.accept(invoice("A"))
+    world.accept(invoice("A"))
+    first, second = world.queue.receive(2)
+    world.dispatch([first])
+    # When the second copy arrives in a later batch
+    assert world.dispatch([second]) == []
+    # Then it is deleted, and never sent
+    assert world.fynd.sent[key("A")] == 1
+    assert world.queue.messages == {}
+
+
+def test_a_copy_of_a_key_another_worker_holds_is_acknowledged(world: World) -> None:
+    # Given two messages of one invoice, and worker 1 holding the key with its own message
+    world.accept(invoice("A"))
+    world.accept(invoice("A"))
+    held, copy = world.queue.receive(2)
+    claim = world.ledger.claim(
+        held.message, message_id=held.message_id, owner="worker-1", now=world.clock(), lease_seconds=120
+    )
+    assert claim.granted
+    # When worker 2 gets the other message
+    assert world.dispatch([copy], owner="worker-2") == []
+    # Then the copy is deleted, and the holder's message is still there
+    assert list(world.queue.messages) == [held.message_id]
+    assert world.fynd.sent[key("A")] == 0
+
+
+def test_breach_02_the_holders_own_message_delivered_twice_waits_for_the_lease(world: World) -> None:
+    # Given worker 1 claimed the invoice with its message
+    world.accept(invoice("A"))
+    (held,) = world.queue.receive(1)
+    world.ledger.claim(
+        held.message, message_id=held.message_id, owner="worker-1", now=world.clock(), lease_seconds=120
+    )
+    # When SQS delivers the same message to worker 2 as well (at least once)
+    again = world.queue.redeliver(held.message_id)
+    assert again is not None
+    failures = world.dispatch([again], owner="worker-2")
+    # Then worker 2 does not acknowledge it: it comes back once the lease has run out
+    assert failures == [held.message_id]
+    assert world.queue.messages[held.message_id].visible_at > world.clock() + 120
+    # And when worker 1's own answer is lost (its handle went stale, its visibility change fails)
+    world.clock.advance(121)
+    world.drain()
+    # Then the invoice is still delivered, once
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("A")] == 1
+
+
+def test_breach_16_a_copy_of_a_retrying_invoice_waits_for_its_retry_at(world: World) -> None:
+    # Given Fynd was down, so the invoice is RETRYING with a back-off
+    world.accept(invoice("A"))
+    world.accept(invoice("A"))
+    first, copy = world.queue.receive(2)
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.dispatch([first])
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.retry_at is not None
+    # When the second copy arrives before retryAt
+    failures = world.dispatch([copy])
+    # Then it is not sent, and comes back after retryAt
+    assert failures == [copy.message_id]
+    assert len(world.fynd.calls) == 0
+    assert world.queue.messages[copy.message_id].visible_at > entry.retry_at
+
+
+def test_a_stale_copy_is_acknowledged_when_the_ledger_holds_corrected_content(world: World) -> None:
+    # Given Fynd rejected an invoice, and the ERP sent a corrected one (new content, same key)
+    world.fynd.codes["A"] = "IN422"
+    world.accept(invoice("A", invoiceNumber="INV-1"))
+    world.accept(invoice("A", invoiceNumber="INV-1"))
+    first, stale = world.queue.receive(2)
+    world.dispatch([first])
+    world.fynd.codes.clear()
+    world.accept(invoice("A", invoiceNumber="INV-2"))
+    # When the old copy arrives
+    assert world.dispatch([stale]) == []
+    # Then it is dropped, and the corrected invoice is the one sent
+    world.drain()
+    assert [i.invoiceNumber for call in world.fynd.calls for i in call.invoices] == ["INV-1", "INV-2"]
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+# ---- calls ----
+
+
+def test_calls_group_by_location_and_type(world: World) -> None:
+    world.accept(invoice("A"), invoice("B", locationCode="WH-2"), invoice("C", invoiceType="return"))
+    world.run()
+    groups = sorted(
+        (call.location_code or "", call.invoice_type, len(call.invoices)) for call in world.fynd.calls
+    )
+    assert groups == [("", "return", 1), ("", "sale", 1), ("WH-2", "sale", 1)]
+
+
+def test_breach_06_a_whole_call_4xx_splits_the_call_down_to_the_refused_invoice(world: World) -> None:
+    # Given ten invoices, and Fynd refusing any call that carries order R (a 422 naming no order)
+    world.fynd.refuse_alone.add("R")
+    world.accept(*[invoice(f"O-{n}") for n in range(9)], invoice("R"))
+    # When they are dispatched in one batch
+    assert world.run() == []
+    # Then the nine others are invoiced, and R alone is rejected with the HTTP status
+    assert all(world.status(key(f"O-{n}")) is InvoiceStatus.INVOICED for n in range(9))
+    rejected = world.ledger.entries[key("R")]
+    assert rejected.status is InvoiceStatus.REJECTED
+    assert rejected.last_error is not None
+    assert rejected.last_error.code == REFUSED_ALONE
+    assert "HTTP 422" in rejected.last_error.message
+    assert world.fynd.applied.total() == 9
+
+
+def test_breach_06_an_oversized_call_is_split_until_fynd_takes_it(world: World) -> None:
+    # Given Fynd answers 413 to any call of more than 5 orders
+    world.fynd.refuse_calls_over = 5
+    world.accept(*[invoice(f"O-{n}") for n in range(10)])
+    world.run()
+    # Then all ten are invoiced in calls of at most five
+    assert all(world.status(key(f"O-{n}")) is InvoiceStatus.INVOICED for n in range(10))
+    assert world.fynd.applied.total() == 10
+
+
+def test_breach_07_each_call_gets_a_budget_that_leaves_time_to_record(world: World) -> None:
+    world.accept(invoice("A"))
+    # When the invocation has 30 s left (call budget 36 s, reserve 5 s)
+    world.run(seconds_left=30)
+    # Then the call may take 25 s in all, not the connect + read timeouts of one request
+    assert world.fynd.budgets == [25]
+
+
+def test_breach_07_no_call_starts_without_time_for_one_request(world: World) -> None:
+    world.accept(invoice("A"))
+    # When 20 s remain: less than one request (18 s) after the 5 s reserve
+    (message_id,) = world.run(seconds_left=20)
+    # Then nothing is sent, the claim is released, and the message comes back soon
+    assert world.fynd.calls == []
+    assert world.status(key("A")) is InvoiceStatus.RETRYING
+    assert world.queue.messages[message_id].visible_at <= world.clock() + 2
+
+
+# ---- recording outcomes: once Fynd has answered, nothing raises ----
+
+
+def test_breach_01_a_record_that_throttles_holds_the_message_until_the_lease_ends(world: World) -> None:
+    # Given two invoices in one call, and the ledger throttling the first record after Fynd answered
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail("ledger.record", LedgerUnavailableError("throttled"))
+    batch = world.queue.receive()
+    # When the batch is dispatched, nothing raises
+    failures = world.dispatch(batch)
+    # Then B is recorded, and A's message comes back only after its lease has run out
+    a_message = next(d.message_id for d in batch if d.message.invoice.orderId == "A")
+    assert failures == [a_message]
+    assert world.status(key("B")) is InvoiceStatus.INVOICED
+    lease_until = world.ledger.entries[key("A")].lease_until
+    assert lease_until is not None
+    assert world.queue.messages[a_message].visible_at > lease_until
+    # And the retry learns from IN453 that A was invoiced
+    world.drain()
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[key("A")] == 1
+
+
+def test_breach_01_a_failed_requeue_returns_the_message_instead_of_raising(world: World) -> None:
+    # Given an order Fynd calls too early, at its second-to-last receive
+    world.fynd.early_until["A"] = world.clock() + 3600
+    world.accept(invoice("A"))
+    world.queue.messages[next(iter(world.queue.messages))].receive_count = (
+        world.settings.max_receive_count - 2
+    )
+    world.faults.fail("queue.send_later", QueueUnavailableError("SQS down"))
+    # When the fresh copy cannot be queued
+    failures = world.run()
+    # Then the message itself comes back, and the entry waits as RETRYING
+    assert failures == list(world.queue.messages)
+    assert world.status(key("A")) is InvoiceStatus.RETRYING
+
+
+def test_a_worker_killed_after_fynd_answered_leaves_a_message_that_learns_from_in453(world: World) -> None:
+    # Given the worker dies between Fynd's answer and the ledger write
+    world.accept(invoice("A"))
+    world.faults.fail("ledger.record", Crash())
+    batch = world.queue.receive()
+    with pytest.raises(Crash):
+        world.dispatcher().dispatch(batch, lambda: 60)
+    world.queue.crash(batch)
+    # When the message returns after its visibility timeout (the lease is long gone)
+    world.drain()
+    # Then the invoice is INVOICED: a duplicate reached Fynd only because the answer was lost
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.ledger.entries[key("A")].already_invoiced
+    assert (world.fynd.applied[key("A")], world.fynd.already[key("A")]) == (1, 1)
+
+
+def test_a_lease_that_runs_out_mid_call_never_raises_and_never_reopens(world: World) -> None:
+    # Given worker 1's call to Fynd outlives its lease, and worker 2 takes the key meanwhile
+    world.accept(invoice("A"))
+    world.accept(invoice("A"))
+    mine, copy = world.queue.receive(2)
+    original = world.fynd.update_invoices
+
+    def slow_call(call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
+        world.clock.advance(world.settings.lease_seconds + 1)
+        world.fynd.update_invoices = original  # type: ignore[method-assign]
+        assert world.dispatch([copy], owner="worker-2") == []
+        return original(call, time_budget_seconds=time_budget_seconds)
+
+    world.fynd.update_invoices = slow_call  # type: ignore[method-assign]
+    # When worker 1's answer comes back after worker 2 recorded the invoice
+    assert world.dispatch([mine], owner="worker-1") == []
+    # Then the entry stays as worker 2 recorded it, and no message is left
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.queue.messages == {}
+
+
+# ---- outages back off by receive count ----
+
+
+def test_a_ledger_outage_at_claim_fails_only_the_messages_it_touched(world: World) -> None:
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail("ledger.claim", LedgerUnavailableError("throttled"))
+    batch = world.queue.receive()
+    failures = world.dispatch(batch)
+    assert failures == [batch[0].message_id]
+    assert world.status(batch[1].message.invoice.key) is InvoiceStatus.INVOICED
+
+
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [("ledger.claim", LedgerUnavailableError("down")), ("fynd.before", FyndUnavailable("503"))],
+)
+def test_breach_08_a_thirty_minute_outage_dead_letters_nothing(
+    world: World, step: str, error: Exception
+) -> None:
+    # Given the ledger (or Fynd) is down for 30 minutes from the first attempt
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail(step, error, times=None)
+    outage_ends = world.clock() + 30 * 60
+    while world.clock() < outage_ends:
+        world.run()
+        world.clock.now = min(outage_ends, world.queue.next_visible_at() or outage_ends)
+    # When it recovers
+    world.faults.clear()
+    world.drain()
+    # Then nothing was dead-lettered, and both are invoiced once
+    assert world.queue.dead_letters == []
+    assert [world.status(key(o)) for o in "AB"] == [InvoiceStatus.INVOICED] * 2
+    assert world.fynd.already.total() == 0
+
+
+def test_infrastructure_failures_at_the_last_receive_go_to_the_dead_letter_queue(
+    world: World, counted: list[tuple[str, float, dict[str, str]]]
+) -> None:
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"), times=None)
+    world.drain()
+    assert len(world.queue.dead_letters) == 1
+    assert ("DeadLettered", 1, {"reason": "fynd_unavailable"}) in counted
+
+
+# ---- per-order codes ----
+
+
+@pytest.mark.parametrize("code", ["IN401", "IN400", "IN422"])
+def test_terminal_codes_reject_without_retry(world: World, code: str) -> None:
+    world.fynd.codes["A"] = code
+    world.accept(invoice("A"))
+    assert world.run() == []
+    assert world.status(key("A")) is InvoiceStatus.REJECTED
+    assert len(world.fynd.calls) == 1
+
+
+def test_an_early_order_is_requeued_fresh_before_its_last_receive(world: World) -> None:
+    # Given an order Fynd calls too early for a long time
+    world.fynd.early_until["A"] = world.clock() + 6 * 3600
+    world.accept(invoice("A"))
+    world.drain(max_rounds=2000)
+    # Then it was never dead-lettered, and was invoiced once confirmed
+    assert world.queue.dead_letters == []
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+def test_an_early_order_is_rejected_at_its_deadline(world: World) -> None:
+    world.fynd.early_until["A"] = world.clock() + 10 * 86_400
+    world.accept(invoice("A"))
+    world.drain(max_rounds=2000)
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.REJECTED
+    assert entry.last_error is not None
+    assert entry.last_error.code == "IN403_DEADLINE"
+
+
+def test_breach_14_an_unknown_fynd_code_is_counted_as_other(
+    world: World, counted: list[tuple[str, float, dict[str, str]]]
+) -> None:
+    world.fynd.codes["A"] = "IN777"
+    world.accept(invoice("A"))
+    world.run()
+    retries = [dims for name, _, dims in counted if name == "Retries"]
+    assert retries == [{"reason": "other"}]
+
+
+def test_a_lost_answer_is_retried_and_in453_means_invoiced(world: World) -> None:
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    world.drain()
+    entry: Any = world.ledger.entries[key("A")]
+    assert (entry.status, entry.already_invoiced) == (InvoiceStatus.INVOICED, True)
+    assert world.fynd.applied[key("A")] == 1
+
+
+# ---- concurrency ----
+
+
+def test_claims_and_records_of_a_call_go_to_the_ledger_concurrently() -> None:
+    # Given a dispatcher allowed 20 ledger writes at once, and a ledger whose claims and records
+    # each wait until 20 of them are in flight together (sequential writes would never get there)
+    world = World(settings=replace(SETTINGS, ledger_concurrency=20))
+    world.accept(*[invoice(f"O-{n}") for n in range(20)])
+    together = {step: threading.Barrier(20, timeout=5) for step in ("claim", "record")}
+    claim, record = world.ledger.claim, world.ledger.record
+
+    def claim_together(*args: Any, **kwargs: Any) -> Any:
+        together["claim"].wait()
+        return claim(*args, **kwargs)
+
+    def record_together(*args: Any, **kwargs: Any) -> Any:
+        together["record"].wait()
+        return record(*args, **kwargs)
+
+    world.ledger.claim = claim_together  # type: ignore[method-assign]
+    world.ledger.record = record_together  # type: ignore[method-assign]
+    # When one batch of 20 is dispatched
+    assert world.run(limit=20) == []
+    # Then every invoice went in one call and was recorded
+    assert [len(call.invoices) for call in world.fynd.calls] == [20]
+    assert all(world.status(key(f"O-{n}")) is InvoiceStatus.INVOICED for n in range(20))
