@@ -92,12 +92,18 @@ class SqsInvoiceQueue:
         raise QueueUnavailableError(f"{len(waiting)} invoice(s) could not be queued")
 
     def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
-        self._client.send_message(
-            QueueUrl=self._url,
-            MessageBody=message.to_body(),
-            MessageAttributes=_attributes(message),
-            DelaySeconds=delay_seconds,
-        )
+        """One message, visible after `delay_seconds`; QueueUnavailableError when SQS refuses it."""
+        try:
+            self._client.send_message(
+                QueueUrl=self._url,
+                MessageBody=message.to_body(),
+                MessageAttributes=_attributes(message),
+                DelaySeconds=delay_seconds,
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise QueueUnavailableError(
+                f"an invoice could not be queued again ({type(error).__name__})"
+            ) from error
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         """Best effort: if this fails the message still returns, after the queue's own timeout."""
