@@ -68,5 +68,5 @@ def test_a_delayed_send_sqs_refuses_is_the_ports_queue_unavailable_error() -> No
     # Given SQS refusing SendMessage
     # When the dispatcher queues a message again for later
     # Then it sees the port's own error type, never a botocore one
-    with pytest.raises(QueueUnavailableError, match="ThrottlingException"):
+    with pytest.raises(QueueUnavailableError, match="could not be queued again"):
         SqsInvoiceQueue("url", RefusingSqs()).send_later(messages(1)[0], 30)  # type: ignore[arg-type]
