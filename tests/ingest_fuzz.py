@@ -13,8 +13,9 @@ What must hold, checked after every request:
 - a refusal (any non-2xx) changed nothing: no ledger entry, no message;
 - a clean, correctly signed POST is answered 202 or 409, nothing else;
 - every invoice answered 202 has a ledger entry and, while QUEUED, a message that reads back.
-Then, every so often and at the end, what was queued is drained through the real
-dispatcher (`World.drain`), and every invoice answered 202 must be final.
+Then, every DRAIN_EVERY requests and at the end, what was queued is drained through the real
+dispatcher over the port fakes (`fuzz_world.World.drain`): every invoice answered 202 must end
+INVOICED or REJECTED (none dead-lettered), and none may reach Fynd twice.
 
     python tests/ingest_fuzz.py [--requests N] [--seed S]
 """
@@ -48,7 +49,7 @@ from relay.observability import logger, metrics  # noqa: E402
 from relay_local.signing import new_secret, signed_headers  # noqa: E402
 
 MAX_BODY_BYTES = 262_144
-DRAIN_EVERY = 500
+DRAIN_EVERY = 200
 ORDER_POOL = 300
 
 
@@ -61,6 +62,8 @@ class Tally:
     signatures: Counter[str] = field(default_factory=Counter)
     accepted: set[InvoiceKey] = field(default_factory=set)
     final: Counter[str] = field(default_factory=Counter)
+    fynd_calls: int = 0
+    sent_twice: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -76,7 +79,8 @@ class Tally:
             f"ingest fuzz: seed {self.seed}, {self.requests} requests in {self.seconds:.1f} s\n"
             f"  answers: {statuses}\n"
             f"  5xx: {server_errors}\n"
-            f"  invoices answered 202: {len(self.accepted)} keys; final after draining: {finals or 'none'}\n"
+            f"  invoices answered 202: {len(self.accepted)} keys; after draining: {finals or 'none'}\n"
+            f"  dispatched: {self.fynd_calls} Fynd calls; keys applied twice: {self.sent_twice}\n"
             f"  bodies: {', '.join(f'{k} {n}' for k, n in self.bodies.most_common())}\n"
             f"  signatures: {', '.join(f'{k} {n}' for k, n in self.signatures.most_common())}\n"
             f"  broken promises: {len(self.failures)}"
@@ -119,24 +123,30 @@ def order_id(rng: random.Random) -> str:
 
 
 def clean_invoice(rng: random.Random) -> dict[str, Any]:
-    oid = order_id(rng)
-    # A few numbers per key: the same key comes back with the same or with different content.
+    """A valid invoice for a key of the pool. Its content is the key's own nine times in ten
+    (a resend is a duplicate), a variant otherwise (a conflict, or a correction once rejected)."""
+    oid, invoice_type = order_id(rng), rng.choice(["sale", "sale", "return"])
+    variant = 0 if rng.random() < 0.9 else rng.randrange(1, 3)
+    keyed = random.Random(f"{oid}/{invoice_type}/{variant}")
     document: dict[str, Any] = {
         "orderId": oid,
-        "invoiceNumber": f"INV-{oid}-{rng.randrange(3)}",
-        "invoiceType": rng.choice(["sale", "sale", "return"]),
+        "invoiceNumber": f"INV-{oid}-{variant}",
+        "invoiceType": invoice_type,
     }
     for name in ("irnNumber", "ackNumber", "ackDate", "invoiceQrCode", "signedInvoice"):
-        if rng.random() < 0.2:
-            document[name] = f"{name}-{rng.randrange(2)}"
-    if rng.random() < 0.3:
+        if keyed.random() < 0.2:
+            document[name] = f"{name}-{variant}"
+    if keyed.random() < 0.3:
         document["orderItems"] = [
-            {"orderItemId": f"{oid}-{n}", "quantity": rng.randrange(1, 4)} for n in range(rng.randrange(1, 3))
+            {"orderItemId": f"{oid}-{n}", "quantity": keyed.randrange(1, 4)}
+            for n in range(keyed.randrange(1, 3))
         ]
-    if rng.random() < 0.05:
-        document["packages"] = [{"awb": f"AWB-{oid}", "dims": {"l": 10, "w": 5.5}}]
-    if rng.random() < 0.1:
-        document["locationCode"] = rng.choice(["BLR-1", "DEL_2", "mum.3"])
+    if keyed.random() < 0.1:
+        document["packages"] = [
+            {"awb": f"AWB-{oid}", "dims": {"l": 10, "w": 5.5, "unit": "cm"}, "n": [1, 2.5, None]}
+        ]
+    if keyed.random() < 0.1:
+        document["locationCode"] = keyed.choice(["BLR-1", "DEL_2", "mum.3"])
     return document
 
 
@@ -355,6 +365,10 @@ def run(requests: int, seed: int, *, drain_every: int = DRAIN_EVERY) -> Tally:
         tally.final[status] += 1
         if status not in ("INVOICED", "REJECTED"):
             tally.fail("final", f"{key} answered 202 ends {status}")
+    tally.fynd_calls = len(world.ports.fynd.calls)
+    tally.sent_twice = world.sent_twice()
+    if tally.sent_twice:
+        tally.fail("fynd", f"{tally.sent_twice} keys reached Fynd twice with no answer lost")
     return tally
 
 
