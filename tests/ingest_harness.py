@@ -11,18 +11,16 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from fakes import FakeClock, Faults, InMemoryLedger, RecordingQueue
 from relay import wiring
 from relay.api import app
 from relay.domain.acceptance import InvoiceAcceptance
-from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
-from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import AcceptRaceError
+from relay.domain.ledger import LedgerEntry
 from relay.domain.signature import WebhookVerifier
 from relay.settings import IngestSettings
 from relay_local.events import http_event
@@ -32,74 +30,25 @@ from relay_local.signing import new_secret, signed_headers, status_headers
 INGEST_TIMEOUT_SECONDS = 10.0
 
 
-class MemoryLedger:
-    """The ledger as ingest uses it (get, get_many, accept), with the adapter's conditions.
+class StaleFirstRead:
+    """A ledger as a request sees it when another request writes between its read and its
+    write: the first `get_many` answers as if nothing were recorded yet."""
 
-    `before_accept` runs just before a write is checked: a test makes another request win a
-    race there. `refuse` raises the given errors, one per accept, before anything is written."""
+    def __init__(self, ledger: InMemoryLedger) -> None:
+        self.ledger = ledger
+        self.reads = 0
 
-    def __init__(self) -> None:
-        self.entries: dict[InvoiceKey, LedgerEntry] = {}
-        self.accepts = 0
-        self.before_accept: Callable[[], None] | None = None
-        self.refuse: list[BaseException] = []
-
-    def get(self, key: InvoiceKey) -> LedgerEntry | None:
-        return self.entries.get(key)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
 
     def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
-        return {key: self.entries[key] for key in keys if key in self.entries}
-
-    def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
-        if self.before_accept is not None:
-            hook, self.before_accept = self.before_accept, None
-            hook()
-        if self.refuse:
-            raise self.refuse.pop(0)
-        writes = [a for a in admissions if a.action in (Action.CREATE, Action.RESUBMIT)]
-        for admission in writes:
-            entry = self.entries.get(admission.invoice.key)
-            if admission.action is Action.CREATE and entry is not None:
-                raise AcceptRaceError("an invoice key changed while this request was being accepted")
-            if admission.action is Action.RESUBMIT and (
-                entry is None
-                or entry.status is not InvoiceStatus.REJECTED
-                or entry.content_hash != admission.previous_hash
-            ):
-                raise AcceptRaceError("an invoice key changed while this request was being accepted")
-        for admission in writes:
-            invoice = admission.invoice
-            self.entries[invoice.key] = LedgerEntry(
-                key=invoice.key,
-                status=InvoiceStatus.QUEUED,
-                content_hash=admission.content_hash,
-                invoice_number=invoice.invoiceNumber,
-                attempts=0,
-                accepted_at=now,
-                updated_at=now,
-                correlation_id=correlation_id,
-            )
-        if writes:
-            self.accepts += 1
+        self.reads += 1
+        return {} if self.reads == 1 else self.ledger.get_many(keys)
 
 
-@dataclass
-class MemoryQueue:
-    """The queue as ingest uses it: `send` keeps each message's body; `refuse` fails sends."""
-
-    bodies: list[str] = field(default_factory=list)
-    refuse: list[BaseException] = field(default_factory=list)
-
-    def send(self, messages: Sequence[QueuedInvoice]) -> None:
-        if self.refuse:
-            raise self.refuse.pop(0)
-        self.bodies.extend(message.to_body() for message in messages)
-
-    def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
-        self.bodies.append(message.to_body())
-
-    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
-        pass
+def queued_bodies(queue: RecordingQueue) -> list[str]:
+    """Every message body on the queue, as SQS holds it."""
+    return [held.body for held in queue.messages.values()]
 
 
 @dataclass(frozen=True)
@@ -112,11 +61,11 @@ class Answer:
 class Ingest:
     """Signed (or not) POSTs and GETs against the real API, in this process."""
 
-    def __init__(self, ledger: Any, queue: Any, secret: str, *, max_body_bytes: int = 262_144) -> None:
+    def __init__(self, ledger: Any, queue: Any, secret: str, faults: Faults) -> None:
         self.ledger = ledger
         self.queue = queue
         self.secret = secret
-        self.max_body_bytes = max_body_bytes
+        self.faults = faults
         self.seconds_per_request = INGEST_TIMEOUT_SECONDS
         self._ids = itertools.count(1)
 
@@ -208,10 +157,19 @@ def ingest_in_process(
     *,
     secret: str | None = None,
     max_body_bytes: int = 262_144,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
+    faults: Faults | None = None,
 ) -> Iterator[Ingest]:
-    """Put the fakes where `relay.wiring` would build AWS clients, for the duration of the block."""
-    ingest = Ingest(ledger or MemoryLedger(), queue or MemoryQueue(), secret or new_secret())
+    """Put the port fakes (`tests/fakes.py`) where `relay.wiring` would build AWS clients, for
+    the duration of the block. `faults` is the one the default ledger and queue hit."""
+    clock = clock or FakeClock()
+    faults = faults or Faults()
+    ingest = Ingest(
+        ledger if ledger is not None else InMemoryLedger(clock, faults),
+        queue if queue is not None else RecordingQueue(clock, faults),
+        secret or new_secret(),
+        faults,
+    )
     acceptance = InvoiceAcceptance(ledger=ingest.ledger, queue=ingest.queue, clock=clock, **_budget())
     settings = IngestSettings.model_validate(
         {

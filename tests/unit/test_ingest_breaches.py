@@ -15,7 +15,8 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import ClientError
 
 from factories import invoice, invoice_dict
-from ingest_harness import Ingest, MemoryLedger, MemoryQueue, ingest_in_process
+from fakes import FakeClock, InMemoryLedger, RecordingQueue
+from ingest_harness import Ingest, StaleFirstRead, ingest_in_process, queued_bodies
 from relay.adapters.ledger import InvoiceLedger
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.invoice import Invoice
@@ -57,7 +58,7 @@ def test_breach_03_packages_nested_past_the_cap_answer_422_and_write_nothing(
     # Then it is refused as invalid, naming the field, and nothing is recorded or queued
     assert answer.status == 422
     assert answer.body["errors"][0]["field"].startswith("packages.0.dims")
-    assert (ingest.ledger.entries, ingest.queue.bodies) == ({}, [])
+    assert (ingest.ledger.entries, queued_bodies(ingest.queue)) == ({}, [])
 
 
 def test_packages_within_the_nesting_cap_are_accepted_and_carried_unchanged(ingest: Ingest) -> None:
@@ -67,7 +68,7 @@ def test_packages_within_the_nesting_cap_are_accepted_and_carried_unchanged(inge
     answer = ingest.post(json.dumps({**SALE, "packages": packages}))
     # Then it is accepted and the queued message carries exactly those packages
     assert answer.status == 202
-    (body,) = ingest.queue.bodies
+    (body,) = queued_bodies(ingest.queue)
     assert json.loads(body)["invoice"]["packages"] == packages
 
 
@@ -83,14 +84,15 @@ def test_breach_03_a_message_that_would_not_round_trip_is_refused_before_the_led
 ) -> None:
     # Given an invoice the model takes but one queue message could not carry back unchanged
     unreadable = Invoice.model_validate({**SALE, "packages": packages})
-    ledger, queue = MemoryLedger(), MemoryQueue()
-    acceptance = InvoiceAcceptance(ledger=ledger, queue=queue, clock=lambda: 1.0)
+    clock = FakeClock()
+    ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
+    acceptance = InvoiceAcceptance(ledger=ledger, queue=queue, clock=clock)
     # When acceptance is asked to take it
     with pytest.raises(Exception, match="cannot be queued") as refused:
         acceptance.accept([unreadable], correlation_id="wh-1")
     # Then it is refused as the sender's problem, before anything was written
     assert type(refused.value).__name__ == "UnqueueableInvoices"
-    assert (ledger.entries, queue.bodies) == ({}, [])
+    assert (ledger.entries, queued_bodies(queue)) == ({}, [])
 
 
 # ---- breach 4: signed input that got a 5xx ----
@@ -114,7 +116,7 @@ def test_breach_04_deep_packages_answer_422_not_a_hashing_error(ingest: Ingest, 
     answer = ingest.post(body)
     # Then 422, decided before anything was written
     assert answer.status == 422
-    assert (ingest.ledger.entries, ingest.queue.bodies) == ({}, [])
+    assert (ingest.ledger.entries, queued_bodies(ingest.queue)) == ({}, [])
 
 
 @pytest.mark.parametrize(
@@ -130,7 +132,7 @@ def test_breach_04_lone_surrogate_in_packages_answers_422_before_any_write(
     answers = [ingest.post(body), ingest.post(body)]
     # Then both are 422 (not a 500 after the ledger write), and nothing is recorded or queued
     assert [answer.status for answer in answers] == [422, 422]
-    assert (ingest.ledger.entries, ingest.queue.bodies) == ({}, [])
+    assert (ingest.ledger.entries, queued_bodies(ingest.queue)) == ({}, [])
 
 
 @pytest.mark.parametrize("field", ["invoiceNumber", "ackDate"])
@@ -222,29 +224,34 @@ def test_breach_09_unreadable_fynd_credentials_are_fynd_unavailable() -> None:
 # ---- breach 10: every cancelled transaction answered 409 ----
 
 
-def test_breach_10_identical_copy_winning_the_race_is_a_duplicate_answered_202(ingest: Ingest) -> None:
-    body = json.dumps(SALE)
-    # Given an identical copy of the webhook that is recorded between our read and our write
-    ingest.ledger.before_accept = lambda: _accept_elsewhere(ingest.ledger, SALE)
-    # When ours is posted
-    answer = ingest.post(body)
+def test_breach_10_identical_copy_winning_the_race_is_a_duplicate_answered_202() -> None:
+    clock = FakeClock()
+    ledger = InMemoryLedger(clock)
+    # Given an identical copy of the webhook recorded between our read and our write
+    _accept_elsewhere(ledger, SALE)
+    with ingest_in_process(StaleFirstRead(ledger), clock=clock) as ingest:
+        # When ours is posted
+        answer = ingest.post(json.dumps(SALE))
     # Then it is a duplicate, answered 202 with the entry's state, not a 409
     assert answer.status == 202
     assert answer.body["invoices"][0]["status"] == "QUEUED"
 
 
-def test_race_lost_to_different_content_is_still_a_409(ingest: Ingest) -> None:
+def test_race_lost_to_different_content_is_still_a_409() -> None:
+    clock = FakeClock()
+    ledger = InMemoryLedger(clock)
     # Given a different invoice for the same key recorded between our read and our write
-    ingest.ledger.before_accept = lambda: _accept_elsewhere(ingest.ledger, {**SALE, "invoiceNumber": "OTHER"})
-    # When ours is posted
-    answer = ingest.post(json.dumps(SALE))
+    _accept_elsewhere(ledger, {**SALE, "invoiceNumber": "OTHER"})
+    with ingest_in_process(StaleFirstRead(ledger), clock=clock) as ingest:
+        # When ours is posted
+        answer = ingest.post(json.dumps(SALE))
     # Then 409: a conflict
     assert answer.status == 409
 
 
 def test_breach_10_a_race_that_never_settles_is_503_not_409(ingest: Ingest) -> None:
     # Given a ledger whose writes keep being cancelled by failed conditions
-    ingest.ledger.refuse = [AcceptRaceError("changed")] * 5
+    ingest.faults.fail("ledger.accept", AcceptRaceError("changed"), times=None)
     # When posted
     answer = ingest.post(json.dumps(SALE))
     # Then 503 with Retry-After: nothing says the content differs
@@ -294,13 +301,15 @@ def test_failed_condition_in_the_cancellation_reasons_is_a_race_to_decide_again(
 
 def test_ledger_unavailable_answers_503_with_retry_after(ingest: Ingest) -> None:
     # Given the ledger write cancelled for throttling
-    ingest.ledger.refuse = [LedgerUnavailableError("invoice ledger cancelled the write (ThrottlingError)")]
+    ingest.faults.fail(
+        "ledger.accept", LedgerUnavailableError("invoice ledger cancelled the write (ThrottlingError)")
+    )
     # When posted, Then 503 with Retry-After
     answer = ingest.post(json.dumps(SALE))
     assert (answer.status, "Retry-After" in answer.headers) == (503, True)
 
 
-def _accept_elsewhere(ledger: MemoryLedger, document: dict[str, Any]) -> None:
+def _accept_elsewhere(ledger: InMemoryLedger, document: dict[str, Any]) -> None:
     from relay.domain.intake import admit
 
     ledger.accept(admit([Invoice.model_validate(document)], {}), now=1.0, correlation_id="wh-other")

@@ -8,7 +8,8 @@ import pytest
 from moto import mock_aws
 
 from factories import invoice
-from ingest_harness import MemoryQueue
+from fakes import FakeClock, RecordingQueue
+from ingest_harness import queued_bodies
 from relay.adapters.ledger import InvoiceLedger
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.intake import admit
@@ -64,11 +65,11 @@ def test_breach_10_identical_copy_racing_on_dynamodb_is_answered_as_a_duplicate(
 ) -> None:
     # Given an identical copy of the webhook recorded after this request read the ledger
     ledger.accept(admit([invoice("FY-1")], {}), now=1.0, correlation_id="wh-1")
-    queue = MemoryQueue()
+    queue = RecordingQueue(FakeClock())
     acceptance = InvoiceAcceptance(ledger=StaleFirstRead(ledger), queue=queue, clock=lambda: 2.0)  # type: ignore[arg-type]
     # When this request writes
     (admission,) = acceptance.accept([invoice("FY-1")], correlation_id="wh-2")
     # Then it reads again and answers the duplicate with the entry's state, queued once more
     assert admission.status is InvoiceStatus.QUEUED
-    assert len(queue.bodies) == 1
+    assert len(queued_bodies(queue)) == 1
     assert ledger.get(invoice("FY-1").key).correlation_id == "wh-1"  # type: ignore[union-attr]

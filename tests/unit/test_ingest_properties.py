@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest_harness import ingest_in_process
+from ingest_harness import ingest_in_process, queued_bodies
 from relay.domain.messages import QueuedInvoice
 
 JSON_SCALARS = (
@@ -49,10 +49,10 @@ def test_any_json_in_an_invoice_is_answered_without_a_5xx_and_queued_unchanged(
         assert answer.status in (202, 400, 422), answer
         if answer.status != 202:
             # And a refusal wrote nothing
-            assert (ingest.ledger.entries, ingest.queue.bodies) == ({}, [])
+            assert (ingest.ledger.entries, queued_bodies(ingest.queue)) == ({}, [])
             return
         # And what was queued reads back as the invoice sent, with the ledger's content hash
-        (body,) = ingest.queue.bodies
+        (body,) = queued_bodies(ingest.queue)
         message = QueuedInvoice.from_body(body)
         assert message.invoice.model_dump(mode="json", exclude_none=True) == document
         assert ingest.ledger.entries[message.invoice.key].content_hash == message.content_hash

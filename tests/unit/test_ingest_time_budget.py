@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from factories import invoice
-from ingest_harness import MemoryLedger, MemoryQueue
+from fakes import FakeClock, InMemoryLedger, RecordingQueue
+from ingest_harness import queued_bodies
 from relay.domain.messages import QueuedInvoice
 from relay.domain.ports import QueueUnavailableError
 from relay_local.stack import load_template
@@ -93,30 +94,32 @@ def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:
     from relay import wiring
     from relay.domain.acceptance import AcceptanceOutOfTime, InvoiceAcceptance
 
-    ledger, queue = MemoryLedger(), MemoryQueue()
+    clock = FakeClock()
+    ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
     acceptance = InvoiceAcceptance(
-        ledger=ledger, queue=queue, clock=lambda: 1.0, reserve_seconds=wiring.INGEST_ROUND_RESERVE_SECONDS
+        ledger=ledger, queue=queue, clock=clock, reserve_seconds=wiring.INGEST_ROUND_RESERVE_SECONDS
     )
     # Given less time left than a round can take at worst
     left = wiring.INGEST_ROUND_RESERVE_SECONDS - 0.01
     # When an invoice is accepted, Then nothing is written and the sender hears 503 (retry)
     with pytest.raises(AcceptanceOutOfTime):
         acceptance.accept([invoice()], correlation_id="wh", seconds_left=lambda: left)
-    assert (ledger.entries, queue.bodies) == ({}, [])
+    assert (ledger.entries, queued_bodies(queue)) == ({}, [])
 
 
 def test_a_round_with_time_enough_writes_and_queues() -> None:
     from relay import wiring
     from relay.domain.acceptance import InvoiceAcceptance
 
-    ledger, queue = MemoryLedger(), MemoryQueue()
+    clock = FakeClock()
+    ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
     acceptance = InvoiceAcceptance(
-        ledger=ledger, queue=queue, clock=lambda: 1.0, reserve_seconds=wiring.INGEST_ROUND_RESERVE_SECONDS
+        ledger=ledger, queue=queue, clock=clock, reserve_seconds=wiring.INGEST_ROUND_RESERVE_SECONDS
     )
     acceptance.accept(
         [invoice()], correlation_id="wh", seconds_left=lambda: wiring.INGEST_ROUND_RESERVE_SECONDS
     )
-    assert (len(ledger.entries), len(queue.bodies)) == (1, 1)
+    assert (len(ledger.entries), len(queued_bodies(queue))) == (1, 1)
 
 
 def test_batches_are_bounded_by_bytes_as_well_as_by_ten() -> None:
