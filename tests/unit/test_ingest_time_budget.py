@@ -1,5 +1,6 @@
 """Breach 11, part 1: ingest's AWS calls and resends fit inside IngestFunction's timeout."""
 
+import threading
 from typing import Any
 
 import pytest
@@ -26,7 +27,10 @@ def test_breach_11_ingest_worst_case_fits_the_template_timeout() -> None:
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert attempt == wiring.INGEST_ATTEMPT_SECONDS
     # And a round (read, write, the whole send) reserves what its calls can take at worst
-    send = wiring.INGEST_SEND_ATTEMPTS * attempt + wiring.INGEST_SEND_PAUSE_SECONDS
+    send = (
+        wiring.INGEST_SEND_ATTEMPTS * attempt
+        + (wiring.INGEST_SEND_ATTEMPTS - 1) * wiring.INGEST_SEND_PAUSE_SECONDS
+    )
     assert attempt + attempt + send == wiring.INGEST_ROUND_RESERVE_SECONDS
     # And the worst POST (secret read, one round, the answer margin) ends before the timeout
     worst = attempt + wiring.INGEST_ROUND_RESERVE_SECONDS + wiring.INGEST_ANSWER_MARGIN_SECONDS
@@ -35,16 +39,26 @@ def test_breach_11_ingest_worst_case_fits_the_template_timeout() -> None:
 
 
 class SlowSqs:
-    """SendMessageBatch that takes `seconds` of the fake clock and fails every entry."""
+    """SendMessageBatch that takes `seconds` of the fake clock and fails every entry (or none).
+    The `batches` calls SqsInvoiceQueue makes at once all start before the clock moves, as they
+    would in real time; then each ends `seconds` after it started."""
 
-    def __init__(self, clock: "FakeMonotonic", seconds: float) -> None:
+    def __init__(self, clock: "FakeMonotonic", seconds: float, *, batches: int, failing: bool = True) -> None:
         self.clock = clock
         self.seconds = seconds
+        self.failing = failing
         self.calls = 0
+        self.lock = threading.Lock()
+        self.together = threading.Barrier(batches)
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
-        self.calls += 1
-        self.clock.now += self.seconds
+        started = self.clock.now
+        self.together.wait(timeout=10)
+        with self.lock:
+            self.calls += 1
+            self.clock.now = max(self.clock.now, started + self.seconds)
+        if not self.failing:
+            return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
         return {"Successful": [], "Failed": [{"Id": e["Id"], "Code": "InternalError"} for e in Entries]}
 
 
@@ -65,15 +79,11 @@ def messages(count: int) -> list[QueuedInvoice]:
     ]
 
 
-@pytest.mark.parametrize("count", [1, 25, 100])
-def test_breach_11_the_queue_send_ends_within_its_budget(count: int) -> None:
+def budgeted_queue(sqs: SlowSqs, clock: FakeMonotonic) -> Any:
     from relay import wiring
     from relay.adapters.queue import SqsInvoiceQueue
 
-    # Given SQS taking the longest an attempt may take, and refusing everything
-    clock = FakeMonotonic()
-    sqs = SlowSqs(clock, wiring.INGEST_ATTEMPT_SECONDS)
-    queue = SqsInvoiceQueue(
+    return SqsInvoiceQueue(
         "url",
         sqs,  # type: ignore[arg-type]
         pause=wiring.INGEST_SEND_PAUSE_SECONDS,
@@ -82,12 +92,33 @@ def test_breach_11_the_queue_send_ends_within_its_budget(count: int) -> None:
         clock=clock,
         sleep=clock.sleep,
     )
+
+
+@pytest.mark.parametrize("count", [1, 25, 100])
+def test_breach_11_the_queue_send_ends_within_its_budget(count: int) -> None:
+    from relay import wiring
+
+    # Given SQS taking the longest an attempt may take, and refusing everything
+    clock = FakeMonotonic()
+    sqs = SlowSqs(clock, wiring.INGEST_ATTEMPT_SECONDS, batches=-(-count // 10))
     # When ingest sends `count` messages
-    with pytest.raises(QueueUnavailableError):
-        queue.send(messages(count))
-    # Then it gives up within the budget, after as many attempts as fit in it
+    with pytest.raises(QueueUnavailableError, match=f"{count} invoice"):
+        budgeted_queue(sqs, clock).send(messages(count))
+    # Then it gives up within the budget, after as many attempts per batch as fit in it
     assert clock.now <= wiring.INGEST_SEND_BUDGET_SECONDS
-    assert sqs.calls == wiring.INGEST_SEND_ATTEMPTS
+    assert sqs.calls == -(-count // 10) * wiring.INGEST_SEND_ATTEMPTS
+
+
+def test_breach_11_a_full_webhook_is_queued_in_one_attempts_time() -> None:
+    from relay import wiring
+
+    # Given SQS as slow as an attempt may be, taking everything
+    clock = FakeMonotonic()
+    sqs = SlowSqs(clock, wiring.INGEST_ATTEMPT_SECONDS, batches=10, failing=False)
+    # When the 100 messages of a full webhook are sent
+    budgeted_queue(sqs, clock).send(messages(100))
+    # Then all ten batches went at once, within the budget
+    assert (sqs.calls, clock.now <= wiring.INGEST_SEND_BUDGET_SECONDS) == (10, True)
 
 
 def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:

@@ -5,17 +5,18 @@ later invocation of the same instance.
 
 Ingest's time budget. IngestFunction has `Timeout: 10` in template.yaml. Ingest's AWS clients
 make one attempt per call (botocore retries off), so a call takes at most INGEST_CONNECT_TIMEOUT
-+ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 1.5 s. The only resends are SqsInvoiceQueue's,
-inside INGEST_SEND_BUDGET_SECONDS (2 attempts and a 0.1 s pause = 3.1 s). A round of acceptance
-(one BatchGetItem, one TransactWriteItems, the whole send) starts only while the invocation has
-INGEST_ROUND_RESERVE_SECONDS (1.5 + 1.5 + 3.1 = 6.1 s) left beyond INGEST_ANSWER_MARGIN_SECONDS
-(1.0 s). So the worst POST is
++ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 0.5 + 1.75 = 2.25 s. A round of acceptance (one
+BatchGetItem, one TransactWriteItems, then one SendMessageBatch attempt per batch, the batches
+sent at once, INGEST_SEND_BUDGET_SECONDS in all) starts only while the invocation has
+INGEST_ROUND_RESERVE_SECONDS (2.25 + 2.25 + 2.25 = 6.75 s) left beyond
+INGEST_ANSWER_MARGIN_SECONDS (1.0 s). So the worst POST is
 
-    GetSecretValue 1.5 + one round 6.1 + answer margin 1.0 = 8.6 s <= 10 s,
+    GetSecretValue 2.25 + one round 6.75 + answer margin 1.0 = 10.0 s <= 10 s,
 
 and a ledger write is never cut off by the timeout before its messages are queued or the
 sender is told 503. `ingest_worst_case_seconds()` is that sum; a test holds it to the template.
-A throttled or slow AWS call is answered 503 with Retry-After: the ERP's retry is the resend.
+A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
+resend (entries SQS refused stay QUEUED and the retry queues them again).
 """
 
 import time
@@ -64,13 +65,16 @@ LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
 
 INGEST_CONNECT_TIMEOUT = 0.5
-INGEST_READ_TIMEOUT = 1.0
+INGEST_READ_TIMEOUT = 1.75
 INGEST_ATTEMPT_SECONDS = INGEST_CONNECT_TIMEOUT + INGEST_READ_TIMEOUT
 """The longest one AWS call of ingest can take: a single attempt, connect then read."""
-INGEST_SEND_ATTEMPTS = 2
+INGEST_SEND_ATTEMPTS = 1
+"""SendMessageBatch attempts per batch inside the budget: the sender's retry is the resend."""
 INGEST_SEND_PAUSE_SECONDS = 0.1
-"""SqsInvoiceQueue's pause before its first resend (then doubled, if another fits)."""
-INGEST_SEND_BUDGET_SECONDS = INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS + INGEST_SEND_PAUSE_SECONDS
+"""SqsInvoiceQueue's pause before a resend, were a second attempt budgeted."""
+INGEST_SEND_BUDGET_SECONDS = (
+    INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS + (INGEST_SEND_ATTEMPTS - 1) * INGEST_SEND_PAUSE_SECONDS
+)
 INGEST_ROUND_RESERVE_SECONDS = INGEST_ATTEMPT_SECONDS + INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
 """One acceptance round at its worst: BatchGetItem, TransactWriteItems, then the whole send."""
 INGEST_ANSWER_MARGIN_SECONDS = 1.0
@@ -79,6 +83,8 @@ _INGEST_AWS_CONFIG = Config(
     connect_timeout=INGEST_CONNECT_TIMEOUT,
     read_timeout=INGEST_READ_TIMEOUT,
     retries={"mode": "standard", "total_max_attempts": 1},
+    # A connection for each batch SqsInvoiceQueue sends at once (100 invoices: 10 to 12 batches).
+    max_pool_connections=16,
 )
 
 

@@ -1,7 +1,7 @@
 """The invoice queue on SQS. `send` returns only when every message is durably queued.
 
 SendMessageBatch takes at most 10 entries and MAX_MESSAGE_BYTES in all, so messages go in
-batches bounded by both. Entries SQS refuses are sent again, up to SEND_ATTEMPTS times; with
+batches bounded by both, sent concurrently. Entries SQS refuses are sent again, up to SEND_ATTEMPTS times; with
 a `budget_seconds` (ingest: see `relay.wiring`), an attempt starts only while its worst case,
 `attempt_seconds`, still fits in the budget, so `send` ends within it: queued, or
 QueueUnavailableError.
@@ -9,6 +9,7 @@ QueueUnavailableError.
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -50,9 +51,25 @@ class SqsInvoiceQueue:
         self._sleep = sleep
 
     def send(self, messages: Sequence[QueuedInvoice]) -> None:
+        """Every batch is sent at once (one thread each), so a send takes one attempt's time
+        whatever the number of batches; QueueUnavailableError names how many were not queued."""
         deadline = None if self._budget is None else self._clock() + self._budget
-        for batch in _batches(messages):
-            self._send_batch(batch, deadline)
+        batches = _batches(messages)
+        if len(batches) <= 1:
+            for batch in batches:
+                self._send_batch(batch, deadline)
+            return
+        with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="sqs-send") as pool:
+            unsent = sum(pool.map(lambda batch: self._unsent(batch, deadline), batches))
+        if unsent:
+            raise QueueUnavailableError(f"{unsent} invoice(s) could not be queued")
+
+    def _unsent(self, messages: Sequence[QueuedInvoice], deadline: float | None) -> int:
+        try:
+            self._send_batch(messages, deadline)
+        except QueueUnavailableError as error:
+            return error.args[1] if len(error.args) > 1 else len(messages)
+        return 0
 
     def _fits(self, seconds: float, deadline: float | None) -> bool:
         return deadline is None or self._clock() + seconds <= deadline
@@ -89,7 +106,7 @@ class SqsInvoiceQueue:
             if not self._fits(pause + self._attempt, deadline):
                 break
             self._sleep(pause)
-        raise QueueUnavailableError(f"{len(waiting)} invoice(s) could not be queued")
+        raise QueueUnavailableError(f"{len(waiting)} invoice(s) could not be queued", len(waiting))
 
     def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
         """One message, visible after `delay_seconds`; QueueUnavailableError when SQS refuses it."""
