@@ -11,7 +11,7 @@ from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import QueuedInvoice
 
-ORDER_POOL = 300
+ORDER_POOL = 50_000
 REFUSED_EVERY = 37
 EARLY_EVERY = 41
 

@@ -41,7 +41,7 @@ for _path in (ROOT / "src" / "functions", ROOT / "src" / "tools", ROOT / "tests"
         sys.path.insert(0, str(_path))
 
 import conftest  # noqa: E402, F401  - the functions' static environment, as in the tests
-from fuzz_world import World  # noqa: E402
+from fuzz_world import ORDER_POOL, World  # noqa: E402
 from ingest_harness import Answer, Ingest, ingest_in_process  # noqa: E402
 from relay.domain.invoice import InvoiceKey, InvoiceType  # noqa: E402
 from relay.domain.signature import request_line  # noqa: E402
@@ -50,7 +50,7 @@ from relay_local.signing import new_secret, signed_headers  # noqa: E402
 
 MAX_BODY_BYTES = 262_144
 DRAIN_EVERY = 200
-ORDER_POOL = 300
+HOT_ORDERS = 300
 
 
 @dataclass
@@ -61,6 +61,8 @@ class Tally:
     bodies: Counter[str] = field(default_factory=Counter)
     signatures: Counter[str] = field(default_factory=Counter)
     accepted: set[InvoiceKey] = field(default_factory=set)
+    known: list[InvoiceKey] = field(default_factory=list)
+    """The accepted keys in the order they were first answered 202 (what a status GET asks for)."""
     final: Counter[str] = field(default_factory=Counter)
     fynd_calls: int = 0
     sent_twice: int = 0
@@ -119,7 +121,10 @@ def value(rng: random.Random, depth: int) -> Any:
 
 
 def order_id(rng: random.Random) -> str:
-    return f"FZ-{rng.randrange(ORDER_POOL)}"
+    """Mostly a hot key (resends, duplicates, conflicts, resubmissions), else one of many more."""
+    if rng.random() < 0.7:
+        return f"FZ-{rng.randrange(HOT_ORDERS)}"
+    return f"FZ-{rng.randrange(HOT_ORDERS, ORDER_POOL)}"
 
 
 def clean_invoice(rng: random.Random) -> dict[str, Any]:
@@ -375,7 +380,7 @@ def run(requests: int, seed: int, *, drain_every: int = DRAIN_EVERY) -> Tally:
 def one_request(rng: random.Random, ingest: Ingest, world: World, tally: Tally) -> None:
     before = world.footprint()
     if rng.random() < 0.15:
-        kind, answer = status_request(rng, ingest, sorted(tally.accepted)[:50])
+        kind, answer = status_request(rng, ingest, tally.known)
         clean = False
         tally.bodies["status_get"] += 1
         tally.signatures[kind] += 1
@@ -404,7 +409,9 @@ def one_request(rng: random.Random, ingest: Ingest, world: World, tally: Tally) 
     if answer.status == 202 and isinstance(answer.body, dict) and "invoices" in answer.body:
         for item in answer.body["invoices"]:
             key = InvoiceKey(item["orderId"], InvoiceType(item["invoiceType"]))
-            tally.accepted.add(key)
+            if key not in tally.accepted:
+                tally.accepted.add(key)
+                tally.known.append(key)
             problem = world.check_accepted(key)
             if problem:
                 tally.fail(kind, problem)
