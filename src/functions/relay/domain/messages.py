@@ -8,6 +8,10 @@ A reader ignores fields of the envelope it does not know, so a later format that
 is still read by this code during a rolling deploy or a rollback. The invoice inside stays
 strict: a field of it we do not know could not be passed on to Fynd faithfully.
 
+The deploy that introduces format 2 is the last one that can meet a strict reader: format-1
+code refuses the new field, reports the message as failed, and it returns after its
+visibility timeout to the new code (one receive spent, far from maxReceiveCount).
+
 Ingest proves, before it writes the ledger, that each message it is about to queue is read
 back as itself (`round_trips`), so nothing is accepted that the dispatcher could not read.
 """
