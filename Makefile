@@ -65,7 +65,7 @@ status: $(STAMP) ## ask the local API for ORDER's status (TYPE=return for a cred
 	@[ -n "$(ORDER)" ] || { echo "usage: make status ORDER=FY-10001 [TYPE=return]" >&2; exit 2; }
 	$(BIN)/python -m relay_local status "$(ORDER)" --type "$(or $(TYPE),sale)"
 
-invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction) once on EVENT, as sam local invoke would
+invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction|ReconcileFunction) once on EVENT, as sam local invoke would
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=IngestFunction EVENT=events/ingest-post-invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local invoke "$(FN)" "$(EVENT)"
 

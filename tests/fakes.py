@@ -26,6 +26,7 @@ from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, claim_ref
 from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
 from relay.domain.ports import AcceptRaceError, Claim, QueueUnavailableError
+from relay.domain.reconcile import Reconciler, ReconcileReport
 
 
 class Crash(BaseException):
@@ -178,6 +179,38 @@ class InMemoryLedger:
         self.writes["record"] += 1
         self._faults.hit("ledger.record.after")
         return True
+
+    # ---- the reconciler's view (relay.domain.reconcile.StalledLedger) ----
+    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
+        """The ByStatus Query and its filter: last written, due and leased before `updated_before`."""
+        self._faults.hit("ledger.stalled")
+        found = [
+            entry
+            for entry in self.entries.values()
+            if entry.status is status
+            and entry.updated_at < updated_before
+            and (entry.retry_at is None or entry.retry_at < updated_before)
+            and (entry.lease_until is None or entry.lease_until < updated_before)
+        ]
+        return sorted(found, key=lambda entry: entry.updated_at)[:limit]
+
+    def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
+        self._faults.hit("ledger.mark_reconciled")
+        current = self.entries.get(entry.key)
+        if current is None or (current.status, current.updated_at, current.content_hash) != (
+            entry.status,
+            entry.updated_at,
+            entry.content_hash,
+        ):
+            return False
+        self.entries[entry.key] = replace(current, updated_at=now)
+        self.writes["mark_reconciled"] += 1
+        return True
+
+    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
+        self._faults.hit("ledger.body")
+        text = self.bodies.get(key)
+        return QueuedInvoice.from_body(text) if text else None
 
 
 @dataclass
@@ -426,6 +459,19 @@ class World:
     def status(self, key: InvoiceKey) -> InvoiceStatus | None:
         entry = self.ledger.entries.get(key)
         return entry.status if entry else None
+
+    def reconcile(
+        self, *, stall_seconds: float = 900, max_per_run: int = 500, seconds_left: float = 60.0
+    ) -> ReconcileReport:
+        """One scheduled reconciler run over the same ledger and queue."""
+        reconciler = Reconciler(
+            ledger=self.ledger,
+            queue=self.queue,
+            clock=self.clock,
+            stall_seconds=stall_seconds,
+            max_per_run=max_per_run,
+        )
+        return reconciler.reconcile(lambda: seconds_left)
 
 
 __all__ = [

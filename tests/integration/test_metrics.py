@@ -106,18 +106,18 @@ def test_each_fynd_code_is_counted_under_its_outcome(relay: RelayClient, emf: Fu
     assert "Retries" not in emf.names()
 
 
-@relay_with(consume=False, environment={"TOO_EARLY_DEADLINE_SECONDS": "1"})
+@relay_with(consume=False, environment={"TOO_EARLY_DEADLINE_SECONDS": "5"})
 def test_too_early_is_counted_as_a_retry_then_as_rejected_past_the_deadline(
     relay: RelayClient, emf: FunctionOutput
 ) -> None:
-    # Given an order Fynd never confirms, and a 1-second deadline
+    # Given an order Fynd never confirms, and a 5-second deadline
     relay.simulator.state.configure_order("NEVER-CONFIRMED", "pending")
     relay.post(invoice_dict("NEVER-CONFIRMED"))
     (record,) = relay.receive(1)
     # When it is answered IN403 before the deadline, and again after it
     relay.dispatch(record)
     assert emf.total("Retries", reason="IN403") == 1
-    time.sleep(1.1)
+    time.sleep(5.1)
     relay.dispatch(record)
     # Then the first answer is a retry, and the last a rejection under the deadline's own code
     assert emf.total("Retries", reason="IN403") == 1

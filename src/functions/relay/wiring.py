@@ -21,29 +21,26 @@ resend (entries SQS refused stay QUEUED and the retry queues them again).
 
 import time
 import uuid
-from collections.abc import Callable
 from functools import cache
 from random import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import urllib3
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
-from pydantic import ValidationError
 
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
-from relay.adapters.queue import CORRELATION_ATTRIBUTE, SqsInvoiceQueue
+from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.secrets import SecretsCredentials, webhook_secrets
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
-from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.reconcile import Reconciler
 from relay.domain.signature import WebhookVerifier
-from relay.observability import count, logger
-from relay.settings import dispatch_settings, ingest_settings, shared_settings
+from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -51,12 +48,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "acceptance",
-    "dispatch_batch",
+    "dispatch_settings",
+    "dispatcher",
     "forget",
     "ingest_ledger",
     "ingest_settings",
     "ingest_worst_case_seconds",
     "ledger",
+    "reconciler",
     "webhook_verifier",
 ]
 
@@ -193,6 +192,18 @@ def dispatcher() -> Dispatcher:
     )
 
 
+@cache
+def reconciler() -> Reconciler:
+    settings = reconcile_settings()
+    return Reconciler(
+        ledger=ledger(),
+        queue=_queue(),
+        clock=time.time,
+        stall_seconds=settings.stall_seconds,
+        max_per_run=settings.max_per_run,
+    )
+
+
 def forget() -> None:
     """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
     test that rebuilds its AWS endpoint inside one process does."""
@@ -203,67 +214,13 @@ def forget() -> None:
         _queue,
         acceptance,
         dispatcher,
+        reconciler,
         _ingest_dynamodb,
         _ingest_sqs,
         _ingest_secrets,
         ingest_ledger,
     ):
         cached.cache_clear()
-    for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
+    for settings_cache in (shared_settings, ingest_settings, dispatch_settings, reconcile_settings):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]
-
-
-def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> dict[str, Any]:
-    """An SQS event in, the partial batch response out. A record we cannot read comes back
-    (and reaches the dead-letter queue after maxReceiveCount): it never blocks its batch."""
-    deliveries: list[Delivery] = []
-    unreadable: list[str] = []
-    for record in event.get("Records", []):
-        try:
-            deliveries.append(_delivery(record))
-        except (ValidationError, KeyError, ValueError, TypeError):
-            # Never the body or the validation error: both may quote the invoice.
-            last_receive = _receive_count(record) >= dispatch_settings().max_receive_count
-            logger.error(
-                "queue message is not a queued invoice",
-                extra={
-                    "message_id": record.get("messageId"),
-                    "correlation_id": _correlation_attribute(record),
-                    "dead_lettered": last_receive,
-                },
-            )
-            count("MalformedMessages")
-            if last_receive:
-                count("DeadLettered", reason="malformed")
-            unreadable.append(str(record.get("messageId")))
-    failed = dispatcher().dispatch(deliveries, seconds_left) if deliveries else []
-    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
-
-
-def _delivery(record: dict[str, Any]) -> Delivery:
-    message = QueuedInvoice.from_body(record["body"])
-    correlation_id = _correlation_attribute(record)
-    if not message.correlation_id and correlation_id:
-        message = message.model_copy(update={"correlation_id": correlation_id})
-    return Delivery(
-        message_id=record["messageId"],
-        receipt_handle=record["receiptHandle"],
-        receive_count=_receive_count(record),
-        message=message,
-    )
-
-
-def _correlation_attribute(record: dict[str, Any]) -> str | None:
-    attributes = record.get("messageAttributes")
-    attribute = attributes.get(CORRELATION_ATTRIBUTE) if isinstance(attributes, dict) else None
-    value = attribute.get("stringValue") if isinstance(attribute, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _receive_count(record: dict[str, Any]) -> int:
-    attributes = record.get("attributes")
-    try:
-        return int(attributes.get("ApproximateReceiveCount", 1)) if isinstance(attributes, dict) else 1
-    except (TypeError, ValueError):
-        return 1

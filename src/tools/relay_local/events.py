@@ -182,6 +182,21 @@ def sqs_event(invoices: list[dict[str, Any]], *, correlation_id: str) -> dict[st
     return {"Records": records}
 
 
+def scheduled_event(rule: str) -> dict[str, Any]:
+    """What EventBridge hands a function on a `Schedule` event: no payload, just the rule and the time."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid5(_IDS, rule)),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(SIGNED_AT)),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/relay-{rule}"],
+        "detail": {},
+    }
+
+
 def env_vars() -> dict[str, dict[str, str]]:
     """`sam local invoke --env-vars` file: each function's template variables, resolved for a
     standalone local stack (resources named by logical id on LOCAL_ENDPOINT, Fynd on LOCAL_FYND_URL).
@@ -225,6 +240,7 @@ def event_files() -> dict[str, Any]:
             msg_id="msg_local_get_status",
         ),
         "dispatch-sqs-batch.json": sqs_event(QUEUED, correlation_id="msg_local_post_batch"),
+        "reconcile-scheduled.json": scheduled_event("ReconcileFunctionEveryFiveMinutes"),
         "env.json": env_vars(),
     }
 

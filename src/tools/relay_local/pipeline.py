@@ -105,9 +105,8 @@ class LocalPipeline:
             },
         )
         self._apply_environment(self.stack)
-        ingest = self._function(self.stack, INGEST)
-        dispatch = self._function(self.stack, DISPATCH)
-        self.functions = {INGEST: ingest, DISPATCH: dispatch}
+        self.functions = {name: self._function(self.stack, name) for name in self.stack.function_names}
+        ingest, dispatch = self.functions[INGEST], self.functions[DISPATCH]
         if self.config.serve_api:
             self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
             self.api.start()
@@ -168,8 +167,11 @@ class LocalPipeline:
 
     def _apply_environment(self, stack: LocalStack) -> None:
         environment = {
-            **stack.function_environment(INGEST),
-            **stack.function_environment(DISPATCH),
+            **{
+                name: value
+                for fn in stack.function_names
+                for name, value in stack.function_environment(fn).items()
+            },
             **LOCAL_CREDENTIALS,
             "AWS_ENDPOINT_URL": self.moto.url,
             "AWS_DEFAULT_REGION": REGION,

@@ -117,6 +117,15 @@ class LocalStack:
             if resource["Type"] == "AWS::SecretsManager::Secret"
         }
 
+    @property
+    def function_names(self) -> list[str]:
+        """The template's functions by logical id, in template order."""
+        return [
+            logical_id
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::Serverless::Function"
+        ]
+
     def resolve(self, value: Any) -> Any:
         """A template value with Ref and Fn::GetAtt replaced by the local names, URLs and ARNs."""
         return _resolve(value, self.references, self.attributes)
@@ -229,12 +238,19 @@ def build_stack(
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     for logical_id, props in create("AWS::DynamoDB::Table"):
+        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its own).
+        indexes = (
+            {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+            if "GlobalSecondaryIndexes" in props
+            else {}
+        )
         table = dynamodb.create_table(
             TableName=logical_id,
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props["BillingMode"],
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
+            **indexes,
         )["TableDescription"]
         if ttl := props.get("TimeToLiveSpecification"):
             dynamodb.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
@@ -259,6 +275,7 @@ def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
             "MessageRetentionPeriod",
             "ReceiveMessageWaitTimeSeconds",
             "DelaySeconds",
+            "MaximumMessageSize",
         )
         if name in props
     }

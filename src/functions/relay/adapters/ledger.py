@@ -29,6 +29,16 @@ if TYPE_CHECKING:
 RETENTION_SECONDS = 400 * 86_400
 """Final entries expire (TTL) after about 13 months: longer than any ERP keeps retrying."""
 
+BODY_RETENTION_SECONDS = 35 * 86_400
+"""A stored invoice (body item) expires after 35 days: past the queue's and the dead-letter
+queue's retention and the default IN403 deadline, the longest an entry stays unfinished."""
+
+TRANSACTION_LIMIT = 100
+"""Actions in one DynamoDB TransactWriteItems call."""
+
+BY_STATUS_INDEX = "ByStatus"
+"""Sparse index on (statusKey, updatedAt): every entry but INVOICED ones (template.yaml)."""
+
 _BATCH_GET_LIMIT = 100
 
 
@@ -102,12 +112,52 @@ class InvoiceLedger:
         ]
         if not writes:
             return
+        # The invoices themselves, for the reconciler, after the state writes: write i stays
+        # the state write of the i-th changed admission, which is how a cancelled transaction's
+        # reasons are read.
+        bodies = [
+            self._body_write(admission, now, correlation_id)
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT)
+        ]
+        if len(writes) + len(bodies) <= TRANSACTION_LIMIT:
+            writes += bodies
+        else:
+            self._store_bodies_ahead(bodies)
         try:
             self._client.transact_write_items(TransactItems=writes)
         except ClientError as error:
             if error.response["Error"]["Code"] == "TransactionCanceledException":
                 raise _cancellation(error) from error
             raise
+
+    def _body_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
+        message = QueuedInvoice(
+            invoice=admission.invoice,
+            content_hash=admission.content_hash,
+            accepted_at=now,
+            correlation_id=correlation_id,
+        )
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _body_pk(admission.invoice.key),
+                "UpdateExpression": "SET #body = :body, contentHash = :hash, expiresAt = :expires",
+                "ExpressionAttributeNames": {"#body": "body"},
+                "ExpressionAttributeValues": {
+                    ":body": _s(message.to_body()),
+                    ":hash": _s(admission.content_hash),
+                    ":expires": _n(now + BODY_RETENTION_SECONDS),
+                },
+            }
+        }
+
+    def _store_bodies_ahead(self, bodies: Sequence[Any]) -> None:
+        """More new invoices than one transaction holds with their bodies (over 50): the bodies
+        go first, so no entry ever exists without one. A body left by a transaction that then
+        fails expires; one a losing racer overwrote carries its own hash, which the reconciler checks."""
+        for start in range(0, len(bodies), TRANSACTION_LIMIT):
+            self._client.transact_write_items(TransactItems=list(bodies[start : start + TRANSACTION_LIMIT]))
 
     def _accept_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
         invoice = admission.invoice
@@ -241,6 +291,74 @@ class InvoiceLedger:
             raise
         return True
 
+    # ---- The reconciler's view (relay.domain.reconcile) ----
+
+    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
+        """Entries in `status` last written before `updated_before`, whose retry time and lease
+        also ran out before it, oldest first: one Query on the sparse ByStatus index, never a
+        Scan. The filter keeps entries waiting out a long back-off (IN403) from using up the
+        limit; the domain's rule (relay.domain.reconcile.is_stalled) and the conditional mark
+        decide. The index is eventually consistent, which the mark makes harmless."""
+        found: list[LedgerEntry] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": BY_STATUS_INDEX,
+            "KeyConditionExpression": "statusKey = :status AND updatedAt < :before",
+            "FilterExpression": (
+                "(attribute_not_exists(retryAt) OR retryAt < :before)"
+                " AND (attribute_not_exists(leaseUntil) OR leaseUntil < :before)"
+            ),
+            "ExpressionAttributeValues": {":status": _s(status), ":before": _n(updated_before)},
+            "ScanIndexForward": True,
+        }
+        while len(found) < limit:
+            page = self._client.query(**request, Limit=limit - len(found))
+            found += [_entry(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found
+
+    def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
+        """Stamp `entry` as requeued, only if nothing wrote it since it was read: its updatedAt
+        moves to now, so it leaves the stall window for as long as a fresh write would."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_pk(entry.key),
+                UpdateExpression=(
+                    "SET updatedAt = :now, reconciledAt = :now, reconciles = if_not_exists(reconciles, :zero) + :one"
+                ),
+                ConditionExpression="#status = :status AND updatedAt = :seen AND contentHash = :hash",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": _n(now),
+                    ":zero": _n(0),
+                    ":one": _n(1),
+                    ":status": _s(entry.status),
+                    ":seen": _n(entry.updated_at),
+                    ":hash": _s(entry.content_hash),
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
+        """The message ingest queued for `key`, as its accept transaction stored it."""
+        item = self._client.get_item(TableName=self._table, Key=_body_pk(key), ConsistentRead=True).get(
+            "Item"
+        )
+        text = item.get("body", {}).get("S") if item else None
+        if not text:
+            return None
+        try:
+            return QueuedInvoice.from_body(str(text))
+        except ValueError:  # pydantic's ValidationError: a body an older or newer format wrote
+            return None
+
 
 def _cancellation(error: ClientError) -> Exception:
     """Why DynamoDB cancelled a transaction, from its CancellationReasons (one per item, in order)."""
@@ -263,7 +381,7 @@ _CLAIMABLE = (
     " OR (#status = :in_progress AND leaseUntil < :now)))"
 )
 _SET_QUEUED = (
-    "SET #status = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
+    "SET #status = :queued, statusKey = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
     " attempts = :zero, orderId = :order, invoiceType = :type, correlationId = :correlation"
 )
 _FORGET_OUTCOME = " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId"
@@ -271,6 +389,11 @@ _FORGET_OUTCOME = " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, 
 
 def _pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
     return {"pk": _s(str(key))}
+
+
+def _body_pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
+    """The item beside the entry holding the invoice as queued; the entry stays small."""
+    return {"pk": _s(f"body#{key}")}
 
 
 def _s(value: str) -> "AttributeValueTypeDef":

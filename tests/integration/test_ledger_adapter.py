@@ -1,0 +1,161 @@
+"""The DynamoDB ledger adapter against moto (server mode, the table built from template.yaml):
+its conditions state the domain's claim rule, and every outage leaves as LedgerUnavailableError."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+from factories import invoice
+from relay.adapters.ledger import InvoiceLedger
+from relay.domain.intake import admit
+from relay.domain.ledger import ClaimRefusal, InvoiceStatus
+from relay.domain.messages import QueuedInvoice
+from relay.domain.policy import Invoiced, RetryLater
+from relay.domain.ports import LedgerUnavailableError
+from relay_local.stack import REGION, LocalStack, MotoServer, build_stack
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with MotoServer() as server:
+        yield build_stack(server.url, parameters={"FyndBaseUrl": "https://fynd.invalid"})
+
+
+@pytest.fixture
+def client(stack: LocalStack) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=stack.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+    )
+
+
+@pytest.fixture
+def ledger(stack: LocalStack, client: Any) -> InvoiceLedger:
+    return InvoiceLedger(stack.table_name, client)
+
+
+def accepted(ledger: InvoiceLedger, order_id: str) -> QueuedInvoice:
+    document = invoice(order_id)
+    (admission,) = admit([document], {})
+    ledger.accept([admission], now=NOW, correlation_id="wh-1")
+    return QueuedInvoice(invoice=document, content_hash=admission.content_hash, accepted_at=NOW)
+
+
+def raw_item(client: Any, stack: LocalStack, order_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = client.get_item(
+        TableName=stack.table_name, Key={"pk": {"S": f"{order_id}#sale"}}, ConsistentRead=True
+    )["Item"]
+    return item
+
+
+def test_a_claim_names_its_message_and_keeps_the_status_index(
+    ledger: InvoiceLedger, client: Any, stack: LocalStack
+) -> None:
+    message = accepted(ledger, "CLAIM-1")
+    claim = ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
+    assert claim.granted
+    assert claim.entry is not None
+    assert claim.entry.claim_message_id == "m-1"
+    assert raw_item(client, stack, "CLAIM-1")["statusKey"] == {"S": "IN_PROGRESS"}
+    # When the verdict is INVOICED, the entry leaves the sparse status index
+    assert ledger.record(message.invoice.key, Invoiced(), owner="w-1", now=NOW + 1, ack_id=None)
+    assert "statusKey" not in raw_item(client, stack, "CLAIM-1")
+
+
+def test_a_refused_claim_reads_the_entry_from_the_same_request(
+    ledger: InvoiceLedger, client: Any, stack: LocalStack
+) -> None:
+    message = accepted(ledger, "CLAIM-2")
+    ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
+    calls: list[str] = []
+    client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
+    # When another worker tries while the lease is live
+    claim = ledger.claim(message, message_id="m-2", owner="w-2", now=NOW + 1, lease_seconds=120)
+    # Then it is BUSY, names the holder's message, and took one request
+    assert claim.refusal is ClaimRefusal.BUSY
+    assert claim.entry is not None
+    assert claim.entry.claim_message_id == "m-1"
+    assert calls == ["before-call.dynamodb.UpdateItem"]
+
+
+def test_breach_16_a_retrying_entry_cannot_be_claimed_before_its_retry_at(ledger: InvoiceLedger) -> None:
+    message = accepted(ledger, "CLAIM-3")
+    ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
+    ledger.record(
+        message.invoice.key, RetryLater("fynd_throttled", "429", 60), owner="w-1", now=NOW, ack_id=None
+    )
+    early = ledger.claim(message, message_id="m-2", owner="w-2", now=NOW + 30, lease_seconds=120)
+    assert early.refusal is ClaimRefusal.NOT_YET
+    due = ledger.claim(message, message_id="m-2", owner="w-2", now=NOW + 61, lease_seconds=120)
+    assert due.granted
+    assert due.entry is not None
+    assert due.entry.status is InvoiceStatus.IN_PROGRESS
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+    ],
+    ids=["unreachable", "timeout", "throttled", "throttling"],
+)
+def test_breach_01_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
+    ledger: InvoiceLedger, client: Any, fault: Exception | str
+) -> None:
+    message = accepted(ledger, f"OUT-{type(fault).__name__}-{fault if isinstance(fault, str) else ''}")
+    ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
+    key = message.invoice.key
+
+    def fail(**_: object) -> Any:
+        if isinstance(fault, Exception):
+            raise fault
+        body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{fault}","message":"slow down"}}'
+        return AWSResponse("http://127.0.0.1", 400, {}, _Raw(body.encode()))
+
+    client.meta.events.register("before-send.dynamodb", fail)
+    (admission,) = admit([invoice("OUT-NEW")], {})
+    calls = {
+        "get": lambda: ledger.get(key),
+        "get_many": lambda: ledger.get_many([key]),
+        "accept": lambda: ledger.accept([admission], now=NOW, correlation_id=None),
+        "claim": lambda: ledger.claim(message, message_id="m-2", owner="w-2", now=NOW, lease_seconds=1),
+        "record": lambda: ledger.record(key, Invoiced(), owner="w-1", now=NOW, ack_id=None),
+    }
+    leaked = []
+    for name, call in calls.items():
+        try:
+            call()
+        except LedgerUnavailableError:
+            continue
+        except Exception as error:  # the breach itself: an SDK error escaping the adapter
+            leaked.append(f"{name}: {type(error).__name__}")
+            continue
+        leaked.append(f"{name}: no error")
+    assert leaked == []
+
+
+class _Raw:
+    """The raw body botocore reads from an AWSResponse."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: object) -> Iterator[bytes]:
+        yield self._data
+
+    def read(self, *_: object) -> bytes:
+        return self._data
