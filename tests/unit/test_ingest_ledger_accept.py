@@ -29,6 +29,11 @@ def ledger() -> Iterator[InvoiceLedger]:
             AttributeDefinitions=table["AttributeDefinitions"],
             KeySchema=table["KeySchema"],
             BillingMode=table["BillingMode"],
+            **(
+                {"GlobalSecondaryIndexes": table["GlobalSecondaryIndexes"]}
+                if "GlobalSecondaryIndexes" in table
+                else {}
+            ),
         )
         yield InvoiceLedger("InvoiceLedger", client)
 
