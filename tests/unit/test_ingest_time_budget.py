@@ -168,3 +168,32 @@ def test_batches_are_bounded_by_bytes_as_well_as_by_ten() -> None:
     batches = _batches(big)
     assert all(sum(m.queued_bytes() for m in batch) <= MAX_MESSAGE_BYTES for batch in batches)
     assert [len(batch) for batch in batches] == [2, 2, 1]
+
+
+class QuickSqs:
+    """SendMessageBatch that takes every entry at once."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.sent += len(Entries)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+@pytest.mark.parametrize("count", [1, 10, 100])
+def test_a_budgeted_send_on_the_real_clock_queues_everything(count: int) -> None:
+    from relay import wiring
+    from relay.adapters.queue import SqsInvoiceQueue
+
+    # Given ingest's budget exactly one attempt long, on the real (always advancing) clock
+    sqs = QuickSqs()
+    queue = SqsInvoiceQueue(
+        "url",
+        sqs,  # type: ignore[arg-type]
+        budget_seconds=wiring.INGEST_SEND_BUDGET_SECONDS,
+        attempt_seconds=wiring.INGEST_ATTEMPT_SECONDS,
+    )
+    # When messages are sent, Then every one is taken: the first attempt is never skipped
+    queue.send(messages(count))
+    assert sqs.sent == count

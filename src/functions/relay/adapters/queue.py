@@ -2,9 +2,9 @@
 
 SendMessageBatch takes at most 10 entries and MAX_MESSAGE_BYTES in all, so messages go in
 batches bounded by both, sent concurrently. Entries SQS refuses are sent again, up to SEND_ATTEMPTS times; with
-a `budget_seconds` (ingest: see `relay.wiring`), an attempt starts only while its worst case,
+a `budget_seconds` (ingest: see `relay.wiring`), a resend starts only while its worst case,
 `attempt_seconds`, still fits in the budget, so `send` ends within it: queued, or
-QueueUnavailableError.
+QueueUnavailableError. The budget is at least one attempt, which always goes.
 """
 
 import time
@@ -78,7 +78,9 @@ class SqsInvoiceQueue:
         """SendMessageBatch can succeed for some entries and fail for others: resend the failed ones."""
         waiting = {str(index): message for index, message in enumerate(messages)}
         for attempt in range(SEND_ATTEMPTS):
-            if not self._fits(self._attempt, deadline):
+            # The first attempt always goes: the budget is one attempt at least, by construction
+            # (and the caller kept the time for it). A resend goes only while it still fits.
+            if attempt and not self._fits(self._attempt, deadline):
                 break
             entries: list[SendMessageBatchRequestEntryTypeDef] = [
                 {
