@@ -15,7 +15,7 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install test test-fast contract lint format validate build deploy run send status invoke bench clean
+.PHONY: help install test test-fast contract lint format validate build deploy run send status invoke bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction|ReconcileFunction) o
 
 bench: $(STAMP) ## measure throughput, requests per invoice and import cost
 	$(BIN)/python tests/benchmarks/run.py
+
+fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=, SEED= to change or replay)
+	$(BIN)/python tests/ingest_fuzz.py --requests $(or $(REQUESTS),100000) $(if $(SEED),--seed $(SEED))
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info

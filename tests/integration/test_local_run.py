@@ -24,7 +24,7 @@ import pytest
 import urllib3
 
 from fynd_simulator import SimulatorControl
-from relay_local.signing import new_secret, signed_headers
+from relay_local.signing import new_secret, signed_headers, status_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_RETRIES = {
@@ -72,8 +72,9 @@ class LocalRun:
         return response.status, json.loads(response.data)
 
     def status(self, order_id: str, invoice_type: str = "sale") -> tuple[int, Any]:
-        url = f"{self.api_url}/v1/invoices/{order_id}?invoiceType={invoice_type}"
-        response = self.http.request("GET", url, headers=signed_headers(self.secret, ""))
+        path, query = f"/v1/invoices/{order_id}", f"invoiceType={invoice_type}"
+        headers = status_headers(self.secret, path, query)
+        response = self.http.request("GET", f"{self.api_url}{path}?{query}", headers=headers)
         return response.status, json.loads(response.data)
 
     def wait_for_final(self, order_ids: list[str], timeout: float = 60) -> dict[str, Any]:

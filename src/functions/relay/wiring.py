@@ -2,6 +2,21 @@
 
 Nothing here runs at import time: clients are created on first use and reused by every
 later invocation of the same instance.
+
+Ingest's time budget. IngestFunction has `Timeout: 10` in template.yaml. Ingest's AWS clients
+make one attempt per call (botocore retries off), so a call takes at most INGEST_CONNECT_TIMEOUT
++ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 0.5 + 1.75 = 2.25 s. A round of acceptance (one
+BatchGetItem, one TransactWriteItems, then one SendMessageBatch attempt per batch, the batches
+sent at once, INGEST_SEND_BUDGET_SECONDS in all) starts only while the invocation has
+INGEST_ROUND_RESERVE_SECONDS (2.25 + 2.25 + 2.25 = 6.75 s) left beyond
+INGEST_ANSWER_MARGIN_SECONDS (1.0 s). So the worst POST is
+
+    GetSecretValue 2.25 + one round 6.75 + answer margin 1.0 = 10.0 s <= 10 s,
+
+and a ledger write is never cut off by the timeout before its messages are queued or the
+sender is told 503. `ingest_worst_case_seconds()` is that sum; a test holds it to the template.
+A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
+resend (entries SQS refused stay QUEUED and the retry queues them again).
 """
 
 import time
@@ -13,6 +28,7 @@ from typing import TYPE_CHECKING
 import boto3
 import urllib3
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
 from relay.adapters.fynd import FyndClient
@@ -37,7 +53,9 @@ __all__ = [
     "dispatch_settings",
     "dispatcher",
     "forget",
+    "ingest_ledger",
     "ingest_settings",
+    "ingest_worst_case_seconds",
     "ledger",
     "reconciler",
     "request_verifier",
@@ -47,6 +65,34 @@ __all__ = [
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
+
+INGEST_CONNECT_TIMEOUT = 0.5
+INGEST_READ_TIMEOUT = 1.75
+INGEST_ATTEMPT_SECONDS = INGEST_CONNECT_TIMEOUT + INGEST_READ_TIMEOUT
+"""The longest one AWS call of ingest can take: a single attempt, connect then read."""
+INGEST_SEND_ATTEMPTS = 1
+"""SendMessageBatch attempts per batch inside the budget: the sender's retry is the resend."""
+INGEST_SEND_PAUSE_SECONDS = 0.1
+"""SqsInvoiceQueue's pause before a resend, were a second attempt budgeted."""
+INGEST_SEND_BUDGET_SECONDS = (
+    INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS + (INGEST_SEND_ATTEMPTS - 1) * INGEST_SEND_PAUSE_SECONDS
+)
+INGEST_ROUND_RESERVE_SECONDS = INGEST_ATTEMPT_SECONDS + INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
+"""One acceptance round at its worst: BatchGetItem, TransactWriteItems, then the whole send."""
+INGEST_ANSWER_MARGIN_SECONDS = 1.0
+"""Kept back from the invocation's remaining time for validation, the answer and the logs."""
+_INGEST_AWS_CONFIG = Config(
+    connect_timeout=INGEST_CONNECT_TIMEOUT,
+    read_timeout=INGEST_READ_TIMEOUT,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    # A connection for each batch SqsInvoiceQueue sends at once (100 invoices: 10 to 12 batches).
+    max_pool_connections=16,
+)
+
+
+def ingest_worst_case_seconds() -> float:
+    """The longest a POST can run: the signing secret's read, one full round, the answer margin."""
+    return INGEST_ATTEMPT_SECONDS + INGEST_ROUND_RESERVE_SECONDS + INGEST_ANSWER_MARGIN_SECONDS
 
 
 @cache
@@ -61,8 +107,30 @@ def _sqs() -> "SQSClient":
 
 
 @cache
+def _ingest_dynamodb() -> "DynamoDBClient":
+    return boto3.client("dynamodb", config=_INGEST_AWS_CONFIG)
+
+
+@cache
+def _ingest_sqs() -> "SQSClient":
+    return boto3.client("sqs", config=_INGEST_AWS_CONFIG)
+
+
+@cache
+def _ingest_secrets() -> SecretsProvider:
+    return SecretsProvider(boto_config=_INGEST_AWS_CONFIG)
+
+
+@cache
 def ledger() -> InvoiceLedger:
     return InvoiceLedger(shared_settings().ledger_table_name, _dynamodb())
+
+
+@cache
+def ingest_ledger() -> InvoiceLedger:
+    """The ledger as ingest reads and writes it: within ingest's time budget (see above);
+    one BatchGetItem per read, keys it leaves unread are an outage (503), not a second call."""
+    return InvoiceLedger(shared_settings().ledger_table_name, _ingest_dynamodb(), read_rounds=1)
 
 
 @cache
@@ -73,7 +141,8 @@ def _queue() -> SqsInvoiceQueue:
 def request_verifier() -> RequestVerifier:
     """Standard Webhooks and the enabled presets, built per request from the cached secret, so a
     rotation shows up within minutes."""
-    secrets = SigningSecrets.from_entries(webhook_secret_entries(ingest_settings().webhook_secret_arn))
+    entries = webhook_secret_entries(ingest_settings().webhook_secret_arn, _ingest_secrets())
+    secrets = SigningSecrets.from_entries(entries)
     for name, reason in secrets.ignored.items():
         logger.warning("signing secret entry ignored", extra={"entry": name, "reason": reason})
     return RequestVerifier(secrets)
@@ -86,7 +155,16 @@ def webhook_verifier() -> WebhookVerifier:
 
 @cache
 def acceptance() -> InvoiceAcceptance:
-    return InvoiceAcceptance(ledger=ledger(), queue=_queue(), clock=time.time)
+    queue = SqsInvoiceQueue(
+        shared_settings().invoice_queue_url,
+        _ingest_sqs(),
+        pause=INGEST_SEND_PAUSE_SECONDS,
+        budget_seconds=INGEST_SEND_BUDGET_SECONDS,
+        attempt_seconds=INGEST_ATTEMPT_SECONDS,
+    )
+    return InvoiceAcceptance(
+        ledger=ingest_ledger(), queue=queue, clock=time.time, reserve_seconds=INGEST_ROUND_RESERVE_SECONDS
+    )
 
 
 @cache
@@ -142,7 +220,19 @@ def reconciler() -> Reconciler:
 def forget() -> None:
     """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
     test that rebuilds its AWS endpoint inside one process does."""
-    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher, reconciler):
+    for cached in (
+        _dynamodb,
+        _sqs,
+        ledger,
+        _queue,
+        acceptance,
+        dispatcher,
+        reconciler,
+        _ingest_dynamodb,
+        _ingest_sqs,
+        _ingest_secrets,
+        ingest_ledger,
+    ):
         cached.cache_clear()
     for settings_cache in (shared_settings, ingest_settings, dispatch_settings, reconcile_settings):
         settings_cache.cache_clear()

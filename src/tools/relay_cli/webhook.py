@@ -5,10 +5,6 @@ Signing follows docs/interface.md with the reference `standardwebhooks` package:
 - GET: the signed content is the request line `GET <path>?<query>` exactly as sent, so a
   captured signature cannot read another order. `invoiceType` is always sent, so the line
   always has its query.
-
-Until every relay in the field verifies the request line, the GET also carries a second
-signature, over the empty body (the earlier scheme); the header allows several and the
-relay accepts any one that matches. Drop `LEGACY_EMPTY_BODY_SIGNATURE` once it has merged.
 """
 
 import json
@@ -24,7 +20,6 @@ from standardwebhooks import Webhook
 
 from relay_cli.target import TargetError
 
-LEGACY_EMPTY_BODY_SIGNATURE = True
 _TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 
 
@@ -53,11 +48,7 @@ def request_line(method: str, url: str) -> str:
 
 
 def status_headers(secret: str, url: str) -> dict[str, str]:
-    headers = sign(secret, request_line("GET", url))
-    if LEGACY_EMPTY_BODY_SIGNATURE:
-        legacy = sign(secret, "", msg_id=headers["webhook-id"], at=int(headers["webhook-timestamp"]))
-        headers["webhook-signature"] += " " + legacy["webhook-signature"]
-    return headers
+    return sign(secret, request_line("GET", url))
 
 
 class RelayApi:

@@ -73,9 +73,12 @@ def _outages_are_typed[C: type](cls: C) -> C:
 
 @_outages_are_typed
 class InvoiceLedger:
-    def __init__(self, table_name: str, client: "DynamoDBClient") -> None:
+    def __init__(self, table_name: str, client: "DynamoDBClient", *, read_rounds: int | None = None) -> None:
+        """`read_rounds` bounds the BatchGetItem calls `get_many` makes per 100 keys (None: until
+        every key is read); keys still unread after them are LedgerUnavailableError."""
         self._table = table_name
         self._client = client
+        self._read_rounds = read_rounds
 
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
@@ -91,18 +94,25 @@ class InvoiceLedger:
                     "ConsistentRead": True,
                 }
             }
+            rounds = 0
             while request:
+                if self._read_rounds is not None and rounds == self._read_rounds:
+                    raise LedgerUnavailableError("invoice ledger left keys unread (throttled)")
+                rounds += 1
                 answer = self._client.batch_get_item(RequestItems=request)
                 for item in answer["Responses"].get(self._table, []):
                     entry = _entry(item)
                     found[entry.key] = entry
                 # DynamoDB may leave keys unread under load; ask again for exactly those.
                 request = answer.get("UnprocessedKeys") or {}
-                if request:
+                if request and (self._read_rounds is None or rounds < self._read_rounds):
                     time.sleep(0.05)
         return found
 
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
+        """All or nothing. AcceptRaceError when a key changed since it was read (a condition
+        failed: read again and decide again); LedgerUnavailableError for anything else that
+        cancelled the transaction (throttling, a conflicting transaction): retry later."""
         writes: list[Any] = [
             self._accept_write(admission, now, correlation_id)
             for admission in admissions
@@ -126,9 +136,7 @@ class InvoiceLedger:
             self._client.transact_write_items(TransactItems=writes)
         except ClientError as error:
             if error.response["Error"]["Code"] == "TransactionCanceledException":
-                raise AcceptRaceError(
-                    "an invoice key changed while this request was being accepted"
-                ) from error
+                raise _cancellation(error) from error
             raise
 
     def _body_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
@@ -417,6 +425,19 @@ class InvoiceLedger:
                 return None
             raise
         return _entry(answer["Attributes"])
+
+
+def _cancellation(error: ClientError) -> Exception:
+    """Why DynamoDB cancelled a transaction, from its CancellationReasons (one per item, in order)."""
+    reasons = error.response.get("CancellationReasons") or []
+    codes = {str(reason.get("Code") or "None") for reason in reasons if isinstance(reason, dict)}
+    if "ConditionalCheckFailed" in codes:
+        # A key changed since it was read: deciding again from a fresh read settles it.
+        return AcceptRaceError("an invoice key changed while this request was being accepted")
+    # ThrottlingError, TransactionConflict, ProvisionedThroughputExceeded, or no reason given:
+    # nothing was decided about the keys, and the same request can succeed later.
+    named = ", ".join(sorted(codes - {"None"})) or "no reason given"
+    return LedgerUnavailableError(f"invoice ledger cancelled the write ({named})")
 
 
 _CLAIMABLE = (
