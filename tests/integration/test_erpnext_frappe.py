@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from test_local_run import _URL, start_run  # `make run`'s process, as its own test starts it
 
 from frappe_sender import (
@@ -27,6 +26,7 @@ from frappe_sender import (
 )
 from function_output import FunctionOutput
 from fynd_simulator import SimulatorControl
+from relay import wiring
 from relay_client import FAST_RETRIES, RelayClient
 from relay_local.environment import run_settings
 from relay_local.pipeline import LocalPipeline
@@ -195,14 +195,14 @@ def test_two_frappe_secrets_verify_during_rotation_and_never_reach_the_logs(
             "frappe:typo": SHORT_SECRET,
         }
         secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
-        parameters.clear_caches()  # type: ignore[no-untyped-call]  # what the 5-minute cache does in time
+        wiring.forget()  # what the 5-minute secret cache does in time
         # When ERPNext signs with either secret, Then both are accepted
         assert erpnext_relay.post_raw(*_wire(sale_request(SECRET))).status == 202
         assert erpnext_relay.post_raw(*_wire(return_request(NEXT_SECRET))).status == 202
         # And once the old secret is removed, it is refused
         del rotated["frappe:current"]
         secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
-        parameters.clear_caches()  # type: ignore[no-untyped-call]
+        wiring.forget()
         assert erpnext_relay.post_raw(*_wire(sale_request(SECRET))).status == 401
         assert erpnext_relay.post_raw(*_wire(sale_request(NEXT_SECRET))).status == 202
         # And the unusable entry is named in a warning, while no secret is in any log line
