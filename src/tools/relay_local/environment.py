@@ -7,6 +7,8 @@
 | FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
 | WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
+| FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS | the dispatcher's | handed to the functions |
+| RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
 
 A malformed value stops the command before anything starts, with a message naming it.
 """
@@ -15,11 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from relay_local.faults import LocalFaults
 from relay_local.signing import check_secret, new_secret
 
 DEFAULT_API_PORT = 3000
 DEFAULT_API_URL = f"http://127.0.0.1:{DEFAULT_API_PORT}"
-FUNCTION_PASSTHROUGH = ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "LEASE_SECONDS")
+FUNCTION_PASSTHROUGH = (
+    "RETRY_BASE_SECONDS",
+    "RETRY_MAX_SECONDS",
+    "LEASE_SECONDS",
+    "FYND_CONNECT_TIMEOUT_SECONDS",
+    "FYND_READ_TIMEOUT_SECONDS",
+)
 """Dispatcher settings the template does not set, so a local run may: fast retries for tests."""
 
 
@@ -41,6 +50,7 @@ class RunSettings:
     secret_generated: bool
     fynd: FyndSettings
     function_environment: Mapping[str, str] = field(default_factory=dict)
+    faults: LocalFaults = field(default_factory=LocalFaults)
 
 
 def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
@@ -71,7 +81,12 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
                 raise ValueError
         except ValueError:
             raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}") from None
+    try:
+        faults = LocalFaults.from_environ(environ)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     return RunSettings(
+        faults=faults,
         api_port=int(port_text),
         webhook_secret=secret or new_secret(),
         secret_generated=not secret,
