@@ -115,6 +115,7 @@ def main(mode: str, step: int | None = None) -> int:
     child.stdin.close()
     child.wait()
     print("stopped", flush=True)
+    stop.ignore_further()
     return 0
 
 

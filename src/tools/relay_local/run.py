@@ -130,6 +130,7 @@ def _run(
     if summary:
         console.print(summary)
     console.print("stopped")
+    stop.ignore_further()
     return 0
 
 

@@ -69,6 +69,15 @@ class StopSignal:
     def __exit__(self, *_: object) -> None:
         self.restore()
 
+    def ignore_further(self) -> None:
+        """Everything is stopped: ignore later stop signals until the process has exited.
+
+        Interpreter shutdown puts back the default handlers of signals that have a Python
+        handler, so a Ctrl-C during the last second of teardown would kill a process that
+        has already stopped cleanly, and it would exit -2 instead of 0. SIG_IGN is left alone."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
     @property
     def requested(self) -> bool:
         return self.received is not None
