@@ -91,7 +91,10 @@ class ChaosConfig:
     )
     read_timeout_seconds: float = 4.0
     """The dispatcher's Fynd read timeout; a latency fault waits longer than this."""
-    settle_timeout_seconds: float = 900.0
+    settle_timeout_seconds: float = 1800.0
+    stall_seconds: float = 240.0
+    """Give up settling when the ledger has not changed for this long (a lost message returns
+    after the 75 s visibility timeout; a retry waits at most a few seconds)."""
 
 
 @dataclass
@@ -350,11 +353,16 @@ def _settle(
     stack = pipeline.stack
     assert stack is not None
     deadline = time.monotonic() + config.settle_timeout_seconds
+    last_change, last: tuple[Any, ...] = time.monotonic(), ()
     while True:
         statuses = _ledger(dynamodb, stack.table_name)
         dead = _dead_lettered(sqs, stack.dead_letter_queue_url)
         open_keys = sorted(key for key in accepted if statuses.get(key) not in FINAL and key not in dead)
-        if not open_keys or time.monotonic() > deadline:
+        now = time.monotonic()
+        if (snapshot := (tuple(sorted(statuses.items())), len(dead))) != last:
+            last, last_change = snapshot, now
+        # Stalled: nothing moved for longer than a lost message takes to return and be retried.
+        if not open_keys or now > deadline or now - last_change > config.stall_seconds:
             break
         if progress is not None:
             print(

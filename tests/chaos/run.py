@@ -25,7 +25,9 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: {args.invoices} invoices, seed {seed} (replay: --seed {seed})", flush=True)
     report = run_chaos(
-        ChaosConfig(invoices=args.invoices, seed=seed), log_to=sys.stderr if args.logs else None
+        ChaosConfig(invoices=args.invoices, seed=seed),
+        log_to=sys.stderr if args.logs else None,
+        progress=sys.stderr,
     )
     print("\n".join(report.lines()), flush=True)
     return 0 if report.promises_kept else 1
