@@ -353,7 +353,8 @@ def _settle(
     stack = pipeline.stack
     assert stack is not None
     deadline = time.monotonic() + config.settle_timeout_seconds
-    last_change, last: tuple[Any, ...] = time.monotonic(), ()
+    last_change = time.monotonic()
+    last: tuple[Any, ...] = ()
     while True:
         statuses = _ledger(dynamodb, stack.table_name)
         dead = _dead_lettered(sqs, stack.dead_letter_queue_url)
