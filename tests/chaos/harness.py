@@ -127,6 +127,8 @@ class ChaosReport:
     cold_starts: int = 0
     killed_dispatchers: int = 0
     timed_out_invocations: int = 0
+    failed_batches: int = 0
+    """Dispatcher invocations that failed whole (their messages all return)."""
     fynd_calls: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -156,7 +158,8 @@ class ChaosReport:
             f"  Fynd calls     {self.fynd_calls}, faults {dict(sorted(self.fynd_faults.items()))}",
             f"  AWS faults     {self.aws_faults}",
             f"  runtime        {self.cold_starts} cold starts, {self.killed_dispatchers} dispatchers killed after"
-            f" Fynd answered, {self.timed_out_invocations} invocations ended at their timeout",
+            f" Fynd answered, {self.timed_out_invocations} invocations ended at their timeout,"
+            f" {self.failed_batches} dispatcher batches failed whole",
             *(f"  note           {note}" for note in self.notes),
             f"  promises kept  {'yes' if self.promises_kept else 'NO'}",
         ]
@@ -485,4 +488,5 @@ def _count_runtime(pipeline: LocalPipeline, report: ChaosReport) -> None:
         report.aws_faults = dict(vars(pipeline.fault_layer.counts))
     if pipeline.consumer is not None:
         report.aws_faults["redelivered"] = pipeline.consumer.tally().redelivered
+        report.failed_batches = pipeline.consumer.tally().failed_batches
     assert DISPATCH in pipeline.functions

@@ -1,6 +1,8 @@
-"""The fault layer in front of the local AWS endpoint (relay_local.faults), with a fake moto."""
+"""The fault layer in front of the local AWS endpoint (relay_local.faults), with a fake moto; and
+the template's schedules (relay_local.schedules)."""
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -8,8 +10,8 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from relay_local.faults import AwsFaultLayer, Chance, LocalFaults
-from relay_local.schedules import scheduled_event
-from relay_local.stack import Schedule, rate_seconds
+from relay_local.schedules import LocalSchedules, scheduled_event
+from relay_local.stack import LocalStack, Schedule, rate_seconds
 
 
 class FakeEndpoint:
@@ -149,3 +151,58 @@ def test_schedule_rates_and_the_event_eventbridge_sends() -> None:
     assert scheduled_event(Schedule("Every5", "rate(5 minutes)", 300, input='{"dryRun": true}')) == {
         "dryRun": True
     }
+
+
+def test_a_function_with_a_schedule_event_is_found_and_invoked_periodically() -> None:
+    # Given a template where one function has a rate() schedule, one a cron(), one a disabled schedule
+    def function(events: dict[str, Any]) -> dict[str, Any]:
+        return {"Type": "AWS::Serverless::Function", "Properties": {"Handler": "m.h", "Events": events}}
+
+    template = {
+        "Resources": {
+            "ReconcileFunction": function(
+                {"Every": {"Type": "Schedule", "Properties": {"Schedule": "rate(15 minutes)"}}}
+            ),
+            "CronFunction": function(
+                {"Nightly": {"Type": "ScheduleV2", "Properties": {"ScheduleExpression": "cron(0 2 * * ? *)"}}}
+            ),
+            "OffFunction": function(
+                {"Off": {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)", "Enabled": False}}}
+            ),
+            "Queue": {"Type": "AWS::SQS::Queue"},
+        }
+    }
+    stack = LocalStack("", "ap-south-1", template, {}, {}, {})
+    # When its schedules are read
+    assert stack.function_ids() == ["ReconcileFunction", "CronFunction", "OffFunction"]
+    (schedule,) = stack.function_schedules("ReconcileFunction")
+    # Then the rate one is found, the cron one is found but has no period, the disabled one is not
+    assert (schedule.name, schedule.period_seconds) == ("Every", 900)
+    assert [s.period_seconds for s in stack.function_schedules("CronFunction")] == [None]
+    assert stack.function_schedules("OffFunction") == []
+
+    # When it runs with a short period, Then the function is invoked again and again with a Scheduled Event
+    class Recording:
+        name = "ReconcileFunction"
+        timeout_seconds = 60.0
+
+        def __init__(self) -> None:
+            self.events: list[dict[str, Any]] = []
+            self.twice = threading.Event()
+
+        def new_context(self) -> Any:
+            raise NotImplementedError
+
+        def invoke(self, event: dict[str, Any]) -> Any:
+            self.events.append(event)
+            if len(self.events) >= 2:
+                self.twice.set()
+
+    recording = Recording()
+    schedules = LocalSchedules([(recording, schedule)], period_override=0.05)
+    schedules.start()
+    try:
+        assert recording.twice.wait(30)
+    finally:
+        schedules.stop()
+    assert {event["detail-type"] for event in recording.events} == {"Scheduled Event"}

@@ -58,6 +58,8 @@ class EventSourceTally:
     failed_back: int = 0
     batches_in_flight: int = 0
     redelivered: int = 0
+    failed_batches: int = 0
+    """Invocations that failed whole (an exception, a timeout, an answer Lambda cannot read)."""
 
 
 class SqsEventSource:
@@ -247,12 +249,14 @@ class SqsEventSource:
             answer = self._function.invoke({"Records": records})
         except Exception:
             logger.exception("%s failed; the whole batch returns", self._function.name)
+            self._count(failed_batches=1)
             return None
         if not self._partial:
             return set()
         failed = _failed_ids(answer, {record["messageId"] for record in records})
         if failed is None:
             logger.error("%s answered %r; the whole batch returns", self._function.name, answer)
+            self._count(failed_batches=1)
         return failed
 
     def _delete(self, records: list[dict[str, Any]]) -> None:
