@@ -2,7 +2,10 @@
 concurrent, ended at the timeout, and all gone after stop()."""
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +91,32 @@ def test_an_environment_that_dies_fails_its_invocation_and_is_replaced() -> None
         assert function.tally.cold_starts == 2  # the one start() warmed, then its replacement
     finally:
         function.stop()
+
+
+def test_a_runtime_killed_outright_leaves_no_execution_environment_behind() -> None:
+    # Given a runtime process with a warm execution environment
+    script = (
+        "import os, sys, time\n"
+        "from relay_local.environments import FunctionSpec, IsolatedFunction\n"
+        f"spec = FunctionSpec('F', 'local_handlers.remember', 5, {{'PATH': os.environ['PATH'], 'PYTHONPATH': {str(TOOLS) + ':' + str(HERE)!r}}})\n"
+        "function = IsolatedFunction(spec).start()\n"
+        "print(function.invoke({})['pid'], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    runtime = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{TOOLS}:{HERE}"},
+    )
+    assert runtime.stdout is not None
+    worker = int(runtime.stdout.readline())
+    assert _alive(worker)
+    # When the runtime is killed with SIGKILL (no chance to end its workers)
+    runtime.kill()
+    runtime.wait()
+    # Then its execution environment ends by itself soon after
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)

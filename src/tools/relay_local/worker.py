@@ -13,7 +13,8 @@ stdout and stderr are the function's log stream; the parent shows them.
 
 The parent enforces the timeout by killing this process, as Lambda ends an execution
 environment whose invocation overran: whatever the handler would have done next never
-happens. End of stdin ends the process.
+happens. End of stdin ends the process, and so does the parent's death (a watchdog thread
+sees the process reparented), so a runtime killed outright leaves no orphan.
 
 One fault lives here because only this process can hit the moment it names:
 `RELAY_LOCAL_FAULT_KILL_AFTER_FYND` (a probability) ends the process right after Fynd has
@@ -29,6 +30,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import IO, Any
@@ -44,6 +46,7 @@ def main(argv: list[str]) -> int:
     handler_name, channel_fd = argv[0], int(argv[1])
     # The parent decides when this environment ends; a Ctrl-C meant for it must not cut an invocation.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent(os.getppid())
     channel = os.fdopen(channel_fd, "w", encoding="utf-8")
     try:
         handler = load_handler(handler_name)
@@ -64,6 +67,18 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _end_with_parent(parent: int) -> None:
+    """End this process as soon as the runtime that started it is gone, even mid-invocation:
+    a runtime killed with SIGKILL (or any signal it does not handle) leaves no orphan behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(KILLED_EXIT_CODE)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _invoke(handler: Any, event: Any, context: LambdaContext) -> dict[str, Any]:
