@@ -15,7 +15,7 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install test test-fast contract lint format validate build deploy run send status invoke bench fuzz clean
+.PHONY: help install test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -94,6 +94,10 @@ bench: $(STAMP) ## measure throughput, requests per invoice and import cost
 
 fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=, SEED= to change or replay)
 	$(BIN)/python tests/ingest_fuzz.py --requests $(or $(REQUESTS),100000) $(if $(SEED),--seed $(SEED))
+
+chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SEED=n to replay), then 200 real Ctrl-C/SIGTERM stops
+	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED))
+	BREACH_15_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info

@@ -8,6 +8,7 @@
 | WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
 | FRAPPE_WEBHOOK_SECRET | unset | when set, enables the `frappe` preset with this plain secret (ERPNext's "Webhook Secret") |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
+| RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
 
 A malformed value stops the command before anything starts, with a message naming it.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from relay.domain.presets import MIN_SECRET_BYTES
+from relay_local.faults import LocalFaults
 from relay_local.signing import check_secret, new_secret
 
 DEFAULT_API_PORT = 3000
@@ -51,6 +53,7 @@ class RunSettings:
     fynd: FyndSettings
     function_environment: Mapping[str, str] = field(default_factory=dict)
     frappe_webhook_secret: str | None = None
+    faults: LocalFaults = field(default_factory=LocalFaults)
 
 
 def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
@@ -84,7 +87,12 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
                 raise ValueError
         except ValueError:
             raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}") from None
+    try:
+        faults = LocalFaults.from_environ(environ)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     return RunSettings(
+        faults=faults,
         api_port=int(port_text),
         webhook_secret=secret or new_secret(),
         secret_generated=not secret,
