@@ -26,12 +26,18 @@ def test_breach_11_ingest_worst_case_fits_the_template_timeout() -> None:
     # Then each call is one attempt (no botocore retries), bounded by connect + read
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert attempt == wiring.INGEST_ATTEMPT_SECONDS
-    # And a round (read, write, the whole send) reserves what its calls can take at worst
+    # And a round (read, the ledger's writes, the whole send) reserves what its calls can take at worst
     send = (
         wiring.INGEST_SEND_ATTEMPTS * attempt
         + (wiring.INGEST_SEND_ATTEMPTS - 1) * wiring.INGEST_SEND_PAUSE_SECONDS
     )
-    assert attempt + attempt + send == wiring.INGEST_ROUND_RESERVE_SECONDS
+    from relay.adapters.ledger import TRANSACTION_LIMIT
+    from relay.domain.webhook import MAX_INVOICES_PER_WEBHOOK
+
+    # (a webhook's bodies and states fit two transactions: bodies ahead, then the states)
+    assert 2 * MAX_INVOICES_PER_WEBHOOK <= 2 * TRANSACTION_LIMIT
+    assert wiring.INGEST_LEDGER_WRITES == 2
+    assert attempt + 2 * attempt + send == wiring.INGEST_ROUND_RESERVE_SECONDS
     # And the worst POST (secret read, one round, the answer margin) ends before the timeout
     worst = attempt + wiring.INGEST_ROUND_RESERVE_SECONDS + wiring.INGEST_ANSWER_MARGIN_SECONDS
     assert worst == wiring.ingest_worst_case_seconds()
