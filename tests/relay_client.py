@@ -24,7 +24,7 @@ FAST_RETRIES = {
     "RECORD_RESERVE_SECONDS": "1",
     # moto on a loaded machine answers far slower than DynamoDB: ingest's calls may take longer
     # here than its budget allows one in AWS (the budget it keeps is unchanged).
-    "INGEST_AWS_READ_TIMEOUT_SECONDS": "8",
+    "INGEST_AWS_READ_TIMEOUT_SECONDS": "3",
 }
 
 
