@@ -12,9 +12,10 @@ Three guards keep that promise:
   racing this one) is decided again from a fresh read, up to ADMIT_ROUNDS times: the same
   content is then a duplicate answered with its state, different content a conflict (409).
   A race that outlasts the rounds is an outage for the sender (503, retry), never a 409.
-- A round (read, write, send) starts only while `seconds_left()` covers `reserve_seconds`,
-  its worst case (see `relay.wiring`): once written, the send has the time it needs before
-  the function's timeout; otherwise nothing is written at all (503).
+- The ledger is written only while `seconds_left()` covers `reserve_seconds`, the worst case
+  of the writes and the whole send (see `relay.wiring`): once written, the send has the time
+  it needs before the function's timeout; otherwise nothing is written at all (503). A
+  re-read after a refused write fits in what that check kept, and the next check refuses.
 """
 
 import math
@@ -71,12 +72,12 @@ class InvoiceAcceptance:
     ) -> list[Admission]:
         count("InvoicesReceived", len(invoices))
         for round_number in range(1, ADMIT_ROUNDS + 1):
-            if seconds_left() < self._reserve:
-                raise AcceptanceOutOfTime("too little time left to record and queue these invoices")
             recorded = self._ledger.get_many(invoice.key for invoice in invoices)
             admissions = self._admit(invoices, recorded)
             now = self._clock()
             to_queue = _messages(admissions, recorded, now, correlation_id)
+            if seconds_left() < self._reserve:
+                raise AcceptanceOutOfTime("too little time left to record and queue these invoices")
             try:
                 self._ledger.accept(admissions, now=now, correlation_id=correlation_id)
             except AcceptRaceError:
