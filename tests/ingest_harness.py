@@ -18,7 +18,7 @@ from typing import Any
 from fakes import FakeClock, Faults, InMemoryLedger, RecordingQueue
 from relay import wiring
 from relay.api import app
-from relay.domain.acceptance import InvoiceAcceptance
+from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import LedgerEntry
 from relay.domain.presets import RequestVerifier, SigningSecrets

@@ -18,10 +18,10 @@ from factories import invoice, invoice_dict
 from fakes import FakeClock, InMemoryLedger, RecordingQueue
 from ingest_harness import Ingest, StaleFirstRead, ingest_in_process, queued_bodies
 from relay.adapters.ledger import InvoiceLedger
-from relay.domain.acceptance import InvoiceAcceptance
+from relay.domain.errors import AcceptRaceError, LedgerUnavailableError
+from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import Invoice
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.ports import AcceptRaceError, LedgerUnavailableError
 from relay.domain.signature import request_line
 
 SALE = {"orderId": "FY-1", "invoiceNumber": "INV-1", "invoiceType": "sale"}
@@ -214,7 +214,7 @@ _real_request_verifier = __import__("relay.wiring", fromlist=["request_verifier"
 
 def test_breach_09_unreadable_fynd_credentials_are_fynd_unavailable() -> None:
     from relay.adapters.secrets import SecretsCredentials
-    from relay.domain.delivery import FyndUnavailable
+    from relay.domain.fynd import FyndUnavailable
 
     # Given Fynd credentials behind a Secrets Manager that fails
     credentials = SecretsCredentials(

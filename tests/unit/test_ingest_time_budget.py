@@ -8,8 +8,8 @@ import pytest
 from factories import invoice
 from fakes import FakeClock, InMemoryLedger, RecordingQueue
 from ingest_harness import queued_bodies
+from relay.domain.errors import QueueUnavailableError
 from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import QueueUnavailableError
 from relay_local.stack import load_template
 
 
@@ -129,7 +129,7 @@ def test_breach_11_a_full_webhook_is_queued_in_one_attempts_time() -> None:
 
 def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:
     from relay import wiring
-    from relay.domain.acceptance import AcceptanceOutOfTime, InvoiceAcceptance
+    from relay.domain.intake import AcceptanceOutOfTime, InvoiceAcceptance
 
     clock = FakeClock()
     ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
@@ -146,7 +146,7 @@ def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:
 
 def test_a_round_with_time_enough_writes_and_queues() -> None:
     from relay import wiring
-    from relay.domain.acceptance import InvoiceAcceptance
+    from relay.domain.intake import InvoiceAcceptance
 
     clock = FakeClock()
     ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)

@@ -6,8 +6,8 @@ import pytest
 
 from factories import invoice
 from relay.adapters.queue import SqsInvoiceQueue
+from relay.domain.errors import QueueUnavailableError
 from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import QueueUnavailableError
 
 
 class FlakySqs:

@@ -40,8 +40,8 @@ from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
-from relay.domain.acceptance import InvoiceAcceptance
-from relay.domain.dispatch import Dispatcher, DispatchSettings
+from relay.domain.dispatch import Dispatcher, DispatchLimits
+from relay.domain.intake import InvoiceAcceptance
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.presets import RequestVerifier, SigningSecrets
 from relay.domain.reconcile import Reconciler
@@ -209,7 +209,7 @@ def dispatcher() -> Dispatcher:
             settings.too_early_deadline_seconds,
             outage_backoff(settings.retry_base_seconds, random),
         ),
-        settings=DispatchSettings(
+        settings=DispatchLimits(
             lease_seconds=settings.lease_seconds,
             max_receive_count=settings.max_receive_count,
             request_seconds=request_seconds,

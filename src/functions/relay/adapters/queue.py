@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.domain.errors import QueueUnavailableError
 from relay.domain.messages import MAX_MESSAGE_BYTES, QueuedInvoice
-from relay.domain.ports import QueueUnavailableError
 from relay.observability import logger
 
 if TYPE_CHECKING:
