@@ -1,6 +1,7 @@
 """The house layout holds: the domain imports no AWS SDK, no HTTP client and no adapter."""
 
 import ast
+import re
 from pathlib import Path
 
 DOMAIN = Path(__file__).resolve().parents[2] / "src" / "functions" / "relay" / "domain"
@@ -23,3 +24,13 @@ def test_domain_modules_import_nothing_from_the_outside_rooms() -> None:
     for path in modules:
         for name in imported_modules(path):
             assert not name.startswith(FORBIDDEN), f"{path.name} imports {name}"
+
+
+def test_the_local_tools_use_no_private_moto_module_or_attribute() -> None:
+    # Given every module of the local tools
+    tools = Path(__file__).resolve().parents[2] / "src" / "tools"
+    sources = {path: path.read_text() for path in tools.rglob("*.py")}
+    assert sources
+    # Then none imports a moto module or reaches an attribute whose name starts with "_"
+    private = re.compile(r"\bmoto(\.\w+)*\._\w+|_server\._server")
+    assert [str(path) for path, text in sources.items() if private.search(text)] == []

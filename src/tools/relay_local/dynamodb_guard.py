@@ -14,12 +14,16 @@
    roll back on failure: a 100-invoice webhook copied the ledger a hundred times and
    passed ingest's 10 s timeout once the table held a few thousand entries. The guard
    lets each DynamoDB request copy a table once; the rollback restores the same state.
+   This one stands in for the `copy` module moto's DynamoDB models use, which is why
+   pyproject.toml pins moto to the range it was tested with.
+
+The guard is WSGI middleware in front of moto's public application (`MotoServer.wrap`).
 """
 
 import copy
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import moto.dynamodb.models as dynamodb_models
 from moto.core.model_instances import reset_model_data
@@ -29,14 +33,16 @@ from relay_local.stack import MotoServer
 
 
 def guard_dynamodb(moto: MotoServer) -> None:
-    """Wrap the started moto server's WSGI app: DynamoDB one request at a time, no hoarding."""
-    server = moto._server._server  # the werkzeug server ThreadedMotoServer started
-    assert server is not None, "start moto first"
-    app, lock = server.app, threading.Lock()
+    """Put the guard in front of moto's WSGI app: DynamoDB one request at a time, no hoarding."""
+    moto.wrap(_guard)
+
+
+def _guard(app: Any) -> Any:
+    lock = threading.Lock()
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
-            return app(environ, start_response)
+            return cast(Iterable[bytes], app(environ, start_response))
         with lock:
             dynamodb_models.copy = _TablesCopiedOnce()  # type: ignore[attr-defined,assignment]
             try:
@@ -45,7 +51,7 @@ def guard_dynamodb(moto: MotoServer) -> None:
                 dynamodb_models.copy = copy  # type: ignore[attr-defined]
                 reset_model_data()
 
-    server.app = guarded
+    return guarded
 
 
 class _TablesCopiedOnce:

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any, cast
 
 import boto3
 import yaml
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 REGION = "ap-south-1"
@@ -85,28 +87,43 @@ def rate_seconds(expression: str) -> float | None:
 
 
 class MotoServer:
-    """moto in server mode on 127.0.0.1, so every AWS call in a test crosses real HTTP."""
+    """moto in server mode on 127.0.0.1, so every AWS call in a test crosses real HTTP.
+
+    Served by our own threaded werkzeug server over moto's public WSGI application (what
+    `moto_server` itself runs), so middleware can be put in front of it without reaching into
+    moto's private attributes.
+    """
 
     def __init__(self, port: int = 0) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._port = port
+        self._app: Callable[..., Any] = DomainDispatcherApplication(create_backend_app)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
         self.url = ""
 
     def start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        self._server = make_server("127.0.0.1", self._port, self._serve, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread.start()
+        self.url = f"http://{self._server.host}:{self._server.port}"
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None
 
     def wrap[T](self, middleware: Callable[[Any], T]) -> T:
-        """Put WSGI `middleware(app)` in front of the started server's app; returns it."""
-        server = self._server._server  # the werkzeug server ThreadedMotoServer started
-        assert server is not None, "start() first"
-        wrapped = middleware(server.app)
-        server.app = wrapped  # type: ignore[assignment]  # any WSGI callable serves
+        """Put WSGI `middleware(app)` in front of the app served; returns it."""
+        wrapped = middleware(self._app)
+        self._app = cast(Callable[..., Any], wrapped)
         return wrapped
+
+    def _serve(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self._app(environ, start_response)
 
     def __enter__(self) -> "MotoServer":
         self.start()
