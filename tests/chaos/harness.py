@@ -123,6 +123,8 @@ class ChaosReport:
     answers: Counter[int] = field(default_factory=Counter)
     """The ERP's HTTP answers by status (resends included); 0 means no answer."""
     fynd_faults: Counter[str] = field(default_factory=Counter)
+    in453: int = 0
+    """IN453 answers Fynd gave: each one a duplicate that reached Fynd."""
     aws_faults: dict[str, int] = field(default_factory=dict)
     cold_starts: int = 0
     killed_dispatchers: int = 0
@@ -156,6 +158,7 @@ class ChaosReport:
             f"  reconciled     {'n/a (no scheduled reconciler in template.yaml)' if self.reconciled is None else self.reconciled}",
             f"  ERP answers    {dict(sorted(self.answers.items()))} (5xx: {five_xx})",
             f"  Fynd calls     {self.fynd_calls}, faults {dict(sorted(self.fynd_faults.items()))}",
+            f"  Fynd IN453     {self.in453} (answers dropped after commit: {self.fynd_faults['commit_then_drop']})",
             f"  AWS faults     {self.aws_faults}",
             f"  runtime        {self.cold_starts} cold starts, {self.killed_dispatchers} dispatchers killed after"
             f" Fynd answered, {self.timed_out_invocations} invocations ended at their timeout,"
@@ -439,8 +442,10 @@ def _count_fynd(
             order_id = outcome["orderId"]
             if outcome["code"] is None:
                 invoiced_by[order_id] = kind if kind in lost_kinds else "answered"
-            elif outcome["code"] == "IN453" and order_id in invoiced_by:
-                resent.add(order_id)
+            elif outcome["code"] == "IN453":
+                report.in453 += 1
+                if order_id in invoiced_by:
+                    resent.add(order_id)
     report.sent_twice = len(resent)
     late = _relay_ambiguous(output)
     for order_id in sorted(resent):

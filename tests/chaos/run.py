@@ -10,7 +10,7 @@ import random
 import sys
 import warnings
 
-from harness import ChaosConfig, run_chaos
+from harness import ChaosConfig, FyndFaultMix, run_chaos
 
 
 def main() -> int:
@@ -20,17 +20,27 @@ def main() -> int:
     parser.add_argument("--invoices", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
     parser.add_argument("--logs", action="store_true", help="show the functions' logs (readable)")
+    parser.add_argument(
+        "--drop-share",
+        type=float,
+        default=None,
+        help="share of Fynd answers dropped after commit (e.g. 0.04)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: {args.invoices} invoices, seed {seed} (replay: --seed {seed})", flush=True)
     report = run_chaos(
-        ChaosConfig(invoices=args.invoices, seed=seed),
+        ChaosConfig(invoices=args.invoices, seed=seed, fynd=_fynd_mix(args.drop_share)),
         log_to=sys.stderr if args.logs else None,
         progress=sys.stderr,
     )
     print("\n".join(report.lines()), flush=True)
     return 0 if report.promises_kept else 1
+
+
+def _fynd_mix(drop_share: float | None) -> FyndFaultMix:
+    return FyndFaultMix() if drop_share is None else FyndFaultMix(commit_then_drop=drop_share)
 
 
 if __name__ == "__main__":

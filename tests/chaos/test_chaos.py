@@ -2,13 +2,15 @@
 (the `make run` stack) while Fynd, DynamoDB, SQS and the Lambda runtime fail (harness.py).
 `make chaos` runs the same with 10,000 invoices.
 
-CHAOS_SEED replays a run; by default each run draws a new seed, printed on failure.
+CHAOS_SEED chooses another run; by default the seed is fixed, so CI is repeatable (the seed
+is printed on failure). `make chaos` draws a new one each time.
 """
 
 import os
-import random
 
 from harness import ChaosConfig, run_chaos
+
+DEFAULT_SEED = 20261126
 
 
 def test_chaos_every_accepted_invoice_ends_final_and_none_reaches_fynd_twice_unless_its_answer_was_lost() -> (
@@ -16,7 +18,7 @@ def test_chaos_every_accepted_invoice_ends_final_and_none_reaches_fynd_twice_unl
 ):
     # Given a relay whose Fynd, DynamoDB, SQS and dispatchers fail in every way the harness knows,
     # and an ERP sending 300 invoices, 30 % of them duplicates, and resending what got no answer
-    seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
+    seed = int(os.environ.get("CHAOS_SEED") or DEFAULT_SEED)
     config = ChaosConfig(invoices=int(os.environ.get("CHAOS_INVOICES") or 300), seed=seed)
     # When every webhook has been answered and the relay has settled
     report = run_chaos(config)

@@ -6,7 +6,6 @@ Webhook documents rendered with realistic Sales Invoices.
 
 import dataclasses
 import json
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -40,11 +39,13 @@ SHORT_SECRET = "short-frappe-typo"
 
 @pytest.fixture
 def erpnext_relay(request: pytest.FixtureRequest) -> Iterator[RelayClient]:
-    """The relay as `FRAPPE_WEBHOOK_SECRET=... make run` builds it; param False leaves the consumer off."""
+    """The relay as `FRAPPE_WEBHOOK_SECRET=... make run` builds it, with the functions in this
+    process (so a test can expire the secret cache, as five minutes would); param False leaves
+    the consumer off."""
     settings = run_settings({"FRAPPE_WEBHOOK_SECRET": SECRET, "RELAY_API_PORT": "0", **FAST_RETRIES})
     config = pipeline_config(settings, TEMPLATE, {})
     consume = getattr(request, "param", True)
-    with LocalPipeline(dataclasses.replace(config, consume=consume)) as pipeline:
+    with LocalPipeline(dataclasses.replace(config, consume=consume, isolated=False)) as pipeline:
         yield RelayClient(pipeline, settings.webhook_secret)
 
 
@@ -186,7 +187,8 @@ def test_two_frappe_secrets_verify_during_rotation_and_never_reach_the_logs(
         # Given the operator added the next secret beside the current one (a Secrets Manager
         # update), and by mistake an entry too short to be used
         secrets = erpnext_relay.pipeline.secretsmanager()
-        arn = os.environ["WEBHOOK_SECRET_ARN"]
+        assert erpnext_relay.pipeline.stack is not None
+        arn = erpnext_relay.pipeline.stack.secret_arns["WebhookSigningSecret"]
         entries = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
         rotated = {
             "local": entries["local"],

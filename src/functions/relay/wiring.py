@@ -70,6 +70,8 @@ __all__ = [
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
+FYND_CONNECTIONS = 4
+"""Connections to Fynd per instance, and so its Shipment Info reads in flight at once."""
 
 INGEST_CONNECT_TIMEOUT = 0.4
 INGEST_READ_TIMEOUT = 1.5
@@ -195,7 +197,7 @@ def dispatcher() -> Dispatcher:
         SecretsCredentials(
             settings.fynd_credentials_secret_arn, settings.fynd_location_credentials_secret_arn
         ),
-        http=urllib3.PoolManager(maxsize=4),
+        http=urllib3.PoolManager(maxsize=FYND_CONNECTIONS),
         timeout=urllib3.Timeout(
             connect=settings.fynd_connect_timeout_seconds, read=settings.fynd_read_timeout_seconds
         ),
@@ -217,6 +219,7 @@ def dispatcher() -> Dispatcher:
             call_budget_seconds=2 * request_seconds,
             record_reserve_seconds=settings.record_reserve_seconds,
             ledger_concurrency=LEDGER_CONCURRENCY,
+            fynd_concurrency=FYND_CONNECTIONS,
         ),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",

@@ -31,6 +31,9 @@ _PASSWORD = re.compile(r"(password=)[^&\s\"]*", re.IGNORECASE)
 class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # A real API's listen backlog, not socketserver's 5: a burst of concurrent connects (the
+    # dispatcher's Shipment Info reads) must queue, not time out.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], state: SimulatorState, quiet: bool) -> None:
         self.state = state

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt, FyndThrottled, plan_calls
@@ -86,6 +87,8 @@ class DispatchLimits:
     """Kept back from every call's budget to record its outcome and answer the messages."""
     ledger_concurrency: int = 1
     """Ledger writes in flight at once (boto3 clients are thread-safe); 1 writes one at a time."""
+    fynd_concurrency: int = 1
+    """Shipment Info reads in flight at once: at most the Fynd client's connection pool."""
 
 
 @dataclass
@@ -118,6 +121,11 @@ class Dispatcher:
         self._pool = (
             ThreadPoolExecutor(settings.ledger_concurrency, thread_name_prefix="ledger")
             if settings.ledger_concurrency > 1
+            else None
+        )
+        self._fynd_pool = (
+            ThreadPoolExecutor(settings.fynd_concurrency, thread_name_prefix="fynd")
+            if settings.fynd_concurrency > 1
             else None
         )
 
@@ -221,9 +229,9 @@ class Dispatcher:
         ]
         checked.update(item.entry.key for item in items)
         decided: dict[InvoiceKey, Verdict] = {}
-        for item, verdict in zip(
-            items, self._each(lambda item: self._read(item, budget), items), strict=True
-        ):
+        read = partial(self._read, budget=budget)
+        reads = self._fynd_pool.map(read, items) if self._fynd_pool else map(read, items)
+        for item, verdict in zip(items, reads, strict=True):
             if verdict is not None:
                 decided[item.entry.key] = verdict
             elif _waiting(item.entry) is False:
@@ -241,7 +249,7 @@ class Dispatcher:
         except FyndCallError as failure:
             logger.info(
                 "Shipment Info unavailable",
-                extra={**_about(item.delivery, item.entry), "reason": failure.reason},
+                extra={**_about(item.delivery, item.entry), "reason": failure.reason, "error": str(failure)},
             )
             return None
         state = classify_shipment(info, invoice.invoiceType)
