@@ -69,7 +69,7 @@ invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction) once on EVENT, as s
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=IngestFunction EVENT=events/ingest-post-invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local invoke "$(FN)" "$(EVENT)"
 
-bench: $(STAMP) ## measure throughput, requests per invoice and import cost
+bench: build ## measure against the targets and a naive peer: one table, bench/results.json (never part of make test)
 	$(BIN)/python tests/benchmarks/run.py
 
 clean: ## remove the venv, build output and caches

@@ -96,7 +96,7 @@ def sample(subject: Subject, overlay: Path) -> tuple[float, int, str]:
         env=environment,
         cwd=task_root,
     )
-    seconds, max_rss_kib, heavy = (result.stdout.split() + [""])[:3]
+    seconds, max_rss_kib, heavy = [*result.stdout.split(), ""][:3]
     return float(seconds), int(max_rss_kib), heavy
 
 
@@ -121,12 +121,58 @@ def measure(runs: int = 9) -> dict[str, object]:
         label: {
             "median_ms": round(statistics.median(values), 1),
             "ratio_to_boto3": round(statistics.median(values) / baseline, 2),
+            "min_ratio_to_boto3": round(min(values) / min(samples["import boto3"]), 2),
             "max_rss_mib": round(statistics.median(rss[label]) / 1024, 1),
             "heavy_modules_loaded": heavy[label].split(",") if heavy[label] else [],
         }
         for label, values in samples.items()
     }
-    return {"runs": runs, "load_average": os.getloadavg()[0], "subjects": rows}
+    return {
+        "runs": runs,
+        "load_average": os.getloadavg()[0],
+        "subjects": rows,
+        "beyond_boto3_ms": breakdown(),
+    }
+
+
+def _self_times(function: str, module: str, overlay: Path) -> dict[str, int]:
+    """Microseconds each module spends on its own import (-X importtime), in a fresh interpreter."""
+    task_root = BUILD / function
+    script = f"import sys; sys.path[:0] = {[str(overlay), str(task_root)]!r}; import {module}"
+    result = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=default_environment(task_root),
+        cwd=task_root,
+    )
+    times: dict[str, int] = {}
+    for line in result.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[0].strip().isdigit():
+            times[parts[2].strip()] = int(parts[0])
+    return times
+
+
+def breakdown() -> dict[str, dict[str, float]]:
+    """What each handler imports beyond boto3, by top-level package, in milliseconds (one run)."""
+    with tempfile.TemporaryDirectory() as directory:
+        overlay = host_native_overlay(Path(directory))
+        boto3_modules = set(_self_times("DispatchFunction", "boto3", overlay))
+        out: dict[str, dict[str, float]] = {}
+        for function, module in (
+            ("IngestFunction", "relay.handlers.ingest"),
+            ("DispatchFunction", "relay.handlers.dispatch"),
+        ):
+            packages: dict[str, float] = {}
+            for name, micros in _self_times(function, module, overlay).items():
+                if name not in boto3_modules:
+                    top = name.split(".")[0]
+                    packages[top] = packages.get(top, 0) + micros / 1000
+            ranked = sorted(packages.items(), key=lambda item: -item[1])
+            out[module] = {name: round(ms, 1) for name, ms in ranked if ms >= 2}
+        return out
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ the figures are a floor. The limit is Fynd's: 20 orders per call, C calls in fli
 `fynd_seconds` each, i.e. 20·C/fynd_seconds invoices per second.
 """
 
+import multiprocessing
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,8 +82,10 @@ def run(
     ledger_seconds: float = 0.008,
     fynd_seconds: float = 0.2,
     ledger_concurrency: int = 20,
+    prefix: str = "T",
 ) -> dict[str, Any]:
-    """Queue `invoices`, drain them with `concurrency` workers, and report the rate."""
+    """Queue `invoices`, drain them with `concurrency` workers (threads of this interpreter), and
+    report the rate."""
     world = World(
         settings=DispatchSettings(
             lease_seconds=SETTINGS.lease_seconds,
@@ -99,7 +103,7 @@ def run(
     world.ledger, world.fynd, world.queue, world.clock = ledger, fynd, queue, clock  # type: ignore[assignment]
     world.acceptance = type(world.acceptance)(ledger=ledger, queue=queue, clock=clock)
     for start in range(0, invoices, 100):
-        world.accept(*(invoice(f"T{concurrency}-{n:06}") for n in range(start, min(start + 100, invoices))))
+        world.accept(*(invoice(f"{prefix}{n:06}") for n in range(start, min(start + 100, invoices))))
     queue_lock = threading.Lock()
     batches: list[int] = []
 
@@ -118,6 +122,7 @@ def run(
     original = dispatch_module.count
     dispatch_module.count = _locked_count(original)  # type: ignore[assignment]
     try:
+        started_at = time.time()
         started = time.perf_counter()
         threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(concurrency)]
         for thread in threads:
@@ -143,4 +148,56 @@ def run(
         "orders_per_call": round(sum(sizes) / len(sizes), 2) if sizes else 0,
         "ledger_requests_per_invoice": round(ledger.requests / invoices, 2),
         "batches": len(batches),
+        "started": started_at,
+        "ended": started_at + elapsed,
+    }
+
+
+def peak_memory(records: int = 100) -> dict[str, Any]:
+    """The dispatcher's Python heap peak on one batch of `records` over the fakes (no latency):
+    the batch's own footprint, on top of what the import left (cold_start's RSS)."""
+    world = World(settings=SETTINGS)
+    for start in range(0, records, 100):
+        world.accept(*(invoice(f"MEM-{n:05}") for n in range(start, min(start + 100, records))))
+    batch = world.queue.receive(records)
+    dispatcher = world.dispatcher()
+    tracemalloc.start()
+    failures = dispatcher.dispatch(batch, lambda: 60.0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert not failures, failures
+    return {"records": len(batch), "peak_python_heap_mib": round(peak / 2**20, 2)}
+
+
+def _one_instance(args: tuple[int, int, float, float]) -> dict[str, Any]:
+    index, invoices, ledger_seconds, fynd_seconds = args
+    return run(1, invoices, ledger_seconds=ledger_seconds, fynd_seconds=fynd_seconds, prefix=f"P{index}-")
+
+
+def run_instances(
+    concurrency: int, invoices_each: int, *, ledger_seconds: float = 0.008, fynd_seconds: float = 0.2
+) -> dict[str, Any]:
+    """C instances as C processes, as Lambda runs them (no shared GIL), each draining its own
+    share of the queue over its own fakes (no two instances meet the same key in this load).
+    The rate counts from the first instance's start to the last one's end."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(concurrency) as pool:
+        runs = pool.map(
+            _one_instance, [(i, invoices_each, ledger_seconds, fynd_seconds) for i in range(concurrency)]
+        )
+    invoiced = sum(r["invoiced"] for r in runs)
+    elapsed = max(r["ended"] for r in runs) - min(r["started"] for r in runs)
+    limit = 20 * concurrency / fynd_seconds
+    calls = sum(r["fynd_calls"] for r in runs)
+    return {
+        "concurrency": concurrency,
+        "invoices": invoices_each * concurrency,
+        "invoiced": invoiced,
+        "seconds": round(elapsed, 2),
+        "invoices_per_second": round(invoiced / elapsed, 1),
+        "limit_per_second": limit,
+        "share_of_limit": round(invoiced / elapsed / limit, 3),
+        "fynd_calls": calls,
+        "orders_per_call": round(invoiced / calls, 2) if calls else 0,
+        "ledger_requests_per_invoice": runs[0]["ledger_requests_per_invoice"],
     }
