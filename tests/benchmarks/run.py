@@ -51,12 +51,12 @@ def main() -> None:
         terminal.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
 
     warnings.filterwarnings("ignore", "No application metrics to publish")
+    # The functions' static environment first, as in the tests (Powertools reads it at import).
+    __import__("conftest")
     import cold_start
     import cost
     import fakes_throughput
     from local_stack import LocalBench
-
-    import conftest  # noqa: F401 - the functions' static environment, as in the tests
 
     started = time.perf_counter()
     results: dict[str, Any] = {
