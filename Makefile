@@ -15,7 +15,7 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install test test-fast lint format validate build run send status invoke bench clean
+.PHONY: help install test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,8 +51,28 @@ test: lint validate ## lint, validate the template, then the whole test suite
 test-fast: $(STAMP) ## the test suite alone
 	$(BIN)/pytest --numprocesses 4
 
+contract: $(STAMP) ## schemathesis against the local API with many more examples (CONTRACT_EXAMPLES, default 500)
+	CONTRACT_EXAMPLES=$(or $(CONTRACT_EXAMPLES),500) $(BIN)/pytest -p no:xdist tests/integration/test_openapi_contract.py
+
 build: $(STAMP) ## sam build (no Docker; python3.13 from the venv)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
+
+# The stack name, region and Fynd URL: from STACK, REGION and FYND_BASE_URL, else asked for on a
+# terminal, else an error naming the variable. Everything else comes from samconfig.toml.
+deploy: $(STAMP) ## sam build + sam deploy, non-interactive (STACK=... REGION=... FYND_BASE_URL=https://... [ALARM_EMAIL=...])
+	@stack="$(STACK)"; region="$(or $(REGION),$(AWS_REGION))"; fynd="$(FYND_BASE_URL)"; \
+	ask() { if [ -t 0 ]; then read -r -p "$$1: " answer && printf '%s' "$$answer"; \
+		else echo "deploy: set $$2 (e.g. make deploy $$2=...)" >&2; exit 2; fi; }; \
+	[ -n "$$stack" ] || stack=$$(ask "Stack name (e.g. fynd-invoice-relay)" STACK) || exit 2; \
+	[ -n "$$region" ] || region=$$(ask "AWS region (e.g. ap-south-1)" REGION) || exit 2; \
+	[ -n "$$fynd" ] || fynd=$$(ask "Fynd base URL (https://...)" FYND_BASE_URL) || exit 2; \
+	case "$$fynd" in https://?*) ;; *) echo "deploy: FYND_BASE_URL must be an https:// URL, not '$$fynd'" >&2; exit 2;; esac; \
+	overrides="FyndBaseUrl=$$fynd"; [ -z "$(ALARM_EMAIL)" ] || overrides="$$overrides AlarmEmail=$(ALARM_EMAIL)"; \
+	$(MAKE) --no-print-directory build && \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam deploy --stack-name "$$stack" --region "$$region" \
+		--parameter-overrides $$overrides --no-confirm-changeset && \
+	echo && echo "Deployed $$stack. Put the Fynd credentials in place (README: Deploying), then prove it end to end:" && \
+	echo "  $(BIN)/relay --stack $$stack --region $$region smoke [--location CODE]"
 
 run: $(STAMP) ## the whole pipeline on 127.0.0.1 until Ctrl-C
 	$(BIN)/python -m relay_local run
@@ -65,12 +85,19 @@ status: $(STAMP) ## ask the local API for ORDER's status (TYPE=return for a cred
 	@[ -n "$(ORDER)" ] || { echo "usage: make status ORDER=FY-10001 [TYPE=return]" >&2; exit 2; }
 	$(BIN)/python -m relay_local status "$(ORDER)" --type "$(or $(TYPE),sale)"
 
-invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction) once on EVENT, as sam local invoke would
+invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction|ReconcileFunction) once on EVENT, as sam local invoke would
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=IngestFunction EVENT=events/ingest-post-invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local invoke "$(FN)" "$(EVENT)"
 
 bench: build ## measure against the targets and a naive peer: one table, bench/results.json (never part of make test)
 	$(BIN)/python tests/benchmarks/run.py
+
+fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=, SEED= to change or replay)
+	$(BIN)/python tests/ingest_fuzz.py --requests $(or $(REQUESTS),100000) $(if $(SEED),--seed $(SEED))
+
+chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SEED=n to replay), then 200 real Ctrl-C/SIGTERM stops
+	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED))
+	BREACH_15_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info

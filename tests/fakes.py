@@ -21,11 +21,13 @@ from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
 from relay.domain.dispatch import Dispatcher, DispatchSettings
 from relay.domain.intake import Action, Admission
-from relay.domain.invoice import Invoice, InvoiceKey
+from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
 from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
 from relay.domain.ports import AcceptRaceError, Claim, QueueUnavailableError
+from relay.domain.reconcile import Reconciler, ReconcileReport
+from relay.domain.shipment import ShipmentInfo
 
 
 class Crash(BaseException):
@@ -151,6 +153,7 @@ class InMemoryLedger:
             correlation_id=entry.correlation_id if entry else None,
             retry_at=entry.retry_at if entry else None,
             claim_message_id=message_id,
+            claimed_from=entry.status if entry else InvoiceStatus.QUEUED,
         )
         self.entries[key] = claimed
         self.writes["claim"] += 1
@@ -166,9 +169,14 @@ class InMemoryLedger:
             return False
         moved = replace(entry, status=verdict.status, updated_at=now, lease_owner=None, lease_until=None)
         match verdict:
-            case Invoiced(already=already):
+            case Invoiced(already=already, confirmed_by=confirmed_by):
                 moved = replace(
-                    moved, last_error=None, retry_at=None, already_invoiced=already, fynd_ack_id=ack_id
+                    moved,
+                    last_error=None,
+                    retry_at=None,
+                    already_invoiced=already,
+                    fynd_ack_id=ack_id,
+                    confirmed_by=confirmed_by,
                 )
             case Rejected(code=code, message=message):
                 moved = replace(moved, last_error=LastError(code, message), retry_at=None)
@@ -178,6 +186,38 @@ class InMemoryLedger:
         self.writes["record"] += 1
         self._faults.hit("ledger.record.after")
         return True
+
+    # ---- the reconciler's view (relay.domain.reconcile.StalledLedger) ----
+    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
+        """The ByStatus Query and its filter: last written, due and leased before `updated_before`."""
+        self._faults.hit("ledger.stalled")
+        found = [
+            entry
+            for entry in self.entries.values()
+            if entry.status is status
+            and entry.updated_at < updated_before
+            and (entry.retry_at is None or entry.retry_at < updated_before)
+            and (entry.lease_until is None or entry.lease_until < updated_before)
+        ]
+        return sorted(found, key=lambda entry: entry.updated_at)[:limit]
+
+    def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
+        self._faults.hit("ledger.mark_reconciled")
+        current = self.entries.get(entry.key)
+        if current is None or (current.status, current.updated_at, current.content_hash) != (
+            entry.status,
+            entry.updated_at,
+            entry.content_hash,
+        ):
+            return False
+        self.entries[entry.key] = replace(current, updated_at=now)
+        self.writes["mark_reconciled"] += 1
+        return True
+
+    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
+        self._faults.hit("ledger.body")
+        text = self.bodies.get(key)
+        return QueuedInvoice.from_body(text) if text else None
 
 
 @dataclass
@@ -319,6 +359,26 @@ class ScriptedFynd:
     sent: Counter[InvoiceKey] = field(default_factory=Counter)
     calls: list[FyndCall] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
+    reads: Counter[str] = field(default_factory=Counter)
+    novel_status: set[str] = field(default_factory=set)
+    """Orders whose Shipment Info answers a status value the relay has never seen."""
+
+    def shipment_info(
+        self, order_id: str, location_code: str | None, *, time_budget_seconds: float
+    ) -> ShipmentInfo:
+        """Fynd's Get Shipment Info, from the same per-order state (sale invoices). Faults:
+        "fynd.read" raises before anything is read."""
+        self.faults.hit("fynd.read")
+        self.reads[order_id] += 1
+        if order_id in self.novel_status:
+            return ShipmentInfo(order_id, True, order_status="TELEPORTED", bag_status="bag_teleported")
+        if InvoiceKey(order_id, InvoiceType.SALE) in self.invoiced:
+            return ShipmentInfo(order_id, True, order_status="PROCESSING", bag_status="bag_invoiced")
+        if self.codes.get(order_id) == "IN401":
+            return ShipmentInfo(order_id, True, order_status="CANCELLED", bag_status="cancelled_customer")
+        if self.early_until.get(order_id, 0) > self.clock():
+            return ShipmentInfo(order_id, True, order_status="CREATED", bag_status="placed")
+        return ShipmentInfo(order_id, True, order_status="CONFIRMED", bag_status="bag_confirmed")
 
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
         self.budgets.append(time_budget_seconds)
@@ -426,6 +486,19 @@ class World:
     def status(self, key: InvoiceKey) -> InvoiceStatus | None:
         entry = self.ledger.entries.get(key)
         return entry.status if entry else None
+
+    def reconcile(
+        self, *, stall_seconds: float = 900, max_per_run: int = 500, seconds_left: float = 60.0
+    ) -> ReconcileReport:
+        """One scheduled reconciler run over the same ledger and queue."""
+        reconciler = Reconciler(
+            ledger=self.ledger,
+            queue=self.queue,
+            clock=self.clock,
+            stall_seconds=stall_seconds,
+            max_per_run=max_per_run,
+        )
+        return reconciler.reconcile(lambda: seconds_left)
 
 
 __all__ = [

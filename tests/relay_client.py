@@ -11,7 +11,7 @@ import urllib3
 from fynd_simulator import FyndSimulator
 from relay_local.event_source import lambda_record
 from relay_local.pipeline import LocalPipeline
-from relay_local.signing import signed_headers
+from relay_local.signing import signed_headers, status_headers
 
 FINAL = frozenset({"INVOICED", "REJECTED"})
 FAST_RETRIES = {
@@ -72,12 +72,19 @@ class RelayClient:
         )
         return _answer(response)
 
-    def status(self, order_id: str, invoice_type: str | None = None, *, signed: bool = True) -> Answer:
-        query = f"?invoiceType={invoice_type}" if invoice_type else ""
-        headers = signed_headers(self.secret, "") if signed else {}
+    def post_raw(self, body: bytes, headers: dict[str, str]) -> Answer:
+        """POST exactly these bytes and headers, adding nothing (no content type): a foreign sender."""
         response = self.http.request(
-            "GET", f"{self.pipeline.api_url}/v1/invoices/{order_id}{query}", headers=headers
+            "POST", f"{self.pipeline.api_url}/v1/invoices", body=body, headers=headers
         )
+        return _answer(response)
+
+    def status(self, order_id: str, invoice_type: str | None = None, *, signed: bool = True) -> Answer:
+        path = f"/v1/invoices/{order_id}"
+        query = f"invoiceType={invoice_type}" if invoice_type else ""
+        headers = status_headers(self.secret, path, query) if signed else {}
+        url = f"{self.pipeline.api_url}{path}" + (f"?{query}" if query else "")
+        response = self.http.request("GET", url, headers=headers)
         return _answer(response)
 
     def settle(self, *order_ids: str, invoice_type: str = "sale") -> dict[str, Any]:

@@ -43,15 +43,15 @@ def test_in453_means_invoiced_already(relay: RelayClient) -> None:
     assert calls_for(relay, "INVOICED-1") == 1
 
 
-def test_too_early_is_retried_until_the_order_is_confirmed(relay: RelayClient) -> None:
-    # Given an order Fynd confirms only on the third attempt (IN403 twice)
+def test_too_early_is_polled_until_the_order_is_confirmed_then_sent_once(relay: RelayClient) -> None:
+    # Given an order Fynd confirms only on the third look at it (IN403, then Shipment Info)
     relay.post(invoice_dict("EARLY-1"))
-    # Then the relay keeps trying with back-off and ends INVOICED
+    # Then the relay polls Shipment Info with back-off, and sends the invoice once more, once
     final = relay.settle("EARLY-1")["EARLY-1"]
     assert final["status"] == "INVOICED"
-    assert final["attempts"] == 3
-    assert calls_for(relay, "EARLY-1") == 3
+    assert calls_for(relay, "EARLY-1") == 2
     assert relay.simulator.state.invoice_count("EARLY-1") == 1
+    assert relay.simulator.state.stats().shipment_reads >= 2
 
 
 @pytest.mark.parametrize(
@@ -99,13 +99,23 @@ def test_outages_and_throttling_are_retried(relay: RelayClient, fault: dict[str,
     assert relay.simulator.state.invoice_count("A") == 1
 
 
-def test_connection_dropped_after_commit_ends_invoiced_through_in453(relay: RelayClient) -> None:
-    # Given Fynd applies the call and then drops the connection without answering
-    relay.simulator.state.add_faults([{"kind": "commit_then_drop"}])
+def test_a_dropped_answer_that_shipment_info_cannot_prove_ends_invoiced_through_in453(
+    relay: RelayClient,
+) -> None:
+    # Given Fynd applies the call and then drops the connection without answering, and its
+    # Shipment Info answers a status the relay has never seen (so the read proves nothing)
+    relay.simulator.state.add_faults(
+        [{"kind": "commit_then_drop"}, {"kind": "novel_status", "endpoint": "shipment"}]
+    )
     relay.post(invoice_dict("A"))
-    # Then the retry meets IN453, which means it was invoiced: never a failure, never twice
+    # Then it is sent again, and IN453 means it was invoiced: never a failure, applied once
     final = relay.settle("A")["A"]
-    assert (final["status"], final.get("alreadyInvoiced"), final["attempts"]) == ("INVOICED", True, 2)
+    assert (final["status"], final.get("alreadyInvoiced"), final["confirmedBy"]) == (
+        "INVOICED",
+        True,
+        "IN453",
+    )
+    assert final["attempts"] == 2
     assert relay.simulator.state.invoice_count("A") == 1
 
 
@@ -154,11 +164,13 @@ def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient, aws_ca
     # Then Fynd got five calls of twenty, and each order once
     assert [len(call.order_ids) for call in relay.simulator.state.calls()] == [20] * 5
     assert all(relay.simulator.state.invoice_count(order_id) == 1 for order_id in order_ids)
-    # And the ledger cost: one read and one transaction to accept, a claim and a record per invoice
+    # And the ledger cost: one read and two transactions to accept (100 entries and their 100
+    # stored copies exceed one transaction's 100 writes: the copies go first), a claim and a
+    # record per invoice
     dynamodb = {name: n for name, n in aws_calls.items() if name.startswith("dynamodb.")}
     assert dynamodb == {
         "dynamodb.BatchGetItem": 1,
-        "dynamodb.TransactWriteItems": 1,
+        "dynamodb.TransactWriteItems": 2,
         "dynamodb.UpdateItem": 200,
     }
     assert aws_calls["sqs.SendMessageBatch"] == 10

@@ -22,6 +22,7 @@ from fynd_simulator import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
     INVOICE_PATH,
+    SHIPMENT_INFO_PATH,
     TOKEN_PATH,
     Credential,
     FyndSimulator,
@@ -175,12 +176,76 @@ def test_a_missing_token_gets_401_over_http(simulator: FyndSimulator, http: urll
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/nowhere", 404), ("GET", INVOICE_PATH, 405), ("POST", TOKEN_PATH, 405)],
+    [
+        ("GET", "/nowhere", 404),
+        ("GET", INVOICE_PATH, 405),
+        ("POST", TOKEN_PATH, 405),
+        ("POST", SHIPMENT_INFO_PATH, 405),
+    ],
 )
 def test_other_routes_and_methods_are_refused(
     simulator: FyndSimulator, http: urllib3.PoolManager, method: str, path: str, status: int
 ) -> None:
     assert http.request(method, simulator.url + path).status == status
+
+
+def read_shipment(
+    http: urllib3.PoolManager, url: str, token: str | None, order_id: str
+) -> urllib3.BaseHTTPResponse:
+    headers = {"x-access-token": token} if token else {}
+    return http.request("GET", url + SHIPMENT_INFO_PATH, fields={"orderId": order_id}, headers=headers)
+
+
+def test_shipment_info_over_http_follows_the_invoice(
+    simulator: FyndSimulator, http: urllib3.PoolManager
+) -> None:
+    # Given a token and a confirmed order
+    token = token_for(http, simulator.url)
+    before = read_shipment(http, simulator.url, token, "ORD-1")
+    # When it is invoiced and read again
+    post_invoices(http, simulator.url, token, [invoice("ORD-1")])
+    after = read_shipment(http, simulator.url, token, "ORD-1")
+    # Then both reads are Fynd's shape, before and after the invoice
+    assert before.status == after.status == 200
+    assert [(o["id"], o["orderStatus"], o["shipmentStatus"]) for o in before.json()["orders"]] == [
+        ("ORD-1", "CONFIRMED", "bag_confirmed")
+    ]
+    assert [(o["orderStatus"], o["shipmentStatus"]) for o in after.json()["orders"]] == [
+        ("PROCESSING", "bag_invoiced")
+    ]
+    # And without a token the read is refused
+    assert read_shipment(http, simulator.url, None, "ORD-1").status == 401
+
+
+def test_shipment_info_faults_over_http(
+    simulator: FyndSimulator, control: SimulatorControl, http: urllib3.PoolManager
+) -> None:
+    token = token_for(http, simulator.url)
+    control.add_faults(
+        {"kind": "status", "status": 502, "endpoint": "shipment"},
+        {"kind": "novel_status", "endpoint": "shipment"},
+        {"kind": "commit_then_drop", "endpoint": "shipment"},
+    )
+    assert read_shipment(http, simulator.url, token, "ORD-1").status == 502
+    novel = read_shipment(http, simulator.url, token, "ORD-1").json()["orders"][0]
+    assert novel["orderStatus"].startswith("SIM_NOVEL_")
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        read_shipment(http, simulator.url, token, "ORD-1")
+    assert control.stats()["shipment_reads"] == 3
+
+
+def test_an_unconfirmed_fault_and_the_body_limit_over_http(
+    simulator: FyndSimulator, control: SimulatorControl, http: urllib3.PoolManager
+) -> None:
+    token = token_for(http, simulator.url)
+    control.add_faults({"kind": "unconfirmed", "shape": "success_false"})
+    unconfirmed = post_invoices(http, simulator.url, token, [invoice("ORD-1")])
+    assert (unconfirmed.status, unconfirmed.json()) == (200, {"success": False})
+    assert control.invoice_count("ORD-1") == 1
+    control.configure(max_body_bytes=10)
+    too_large = post_invoices(http, simulator.url, token, [invoice("ORD-2")])
+    assert too_large.status == 413
+    assert control.invoice_count("ORD-2") == 0
 
 
 # --- faults ---------------------------------------------------------------------------------

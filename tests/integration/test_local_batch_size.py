@@ -51,7 +51,9 @@ def batch_sizes(config: PipelineConfig) -> list[int]:
         body = json.dumps(INVOICES)
         headers = {"Content-Type": "application/json", **signed_headers(config.webhook_secret, body)}
         assert (
-            urllib3.request("POST", f"{pipeline.api_url}/v1/invoices", body=body, headers=headers).status
+            urllib3.request(
+                "POST", f"{pipeline.api_url}/v1/invoices", body=body, headers=headers, timeout=30
+            ).status
             == 202
         )
         pipeline.start_consumer()

@@ -149,6 +149,15 @@ def test_invoke_runs_dispatch_on_the_sqs_event() -> None:
     assert "invoice rejected by Fynd invoice_key=CANCELLED-20003#sale code=IN401" in result.stderr
 
 
+def test_invoke_runs_the_reconciler_on_the_scheduled_event() -> None:
+    # Given the scheduled event and a fresh stack
+    # When ReconcileFunction is invoked on it, as `make invoke FN=ReconcileFunction` does
+    result = command("invoke", "ReconcileFunction", "events/reconcile-scheduled.json")
+    # Then it ran over the ledger's index and found nothing stalled
+    assert result.returncode == 0, result.stderr
+    assert answers_of(result.stdout) == [{"requeued": {}, "failed": [], "complete": True}]
+
+
 def test_invoke_never_re_signs_another_secrets_event(tmp_path: Path) -> None:
     # Given the sample POST signed just now, but with some other secret
     event = json.loads((EVENTS_DIR / "ingest-post-invoice.json").read_text())

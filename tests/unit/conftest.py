@@ -1,8 +1,20 @@
-"""Unit tests run with the network switched off: any socket connect fails the test."""
+"""Unit tests run with the network switched off: any socket connect fails the test. AWS is
+in-process moto (no socket), with resources built from template.yaml's own properties."""
 
 import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
+import boto3
 import pytest
+from moto import mock_aws
+
+from relay_local.stack import load_template
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+TABLE = "InvoiceLedgerTable"
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +24,20 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture
+def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator["DynamoDBClient"]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="ap-south-1")
+        props = load_template()["Resources"][TABLE]["Properties"]
+        client.create_table(
+            TableName=TABLE,
+            AttributeDefinitions=props["AttributeDefinitions"],
+            KeySchema=props["KeySchema"],
+            GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
+            BillingMode=props["BillingMode"],
+        )
+        yield client

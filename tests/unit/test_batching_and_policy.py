@@ -62,7 +62,9 @@ def error(code: str) -> OrderError:
 
 def test_success_and_in453_are_invoiced() -> None:
     assert policy().for_order(None, attempt=1, accepted_at=0, now=1) == Invoiced()
-    assert policy().for_order(error("IN453"), attempt=1, accepted_at=0, now=1) == Invoiced(already=True)
+    assert policy().for_order(error("IN453"), attempt=1, accepted_at=0, now=1) == Invoiced(
+        already=True, confirmed_by="IN453"
+    )
 
 
 @pytest.mark.parametrize("code", ["IN401", "IN400", "IN422"])

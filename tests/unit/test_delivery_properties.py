@@ -30,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import relay.domain.acceptance as acceptance_module
 import relay.domain.dispatch as dispatch_module
+import relay.domain.reconcile as reconcile_module
 from factories import invoice
 from fakes import Crash, World, lost_answer
 from relay.domain.delivery import FyndThrottled, FyndUnavailable
@@ -38,6 +39,7 @@ from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.ports import AcceptRaceError, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.reconcile import is_stalled
 from relay.observability import logger
 
 settings.register_profile(
@@ -89,7 +91,6 @@ class RelayMachine(RuleBasedStateMachine):
         self.lost: Counter[InvoiceKey] = Counter()
         """Sends of a key whose answer never reached the ledger."""
         self.invoiced: set[InvoiceKey] = set()
-        self.reconciled_at: dict[InvoiceKey, float] = {}
 
     # ---- ingest ----
     @rule(
@@ -223,25 +224,18 @@ class RelayMachine(RuleBasedStateMachine):
     def _stalled(self) -> list[InvoiceKey]:
         """Entries that made no progress for STALLED_SECONDS: what the reconciler queues again."""
         now = self.world.clock()
-        stalled = []
-        for key, entry in self.world.ledger.entries.items():
-            since = {
-                InvoiceStatus.QUEUED: entry.updated_at,
-                InvoiceStatus.RETRYING: entry.retry_at or entry.updated_at,
-                InvoiceStatus.IN_PROGRESS: entry.lease_until or entry.updated_at,
-            }.get(entry.status)
-            if since is not None and now - since > STALLED_SECONDS:
-                stalled.append(key)
-        return stalled
+        return [
+            key
+            for key, entry in self.world.ledger.entries.items()
+            if is_stalled(entry, now=now, stall_seconds=STALLED_SECONDS)
+        ]
 
     def _reconcile(self) -> None:
-        """The reconciler cannot see the queue: it queues every stalled entry again, at most once
-        per STALLED_SECONDS (a copy is harmless; the dispatcher drops what it need not send)."""
-        now = self.world.clock()
-        for key in self._stalled():
-            if now - self.reconciled_at.get(key, 0) > STALLED_SECONDS:
-                self.world.queue.send([QueuedInvoice.from_body(self.world.ledger.bodies[key])])
-                self.reconciled_at[key] = now
+        """The reconciler (relay.domain.reconcile) cannot see the queue: it queues every stalled
+        entry again, at most once per STALLED_SECONDS (a copy is harmless; the dispatcher drops
+        what it need not send)."""
+        report = self.world.reconcile(stall_seconds=STALLED_SECONDS)
+        assert report.failed == [], f"stalled entries it could not queue again: {report.failed}"
 
 
 @pytest.fixture(autouse=True)
@@ -249,6 +243,7 @@ def quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Thousands of examples: the relay's log lines and metrics are not what this test reads."""
     monkeypatch.setattr(dispatch_module, "count", lambda *_, **__: None)
     monkeypatch.setattr(acceptance_module, "count", lambda *_, **__: None)
+    monkeypatch.setattr(reconcile_module, "count", lambda *_, **__: None)
     level = logger.log_level
     logger.setLevel("CRITICAL")
     yield

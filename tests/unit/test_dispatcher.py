@@ -3,16 +3,14 @@ fakes, with faults injected between the steps where they hurt: a write that thro
 answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
 dies after Fynd answered."""
 
-import threading
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 import relay.domain.dispatch as dispatch_module
 from factories import invoice
-from fakes import SETTINGS, Crash, World, lost_answer
-from relay.domain.delivery import FyndCall, FyndReceipt, FyndUnavailable
+from fakes import Crash, World, lost_answer
+from relay.domain.delivery import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.policy import REFUSED_ALONE
@@ -234,7 +232,7 @@ def test_breach_01_a_failed_requeue_returns_the_message_instead_of_raising(world
     assert world.status(key("A")) is InvoiceStatus.RETRYING
 
 
-def test_a_worker_killed_after_fynd_answered_leaves_a_message_that_learns_from_in453(world: World) -> None:
+def test_a_worker_killed_after_fynd_answered_is_verified_without_a_second_send(world: World) -> None:
     # Given the worker dies between Fynd's answer and the ledger write
     world.accept(invoice("A"))
     world.faults.fail("ledger.record", Crash())
@@ -244,9 +242,29 @@ def test_a_worker_killed_after_fynd_answered_leaves_a_message_that_learns_from_i
     world.queue.crash(batch)
     # When the message returns after its visibility timeout (the lease is long gone)
     world.drain()
-    # Then the invoice is INVOICED: a duplicate reached Fynd only because the answer was lost
-    assert world.status(key("A")) is InvoiceStatus.INVOICED
-    assert world.ledger.entries[key("A")].already_invoiced
+    # Then Shipment Info proves it invoiced: recorded as verified, never sent twice
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, "shipment-info")
+    assert (world.fynd.sent[key("A")], world.fynd.already[key("A")]) == (1, 0)
+
+
+def test_without_shipment_info_a_killed_worker_learns_from_in453(world: World) -> None:
+    # Given Shipment Info is down when the retry comes
+    world.accept(invoice("A"))
+    world.faults.fail("ledger.record", Crash())
+    batch = world.queue.receive()
+    with pytest.raises(Crash):
+        world.dispatcher().dispatch(batch, lambda: 60)
+    world.queue.crash(batch)
+    world.faults.fail("fynd.read", FyndUnavailable("503"), times=None)
+    world.drain()
+    # Then it is sent again as before the read existed, and IN453 proves it invoiced
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.confirmed_by, entry.already_invoiced) == (
+        InvoiceStatus.INVOICED,
+        "IN453",
+        True,
+    )
     assert (world.fynd.applied[key("A")], world.fynd.already[key("A")]) == (1, 1)
 
 
@@ -358,38 +376,84 @@ def test_breach_14_an_unknown_fynd_code_is_counted_as_other(
     assert retries == [{"reason": "other"}]
 
 
-def test_a_lost_answer_is_retried_and_in453_means_invoiced(world: World) -> None:
+def test_a_lost_answer_is_checked_not_resent(
+    world: World, counted: list[tuple[str, float, dict[str, str]]]
+) -> None:
+    # Given Fynd applied the call but its answer was lost
     world.accept(invoice("A"))
     world.faults.fail("fynd.after", lost_answer())
     world.drain()
+    # Then the retry reads Shipment Info, which proves it: no IN453, one send
     entry: Any = world.ledger.entries[key("A")]
-    assert (entry.status, entry.already_invoiced) == (InvoiceStatus.INVOICED, True)
-    assert world.fynd.applied[key("A")] == 1
+    assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, "shipment-info")
+    assert (world.fynd.sent[key("A")], world.fynd.already[key("A")]) == (1, 0)
+    assert ("VerifiedWithoutResend", 1, {}) in counted
 
 
-# ---- concurrency ----
+def test_a_lost_answer_before_fynd_applied_anything_is_sent_again_after_the_check(
+    world: World, counted: list[tuple[str, float, dict[str, str]]]
+) -> None:
+    # Given the call failed before Fynd applied it (a 5xx), so Shipment Info says not invoiced
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.drain()
+    # Then it is sent again once, and the answer confirms it
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, "answer")
+    assert world.fynd.reads["A"] == 1
+    assert ("ResentAfterCheck", 1, {}) in counted
 
 
-def test_claims_and_records_of_a_call_go_to_the_ledger_concurrently() -> None:
-    # Given a dispatcher allowed 20 ledger writes at once, and a ledger whose claims and records
-    # each wait until 20 of them are in flight together (sequential writes would never get there)
-    world = World(settings=replace(SETTINGS, ledger_concurrency=20))
-    world.accept(*[invoice(f"O-{n}") for n in range(20)])
-    together = {step: threading.Barrier(20, timeout=5) for step in ("claim", "record")}
-    claim, record = world.ledger.claim, world.ledger.record
+@pytest.mark.parametrize("fault", ["unknown status", "read fails"])
+def test_a_check_that_proves_nothing_sends_as_before(world: World, fault: str) -> None:
+    # Given an answer was lost, and Shipment Info answers a status never seen (or fails)
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    if fault == "unknown status":
+        world.fynd.novel_status.add("A")
+    else:
+        world.faults.fail("fynd.read", FyndUnavailable("503"), times=None)
+    world.drain()
+    # Then it is sent again, and IN453 (today's rule) proves it invoiced: nothing lost
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, "IN453")
+    assert (world.fynd.applied[key("A")], world.fynd.already[key("A")]) == (1, 1)
 
-    def claim_together(*args: Any, **kwargs: Any) -> Any:
-        together["claim"].wait()
-        return claim(*args, **kwargs)
 
-    def record_together(*args: Any, **kwargs: Any) -> Any:
-        together["record"].wait()
-        return record(*args, **kwargs)
+def test_an_order_confirmed_thirty_minutes_late_waits_without_sends(world: World) -> None:
+    # Given Fynd confirms the order 30 minutes after the first attempt (IN403 until then)
+    world.fynd.early_until["A"] = world.clock() + 30 * 60
+    world.accept(invoice("A"))
+    world.drain(max_rounds=200)
+    # Then, after the first IN403, it was polled with Shipment Info and sent once more, once
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("A")] == 2
+    assert world.fynd.reads["A"] >= 2
+    assert world.fynd.already[key("A")] == 0
 
-    world.ledger.claim = claim_together  # type: ignore[method-assign]
-    world.ledger.record = record_together  # type: ignore[method-assign]
-    # When one batch of 20 is dispatched
-    assert world.run(limit=20) == []
-    # Then every invoice went in one call and was recorded
-    assert [len(call.invoices) for call in world.fynd.calls] == [20]
-    assert all(world.status(key(f"O-{n}")) is InvoiceStatus.INVOICED for n in range(20))
+
+def test_an_order_cancelled_while_waiting_is_rejected_in401_without_a_send(world: World) -> None:
+    world.fynd.early_until["A"] = world.clock() + 6 * 3600
+    world.accept(invoice("A"))
+    world.run()
+    # When the seller cancels it while it waits for confirmation
+    world.fynd.codes["A"] = "IN401"
+    world.drain()
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.REJECTED
+    assert entry.last_error is not None
+    assert entry.last_error.code == "IN401"
+    assert world.fynd.sent[key("A")] == 1
+
+
+def test_a_throttled_read_backs_off_without_a_send(world: World) -> None:
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.run()
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    # When the read before the resend meets a 429 with Retry-After
+    world.faults.fail("fynd.read", FyndThrottled("429", retry_after=300))
+    (message_id,) = world.run()
+    # Then nothing is sent, and the message waits at least the Retry-After
+    assert world.fynd.sent[key("A")] == 0
+    assert world.queue.messages[message_id].visible_at >= world.clock() + 300

@@ -15,6 +15,8 @@ from relay.adapters.fynd import Credentials, FyndClient
 from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndUnavailable
 from relay.domain.invoice import InvoiceType
 
+BUDGET = 30.0
+
 
 class FakeSubsegment:
     def __init__(self, name: str) -> None:
@@ -76,13 +78,15 @@ def tracer(monkeypatch: pytest.MonkeyPatch) -> FakeTracer:
 
 def send(*replies: urllib3.HTTPResponse | Exception) -> None:
     client = FyndClient("https://fynd.test", OneCredential(), http=ScriptedPool(TOKEN, *replies))  # type: ignore[arg-type]
-    client.update_invoices(CALL)
+    client.update_invoices(CALL, time_budget_seconds=BUDGET)
 
 
 def test_an_answered_call_is_annotated_with_status_codes_and_orders(tracer: FakeTracer) -> None:
     # Given Fynd invoices A and answers IN453 for B
     answer = {
         "status": "PARTIAL",
+        "payloadCount": 2,
+        "successCount": 1,
         "failedCount": 1,
         "errors": [{"orderId": "B", "code": "IN453", "message": "x"}],
     }

@@ -565,6 +565,8 @@ def test_stats_count_tokens_calls_orders_and_invoices(state: SimulatorState) -> 
         "duplicates": 1,
         "max_orders_per_call": 2,
         "faults_pending": 0,
+        "shipment_reads": 0,
+        "faulted_calls": {},
     }
 
 
@@ -630,6 +632,9 @@ def test_control_route_config_and_credentials_take_effect(state: SimulatorState)
     assert body_of(admin(state, "POST", "config", {"token_ttl": 5, "envelope": "snake"})) == {
         "envelope": "snake",
         "token_ttl": 5,
+        "max_body_bytes": 0,
+        "fault_rates": [],
+        "seed": None,
     }
     admin(state, "POST", "credentials", {"username": "b", "password": "p", "location_code": "B"})
     reply = state.token_request("b", "p")

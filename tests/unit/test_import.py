@@ -17,12 +17,12 @@ def test_handlers_import_without_environment_or_network() -> None:
             raise AssertionError("network touched at import time")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        import relay.handlers.ingest, relay.handlers.dispatch
+        import relay.handlers.ingest, relay.handlers.dispatch, relay.handlers.reconcile
         print("imported")
         """
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)}
-    # When both handler modules are imported
+    # When every handler module is imported
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
     )

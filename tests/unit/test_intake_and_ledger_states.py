@@ -5,11 +5,8 @@ import pytest
 from factories import invoice
 from relay.domain.intake import Action, ConflictError, admit
 from relay.domain.ledger import (
-    IllegalTransition,
     InvoiceStatus,
     LedgerEntry,
-    can_move,
-    check_move,
     sources_of,
 )
 
@@ -82,15 +79,14 @@ def test_final_states_are_never_claimed_again() -> None:
         InvoiceStatus.IN_PROGRESS,
     }
     for target in InvoiceStatus:
-        assert not can_move(InvoiceStatus.INVOICED, target)
+        assert InvoiceStatus.INVOICED not in sources_of(target)
 
 
 def test_outcomes_are_recorded_only_from_in_progress() -> None:
     for outcome in (InvoiceStatus.INVOICED, InvoiceStatus.REJECTED, InvoiceStatus.RETRYING):
         assert sources_of(outcome) == {InvoiceStatus.IN_PROGRESS}
-    with pytest.raises(IllegalTransition):
-        check_move(InvoiceStatus.QUEUED, InvoiceStatus.INVOICED)
-    check_move(InvoiceStatus.REJECTED, InvoiceStatus.QUEUED)
+    assert InvoiceStatus.QUEUED not in sources_of(InvoiceStatus.INVOICED)
+    assert InvoiceStatus.REJECTED in sources_of(InvoiceStatus.QUEUED)
 
 
 def test_lease_is_live_only_while_in_progress_and_unexpired() -> None:

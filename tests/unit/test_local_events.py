@@ -17,7 +17,7 @@ from relay.domain.messages import QueuedInvoice
 from relay.domain.signature import SignatureRefused, WebhookVerifier
 from relay.domain.webhook import InvalidInvoices, parse_invoices
 from relay_local.events import EVENTS_DIR, event_files, stale_events
-from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
+from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_content, signed_headers
 from relay_local.stack import load_template
 
 HTTP_EVENTS = ["ingest-post-invoice", "ingest-post-credit-note", "ingest-post-invalid", "ingest-get-status"]
@@ -47,10 +47,11 @@ def test_http_events_are_signed_with_the_local_secret(name: str) -> None:
     # Given an HTTP API event of events/
     http = event(name)
     headers = http["headers"]
-    # When its body is signed again with the local secret at the event's own time (reference package)
+    # When its signed content (a POST's body, a GET's request line) is signed again with the
+    # local secret at the event's own time (reference package)
     again = signed_headers(
         LOCAL_WEBHOOK_SECRET,
-        http.get("body", ""),
+        signed_content(http),
         msg_id=headers["webhook-id"],
         at=int(headers["webhook-timestamp"]),
     )
@@ -58,7 +59,7 @@ def test_http_events_are_signed_with_the_local_secret(name: str) -> None:
     assert headers["webhook-signature"] == again["webhook-signature"]
     # And a receiver refuses it only for its age, which is why `invoke` re-signs it
     with pytest.raises(SignatureRefused, match="more than 5 minutes"):
-        WebhookVerifier([LOCAL_WEBHOOK_SECRET]).verify(http.get("body", ""), headers)
+        WebhookVerifier([LOCAL_WEBHOOK_SECRET]).verify(signed_content(http), headers)
 
 
 @pytest.mark.parametrize("name", HTTP_EVENTS)

@@ -55,3 +55,18 @@ def test_entries_sqs_keeps_refusing_raise_instead_of_being_reported_queued() -> 
     sqs = FlakySqs(*[{"0"}] * 10)
     with pytest.raises(QueueUnavailableError, match="1 invoice"):
         SqsInvoiceQueue("url", sqs, pause=0).send(messages(2))  # type: ignore[arg-type]
+
+
+class RefusingSqs:
+    def send_message(self, **_: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "SendMessage")
+
+
+def test_a_delayed_send_sqs_refuses_is_the_ports_queue_unavailable_error() -> None:
+    # Given SQS refusing SendMessage
+    # When the dispatcher queues a message again for later
+    # Then it sees the port's own error type, never a botocore one
+    with pytest.raises(QueueUnavailableError, match="could not be queued again"):
+        SqsInvoiceQueue("url", RefusingSqs()).send_later(messages(1)[0], 30)  # type: ignore[arg-type]

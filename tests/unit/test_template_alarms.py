@@ -35,7 +35,8 @@ ALARMS: dict[str, dict[str, Any]] = {
         "dimensions": {"QueueName": {"Fn::GetAtt": ["InvoiceQueue", "QueueName"]}},
         "statistic": "Maximum",
         "threshold": {"Ref": "QueueAgeAlarmSeconds"},
-        "missing": "notBreaching",
+        # SQS may publish nothing for an idle queue: a gap must neither raise nor clear it (breach 14)
+        "missing": "ignore",
     },
     "dispatcher-errors": {
         "namespace": "AWS/Lambda",
@@ -88,6 +89,9 @@ ALARMS: dict[str, dict[str, Any]] = {
 }
 REJECTIONS = "invoices-rejected"
 REJECTED_CODES = {"IN401", "IN400", "IN422", "IN403_DEADLINE"}
+RECONCILED = "invoices-reconciled"
+MATH_ALARMS = [REJECTIONS, RECONCILED]
+"""Alarms on a sum of several series (metric math) rather than one metric."""
 
 
 def alarms() -> dict[str, dict[str, Any]]:
@@ -131,11 +135,11 @@ def relay_metric_names() -> set[str]:
 def test_the_template_has_exactly_the_alarms_of_the_runbook() -> None:
     # Given the alarms of the template and the sections of the runbook
     # Then each alarm has one section named after it, and each section one alarm
-    assert sorted(alarms()) == sorted([*ALARMS, REJECTIONS])
+    assert sorted(alarms()) == sorted([*ALARMS, *MATH_ALARMS])
     assert sorted(runbook_sections()) == sorted(alarms())
 
 
-@pytest.mark.parametrize("section", [*ALARMS, REJECTIONS])
+@pytest.mark.parametrize("section", [*ALARMS, *MATH_ALARMS])
 def test_each_alarm_notifies_the_one_topic_and_points_at_its_runbook_section(section: str) -> None:
     properties = alarms()[section]
     assert properties["AlarmActions"] == TOPIC
@@ -192,16 +196,86 @@ def test_relay_metric_alarms_use_the_dimensions_powertools_emits(capsys: pytest.
             query["MetricStat"]["Metric"]["MetricName"],
             {d["Name"]: d["Value"] for d in query["MetricStat"]["Metric"]["Dimensions"]},
         )
-        for query in alarms()[REJECTIONS]["Metrics"]
-        if "MetricStat" in query
+        for section in MATH_ALARMS
+        for query in alarms()[section]["Metrics"]
+        if "MetricStat" in query and query["MetricStat"]["Metric"]["Namespace"] == RELAY_NAMESPACE
     ]
-    assert len(watched) == 7
+    assert len(watched) == 11
     for name, dimensions in watched:
         # When the relay counts it as its code does
         extra = {key: value for key, value in dimensions.items() if key != "service"}
         # Then Powertools publishes it under exactly those dimensions, and the relay does count it
         assert emitted_dimensions(name, capsys, **extra) == dimensions, name
         assert name in relay_metric_names(), name
+
+
+def math_alarm_series(section: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The alarm's returned expression, and the series it reads by query id."""
+    queries = {query["Id"]: query for query in alarms()[section]["Metrics"]}
+    (returned,) = [query for query in queries.values() if query.get("ReturnData")]
+    watched = {
+        query_id: query["MetricStat"]["Metric"]
+        for query_id, query in queries.items()
+        if "MetricStat" in query
+    }
+    return returned["Expression"], watched
+
+
+def test_the_reconcile_alarm_sums_every_requeue_every_failure_and_the_reconcilers_errors() -> None:
+    from relay.domain.reconcile import RECONCILED_STATUSES
+
+    # Given the invoices-reconciled alarm
+    properties = alarms()[RECONCILED]
+    expression, watched = math_alarm_series(RECONCILED)
+    # Then every series it reads is in its sum, with gaps as zero
+    assert sorted(re.findall(r"FILL\((\w+), 0\)", expression)) == sorted(watched)
+    # And it reads Reconciled for each status the reconciler visits, ReconcileFailed, and the
+    # function's own errors (a reconciler that fails every run heals nothing)
+    statuses = {
+        next(d["Value"] for d in metric["Dimensions"] if d["Name"] == "status")
+        for metric in watched.values()
+        if metric["MetricName"] == "Reconciled"
+    }
+    assert statuses == {str(status) for status in RECONCILED_STATUSES}
+    assert [metric["MetricName"] for metric in watched.values()].count("ReconcileFailed") == 1
+    (errors,) = [metric for metric in watched.values() if metric["Namespace"] == "AWS/Lambda"]
+    assert errors["MetricName"] == "Errors"
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ReconcileFunction"}}]
+    assert (properties["Threshold"], properties["TreatMissingData"]) == (0, "notBreaching")
+
+
+def test_breach_14_the_queue_age_alarm_keeps_its_state_through_gaps() -> None:
+    # SQS may publish nothing for a queue at rest: a gap must neither raise the alarm nor
+    # clear one that an old invoice raised
+    assert alarms()["oldest-invoice-waiting-too-long"]["TreatMissingData"] == "ignore"
+
+
+BOUNDED_DIMENSIONS = {"service", "reason", "code", "stage", "status", "kind"}
+"""Dimension names the relay's metrics may carry: each takes values from a closed set."""
+
+
+def test_breach_14_no_metric_dimension_takes_unbounded_values() -> None:
+    # Given every dimension the relay's code counts a metric under
+    code = "\n".join(path.read_text() for path in SRC.rglob("*.py"))
+    used = set(re.findall(r'count\(\s*"\w+"[^)]*?,\s*(\w+)=', code))
+    # Then each is one of the closed sets (reasons, Fynd codes mapped to known ones or "other",
+    # ledger states, exception kinds), never a key, an id or a message
+    assert used <= BOUNDED_DIMENSIONS, used - BOUNDED_DIMENSIONS
+    assert {"reason", "code"} <= used  # the scan finds what it must
+    # And every alarm watches fixed dimension values: a resource, a parameter, or a constant
+    for section, properties in alarms().items():
+        series = (
+            [properties]
+            if "Dimensions" in properties
+            else [query["MetricStat"]["Metric"] for query in properties["Metrics"] if "MetricStat" in query]
+        )
+        for metric in series:
+            for dimension in metric["Dimensions"]:
+                assert dimension["Name"] in BOUNDED_DIMENSIONS | {"QueueName", "FunctionName", "ApiId"}, (
+                    section
+                )
+                value = dimension["Value"]
+                assert isinstance(value, str) or set(value) <= {"Ref", "Fn::GetAtt"}, section
 
 
 def test_the_topic_is_encrypted_with_a_key_cloudwatch_may_use_for_this_stacks_alarms_only() -> None:

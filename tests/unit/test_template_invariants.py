@@ -1,6 +1,10 @@
 """template.yaml keeps the rules Lambda, SQS and the relay depend on (read from the file itself)."""
 
+import json
+import re
 from typing import Any
+
+import pytest
 
 from relay_local.stack import load_template
 
@@ -76,7 +80,7 @@ def grants(function: str) -> set[tuple[str, str]]:
 
 
 def test_functions_have_least_privilege() -> None:
-    for function in ("IngestFunction", "DispatchFunction"):
+    for function in ("IngestFunction", "DispatchFunction", "ReconcileFunction"):
         for action, resource in grants(function):
             assert "*" not in action, f"{function} has a wildcard action {action}"
             assert resource != "*", f"{function} grants {action} on every resource"
@@ -93,6 +97,13 @@ def test_functions_have_least_privilege() -> None:
         "sqs:ChangeMessageVisibility",
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue",
+    }
+    # The reconciler lists through the index only (Query, never Scan) and reads no secret.
+    assert grants("ReconcileFunction") == {
+        ("dynamodb:Query", str({"Fn::Sub": "${InvoiceLedgerTable.Arn}/index/ByStatus"})),
+        ("dynamodb:GetItem", str({"Fn::GetAtt": ["InvoiceLedgerTable", "Arn"]})),
+        ("dynamodb:UpdateItem", str({"Fn::GetAtt": ["InvoiceLedgerTable", "Arn"]})),
+        ("sqs:SendMessage", str({"Fn::GetAtt": ["InvoiceQueue", "Arn"]})),
     }
     # Ingest never reads the Fynd credentials; the dispatcher never reads the webhook secret.
     assert not any("Fynd" in resource for _, resource in grants("IngestFunction"))
@@ -117,7 +128,150 @@ def test_lease_outlives_the_dispatcher_and_ends_before_its_message_returns() -> 
 
 
 def test_every_function_log_group_has_a_retention() -> None:
-    for function in ("IngestFunction", "DispatchFunction"):
+    functions = [name for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"]
+    assert sorted(functions) == ["DispatchFunction", "IngestFunction", "ReconcileFunction"]
+    for function in functions:
         group = props(f"{function}LogGroup")
         assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
         assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+# ---- the reconciler (breach 11, part 2) ----
+
+
+def test_the_ledger_has_the_sparse_by_status_index() -> None:
+    # Given the ledger table, Then it indexes statusKey (S) by updatedAt (N), whole items projected
+    table = props("InvoiceLedgerTable")
+    assert {"AttributeName": "statusKey", "AttributeType": "S"} in table["AttributeDefinitions"]
+    assert {"AttributeName": "updatedAt", "AttributeType": "N"} in table["AttributeDefinitions"]
+    assert table["GlobalSecondaryIndexes"] == [
+        {
+            "IndexName": "ByStatus",
+            "KeySchema": [
+                {"AttributeName": "statusKey", "KeyType": "HASH"},
+                {"AttributeName": "updatedAt", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
+    from relay.adapters.ledger import BY_STATUS_INDEX
+
+    assert BY_STATUS_INDEX == "ByStatus"
+
+
+def test_the_reconciler_runs_on_a_schedule_like_the_other_functions() -> None:
+    function = props("ReconcileFunction")
+    assert function["Handler"] == "relay.handlers.reconcile.lambda_handler"
+    # python3.13 on arm64, from Globals like the others
+    assert {"Runtime", "Architectures"}.isdisjoint(function)
+    (event,) = function["Events"].values()
+    assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(5 minutes)")
+    assert function["Environment"]["Variables"]["RECONCILE_AFTER_MINUTES"] == {"Ref": "ReconcileAfterMinutes"}
+
+
+def test_the_reconcile_window_outlasts_the_visibility_timeout_and_the_lease() -> None:
+    # A message in flight (invisible for the visibility timeout) or under a live lease is not
+    # lost: the window must be longer than both, for the smallest value the parameter allows.
+    from relay.settings import DispatchSettings
+
+    window = PARAMETERS["ReconcileAfterMinutes"]
+    lease = DispatchSettings.model_fields["lease_seconds"].default
+    smallest = window["MinValue"] * 60
+    assert smallest > props("InvoiceQueue")["VisibilityTimeout"]
+    assert smallest > lease
+    assert window["MinValue"] <= window["Default"] == 15
+    # And a run ends well before the next one starts
+    assert props("ReconcileFunction")["Timeout"] < 5 * 60
+
+
+# ---- template hardening (breach 14) ----
+
+
+def sam_translated() -> dict[str, Any]:
+    """The template as CloudFormation gets it after SAM's transform (offline)."""
+    import os
+
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    from relay_local.stack import TEMPLATE as TEMPLATE_PATH
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    document = yaml_parse(TEMPLATE_PATH.read_text())
+    document["Globals"]["Function"]["CodeUri"] = "s3://bucket/key"  # what `sam package` puts there
+    os.environ.setdefault("AWS_DEFAULT_REGION", "ap-south-1")
+    return transform(document, {}, NoManagedPolicies())  # type: ignore[no-any-return]
+
+
+def test_breach_14_the_api_stage_is_throttled_and_logged() -> None:
+    # Given the HTTP API's stage as SAM creates it
+    resources = sam_translated()["Resources"]
+    (stage,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+    # Then every route is throttled by the two parameters
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+    }
+    # And access logs go to a log group with a retention, one JSON object per request
+    assert stage["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    assert props("HttpApiAccessLogGroup")["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    fields = json.loads(stage["AccessLogSettings"]["Format"])
+    assert {"requestId", "status", "routeKey", "ip"} <= set(fields)
+    # And nothing that carries a signature or an invoice is logged
+    assert not any(word in stage["AccessLogSettings"]["Format"] for word in ("header", "body", "querystring"))
+
+
+def test_breach_14_ingest_concurrency_is_reserved_above_the_api_burst() -> None:
+    # A flood of webhooks stops at ingest's reserved concurrency, so the dispatcher and the
+    # reconciler keep the rest of the account's; and the API's burst fits inside it, so the
+    # API answers 429 (retried) before Lambda throttles ingest (a 5xx).
+    assert props("IngestFunction")["ReservedConcurrentExecutions"] == {"Ref": "IngestReservedConcurrency"}
+    reserved, burst = PARAMETERS["IngestReservedConcurrency"], PARAMETERS["ApiThrottlingBurstLimit"]
+    assert reserved["MinValue"] >= 1
+    assert burst["Default"] <= reserved["Default"]
+    assert PARAMETERS["ApiThrottlingRateLimit"]["Default"] <= burst["Default"]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://fyndkonnect.konnect.uat.fyndx1.de", True),
+        ("https://fynd.example.com:8443/base/path", True),
+        ("http://fyndkonnect.konnect.uat.fyndx1.de", False),
+        ("HTTP://fynd.example.com", False),
+        ("https://", False),
+        ("ftp://fynd.example.com", False),
+        ("https://fynd.example.com/has space", False),
+    ],
+)
+def test_breach_14_fynd_base_url_must_be_https(url: str, allowed: bool) -> None:
+    # The token request carries the Fynd password: CloudFormation must refuse a plain-http URL
+    parameter = PARAMETERS["FyndBaseUrl"]
+    assert (re.fullmatch(parameter["AllowedPattern"], url) is not None) is allowed
+    assert "https://" in parameter["ConstraintDescription"]
+
+
+def test_breach_14_the_queues_message_size_is_explicit_and_fits_the_largest_invoice() -> None:
+    largest_body = PARAMETERS["MaxBodyBytes"]["MaxValue"]
+    for queue in ("InvoiceQueue", "InvoiceDeadLetterQueue"):
+        # Room for the envelope around the largest invoice ingest accepts
+        assert props(queue)["MaximumMessageSize"] >= largest_body + 4096, queue
+        assert props(queue)["MaximumMessageSize"] <= 1_048_576, queue
+    # The dead-letter queue takes whatever the queue holds
+    assert (
+        props("InvoiceDeadLetterQueue")["MaximumMessageSize"] >= props("InvoiceQueue")["MaximumMessageSize"]
+    )
+
+
+def test_breach_14_secrets_and_the_dead_letter_queue_survive_stack_deletion() -> None:
+    kept = {
+        name
+        for name, resource in RESOURCES.items()
+        if resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
+    }
+    secrets = {name for name, r in RESOURCES.items() if r["Type"] == "AWS::SecretsManager::Secret"}
+    assert secrets == {"FyndCredentialsSecret", "FyndLocationCredentialsSecret", "WebhookSigningSecret"}
+    assert secrets | {"InvoiceDeadLetterQueue", "InvoiceLedgerTable"} <= kept

@@ -2,27 +2,37 @@
 
 Order of checks on POST: size (413) and content type (415) first because they are cheap,
 then the signature (401) before the body is parsed, so an unsigned sender learns nothing
-about our schema; then JSON (400), schema (422) and the ledger (409).
+about our schema; then JSON (400), schema (422) and the ledger (409). Our own trouble
+(a secret, the ledger or the queue unavailable, or too little time left) is a 503 with
+Retry-After; nothing a client sends is ever answered 5xx otherwise.
+
+The status GET is signed over its request line, `GET <path>?<query>` as sent
+(`relay.domain.signature.request_line`), and its `orderId` path segment is percent-decoded
+once, then held to the same rule as a POSTed `orderId` (`docs/interface.md`).
 """
 
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay import wiring
-from relay.adapters.secrets import SecretFormatError
+from relay.adapters.secrets import SecretFormatError, SecretUnavailableError
+from relay.domain.acceptance import AcceptanceOutOfTime, UnqueueableInvoices
 from relay.domain.intake import ConflictError
-from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.invoice import KEY_PATTERN, InvoiceKey, InvoiceType, is_key_part
 from relay.domain.ledger import LedgerEntry
 from relay.domain.ports import AcceptRaceError, LedgerUnavailableError, QueueUnavailableError
-from relay.domain.signature import SignatureRefused, SigningSecretMissing
+from relay.domain.signature import SignatureRefused, SigningSecretMissing, request_line
 from relay.domain.webhook import (
+    FieldError,
     InvalidInvoices,
     MalformedBody,
     PayloadTooLarge,
@@ -43,17 +53,18 @@ app = APIGatewayHttpResolver()
 def receive_invoices() -> Response[str]:
     event = app.current_event
     raw = _raw_body(event.body, bool(event.is_base64_encoded))
-    check_envelope(header(event.headers, "content-type"), len(raw), wiring.ingest_settings().max_body_bytes)
+    verifier = wiring.request_verifier()  # Standard Webhooks, or a preset (relay.domain.presets)
+    check_envelope(verifier.content_type(event.headers), len(raw), wiring.ingest_settings().max_body_bytes)
     try:
         body = raw.decode()
     except UnicodeDecodeError:
         raise MalformedBody("body is not UTF-8 text") from None
-    wiring.webhook_verifier().verify(body, event.headers)
+    tracer.put_annotation("signature_scheme", verifier.verify(raw, event.headers))
     webhook_id = header(event.headers, "webhook-id")
     # Finds this request's trace in X-Ray by the id the ERP, the logs and the ledger know.
     tracer.put_annotation("webhook_id", webhook_id or "")
     invoices = parse_invoices(body)
-    admissions = wiring.acceptance().accept(invoices, correlation_id=webhook_id)
+    admissions = wiring.acceptance().accept(invoices, correlation_id=webhook_id, seconds_left=_seconds_left())
     answer = {
         "invoices": [
             {
@@ -71,11 +82,15 @@ def receive_invoices() -> Response[str]:
 @app.get("/v1/invoices/<order_id>")
 def invoice_status(order_id: str) -> Response[str]:
     event = app.current_event
-    wiring.webhook_verifier().verify("", event.headers)
+    signed = request_line(event.request_context.http.method, event.raw_path, event.raw_query_string or "")
+    wiring.webhook_verifier().verify(signed, event.headers)
     requested = event.get_query_string_value("invoiceType", InvoiceType.SALE.value) or ""
     if requested not in InvoiceType:
         raise MalformedBody(f"invoiceType must be 'sale' or 'return', not {requested!r}")
-    entry = wiring.ledger().get(InvoiceKey(order_id, InvoiceType(requested)))
+    order_id = unquote(order_id, errors="replace")
+    if not is_key_part(order_id):
+        raise InvalidInvoices([FieldError(None, "orderId", f"an orderId matches {KEY_PATTERN}")])
+    entry = wiring.ingest_ledger().get(InvoiceKey(order_id, InvoiceType(requested)))
     if entry is None:
         return _problem(
             HTTPStatus.NOT_FOUND,
@@ -83,6 +98,14 @@ def invoice_status(order_id: str) -> Response[str]:
             f"no invoice {requested} for order {order_id}",
         )
     return Response(HTTPStatus.OK, "application/json", json.dumps(_status_document(entry)))
+
+
+def _seconds_left() -> Callable[[], float]:
+    """What the invocation has left before its timeout, less the answer's margin (`relay.wiring`)."""
+    context = app.lambda_context
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return lambda: float("inf")
+    return lambda: context.get_remaining_time_in_millis() / 1000 - wiring.INGEST_ANSWER_MARGIN_SECONDS
 
 
 def _raw_body(body: str | None, is_base64: bool) -> bytes:
@@ -113,8 +136,23 @@ def _status_document(entry: LedgerEntry) -> dict[str, Any]:
         document["nextAttemptAt"] = _iso(entry.retry_at)
     if entry.already_invoiced:
         document["alreadyInvoiced"] = True
+    if entry.confirmed_by:
+        document["confirmedBy"] = entry.confirmed_by
     if entry.correlation_id:
         document["webhookId"] = entry.correlation_id
+    if entry.history:  # operators' replays (`relay replay`): who, when, why, and the rejection undone
+        document["history"] = [
+            {
+                "action": event.action,
+                "at": _iso(event.at),
+                "by": event.by,
+                "reason": event.reason,
+                "previousError": {"code": event.previous_error.code, "message": event.previous_error.message}
+                if event.previous_error
+                else None,
+            }
+            for event in entry.history
+        ]
     return document
 
 
@@ -176,16 +214,26 @@ def _conflict(error: ConflictError) -> Response[str]:
     return _refused("conflict", HTTPStatus.CONFLICT, "Invoice conflict", detail, conflicts=conflicts)
 
 
+@app.exception_handler(UnqueueableInvoices)
+def _unqueueable(error: UnqueueableInvoices) -> Response[str]:
+    errors = [
+        {
+            "index": None,
+            "field": "",
+            "orderId": key.order_id,
+            "invoiceType": key.invoice_type,
+            "message": "too large for one queue message, or not carried unchanged; nothing was queued",
+        }
+        for key in error.keys
+    ]
+    return _refused("invalid", HTTPStatus.UNPROCESSABLE_ENTITY, "Invalid invoices", str(error), errors=errors)
+
+
 @app.exception_handler(AcceptRaceError)
-def _race(error: AcceptRaceError) -> Response[str]:
-    count("Conflicts")
-    return _refused(
-        "conflict", HTTPStatus.CONFLICT, "Invoice conflict", f"{error}; nothing was queued, retry"
-    )
-
-
+@app.exception_handler(AcceptanceOutOfTime)
 @app.exception_handler(QueueUnavailableError)
 @app.exception_handler(LedgerUnavailableError)
+@app.exception_handler(SecretUnavailableError)
 @app.exception_handler(SigningSecretMissing)
 @app.exception_handler(SecretFormatError)
 @app.exception_handler(BotoCoreError)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 
 class SharedSettings(BaseModel):
-    """What both functions read: where the ledger and the queue are."""
+    """What every function reads: where the ledger and the queue are."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -41,6 +41,16 @@ class DispatchSettings(SharedSettings):
     """Kept back from every Fynd call's time budget to record its outcome."""
 
 
+class ReconcileSettings(SharedSettings):
+    reconcile_after_minutes: float = Field(alias="RECONCILE_AFTER_MINUTES", gt=0)
+    max_per_run: int = Field(500, alias="RECONCILE_MAX_PER_RUN", gt=0)
+    """Requeues per run at most, so a backlog is worked off over a few runs, not in one burst."""
+
+    @property
+    def stall_seconds(self) -> float:
+        return self.reconcile_after_minutes * 60
+
+
 @cache
 def shared_settings() -> SharedSettings:
     return SharedSettings.model_validate(os.environ)
@@ -54,3 +64,8 @@ def ingest_settings() -> IngestSettings:
 @cache
 def dispatch_settings() -> DispatchSettings:
     return DispatchSettings.model_validate(os.environ)
+
+
+@cache
+def reconcile_settings() -> ReconcileSettings:
+    return ReconcileSettings.model_validate(os.environ)

@@ -2,42 +2,97 @@
 
 Nothing here runs at import time: clients are created on first use and reused by every
 later invocation of the same instance.
+
+Ingest's time budget. IngestFunction has `Timeout: 10` in template.yaml. Ingest's AWS clients
+make one attempt per call (botocore retries off), so a call takes at most INGEST_CONNECT_TIMEOUT
++ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 0.5 + 1.75 = 2.25 s. A round of acceptance (one
+BatchGetItem, one TransactWriteItems, then one SendMessageBatch attempt per batch, the batches
+sent at once, INGEST_SEND_BUDGET_SECONDS in all) starts only while the invocation has
+INGEST_ROUND_RESERVE_SECONDS (2.25 + 2.25 + 2.25 = 6.75 s) left beyond
+INGEST_ANSWER_MARGIN_SECONDS (1.0 s). So the worst POST is
+
+    GetSecretValue 2.25 + one round 6.75 + answer margin 1.0 = 10.0 s <= 10 s,
+
+and a ledger write is never cut off by the timeout before its messages are queued or the
+sender is told 503. `ingest_worst_case_seconds()` is that sum; a test holds it to the template.
+A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
+resend (entries SQS refused stay QUEUED and the retry queues them again).
 """
 
 import time
 import uuid
-from collections.abc import Callable
 from functools import cache
 from random import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import urllib3
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
-from pydantic import ValidationError
 
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
-from relay.adapters.queue import CORRELATION_ATTRIBUTE, SqsInvoiceQueue
-from relay.adapters.secrets import SecretsCredentials, webhook_secrets
+from relay.adapters.queue import SqsInvoiceQueue
+from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.acceptance import InvoiceAcceptance
 from relay.domain.dispatch import Dispatcher, DispatchSettings
-from relay.domain.messages import Delivery, QueuedInvoice
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.presets import RequestVerifier, SigningSecrets
+from relay.domain.reconcile import Reconciler
 from relay.domain.signature import WebhookVerifier
-from relay.observability import count, logger
-from relay.settings import dispatch_settings, ingest_settings, shared_settings
+from relay.observability import logger
+from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["acceptance", "dispatch_batch", "forget", "ingest_settings", "ledger", "webhook_verifier"]
+__all__ = [
+    "acceptance",
+    "dispatch_settings",
+    "dispatcher",
+    "forget",
+    "ingest_ledger",
+    "ingest_settings",
+    "ingest_worst_case_seconds",
+    "ledger",
+    "reconciler",
+    "request_verifier",
+    "webhook_verifier",
+]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
+
+INGEST_CONNECT_TIMEOUT = 0.5
+INGEST_READ_TIMEOUT = 1.75
+INGEST_ATTEMPT_SECONDS = INGEST_CONNECT_TIMEOUT + INGEST_READ_TIMEOUT
+"""The longest one AWS call of ingest can take: a single attempt, connect then read."""
+INGEST_SEND_ATTEMPTS = 1
+"""SendMessageBatch attempts per batch inside the budget: the sender's retry is the resend."""
+INGEST_SEND_PAUSE_SECONDS = 0.1
+"""SqsInvoiceQueue's pause before a resend, were a second attempt budgeted."""
+INGEST_SEND_BUDGET_SECONDS = (
+    INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS + (INGEST_SEND_ATTEMPTS - 1) * INGEST_SEND_PAUSE_SECONDS
+)
+INGEST_ROUND_RESERVE_SECONDS = INGEST_ATTEMPT_SECONDS + INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
+"""One acceptance round at its worst: BatchGetItem, TransactWriteItems, then the whole send."""
+INGEST_ANSWER_MARGIN_SECONDS = 1.0
+"""Kept back from the invocation's remaining time for validation, the answer and the logs."""
+_INGEST_AWS_CONFIG = Config(
+    connect_timeout=INGEST_CONNECT_TIMEOUT,
+    read_timeout=INGEST_READ_TIMEOUT,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    # A connection for each batch SqsInvoiceQueue sends at once (100 invoices: 10 to 12 batches).
+    max_pool_connections=16,
+)
+
+
+def ingest_worst_case_seconds() -> float:
+    """The longest a POST can run: the signing secret's read, one full round, the answer margin."""
+    return INGEST_ATTEMPT_SECONDS + INGEST_ROUND_RESERVE_SECONDS + INGEST_ANSWER_MARGIN_SECONDS
 
 
 @cache
@@ -52,8 +107,30 @@ def _sqs() -> "SQSClient":
 
 
 @cache
+def _ingest_dynamodb() -> "DynamoDBClient":
+    return boto3.client("dynamodb", config=_INGEST_AWS_CONFIG)
+
+
+@cache
+def _ingest_sqs() -> "SQSClient":
+    return boto3.client("sqs", config=_INGEST_AWS_CONFIG)
+
+
+@cache
+def _ingest_secrets() -> SecretsProvider:
+    return SecretsProvider(boto_config=_INGEST_AWS_CONFIG)
+
+
+@cache
 def ledger() -> InvoiceLedger:
     return InvoiceLedger(shared_settings().ledger_table_name, _dynamodb())
+
+
+@cache
+def ingest_ledger() -> InvoiceLedger:
+    """The ledger as ingest reads and writes it: within ingest's time budget (see above);
+    one BatchGetItem per read, keys it leaves unread are an outage (503), not a second call."""
+    return InvoiceLedger(shared_settings().ledger_table_name, _ingest_dynamodb(), read_rounds=1)
 
 
 @cache
@@ -61,14 +138,33 @@ def _queue() -> SqsInvoiceQueue:
     return SqsInvoiceQueue(shared_settings().invoice_queue_url, _sqs())
 
 
+def request_verifier() -> RequestVerifier:
+    """Standard Webhooks and the enabled presets, built per request from the cached secret, so a
+    rotation shows up within minutes."""
+    entries = webhook_secret_entries(ingest_settings().webhook_secret_arn, _ingest_secrets())
+    secrets = SigningSecrets.from_entries(entries)
+    for name, reason in secrets.ignored.items():
+        logger.warning("signing secret entry ignored", extra={"entry": name, "reason": reason})
+    return RequestVerifier(secrets)
+
+
 def webhook_verifier() -> WebhookVerifier:
-    """Built per request from the cached secret, so a rotation shows up within minutes."""
-    return WebhookVerifier(webhook_secrets(ingest_settings().webhook_secret_arn))
+    """Standard Webhooks alone, for the status API: a preset cannot sign a GET."""
+    return request_verifier().standard_webhooks()
 
 
 @cache
 def acceptance() -> InvoiceAcceptance:
-    return InvoiceAcceptance(ledger=ledger(), queue=_queue(), clock=time.time)
+    queue = SqsInvoiceQueue(
+        shared_settings().invoice_queue_url,
+        _ingest_sqs(),
+        pause=INGEST_SEND_PAUSE_SECONDS,
+        budget_seconds=INGEST_SEND_BUDGET_SECONDS,
+        attempt_seconds=INGEST_ATTEMPT_SECONDS,
+    )
+    return InvoiceAcceptance(
+        ledger=ingest_ledger(), queue=queue, clock=time.time, reserve_seconds=INGEST_ROUND_RESERVE_SECONDS
+    )
 
 
 @cache
@@ -109,66 +205,35 @@ def dispatcher() -> Dispatcher:
     )
 
 
-def forget() -> None:
-    """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
-    test that rebuilds its AWS endpoint inside one process does."""
-    for cached in (_dynamodb, _sqs, ledger, _queue, acceptance, dispatcher):
-        cached.cache_clear()
-    for settings_cache in (shared_settings, ingest_settings, dispatch_settings):
-        settings_cache.cache_clear()
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-
-
-def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> dict[str, Any]:
-    """An SQS event in, the partial batch response out. A record we cannot read comes back
-    (and reaches the dead-letter queue after maxReceiveCount): it never blocks its batch."""
-    deliveries: list[Delivery] = []
-    unreadable: list[str] = []
-    for record in event.get("Records", []):
-        try:
-            deliveries.append(_delivery(record))
-        except (ValidationError, KeyError, ValueError, TypeError):
-            # Never the body or the validation error: both may quote the invoice.
-            last_receive = _receive_count(record) >= dispatch_settings().max_receive_count
-            logger.error(
-                "queue message is not a queued invoice",
-                extra={
-                    "message_id": record.get("messageId"),
-                    "correlation_id": _correlation_attribute(record),
-                    "dead_lettered": last_receive,
-                },
-            )
-            count("MalformedMessages")
-            if last_receive:
-                count("DeadLettered", reason="malformed")
-            unreadable.append(str(record.get("messageId")))
-    failed = dispatcher().dispatch(deliveries, seconds_left) if deliveries else []
-    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
-
-
-def _delivery(record: dict[str, Any]) -> Delivery:
-    message = QueuedInvoice.from_body(record["body"])
-    correlation_id = _correlation_attribute(record)
-    if not message.correlation_id and correlation_id:
-        message = message.model_copy(update={"correlation_id": correlation_id})
-    return Delivery(
-        message_id=record["messageId"],
-        receipt_handle=record["receiptHandle"],
-        receive_count=_receive_count(record),
-        message=message,
+@cache
+def reconciler() -> Reconciler:
+    settings = reconcile_settings()
+    return Reconciler(
+        ledger=ledger(),
+        queue=_queue(),
+        clock=time.time,
+        stall_seconds=settings.stall_seconds,
+        max_per_run=settings.max_per_run,
     )
 
 
-def _correlation_attribute(record: dict[str, Any]) -> str | None:
-    attributes = record.get("messageAttributes")
-    attribute = attributes.get(CORRELATION_ATTRIBUTE) if isinstance(attributes, dict) else None
-    value = attribute.get("stringValue") if isinstance(attribute, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _receive_count(record: dict[str, Any]) -> int:
-    attributes = record.get("attributes")
-    try:
-        return int(attributes.get("ApproximateReceiveCount", 1)) if isinstance(attributes, dict) else 1
-    except (TypeError, ValueError):
-        return 1
+def forget() -> None:
+    """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
+    test that rebuilds its AWS endpoint inside one process does."""
+    for cached in (
+        _dynamodb,
+        _sqs,
+        ledger,
+        _queue,
+        acceptance,
+        dispatcher,
+        reconciler,
+        _ingest_dynamodb,
+        _ingest_sqs,
+        _ingest_secrets,
+        ingest_ledger,
+    ):
+        cached.cache_clear()
+    for settings_cache in (shared_settings, ingest_settings, dispatch_settings, reconcile_settings):
+        settings_cache.cache_clear()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]

@@ -1,4 +1,4 @@
-"""A local stand-in for Fynd Konnect's token and Update Invoice endpoints.
+"""A local stand-in for Fynd Konnect's token, Update Invoice and Get Shipment Info endpoints.
 
 Shipped with the relay for its own tests and `make run`, and for integrators who want to
 see every Fynd answer without a Fynd account. The contract it follows is
@@ -13,7 +13,13 @@ Endpoints, as Fynd's:
   array of 1 to 20 invoices (`orderId`, `invoiceNumber`, `invoiceType` required), else
   400; a missing, unknown or expired token gets 401. Otherwise 200 with one error per
   failed order, in Fynd's camelCase shape or (configured) the snake_case `data`/`meta`
-  envelope.
+  envelope. With a body limit configured (`max_body_bytes`), a larger body gets a
+  whole-call 413 and nothing is applied.
+- `GET /oms/v3/shipment/info?orderId=<id>[&locationCode=X]` with `x-access-token`:
+  `{"orders": [{"id", "orderStatus", "shipmentStatus", ...}]}` from the same order state
+  (see `shipments.py`): `CREATED`/`placed` while pending, `CONFIRMED`/`bag_confirmed`,
+  `PROCESSING`/`bag_invoiced` once invoiced, `CANCELLED`/`cancelled_customer`; a return
+  shipment shows `return_bag_in_transit`, `return_bag_accepted`, `credit_note_generated`.
 
 Any order id the simulator was not told about answers by its prefix, so a client can
 send anything and still reach every code:
@@ -24,7 +30,8 @@ send anything and still reach every code:
 | `UNKNOWN-` | `IN400` (not in the authorised location) |
 | `BADINV-` | `IN422` (breaks the invoicing rules) |
 | `INVOICED-` | `IN453` (already invoiced elsewhere) |
-| `EARLY-` | `IN403` (not yet confirmed) for the first 2 attempts, then success |
+| `EARLY-` | `IN403` (not yet confirmed) for the first 2 contacts (invoices or Shipment Info reads), then success |
+| `RETURN-` | a return shipment awaiting its credit note: a `return` invoice succeeds, a `sale` one gets `IN453`; return states in Shipment Info |
 | anything else | success, once; a second invoice for the same order gets `IN453` |
 
 Orders configured through `/_sim/orders` (or `SimulatorState.configure_orders`) ignore
@@ -39,17 +46,20 @@ modules. Run it with `python -m fynd_simulator --port 8900`.
 
 from fynd_simulator.control import SimulatorControl, SimulatorControlError
 from fynd_simulator.faults import (
+    UNCONFIRMED_SHAPES,
     CommitThenDropFault,
     ExpireTokensFault,
     Fault,
     LatencyFault,
+    NovelStatusFault,
     StatusFault,
+    UnconfirmedFault,
 )
 from fynd_simulator.invoices import MAX_INVOICES_PER_CALL
 from fynd_simulator.orders import ErrorCode, OrderState
 from fynd_simulator.records import CallRecord, OrderView, Stats
 from fynd_simulator.replies import SimulatorConfigError
-from fynd_simulator.server import INVOICE_PATH, TOKEN_PATH
+from fynd_simulator.server import INVOICE_PATH, SHIPMENT_INFO_PATH, TOKEN_PATH
 from fynd_simulator.simulator import FyndSimulator
 from fynd_simulator.state import SimulatorState
 from fynd_simulator.tokens import (
@@ -65,7 +75,9 @@ __all__ = [
     "DEFAULT_USERNAME",
     "INVOICE_PATH",
     "MAX_INVOICES_PER_CALL",
+    "SHIPMENT_INFO_PATH",
     "TOKEN_PATH",
+    "UNCONFIRMED_SHAPES",
     "CallRecord",
     "CommitThenDropFault",
     "Credential",
@@ -74,6 +86,7 @@ __all__ = [
     "Fault",
     "FyndSimulator",
     "LatencyFault",
+    "NovelStatusFault",
     "OrderState",
     "OrderView",
     "SimulatorConfigError",
@@ -82,4 +95,5 @@ __all__ = [
     "SimulatorState",
     "Stats",
     "StatusFault",
+    "UnconfirmedFault",
 ]

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LOCATION=USERNAME:PASSWORD",
         help="location-level credentials (repeatable)",
     )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=None, help="answer 413 to a larger Update Invoice body"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
     return parser
 
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         location_credentials=args.location_credential,
         envelope=args.envelope,
         quiet=args.quiet,
+        max_body_bytes=args.max_body_bytes,
     )
     try:
         simulator.start()

@@ -8,8 +8,8 @@
 | `POST /_sim/faults` | `{"faults": [{"kind": "status", "status": 503}, ...]}` appends, FIFO |
 | `GET /_sim/faults` | the faults still queued |
 | `GET /_sim/calls` | `{"calls": [...]}` every Update Invoice call, oldest first |
-| `GET /_sim/stats` | token requests, calls, orders received, invoiced, duplicates, ... |
-| `GET`/`POST /_sim/config` | `{"envelope": "camel" or "snake", "token_ttl": seconds}` |
+| `GET /_sim/stats` | token requests, calls, orders received, invoiced, duplicates, shipment reads, ... |
+| `GET`/`POST /_sim/config` | `{"envelope": "camel" or "snake", "token_ttl": seconds, "max_body_bytes": n (0: off), "fault_rates": [{"rate": 0.04, "fault": {...}}], "seed": n}` |
 | `POST /_sim/credentials` | `{"username", "password", "location_code"?}` adds a credential |
 | `POST /_sim/tokens/expire` | every issued token stops working now |
 | `POST /_sim/reset` | forget orders, tokens, faults and records (keeps the config) |
@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
-from fynd_simulator.faults import fault_to_json
+from fynd_simulator.faults import fault_rate_to_json, fault_to_json
 from fynd_simulator.replies import Reply, SimulatorConfigError, ok, problem
 from fynd_simulator.state import SimulatorState
 from fynd_simulator.tokens import Credential
@@ -64,7 +64,7 @@ def _add_faults(state: SimulatorState, body: Mapping[str, object]) -> Mapping[st
 
 
 def _configure(state: SimulatorState, body: Mapping[str, object]) -> Mapping[str, object]:
-    unknown = set(body) - {"envelope", "token_ttl"}
+    unknown = set(body) - {"envelope", "token_ttl", "max_body_bytes", "fault_rates", "seed"}
     if unknown:
         raise SimulatorConfigError(f"unknown keys {sorted(unknown)}")
     envelope, ttl = body.get("envelope"), body.get("token_ttl")
@@ -72,12 +72,28 @@ def _configure(state: SimulatorState, body: Mapping[str, object]) -> Mapping[str
         raise SimulatorConfigError("envelope must be a string")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
         raise SimulatorConfigError("token_ttl must be whole seconds")
-    state.configure(envelope=envelope, token_ttl=ttl)
+    limit, seed = body.get("max_body_bytes"), body.get("seed")
+    for name, value in (("max_body_bytes", limit), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SimulatorConfigError(f"{name} must be an integer")
+    state.configure(
+        envelope=envelope,
+        token_ttl=ttl,
+        max_body_bytes=limit,  # type: ignore[arg-type]
+        fault_rates=body.get("fault_rates"),
+        seed=seed,  # type: ignore[arg-type]
+    )
     return _config(state, body)
 
 
 def _config(state: SimulatorState, _: Mapping[str, object]) -> Mapping[str, object]:
-    return {"envelope": state.envelope, "token_ttl": state.token_ttl}
+    return {
+        "envelope": state.envelope,
+        "token_ttl": state.token_ttl,
+        "max_body_bytes": state.max_body_bytes or 0,
+        "fault_rates": [fault_rate_to_json(rate) for rate in state.fault_rates],
+        "seed": state.seed,
+    }
 
 
 def _add_credential(state: SimulatorState, body: Mapping[str, object]) -> Mapping[str, object]:

@@ -66,12 +66,14 @@ class SimulatorControl:
         location: str | None = None,
         confirm_after_attempts: int | None = None,
         confirm_after_seconds: float | None = None,
+        kind: str | None = None,
     ) -> None:
         given = {
             "state": state,
             "location": location,
             "confirm_after_attempts": confirm_after_attempts,
             "confirm_after_seconds": confirm_after_seconds,
+            "kind": kind,
         }
         self.configure_orders({order_id: {k: v for k, v in given.items() if v is not None}})
 
@@ -95,9 +97,31 @@ class SimulatorControl:
     def stats(self) -> StatsJson:
         return cast(StatsJson, self._request("GET", "stats"))
 
-    def configure(self, *, envelope: str | None = None, token_ttl: int | None = None) -> None:
-        given = {"envelope": envelope, "token_ttl": token_ttl}
-        self._request("POST", "config", {k: v for k, v in given.items() if v is not None})
+    def configure(
+        self,
+        *,
+        envelope: str | None = None,
+        token_ttl: int | None = None,
+        max_body_bytes: int | None = None,
+        fault_rates: list[Mapping[str, object]] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Change what is given; returns the whole configuration now in force.
+
+        `max_body_bytes`: Update Invoice answers 413 above it (0: no limit). `fault_rates`:
+        `[{"rate": 0.04, "fault": {"kind": "commit_then_drop"}}, ...]`, drawn for calls that
+        find no queued fault; `seed` makes the draws repeatable."""
+        given = {
+            "envelope": envelope,
+            "token_ttl": token_ttl,
+            "max_body_bytes": max_body_bytes,
+            "fault_rates": fault_rates,
+            "seed": seed,
+        }
+        return self._request("POST", "config", {k: v for k, v in given.items() if v is not None})
+
+    def config(self) -> dict[str, Any]:
+        return self._request("GET", "config")
 
     def add_credential(self, username: str, password: str, location_code: str | None = None) -> None:
         body = {"username": username, "password": password, "location_code": location_code}

@@ -112,3 +112,39 @@ def render_result(outcomes: Sequence[OrderOutcome], envelope: Envelope) -> dict[
 
 def _message(outcome: OrderOutcome) -> str:
     return "" if outcome.code is None else ERROR_MESSAGES[outcome.code]
+
+
+def render_unconfirmed(shape: str, outcomes: Sequence[OrderOutcome], envelope: Envelope) -> dict[str, object]:
+    """A 200 body that confirms nothing (see faults.UnconfirmedFault), from the real outcomes."""
+    fixed: dict[str, dict[str, object]] = {
+        "empty": {},
+        "success_false": {"success": False},
+        "error": {"error": "Something went wrong while updating invoices"},
+        "message": {"message": "Request received"},
+        "data_null": {"data": None},
+    }
+    if shape in fixed:
+        return fixed[shape]
+    real = render_result(outcomes, envelope)
+    counts: dict[str, object] = real["data"] if envelope == "snake" else real  # type: ignore[assignment]
+    if shape == "string_counts":
+        for name in (
+            "payloadCount",
+            "successCount",
+            "failedCount",
+            "payload_count",
+            "success_count",
+            "failed_count",
+        ):
+            if name in counts:
+                counts[name] = str(counts[name])
+        return real
+    if shape == "bad_counts":
+        name = "payload_count" if envelope == "snake" else "payloadCount"
+        counts[name] = len(outcomes) + 1
+        return real
+    if shape == "failed_some":
+        errors = counts.get("errors")
+        named = errors[:-1] if isinstance(errors, list) else []
+        return {"status": "FAILED", "errors": named}
+    raise ValueError(f"unknown unconfirmed shape {shape!r}")

@@ -13,6 +13,7 @@ from fynd_simulator.replies import SimulatorConfigError
 
 INVOICE_TYPES = frozenset({"sale", "return"})
 EARLY_CONFIRM_AFTER_ATTEMPTS = 2
+KINDS = ("forward", "return")
 
 
 class OrderState(StrEnum):
@@ -47,6 +48,25 @@ PREFIX_STATES: tuple[tuple[str, OrderState], ...] = (
     ("INVOICED-", OrderState.INVOICED),
     ("EARLY-", OrderState.PENDING),
 )
+RETURN_PREFIX = "RETURN-"
+"""An unconfigured id with this prefix is a return shipment (Shipment Info shows return
+states); otherwise it behaves like any confirmed order."""
+
+SHIPMENT_VIEWS: Mapping[tuple[str, OrderState], tuple[str, str]] = {
+    ("forward", OrderState.PENDING): ("CREATED", "placed"),
+    ("forward", OrderState.CONFIRMED): ("CONFIRMED", "bag_confirmed"),
+    ("forward", OrderState.BAD_INVOICE): ("CONFIRMED", "bag_confirmed"),
+    ("forward", OrderState.INVOICED): ("PROCESSING", "bag_invoiced"),
+    ("forward", OrderState.CANCELLED): ("CANCELLED", "cancelled_customer"),
+    ("return", OrderState.PENDING): ("DELIVERED", "return_bag_in_transit"),
+    ("return", OrderState.CONFIRMED): ("DELIVERED", "return_bag_accepted"),
+    ("return", OrderState.BAD_INVOICE): ("DELIVERED", "return_bag_accepted"),
+    ("return", OrderState.INVOICED): ("DELIVERED", "credit_note_generated"),
+    ("return", OrderState.CANCELLED): ("DELIVERED", "return_request_cancelled"),
+}
+"""(orderStatus, shipmentStatus) that Get Shipment Info shows per kind and state; the values
+are the "Assumed" rows of fynd-update-invoice.md. An order invoiced by a `return` invoice
+shows `credit_note_generated` whatever its kind."""
 
 
 @dataclass
@@ -60,6 +80,23 @@ class Order:
     pending_since: float = 0.0
     attempts: int = 0  # invoice objects received for this order, answered or not
     invoices: list[dict[str, str]] = field(default_factory=list)  # the ones applied
+    kind: str = "forward"  # or "return": a return shipment awaiting its credit note
+    reads: int = 0  # Shipment Info reads answered for this order
+
+    def shipment_view(self, now: float) -> tuple[str, str] | None:
+        """Count one Shipment Info read; (orderStatus, shipmentStatus), or None for an order
+        Fynd does not know."""
+        self.reads += 1
+        self._confirm_if_due(now)
+        if self.state is OrderState.UNKNOWN:
+            return None
+        if (
+            self.state is OrderState.INVOICED
+            and self.invoices
+            and self.invoices[-1]["invoiceType"] == "return"
+        ):
+            return SHIPMENT_VIEWS[("return", OrderState.INVOICED)]
+        return SHIPMENT_VIEWS[(self.kind, self.state)]
 
     def invoice(
         self, invoice_number: str, invoice_type: str, location: str | None, now: float
@@ -71,6 +108,9 @@ class Order:
             location is not None and self.location is not None and location != self.location
         ):
             return ErrorCode.IN400
+        if self.kind == "return" and invoice_type == "sale":
+            # A return shipment's forward leg was invoiced long ago, as Shipment Info shows.
+            return ErrorCode.IN453
         code = _STATE_CODES.get(self.state)
         if code is not None:
             return code
@@ -83,7 +123,10 @@ class Order:
     def _confirm_if_due(self, now: float) -> None:
         if self.state is not OrderState.PENDING:
             return
-        by_attempts = self.confirm_after_attempts is not None and self.attempts > self.confirm_after_attempts
+        # Reads count as contacts too: a relay that polls instead of resending still sees the
+        # order confirm after the same number of contacts.
+        contacts = self.attempts + self.reads
+        by_attempts = self.confirm_after_attempts is not None and contacts > self.confirm_after_attempts
         by_time = (
             self.confirm_after_seconds is not None and now >= self.pending_since + self.confirm_after_seconds
         )
@@ -101,6 +144,8 @@ _STATE_CODES: Mapping[OrderState, ErrorCode] = {
 
 def order_by_prefix(order_id: str, now: float) -> Order:
     """The order an unconfigured id stands for: its prefix decides, confirmed otherwise."""
+    if order_id.startswith(RETURN_PREFIX):
+        return Order(OrderState.CONFIRMED, kind="return")
     for prefix, state in PREFIX_STATES:
         if order_id.startswith(prefix):
             if state is OrderState.PENDING:
@@ -109,7 +154,7 @@ def order_by_prefix(order_id: str, now: float) -> Order:
     return Order(OrderState.CONFIRMED)
 
 
-_CONFIG_KEYS = frozenset({"state", "location", "confirm_after_attempts", "confirm_after_seconds"})
+_CONFIG_KEYS = frozenset({"state", "location", "confirm_after_attempts", "confirm_after_seconds", "kind"})
 
 
 def order_from_config(order_id: str, config: Mapping[str, object], now: float) -> Order:
@@ -125,6 +170,9 @@ def order_from_config(order_id: str, config: Mapping[str, object], now: float) -
     location = config.get("location")
     if location is not None and not isinstance(location, str):
         raise SimulatorConfigError(f"order {order_id!r}: location must be a string")
+    kind = config.get("kind", "forward")
+    if kind not in KINDS:
+        raise SimulatorConfigError(f"order {order_id!r}: kind must be one of {list(KINDS)}")
     timed = attempts is not None or seconds is not None
     raw_state = config.get("state", OrderState.PENDING if timed else OrderState.CONFIRMED)
     try:
@@ -138,6 +186,7 @@ def order_from_config(order_id: str, config: Mapping[str, object], now: float) -
         confirm_after_attempts=attempts,
         confirm_after_seconds=seconds,
         pending_since=now,
+        kind=str(kind),
     )
 
 

@@ -5,6 +5,7 @@ The `*Json` TypedDicts are the wire shapes of `GET /_sim/calls`, `/_sim/orders` 
 read the same field names.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
@@ -45,6 +46,8 @@ class OrderJson(TypedDict):
     invoices: list[InvoiceJson]
     confirm_after_attempts: int | None
     confirm_after_seconds: float | None
+    kind: str
+    reads: int
 
 
 class StatsJson(TypedDict):
@@ -56,6 +59,8 @@ class StatsJson(TypedDict):
     duplicates: int
     max_orders_per_call: int
     faults_pending: int
+    shipment_reads: int
+    faulted_calls: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ class OrderView:
     invoices: tuple[InvoiceJson, ...]
     confirm_after_attempts: int | None
     confirm_after_seconds: float | None
+    kind: str = "forward"
+    reads: int = 0
 
     @classmethod
     def of(cls, order_id: str, order: Order) -> "OrderView":
@@ -116,6 +123,8 @@ class OrderView:
             ),
             confirm_after_attempts=order.confirm_after_attempts,
             confirm_after_seconds=order.confirm_after_seconds,
+            kind=order.kind,
+            reads=order.reads,
         )
 
     def to_json(self) -> OrderJson:
@@ -127,6 +136,8 @@ class OrderView:
             "invoices": list(self.invoices),
             "confirm_after_attempts": self.confirm_after_attempts,
             "confirm_after_seconds": self.confirm_after_seconds,
+            "kind": self.kind,
+            "reads": self.reads,
         }
 
 
@@ -140,10 +151,17 @@ class Stats:
     duplicates: int  # IN453 answers: each one is a duplicate that reached Fynd
     max_orders_per_call: int
     faults_pending: int
+    shipment_reads: int = 0  # Get Shipment Info requests, answered or not
+    faulted_calls: tuple[tuple[str, int], ...] = ()  # Update Invoice calls per fault kind met
 
     @classmethod
     def of(
-        cls, calls: Sequence[CallRecord], token_requests: int, tokens_issued: int, faults_pending: int
+        cls,
+        calls: Sequence[CallRecord],
+        token_requests: int,
+        tokens_issued: int,
+        faults_pending: int,
+        shipment_reads: int = 0,
     ) -> "Stats":
         sizes = [len(c.body) for c in calls if isinstance(c.body, list)]
         outcomes = [o for c in calls for o in c.outcomes]
@@ -156,6 +174,8 @@ class Stats:
             duplicates=sum(1 for o in outcomes if o.code is ErrorCode.IN453),
             max_orders_per_call=max(sizes, default=0),
             faults_pending=faults_pending,
+            shipment_reads=shipment_reads,
+            faulted_calls=tuple(sorted(Counter(c.fault for c in calls if c.fault is not None).items())),
         )
 
     def to_json(self) -> StatsJson:
@@ -168,4 +188,6 @@ class Stats:
             "duplicates": self.duplicates,
             "max_orders_per_call": self.max_orders_per_call,
             "faults_pending": self.faults_pending,
+            "shipment_reads": self.shipment_reads,
+            "faulted_calls": dict(self.faulted_calls),
         }

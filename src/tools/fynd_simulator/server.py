@@ -1,4 +1,4 @@
-"""The simulator over HTTP: Fynd's two endpoints plus the `/_sim/` control API.
+"""The simulator over HTTP: Fynd's three endpoints plus the `/_sim/` control API.
 
 Standard library only (ThreadingHTTPServer), HTTP/1.1 with keep-alive like a real API
 front end. Binds 127.0.0.1 unless told otherwise. Request logs carry the method, the
@@ -23,6 +23,7 @@ from fynd_simulator.state import SimulatorState
 
 TOKEN_PATH = "/aggregator/v1/token"  # noqa: S105 - a path, not a secret
 INVOICE_PATH = "/oms/v3/shipment/invoiceUpdate"
+SHIPMENT_INFO_PATH = "/oms/v3/shipment/info"
 MAX_BODY_BYTES = 1024 * 1024
 _PASSWORD = re.compile(r"(password=)[^&\s\"]*", re.IGNORECASE)
 
@@ -99,7 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
                     path=url.path, query=query, token=token, raw_body=raw, fault=f
                 ),
             )
-        elif url.path in (TOKEN_PATH, INVOICE_PATH):
+        elif url.path == SHIPMENT_INFO_PATH and method == "GET":
+            token = self.headers.get("x-access-token")
+            reply = self._fynd_call(
+                "shipment", lambda f: state.shipment_info(query=query, token=token, fault=f)
+            )
+        elif url.path in (TOKEN_PATH, INVOICE_PATH, SHIPMENT_INFO_PATH):
             reply = problem(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here")
         else:
             reply = problem(HTTPStatus.NOT_FOUND, f"no route {url.path}")

@@ -39,6 +39,7 @@ class FyndSimulator:
         clock: Callable[[], float] = time.monotonic,
         quiet: bool = True,
         state: SimulatorState | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         self.state = state or SimulatorState(
             username=username,
@@ -48,6 +49,8 @@ class FyndSimulator:
             envelope=envelope,
             clock=clock,
         )
+        if max_body_bytes is not None:
+            self.state.configure(max_body_bytes=max_body_bytes)
         self._address = (host, port)
         self._quiet = quiet
         self._server: SimulatorServer | None = None

@@ -10,12 +10,18 @@ from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 
 from fynd_simulator.faults import (
+    UNCONFIRMED_SHAPES,
     CommitThenDropFault,
     Endpoint,
     ExpireTokensFault,
     Fault,
     FaultQueue,
+    FaultRate,
+    FaultRates,
+    NovelStatusFault,
     StatusFault,
+    UnconfirmedFault,
+    parse_fault_rates,
 )
 from fynd_simulator.invoices import (
     ENVELOPES,
@@ -27,10 +33,12 @@ from fynd_simulator.invoices import (
     order_ids_in,
     parse_invoices,
     render_result,
+    render_unconfirmed,
 )
 from fynd_simulator.orders import Order, OrderState, order_by_prefix, order_from_config
 from fynd_simulator.records import CallRecord, OrderView, Stats
 from fynd_simulator.replies import DROPPED, Reply, SimulatorConfigError, ok, problem
+from fynd_simulator.shipments import shipment_entry
 from fynd_simulator.tokens import (
     DEFAULT_PASSWORD,
     DEFAULT_TOKEN_TTL,
@@ -59,6 +67,9 @@ class SimulatorState:
             [Credential(username, password), *location_credentials], DEFAULT_TOKEN_TTL, clock
         )
         self._envelope: Envelope = "camel"
+        self._max_body_bytes: int | None = None
+        self._rates = FaultRates()
+        self._novel_values = 0  # never reset: a novel status is never repeated
         self.configure(token_ttl=token_ttl, envelope=envelope)
         self._reset()
 
@@ -69,15 +80,35 @@ class SimulatorState:
         self._calls: list[CallRecord] = []
         self._token_requests = 0
         self._tokens_issued = 0
+        self._shipment_reads = 0
 
     def reset(self) -> None:
-        """Forget orders, tokens, faults and records; keep credentials, TTL and envelope."""
+        """Forget orders, tokens, queued faults and records; keep credentials and configuration
+        (TTL, envelope, body limit, fault rates)."""
         with self._lock:
             self._reset()
 
     # --- configuration -------------------------------------------------------------
 
-    def configure(self, *, token_ttl: int | None = None, envelope: str | None = None) -> None:
+    def configure(
+        self,
+        *,
+        token_ttl: int | None = None,
+        envelope: str | None = None,
+        max_body_bytes: int | None = None,
+        fault_rates: object = None,
+        seed: int | None = None,
+    ) -> None:
+        """Change what is given, all or nothing. `max_body_bytes`: Update Invoice answers 413 to
+        a larger body (0 turns the limit off). `fault_rates`: see faults.FaultRates; `seed`
+        restarts its generator."""
+        if max_body_bytes is not None and (
+            isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 0
+        ):
+            raise SimulatorConfigError("max_body_bytes must be a whole number of bytes >= 0 (0: no limit)")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise SimulatorConfigError("seed must be an integer")
+        rates = None if fault_rates is None else parse_fault_rates(fault_rates)
         if token_ttl is not None and (
             isinstance(token_ttl, bool) or not isinstance(token_ttl, int) or token_ttl < 1
         ):
@@ -89,6 +120,24 @@ class SimulatorState:
                 self._tokens.ttl = token_ttl
             if envelope is not None:
                 self._envelope = "snake" if envelope == "snake" else "camel"
+            if max_body_bytes is not None:
+                self._max_body_bytes = max_body_bytes or None
+            if rates is not None:
+                self._rates.rates = rates
+            if seed is not None:
+                self._rates.reseed(seed)
+
+    @property
+    def max_body_bytes(self) -> int | None:
+        return self._max_body_bytes
+
+    @property
+    def fault_rates(self) -> tuple[FaultRate, ...]:
+        return self._rates.rates
+
+    @property
+    def seed(self) -> int | None:
+        return self._rates.seed
 
     @property
     def envelope(self) -> Envelope:
@@ -118,12 +167,14 @@ class SimulatorState:
         location: str | None = None,
         confirm_after_attempts: int | None = None,
         confirm_after_seconds: float | None = None,
+        kind: str | None = None,
     ) -> None:
         given = {
             "state": None if state is None else str(state),
             "location": location,
             "confirm_after_attempts": confirm_after_attempts,
             "confirm_after_seconds": confirm_after_seconds,
+            "kind": kind,
         }
         self.configure_orders({order_id: {k: v for k, v in given.items() if v is not None}})
 
@@ -133,9 +184,10 @@ class SimulatorState:
             return self._faults.extend(faults)
 
     def take_fault(self, endpoint: Endpoint) -> Fault | None:
-        """Remove and return the oldest queued fault meant for this endpoint, if any."""
+        """Remove and return the oldest queued fault meant for this endpoint; with none queued,
+        draw one from the configured fault rates (often None)."""
         with self._lock:
-            return self._faults.take(endpoint)
+            return self._faults.take(endpoint) or self._rates.draw(endpoint)
 
     def pending_faults(self) -> list[Fault]:
         with self._lock:
@@ -145,7 +197,7 @@ class SimulatorState:
         with self._lock:
             self._tokens.expire_all()
 
-    # --- the two Fynd endpoints ----------------------------------------------------
+    # --- the three Fynd endpoints --------------------------------------------------
 
     def token_request(self, username: str, password: str, fault: Fault | None = None) -> Reply:
         with self._lock:
@@ -175,14 +227,26 @@ class SimulatorState:
         location_code = query.get("locationCode") or None
         with self._lock:
             outcomes: list[OrderOutcome] = []
+            limit = self._max_body_bytes
             if isinstance(fault, StatusFault):
                 reply = _status_reply(fault)
+            elif limit is not None and len(raw_body) > limit:
+                # A front end refuses it before Fynd reads it: a whole-call 413, nothing applied.
+                reply = problem(
+                    HTTPStatus.CONTENT_TOO_LARGE, f"body of {len(raw_body)} bytes is over {limit}"
+                )
             else:
                 if isinstance(fault, ExpireTokensFault):
                     self._tokens.expire_all()
-                reply, outcomes = self._invoice(token, location_code, body)
+                commit = not isinstance(fault, UnconfirmedFault) or fault.commit
+                reply, outcomes = self._invoice(token, location_code, body, commit=commit)
                 if isinstance(fault, CommitThenDropFault):
                     reply = DROPPED
+                elif isinstance(fault, UnconfirmedFault) and reply.status == HTTPStatus.OK:
+                    shape = (
+                        self._rates.random.choice(UNCONFIRMED_SHAPES) if fault.shape == "any" else fault.shape
+                    )
+                    reply = ok(render_unconfirmed(shape, outcomes, self._envelope))
             self._calls.append(
                 CallRecord(
                     seq=len(self._calls) + 1,
@@ -201,7 +265,7 @@ class SimulatorState:
             return reply
 
     def _invoice(
-        self, token: str | None, location_code: str | None, body: object
+        self, token: str | None, location_code: str | None, body: object, *, commit: bool = True
     ) -> tuple[Reply, list[OrderOutcome]]:
         grant = self._tokens.authorise(token)
         if grant is None:
@@ -210,6 +274,8 @@ class SimulatorState:
             invoices = parse_invoices(body)
         except PayloadError as error:
             return problem(HTTPStatus.BAD_REQUEST, str(error)), []
+        if not commit:
+            return ok({}), []
         # A location-level token is scoped to its own location, whatever the query says.
         location = grant.location_code or location_code
         now = self._clock()
@@ -221,6 +287,36 @@ class SimulatorState:
             code = order.invoice(invoice.invoice_number, invoice.invoice_type, location, now)
             outcomes.append(OrderOutcome(invoice.order_id, code))
         return ok(render_result(outcomes, self._envelope)), outcomes
+
+    def shipment_info(
+        self, *, query: Mapping[str, str], token: str | None, fault: Fault | None = None
+    ) -> Reply:
+        """Get Shipment Info for `query["orderId"]` (see shipments.py)."""
+        with self._lock:
+            self._shipment_reads += 1
+            if isinstance(fault, StatusFault):
+                return _status_reply(fault)
+            if isinstance(fault, ExpireTokensFault):
+                self._tokens.expire_all()
+            grant = self._tokens.authorise(token)
+            if grant is None:
+                return problem(HTTPStatus.UNAUTHORIZED, "missing, unknown or expired token")
+            order_id = query.get("orderId")
+            if not order_id:
+                return problem(HTTPStatus.BAD_REQUEST, "orderId or orderStatus is mandatory")
+            location = grant.location_code or query.get("locationCode") or None
+            now = self._clock()
+            order = self._orders.get(order_id)
+            if order is None:
+                order = self._orders[order_id] = order_by_prefix(order_id, now)
+            novel = fault if isinstance(fault, NovelStatusFault) else None
+            if novel is not None:
+                self._novel_values += 1
+            entry = shipment_entry(order_id, order, now, novel, self._novel_values)
+            if location is not None and order.location is not None and location != order.location:
+                entry = None  # not in the authorised location: Fynd shows nothing
+            reply = ok({"orders": [] if entry is None else [entry]})
+            return DROPPED if isinstance(fault, CommitThenDropFault) else reply
 
     # --- what tests read -------------------------------------------------------------
 
@@ -247,7 +343,11 @@ class SimulatorState:
     def stats(self) -> Stats:
         with self._lock:
             return Stats.of(
-                self._calls, self._token_requests, self._tokens_issued, len(self._faults.pending())
+                self._calls,
+                self._token_requests,
+                self._tokens_issued,
+                len(self._faults.pending()),
+                self._shipment_reads,
             )
 
 

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("order_id")
     status.add_argument("--type", choices=("sale", "return"), default="sale", dest="invoice_type")
     invoke = commands.add_parser("invoke", help="run one function once per event file, as sam local invoke")
-    invoke.add_argument("function", help="logical id: IngestFunction or DispatchFunction")
+    invoke.add_argument("function", help="logical id: IngestFunction, DispatchFunction or ReconcileFunction")
     invoke.add_argument("events", nargs="+", type=Path, metavar="EVENT_FILE")
     _add_stack_options(invoke)
     events = commands.add_parser("events", help="regenerate events/ (or --check it)")

@@ -6,7 +6,9 @@
 | FYND_BASE_URL | the built-in simulator | send to this Fynd instead |
 | FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
 | WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
+| FRAPPE_WEBHOOK_SECRET | unset | when set, enables the `frappe` preset with this plain secret (ERPNext's "Webhook Secret") |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
+| RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
 
 A malformed value stops the command before anything starts, with a message naming it.
 """
@@ -15,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from relay.domain.presets import MIN_SECRET_BYTES
+from relay_local.faults import LocalFaults
 from relay_local.signing import check_secret, new_secret
 
 DEFAULT_API_PORT = 3000
@@ -48,6 +52,8 @@ class RunSettings:
     secret_generated: bool
     fynd: FyndSettings
     function_environment: Mapping[str, str] = field(default_factory=dict)
+    frappe_webhook_secret: str | None = None
+    faults: LocalFaults = field(default_factory=LocalFaults)
 
 
 def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
@@ -71,6 +77,9 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
             check_secret(secret)
         except ValueError as error:
             raise SettingsError(f"WEBHOOK_SECRET: {error}") from None
+    frappe_secret = environ.get("FRAPPE_WEBHOOK_SECRET") or None
+    if frappe_secret is not None and len(frappe_secret.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(f"FRAPPE_WEBHOOK_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
     passthrough = {name: environ[name] for name in FUNCTION_PASSTHROUGH if environ.get(name)}
     for name, value in passthrough.items():
         try:
@@ -78,10 +87,16 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
                 raise ValueError
         except ValueError:
             raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}") from None
+    try:
+        faults = LocalFaults.from_environ(environ)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     return RunSettings(
+        faults=faults,
         api_port=int(port_text),
         webhook_secret=secret or new_secret(),
         secret_generated=not secret,
         fynd=fynd_settings(environ),
         function_environment=passthrough,
+        frappe_webhook_secret=frappe_secret,
     )

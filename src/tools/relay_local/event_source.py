@@ -13,6 +13,10 @@ responses would be lost. This consumer follows the deployed rules instead:
   fails the whole batch, as Lambda documents;
 - a failed message is simply not deleted: SQS returns it after its visibility timeout and
   moves it to the dead-letter queue after maxReceiveCount, as the real service does.
+
+With `redeliver` (a probability, relay_local.faults), a message received for one batch is
+also handed to the next batch that starts while the first is still in flight: SQS's
+at-least-once delivery, the same message id reaching two concurrent invocations.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from relay_local.lambda_context import LambdaFunction
+from relay_local.faults import Chance
+from relay_local.lambda_context import Function
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -52,6 +57,9 @@ class EventSourceTally:
     deleted: int = 0
     failed_back: int = 0
     batches_in_flight: int = 0
+    redelivered: int = 0
+    failed_batches: int = 0
+    """Invocations that failed whole (an exception, a timeout, an answer Lambda cannot read)."""
 
 
 class SqsEventSource:
@@ -66,9 +74,11 @@ class SqsEventSource:
         self,
         sqs: SQSClient,
         config: EventSourceConfig,
-        function: LambdaFunction,
+        function: Function,
         *,
         poll_wait_seconds: int = 1,
+        redeliver: float = 0.0,
+        chance: Chance | None = None,
     ) -> None:
         self._sqs = sqs
         self._config = config
@@ -82,6 +92,12 @@ class SqsEventSource:
         self._queue_arn = ""
         self._poller: threading.Thread | None = None
         self._workers: ThreadPoolExecutor | None = None
+        self._redeliver = redeliver
+        self._chance = chance or Chance(None)
+        self._in_flight: dict[str, int] = {}
+        """Message ids in batches in flight, and in how many."""
+        self._copies: list[dict[str, Any]] = []
+        """Records to hand a second time to the next batch, while their first batch runs."""
 
     def start(self) -> None:
         attributes = self._sqs.get_queue_attributes(
@@ -133,11 +149,30 @@ class SqsEventSource:
                 logger.exception("receiving from %s failed; retrying", self._config.queue_url)
                 batch = []
                 self._stopping.wait(1)
+            batch = self._with_copies(batch)
             if batch:
                 self._count(batches_in_flight=1)
+                with self._lock:
+                    for record in batch:
+                        self._in_flight[record["messageId"]] = self._in_flight.get(record["messageId"], 0) + 1
                 self._workers.submit(self._run, batch)
             else:
                 self._slots.release()
+
+    def _with_copies(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add the copies waiting for a concurrent batch, and pick this batch's own (fault `redeliver`)."""
+        if self._redeliver <= 0:
+            return batch
+        with self._lock:
+            ids = {record["messageId"] for record in batch}
+            copies = [
+                c for c in self._copies if c["messageId"] in self._in_flight and c["messageId"] not in ids
+            ]
+            self._copies = []
+        self._copies.extend(record for record in batch if self._chance(self._redeliver))
+        if copies:
+            self._count(redelivered=len(copies))
+        return [*batch, *copies]
 
     def _gather(self) -> list[dict[str, Any]]:
         """One batch: up to batch_size records within the window and the payload limit."""
@@ -200,6 +235,11 @@ class SqsEventSource:
         except (BotoCoreError, ClientError):
             logger.exception("settling a batch on %s failed", self._config.queue_url)
         finally:
+            with self._lock:
+                for record in records:
+                    left = self._in_flight.pop(record["messageId"], 1) - 1
+                    if left:
+                        self._in_flight[record["messageId"]] = left
             self._count(batches_in_flight=-1)
             self._slots.release()
 
@@ -209,12 +249,14 @@ class SqsEventSource:
             answer = self._function.invoke({"Records": records})
         except Exception:
             logger.exception("%s failed; the whole batch returns", self._function.name)
+            self._count(failed_batches=1)
             return None
         if not self._partial:
             return set()
         failed = _failed_ids(answer, {record["messageId"] for record in records})
         if failed is None:
             logger.error("%s answered %r; the whole batch returns", self._function.name, answer)
+            self._count(failed_batches=1)
         return failed
 
     def _delete(self, records: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from relay.domain.invoice import Invoice
 from relay.domain.messages import QueuedInvoice
+from relay.domain.signature import request_line
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
 from relay_local.stack import ACCOUNT_ID, REGION, LocalStack, load_template
 
@@ -80,28 +81,38 @@ def http_event(
     path_parameters: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
     msg_id: str,
+    secret: str = LOCAL_WEBHOOK_SECRET,
+    at: float = SIGNED_AT,
+    content_type: str | None = "application/json",
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, signed with LOCAL_WEBHOOK_SECRET at SIGNED_AT."""
+    """An API Gateway HTTP API (payload 2.0) event, signed with `secret` (LOCAL_WEBHOOK_SECRET)
+    at `at` (SIGNED_AT): a POST over its body, any other method over its request line
+    `METHOD <path>?<query>`. Path parameter and query values go into the path as given."""
     raw_path = route_path
     for name, value in (path_parameters or {}).items():
         raw_path = raw_path.replace(f"{{{name}}}", value)
+    raw_query = "&".join(f"{name}={value}" for name, value in (query or {}).items())
     domain = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
+    # A POST signs its body; a bodiless request signs its request line as sent.
+    signed = body if method == "POST" else request_line(method, raw_path, raw_query)
     headers = {
         "accept": "application/json",
         "host": domain,
         "user-agent": "erp-sample/1.0",
-        **signed_headers(LOCAL_WEBHOOK_SECRET, body, msg_id=msg_id, at=SIGNED_AT),
+        **signed_headers(secret, signed, msg_id=msg_id, at=at),
         "x-forwarded-for": "203.0.113.10",
         "x-forwarded-port": "443",
         "x-forwarded-proto": "https",
     }
     if body:
-        headers |= {"content-length": str(len(body.encode())), "content-type": "application/json"}
+        headers |= {"content-length": str(len(body.encode()))}
+        if content_type:
+            headers["content-type"] = content_type
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": f"{method} {route_path}",
         "rawPath": raw_path,
-        "rawQueryString": "&".join(f"{name}={value}" for name, value in (query or {}).items()),
+        "rawQueryString": raw_query,
         "headers": dict(sorted(headers.items())),
     }
     if query:
@@ -123,8 +134,8 @@ def http_event(
         "requestId": f"{msg_id.removeprefix('msg_')}=",
         "routeKey": f"{method} {route_path}",
         "stage": "$default",
-        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(SIGNED_AT)),
-        "timeEpoch": SIGNED_AT * 1000,
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(at)),
+        "timeEpoch": int(at * 1000),
     }
     event["isBase64Encoded"] = False
     if body:
@@ -171,6 +182,21 @@ def sqs_event(invoices: list[dict[str, Any]], *, correlation_id: str) -> dict[st
     return {"Records": records}
 
 
+def scheduled_event(rule: str) -> dict[str, Any]:
+    """What EventBridge hands a function on a `Schedule` event: no payload, just the rule and the time."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid5(_IDS, rule)),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(SIGNED_AT)),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/relay-{rule}"],
+        "detail": {},
+    }
+
+
 def env_vars() -> dict[str, dict[str, str]]:
     """`sam local invoke --env-vars` file: each function's template variables, resolved for a
     standalone local stack (resources named by logical id on LOCAL_ENDPOINT, Fynd on LOCAL_FYND_URL).
@@ -214,6 +240,7 @@ def event_files() -> dict[str, Any]:
             msg_id="msg_local_get_status",
         ),
         "dispatch-sqs-batch.json": sqs_event(QUEUED, correlation_id="msg_local_post_batch"),
+        "reconcile-scheduled.json": scheduled_event("ReconcileFunctionEveryFiveMinutes"),
         "env.json": env_vars(),
     }
 

@@ -27,7 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from relay_local.lambda_context import LambdaFunction
+from relay_local.lambda_context import Function
+from relay_local.stack import ACCOUNT_ID
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class LocalHttpApi:
 
     def __init__(
         self,
-        function: LambdaFunction,
+        function: Function,
         routes: Sequence[tuple[str, str]],
         *,
         port: int = 0,
@@ -217,7 +218,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             "rawQueryString": raw_query,
             "headers": headers,
             "requestContext": {
-                "accountId": api.function.account_id,
+                "accountId": ACCOUNT_ID,
                 "apiId": api.api_id,
                 "domainName": domain,
                 "domainPrefix": domain.split(".")[0],

@@ -35,14 +35,24 @@ def current() -> Invocation | None:
     return invocation
 
 
+def set_current(invocation: Invocation | None) -> None:
+    """Label what the calling thread writes from now on (relay_local.environments forwards a
+    worker process's log lines on a thread of its own)."""
+    _current.invocation = invocation
+
+
+def invocation_of(function_name: str, event: Any, request_id: str) -> Invocation:
+    headers = event.get("headers") if isinstance(event, dict) else None
+    webhook_id = headers.get("webhook-id") if isinstance(headers, dict) else None
+    return Invocation(function_name, request_id, webhook_id)
+
+
 def traced(function_name: str, handler: Handler) -> Handler:
     """`handler`, recording its invocation on the thread that runs it."""
 
     @functools.wraps(handler)
     def run(event: dict[str, Any], context: Any) -> Any:
-        headers = event.get("headers") if isinstance(event, dict) else None
-        webhook_id = headers.get("webhook-id") if isinstance(headers, dict) else None
-        _current.invocation = Invocation(function_name, str(context.aws_request_id), webhook_id)
+        _current.invocation = invocation_of(function_name, event, str(context.aws_request_id))
         try:
             return handler(event, context)
         finally:

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from relay_local.console import Console, FunctionOutput
 from relay_local.environment import fynd_settings
 from relay_local.pipeline import LocalPipeline, PipelineConfig
-from relay_local.signing import LOCAL_WEBHOOK_SECRET, signature_matches, signed_headers
+from relay_local.signing import LOCAL_WEBHOOK_SECRET, signature_matches, signed_content, signed_headers
 
 TIMESTAMP_TOLERANCE_SECONDS = 300
 
@@ -57,10 +57,10 @@ def refresh_signature(event: dict[str, Any], secret: str, now: float) -> bool:
     timestamp = str(headers["webhook-timestamp"])
     if timestamp.isdigit() and abs(now - int(timestamp)) <= TIMESTAMP_TOLERANCE_SECONDS:
         return False
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded") or not signature_matches(secret, body, headers):
+    content = signed_content(event)
+    if event.get("isBase64Encoded") or not signature_matches(secret, content, headers):
         return False
-    headers.update(signed_headers(secret, body, msg_id=headers["webhook-id"], at=now))
+    headers.update(signed_headers(secret, content, msg_id=headers["webhook-id"], at=now))
     return True
 
 

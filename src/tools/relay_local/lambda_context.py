@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 type Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -69,6 +69,21 @@ class LambdaContext:
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the function's Timeout; 0 once it has passed."""
         return max(0, int((self.deadline_monotonic - time.monotonic()) * 1000))
+
+
+class Function(Protocol):
+    """What the local HTTP API, queue consumer and schedules invoke: a LambdaFunction (in this
+    process) or a relay_local.environments.IsolatedFunction (in worker processes)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timeout_seconds(self) -> float: ...
+
+    def new_context(self) -> LambdaContext: ...
+
+    def invoke(self, event: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,19 @@
 """The whole relay on 127.0.0.1: local AWS, the Fynd simulator, the HTTP API and the queue consumer.
 
 `make run`, the integration tests and the benchmarks all start the relay through this one
-class, so what the tests prove is what a user runs. The functions run in this process, as
-template.yaml describes them (handler, timeout, environment, event source settings).
+class, so what the tests prove is what a user runs. The functions run as template.yaml
+describes them (handler, timeout, environment, event source settings, schedules).
+
+With `isolated` (what `make run` and `make chaos` use), each invocation runs in an
+execution environment of its own (relay_local.environments): a worker process with the
+function's own variables and module state, several at once, killed at its timeout. Without
+it, handlers run in threads of this process, one invocation at a time, sharing its
+environment and modules: the integration tests use that to reach into the functions'
+modules (`relay.wiring`) and to read what they logged.
+
+`faults` (relay_local.faults) makes the run meet what AWS does: redeliveries, stale receipt
+handles, partial batch sends, DynamoDB throttling and transaction conflicts, a dispatcher
+killed after Fynd answered. All are off by default.
 """
 
 import json
@@ -10,20 +21,26 @@ import os
 import threading
 import urllib.request
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
+from botocore.config import Config
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME, FyndSimulator
 from relay_local.dynamodb_guard import guard_dynamodb
+from relay_local.environments import FunctionSpec, IsolatedFunction
 from relay_local.event_source import SqsEventSource
+from relay_local.faults import OBSERVER_AGENT, AwsFaultLayer, Chance, LocalFaults
 from relay_local.http_api import LocalHttpApi
 from relay_local.invocation import traced
-from relay_local.lambda_context import LambdaFunction, load_handler
+from relay_local.lambda_context import Function, LambdaFunction, load_handler
+from relay_local.schedules import LocalSchedules
 from relay_local.stack import REGION, TEMPLATE, LocalStack, MotoServer, build_stack
 from relay_local.tally import Tally, read_tally
+from relay_local.worker import FAULT_SEED, KILL_AFTER_FYND
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -39,6 +56,8 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "loc
 class PipelineConfig:
     webhook_secret: str
     """The whsec_... secret the local API verifies."""
+    frappe_webhook_secret: str | None = None
+    """When set, the `frappe` preset's secret (FRAPPE_WEBHOOK_SECRET): an entry named "frappe"."""
     api_port: int = 0
     fynd_base_url: str | None = None
     """Send to this Fynd instead of starting the simulator."""
@@ -55,6 +74,14 @@ class PipelineConfig:
     """Serve the HTTP API; `python -m relay_local invoke` calls the functions directly instead."""
     template_path: Path = TEMPLATE
     """The SAM template the resources and functions are read from (`sam ... -t`)."""
+    isolated: bool = False
+    """Each invocation in an execution environment (worker process) of its own, as Lambda runs it."""
+    faults: LocalFaults = field(default_factory=LocalFaults)
+    """Faults to inject (relay_local.faults); none by default."""
+    visibility_timeout_seconds: int | None = None
+    """Overrides the queue's VisibilityTimeout, so a chaos run sees lost batches return in seconds."""
+    schedule_period_seconds: float | None = None
+    """Run `Schedule` functions this often instead of at the template's rate (None: the template's)."""
 
 
 class LocalPipeline:
@@ -65,9 +92,12 @@ class LocalPipeline:
         self.stack: LocalStack | None = None
         self.api: LocalHttpApi | None = None
         self.consumer: SqsEventSource | None = None
-        self.dispatch: LambdaFunction | None = None
-        self.functions: dict[str, LambdaFunction] = {}
+        self.dispatch: Function | None = None
+        self.functions: dict[str, Function] = {}
         """Every function of the template by logical id, as the API and the consumer invoke them."""
+        self.schedules: LocalSchedules | None = None
+        self.fault_layer: AwsFaultLayer | None = None
+        self._chance = Chance(config.faults.seed)
         self._saved_environment: dict[str, str | None] = {}
         self._invocation_lock = threading.Lock()
         self._observer: tuple[DynamoDBClient, SQSClient] | None = None
@@ -98,23 +128,57 @@ class LocalPipeline:
             template_path=self.config.template_path,
             parameters={"FyndBaseUrl": self.fynd_base_url, **self.config.parameters},
             secret_values={
-                "WebhookSigningSecret": json.dumps({"local": self.config.webhook_secret}),
+                "WebhookSigningSecret": json.dumps(self._signing_secret_entries()),
                 "FyndCredentialsSecret": json.dumps(
                     {"username": self.config.fynd_username, "password": self.config.fynd_password}
                 ),
             },
         )
-        self._apply_environment(self.stack)
-        ingest = self._function(self.stack, INGEST)
-        dispatch = self._function(self.stack, DISPATCH)
-        self.functions = {INGEST: ingest, DISPATCH: dispatch}
+        if self.config.visibility_timeout_seconds is not None:
+            self.sqs().set_queue_attributes(
+                QueueUrl=self.stack.queue_url,
+                Attributes={"VisibilityTimeout": str(self.config.visibility_timeout_seconds)},
+            )
+        if self.config.faults.at_endpoint:
+            self.fault_layer = self.moto.wrap(
+                lambda app: AwsFaultLayer(app, self.config.faults, self._chance)
+            )
+        if self.config.isolated:
+            self.functions = {
+                logical_id: IsolatedFunction(self._spec(self.stack, logical_id))
+                for logical_id in self.stack.function_ids()
+            }
+            self._start_isolated()
+        else:
+            self._apply_environment(self.stack)
+            self.functions = {
+                logical_id: self._function(self.stack, logical_id) for logical_id in self.stack.function_ids()
+            }
         if self.config.serve_api:
+            ingest = self.functions[INGEST]
             self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
             self.api.start()
-        self.dispatch = dispatch
+        self.dispatch = self.functions[DISPATCH]
         if self.config.consume:
             self.start_consumer()
+        self.schedules = LocalSchedules(
+            [
+                (self.functions[logical_id], schedule)
+                for logical_id in self.functions
+                for schedule in self.stack.function_schedules(logical_id)
+            ],
+            period_override=self.config.schedule_period_seconds,
+        )
+        if self.config.consume:
+            self.schedules.start()
         return self
+
+    def _start_isolated(self) -> None:
+        """One warm environment per function, started in parallel; an import error fails start()."""
+        functions = [f for f in self.functions.values() if isinstance(f, IsolatedFunction)]
+        with ThreadPoolExecutor(max(1, len(functions)), thread_name_prefix="cold-start") as starting:
+            for started in [starting.submit(function.start) for function in functions]:
+                started.result()
 
     def start_consumer(self) -> SqsEventSource:
         """Start polling the invoice queue, as the template's event source mapping does."""
@@ -125,6 +189,8 @@ class LocalPipeline:
             self.stack.event_source(DISPATCH),
             self.dispatch,
             poll_wait_seconds=self.config.poll_wait_seconds,
+            redeliver=self.config.faults.redeliver,
+            chance=self._chance,
         )
         self.consumer.start()
         return self.consumer
@@ -133,16 +199,23 @@ class LocalPipeline:
         """Where the invoices are now, read from the ledger, the queues and the consumer."""
         assert self.stack is not None, "start() first"
         if self._observer is None:  # clients are slow to build; a status line reads every second
-            self._observer = (self.dynamodb(), self.sqs())
+            self._observer = (self.dynamodb(observer=True), self.sqs(observer=True))
         consumer = self.consumer.tally() if self.consumer is not None else None
         return read_tally(self.stack, *self._observer, consumer)
 
     def stop(self) -> None:
-        """Stop in reverse order: no new requests, finish batches in flight, then AWS and Fynd."""
-        for part in (self.api, self.consumer, self.simulator, self.moto):
+        """Stop in reverse order: no new requests, finish batches in flight, end the execution
+        environments, then AWS and Fynd."""
+        for part in (self.api, self.consumer, self.schedules):
             if part is not None:
                 part.stop()
-        self.api = self.consumer = self.simulator = None
+        for function in self.functions.values():
+            if isinstance(function, IsolatedFunction):
+                function.stop()
+        for service in (self.simulator, self.moto):
+            if service is not None:
+                service.stop()
+        self.api = self.consumer = self.simulator = self.schedules = None
         self._observer = None
         for name, value in self._saved_environment.items():
             if value is None:
@@ -157,24 +230,70 @@ class LocalPipeline:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def sqs(self) -> "SQSClient":
-        return _session().client("sqs", endpoint_url=self.moto.url)
+    def sqs(self, *, observer: bool = False) -> "SQSClient":
+        """A client of the local SQS; an `observer`'s requests are never faulted."""
+        return _session().client("sqs", endpoint_url=self.moto.url, config=_config(observer))
 
-    def dynamodb(self) -> "DynamoDBClient":
-        return _session().client("dynamodb", endpoint_url=self.moto.url)
+    def dynamodb(self, *, observer: bool = False) -> "DynamoDBClient":
+        """A client of the local DynamoDB; an `observer`'s requests are never faulted."""
+        return _session().client("dynamodb", endpoint_url=self.moto.url, config=_config(observer))
 
     def secretsmanager(self) -> "SecretsManagerClient":
         return _session().client("secretsmanager", endpoint_url=self.moto.url)
 
-    def _apply_environment(self, stack: LocalStack) -> None:
-        environment = {
-            **stack.function_environment(INGEST),
-            **stack.function_environment(DISPATCH),
+    def _signing_secret_entries(self) -> dict[str, str]:
+        entries = {"local": self.config.webhook_secret}
+        if self.config.frappe_webhook_secret:
+            entries["frappe"] = self.config.frappe_webhook_secret
+        return entries
+
+    def _local_environment(self) -> dict[str, str]:
+        """What every function gets locally on top of its template variables."""
+        return {
             **LOCAL_CREDENTIALS,
             "AWS_ENDPOINT_URL": self.moto.url,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+        }
+
+    def _spec(self, stack: LocalStack, logical_id: str) -> FunctionSpec:
+        faults = self.config.faults
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if name in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
+        }
+        fault_environment = (
+            {KILL_AFTER_FYND: str(faults.kill_after_fynd), FAULT_SEED: str(faults.seed)}
+            if faults.kill_after_fynd
+            else {}
+        )
+        return FunctionSpec(
+            name=logical_id,
+            handler=stack.function_handler(logical_id),
+            timeout_seconds=stack.function_timeout(logical_id),
+            environment={
+                **inherited,
+                **stack.function_environment(logical_id),
+                "AWS_LAMBDA_FUNCTION_NAME": logical_id,
+                "AWS_LAMBDA_FUNCTION_TIMEOUT": str(stack.function_timeout(logical_id)),
+                **self._local_environment(),
+                **self.config.environment,
+                **fault_environment,
+            },
+            memory_limit_in_mb=int(stack.template["Globals"]["Function"].get("MemorySize", 128)),
+            region=REGION,
+        )
+
+    def _apply_environment(self, stack: LocalStack) -> None:
+        environment = {
+            **{
+                name: value
+                for logical_id in stack.function_ids()
+                for name, value in stack.function_environment(logical_id).items()
+            },
+            **self._local_environment(),
             **self.config.environment,
         }
         for name, value in environment.items():
@@ -192,6 +311,10 @@ class LocalPipeline:
             # The functions share this process's Powertools metric set: run them one at a time.
             shared_lock=self._invocation_lock,
         )
+
+
+def _config(observer: bool) -> Config | None:
+    return Config(user_agent_extra=OBSERVER_AGENT) if observer else None
 
 
 def _session() -> boto3.Session:

@@ -4,28 +4,28 @@ Starts one LocalPipeline (the same class the tests start), prints a banner with 
 a user needs to send a first invoice, then shows the functions' logs and a tally of where
 the invoices are, refreshed every second on a terminal (every two otherwise).
 
-SIGINT (Ctrl-C) and SIGTERM only set a flag; the main thread then stops the pipeline in
-order (API, consumer after its batches in flight, simulator, moto), which closes every
-listening socket and joins every thread it started, and exits 0. Nothing runs in a child
-process, so nothing can be left behind. A second Ctrl-C while stopping is ignored: the
-stop is bounded by the batches in flight and never needs forcing.
+SIGINT (Ctrl-C) and SIGTERM only record a flag and wake the main thread through a
+self-pipe (relay_local.stopping: a handler that takes a lock can deadlock on the frame it
+interrupted). The main thread then stops the pipeline in order (API, consumer after its
+batches in flight, schedules, the functions' worker processes, simulator, moto), which
+closes every listening socket, ends every worker process and joins every thread it
+started, and exits 0. A second Ctrl-C while stopping is ignored: the stop is bounded by
+the batches in flight (each by its function's timeout) and never needs forcing.
 """
 
 import json
 import shlex
-import signal
 import sys
-import threading
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
-from types import FrameType
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay_local.console import Console, FunctionOutput
 from relay_local.environment import RunSettings
 from relay_local.pipeline import DISPATCH, LocalPipeline, PipelineConfig
+from relay_local.stopping import StopSignal, tick_until_stopped
 
 _SAMPLE = "events/invoice.json"
 _SAMPLE_ORDER = "FY-10001"
@@ -34,6 +34,7 @@ _SAMPLE_ORDER = "FY-10001"
 def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str, str]) -> PipelineConfig:
     return PipelineConfig(
         webhook_secret=settings.webhook_secret,
+        frappe_webhook_secret=settings.frappe_webhook_secret,
         api_port=settings.api_port,
         fynd_base_url=settings.fynd.base_url,
         fynd_username=settings.fynd.username,
@@ -41,6 +42,8 @@ def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str,
         environment=settings.function_environment,
         parameters=parameters,
         template_path=template,
+        isolated=True,
+        faults=settings.faults,
     )
 
 
@@ -67,6 +70,11 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
             f"Fynd Invoice Relay, local run from {pipeline.config.template_path.name} (no AWS, no Docker)",
             f"  API           {pipeline.api_url}  (POST /v1/invoices, GET /v1/invoices/{{orderId}})",
             f"  secret        {settings.webhook_secret}  ({secret_note})",
+            *(
+                ["  frappe        preset enabled: X-Frappe-Webhook-Signature, secret FRAPPE_WEBHOOK_SECRET"]
+                if settings.frappe_webhook_secret
+                else []
+            ),
             f"  Fynd          {fynd}",
             f"  AWS endpoint  {pipeline.moto.url}  (moto: queue, dead-letter queue, ledger table, secrets)",
             f"  consumer      batch size {source.batch_size}, window {source.batching_window_seconds} s,"
@@ -88,13 +96,20 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
 def run(
     settings: RunSettings, template: Path, parameters: dict[str, str], *, raw_logs: bool, started: float
 ) -> int:
-    stop = threading.Event()
+    # Installed first and never removed: a signal at any moment from here to exit is a stop request.
+    stop = StopSignal().install()
+    return _run(stop, settings, template, parameters, raw_logs=raw_logs, started=started)
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+def _run(
+    stop: StopSignal,
+    settings: RunSettings,
+    template: Path,
+    parameters: dict[str, str],
+    *,
+    raw_logs: bool,
+    started: float,
+) -> int:
     console = Console(sys.stdout, live=sys.stdout.isatty())
     output = FunctionOutput(console, raw=raw_logs)
     pipeline = LocalPipeline(pipeline_config(settings, template, parameters))
@@ -110,11 +125,8 @@ def run(
             return 1
         try:
             console.print(banner(pipeline, settings, time.monotonic() - started))
-            every = interval = 1.0 if sys.stdout.isatty() else 2.0
-            while not stop.wait(interval):
-                took = _show_tally(pipeline, console)
-                # A big ledger takes a while to scan; never spend more than a fifth of the time on it.
-                interval = max(every, 5 * took)
+            every = 1.0 if sys.stdout.isatty() else 2.0
+            tick_until_stopped(stop, lambda: _show_tally(pipeline, console), every)
             _show_tally(pipeline, console)
         finally:
             console.print("stopping: finishing batches in flight, then the API, simulator and AWS endpoint")
@@ -124,6 +136,7 @@ def run(
     if summary:
         console.print(summary)
     console.print("stopped")
+    stop.ignore_further()
     return 0
 
 

@@ -1,8 +1,8 @@
 """`send FILE` and `status ORDER_ID`: what an ERP does, from a shell.
 
 `send` signs a JSON file's text exactly as it is on disk (Standard Webhooks, with the
-reference package) and posts it to `/v1/invoices`; `status` signs an empty body and asks
-`/v1/invoices/{orderId}`. Both print the HTTP status and the JSON answer and exit 0 on a
+reference package) and posts it to `/v1/invoices`; `status` signs its request line
+(`GET /v1/invoices/{orderId}?invoiceType=...`, as sent) and asks for it. Both print the HTTP status and the JSON answer and exit 0 on a
 2xx, 1 on any other answer, 2 when they could not ask at all (no secret, unreadable file,
 nothing listening). The secret comes from WEBHOOK_SECRET, the API from RELAY_API_URL.
 """
@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 
 from relay_local.environment import DEFAULT_API_URL
-from relay_local.signing import check_secret, signed_headers
+from relay_local.signing import check_secret, signed_headers, status_headers
 
 _TIMEOUT = urllib3.Timeout(connect=3.0, read=30.0)
 
@@ -58,8 +58,15 @@ def send(path: Path, environ: Mapping[str, str], out: TextIO) -> int:
 
 def status(order_id: str, invoice_type: str, environ: Mapping[str, str], out: TextIO) -> int:
     secret, api_url = target(environ)
-    url = f"{api_url}/v1/invoices/{quote(order_id, safe='')}?invoiceType={quote(invoice_type)}"
-    return _exchange("GET", url, None, signed_headers(secret, ""), out)
+    path = f"{urlsplit(api_url).path}/v1/invoices/{quote(order_id, safe='')}"
+    query = f"invoiceType={quote(invoice_type, safe='')}"
+    return _exchange(
+        "GET",
+        f"{api_url}/v1/invoices/{quote(order_id, safe='')}?{query}",
+        None,
+        status_headers(secret, path, query),
+        out,
+    )
 
 
 def _exchange(method: str, url: str, body: str | None, headers: dict[str, str], out: TextIO) -> int:

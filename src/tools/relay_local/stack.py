@@ -8,8 +8,9 @@ drift from what `sam deploy` creates.
 
 import json
 import logging
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -60,6 +61,29 @@ class EventSourceConfig:
     function_response_types: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A function's Schedule event: EventBridge invokes it every `period_seconds`."""
+
+    name: str
+    expression: str
+    period_seconds: float | None
+    """None for a cron() expression, which the local run does not follow."""
+    input: str | None = None
+
+
+_RATE = re.compile(r"rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate_seconds(expression: str) -> float | None:
+    """Seconds between runs of `rate(5 minutes)`; None for anything else (cron)."""
+    found = _RATE.fullmatch(expression.strip())
+    if found is None:
+        return None
+    return int(found.group(1)) * _UNIT_SECONDS[found.group(2).rstrip("s")]
+
+
 class MotoServer:
     """moto in server mode on 127.0.0.1, so every AWS call in a test crosses real HTTP."""
 
@@ -75,6 +99,14 @@ class MotoServer:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def wrap[T](self, middleware: Callable[[Any], T]) -> T:
+        """Put WSGI `middleware(app)` in front of the started server's app; returns it."""
+        server = self._server._server  # the werkzeug server ThreadedMotoServer started
+        assert server is not None, "start() first"
+        wrapped = middleware(server.app)
+        server.app = wrapped  # type: ignore[assignment]  # any WSGI callable serves
+        return wrapped
 
     def __enter__(self) -> "MotoServer":
         self.start()
@@ -130,6 +162,27 @@ class LocalStack:
         own_vars = self._function(logical_id).get("Environment", {}).get("Variables", {})
         merged = {**global_vars, **own_vars}
         return {name: _as_env(self.resolve(value)) for name, value in merged.items()}
+
+    def function_ids(self) -> list[str]:
+        """Every AWS::Serverless::Function of the template, by logical id."""
+        return [
+            logical_id
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::Serverless::Function"
+        ]
+
+    def function_schedules(self, logical_id: str) -> list[Schedule]:
+        """The function's enabled `Schedule` / `ScheduleV2` events with a rate() expression."""
+        found = []
+        for name, event in self._function(logical_id).get("Events", {}).items():
+            if event["Type"] not in ("Schedule", "ScheduleV2"):
+                continue
+            props = self.resolve(event.get("Properties", {}))
+            if props.get("Enabled") is False or props.get("State") == "DISABLED":
+                continue
+            expression = str(props.get("Schedule") or props.get("ScheduleExpression") or "")
+            found.append(Schedule(name, expression, rate_seconds(expression), props.get("Input")))
+        return found
 
     def function_handler(self, logical_id: str) -> str:
         return str(self._function(logical_id)["Handler"])
@@ -229,12 +282,19 @@ def build_stack(
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     for logical_id, props in create("AWS::DynamoDB::Table"):
+        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its own).
+        indexes = (
+            {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+            if "GlobalSecondaryIndexes" in props
+            else {}
+        )
         table = dynamodb.create_table(
             TableName=logical_id,
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props["BillingMode"],
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
+            **indexes,
         )["TableDescription"]
         if ttl := props.get("TimeToLiveSpecification"):
             dynamodb.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
@@ -259,6 +319,7 @@ def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
             "MessageRetentionPeriod",
             "ReceiveMessageWaitTimeSeconds",
             "DelaySeconds",
+            "MaximumMessageSize",
         )
         if name in props
     }

@@ -17,7 +17,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
+from relay.domain.ledger import (
+    ClaimRefusal,
+    InvoiceStatus,
+    LastError,
+    LedgerEntry,
+    LedgerEvent,
+    claim_refusal,
+    sources_of,
+)
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
 from relay.domain.ports import AcceptRaceError, Claim, LedgerUnavailableError
@@ -28,6 +36,16 @@ if TYPE_CHECKING:
 
 RETENTION_SECONDS = 400 * 86_400
 """Final entries expire (TTL) after about 13 months: longer than any ERP keeps retrying."""
+
+BODY_RETENTION_SECONDS = 35 * 86_400
+"""A stored invoice (body item) expires after 35 days: past the queue's and the dead-letter
+queue's retention and the default IN403 deadline, the longest an entry stays unfinished."""
+
+TRANSACTION_LIMIT = 100
+"""Actions in one DynamoDB TransactWriteItems call."""
+
+BY_STATUS_INDEX = "ByStatus"
+"""Sparse index on (statusKey, updatedAt): every entry but INVOICED ones (template.yaml)."""
 
 _BATCH_GET_LIMIT = 100
 
@@ -55,9 +73,12 @@ def _outages_are_typed[C: type](cls: C) -> C:
 
 @_outages_are_typed
 class InvoiceLedger:
-    def __init__(self, table_name: str, client: "DynamoDBClient") -> None:
+    def __init__(self, table_name: str, client: "DynamoDBClient", *, read_rounds: int | None = None) -> None:
+        """`read_rounds` bounds the BatchGetItem calls `get_many` makes per 100 keys (None: until
+        every key is read); keys still unread after them are LedgerUnavailableError."""
         self._table = table_name
         self._client = client
+        self._read_rounds = read_rounds
 
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
@@ -73,18 +94,25 @@ class InvoiceLedger:
                     "ConsistentRead": True,
                 }
             }
+            rounds = 0
             while request:
+                if self._read_rounds is not None and rounds == self._read_rounds:
+                    raise LedgerUnavailableError("invoice ledger left keys unread (throttled)")
+                rounds += 1
                 answer = self._client.batch_get_item(RequestItems=request)
                 for item in answer["Responses"].get(self._table, []):
                     entry = _entry(item)
                     found[entry.key] = entry
                 # DynamoDB may leave keys unread under load; ask again for exactly those.
                 request = answer.get("UnprocessedKeys") or {}
-                if request:
+                if request and (self._read_rounds is None or rounds < self._read_rounds):
                     time.sleep(0.05)
         return found
 
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
+        """All or nothing. AcceptRaceError when a key changed since it was read (a condition
+        failed: read again and decide again); LedgerUnavailableError for anything else that
+        cancelled the transaction (throttling, a conflicting transaction): retry later."""
         writes: list[Any] = [
             self._accept_write(admission, now, correlation_id)
             for admission in admissions
@@ -92,14 +120,52 @@ class InvoiceLedger:
         ]
         if not writes:
             return
+        # The invoices themselves, for the reconciler, after the state writes: write i stays
+        # the state write of the i-th changed admission, which is how a cancelled transaction's
+        # reasons are read.
+        bodies = [
+            self._body_write(admission, now, correlation_id)
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT)
+        ]
+        if len(writes) + len(bodies) <= TRANSACTION_LIMIT:
+            writes += bodies
+        else:
+            self._store_bodies_ahead(bodies)
         try:
             self._client.transact_write_items(TransactItems=writes)
         except ClientError as error:
             if error.response["Error"]["Code"] == "TransactionCanceledException":
-                raise AcceptRaceError(
-                    "an invoice key changed while this request was being accepted"
-                ) from error
+                raise _cancellation(error) from error
             raise
+
+    def _body_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
+        message = QueuedInvoice(
+            invoice=admission.invoice,
+            content_hash=admission.content_hash,
+            accepted_at=now,
+            correlation_id=correlation_id,
+        )
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _body_pk(admission.invoice.key),
+                "UpdateExpression": "SET #body = :body, contentHash = :hash, expiresAt = :expires",
+                "ExpressionAttributeNames": {"#body": "body"},
+                "ExpressionAttributeValues": {
+                    ":body": _s(message.to_body()),
+                    ":hash": _s(admission.content_hash),
+                    ":expires": _n(now + BODY_RETENTION_SECONDS),
+                },
+            }
+        }
+
+    def _store_bodies_ahead(self, bodies: Sequence[Any]) -> None:
+        """More new invoices than one transaction holds with their bodies (over 50): the bodies
+        go first, so no entry ever exists without one. A body left by a transaction that then
+        fails expires; one a losing racer overwrote carries its own hash, which the reconciler checks."""
+        for start in range(0, len(bodies), TRANSACTION_LIMIT):
+            self._client.transact_write_items(TransactItems=list(bodies[start : start + TRANSACTION_LIMIT]))
 
     def _accept_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
         invoice = admission.invoice
@@ -166,6 +232,7 @@ class InvoiceLedger:
                 UpdateExpression=(
                     "SET #status = :in_progress, statusKey = :in_progress, leaseOwner = :owner,"
                     " leaseUntil = :until, claimMessageId = :message, updatedAt = :now,"
+                    " claimedFrom = if_not_exists(#status, :queued),"
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
                     " acceptedAt = if_not_exists(acceptedAt, :accepted),"
@@ -194,13 +261,18 @@ class InvoiceLedger:
         (held,) = sources_of(verdict.status)
         values: dict[str, AttributeValueTypeDef] = {":owner": _s(owner), ":now": _n(now), ":held": _s(held)}
         match verdict:
-            case Invoiced(already=already):
+            case Invoiced(already=already, confirmed_by=confirmed_by):
                 values |= {
                     ":status": _s(InvoiceStatus.INVOICED),
                     ":expires": _n(now + RETENTION_SECONDS),
                 }
-                values |= {":already": {"BOOL": already}, ":ack": _s(ack_id or "")}
+                values |= {
+                    ":already": {"BOOL": already},
+                    ":ack": _s(ack_id or ""),
+                    ":confirmed": _s(confirmed_by),
+                }
                 update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
+                update += ", confirmedBy = :confirmed"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
                 update += ", statusKey"
             case Rejected(code=code, message=message):
@@ -233,6 +305,140 @@ class InvoiceLedger:
             raise
         return True
 
+    # ---- The reconciler's view (relay.domain.reconcile) ----
+
+    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
+        """Entries in `status` last written before `updated_before`, whose retry time and lease
+        also ran out before it, oldest first: one Query on the sparse ByStatus index, never a
+        Scan. The filter keeps entries waiting out a long back-off (IN403) from using up the
+        limit; the domain's rule (relay.domain.reconcile.is_stalled) and the conditional mark
+        decide. The index is eventually consistent, which the mark makes harmless."""
+        found: list[LedgerEntry] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": BY_STATUS_INDEX,
+            "KeyConditionExpression": "statusKey = :status AND updatedAt < :before",
+            "FilterExpression": (
+                "(attribute_not_exists(retryAt) OR retryAt < :before)"
+                " AND (attribute_not_exists(leaseUntil) OR leaseUntil < :before)"
+            ),
+            "ExpressionAttributeValues": {":status": _s(status), ":before": _n(updated_before)},
+            "ScanIndexForward": True,
+        }
+        while len(found) < limit:
+            page = self._client.query(**request, Limit=limit - len(found))
+            found += [_entry(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found
+
+    def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
+        """Stamp `entry` as requeued, only if nothing wrote it since it was read: its updatedAt
+        moves to now, so it leaves the stall window for as long as a fresh write would."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_pk(entry.key),
+                UpdateExpression=(
+                    "SET updatedAt = :now, reconciledAt = :now, reconciles = if_not_exists(reconciles, :zero) + :one"
+                ),
+                ConditionExpression="#status = :status AND updatedAt = :seen AND contentHash = :hash",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": _n(now),
+                    ":zero": _n(0),
+                    ":one": _n(1),
+                    ":status": _s(entry.status),
+                    ":seen": _n(entry.updated_at),
+                    ":hash": _s(entry.content_hash),
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
+        """The message ingest queued for `key`, as its accept transaction stored it."""
+        item = self._client.get_item(TableName=self._table, Key=_body_pk(key), ConsistentRead=True).get(
+            "Item"
+        )
+        text = item.get("body", {}).get("S") if item else None
+        if not text:
+            return None
+        try:
+            return QueuedInvoice.from_body(str(text))
+        except ValueError:  # pydantic's ValidationError: a body an older or newer format wrote
+            return None
+
+    # ---- The operator's replay (relay replay, src/tools/relay_cli) ----
+
+    @_outage_is_typed
+    def replay(self, entry: LedgerEntry, *, by: str, reason: str, now: float) -> LedgerEntry | None:
+        """Queue a REJECTED entry again, unchanged, and add who/when/why to its history.
+
+        Only from the states relay.domain.ledger allows into QUEUED (REJECTED), and only if the
+        entry is still exactly the one the operator looked at (same content, same last update):
+        an ERP's corrected resubmission in between wins, and None says so. The entry starts
+        over as a new acceptance would (attempts 0, a fresh IN403 deadline from `now`); the
+        caller puts the invoice back on the queue after this write, never before, so the
+        dispatcher cannot find the entry still final and drop the message.
+        """
+        sources = sorted(sources_of(InvoiceStatus.QUEUED))
+        event: dict[str, AttributeValueTypeDef] = {
+            "action": _s("replay"),
+            "at": _n(now),
+            "by": _s(by),
+            "reason": _s(reason),
+        }
+        if entry.last_error:
+            event |= {"code": _s(entry.last_error.code), "message": _s(entry.last_error.message)}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":queued": _s(InvoiceStatus.QUEUED),
+            ":now": _n(now),
+            ":zero": _n(0),
+            ":hash": _s(entry.content_hash),
+            ":seen": _n(entry.updated_at),
+            ":event": {"L": [{"M": event}]},
+            ":none": {"L": []},
+            **{f":source{index}": _s(status) for index, status in enumerate(sources)},
+        }
+        source_list = ", ".join(f":source{index}" for index in range(len(sources)))
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=_pk(entry.key),
+                UpdateExpression=(
+                    "SET #status = :queued, statusKey = :queued, updatedAt = :now, acceptedAt = :now,"
+                    " attempts = :zero, history = list_append(if_not_exists(history, :none), :event)"
+                    + _FORGET_OUTCOME
+                ),
+                ConditionExpression=f"#status IN ({source_list}) AND contentHash = :hash AND updatedAt = :seen",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _entry(answer["Attributes"])
+
+
+def _cancellation(error: ClientError) -> Exception:
+    """Why DynamoDB cancelled a transaction, from its CancellationReasons (one per item, in order)."""
+    reasons = error.response.get("CancellationReasons") or []
+    codes = {str(reason.get("Code") or "None") for reason in reasons if isinstance(reason, dict)}
+    if "ConditionalCheckFailed" in codes:
+        # A key changed since it was read: deciding again from a fresh read settles it.
+        return AcceptRaceError("an invoice key changed while this request was being accepted")
+    # ThrottlingError, TransactionConflict, ProvisionedThroughputExceeded, or no reason given:
+    # nothing was decided about the keys, and the same request can succeed later.
+    named = ", ".join(sorted(codes - {"None"})) or "no reason given"
+    return LedgerUnavailableError(f"invoice ledger cancelled the write ({named})")
+
 
 _CLAIMABLE = (
     # relay.domain.ledger.claim_refusal, as DynamoDB states it: a missing entry, or the same
@@ -242,14 +448,21 @@ _CLAIMABLE = (
     " OR (#status = :in_progress AND leaseUntil < :now)))"
 )
 _SET_QUEUED = (
-    "SET #status = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
+    "SET #status = :queued, statusKey = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
     " attempts = :zero, orderId = :order, invoiceType = :type, correlationId = :correlation"
 )
-_FORGET_OUTCOME = " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId"
+_FORGET_OUTCOME = (
+    " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy"
+)
 
 
 def _pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
     return {"pk": _s(str(key))}
+
+
+def _body_pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
+    """The item beside the entry holding the invoice as queued; the entry stays small."""
+    return {"pk": _s(f"body#{key}")}
 
 
 def _s(value: str) -> "AttributeValueTypeDef":
@@ -283,7 +496,28 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         last_error=LastError(code, message or "") if code else None,
         correlation_id=text("correlationId"),
         fynd_ack_id=text("fyndAckId"),
+        history=_history(item),
         retry_at=number("retryAt"),
         already_invoiced=bool(item.get("alreadyInvoiced", {}).get("BOOL", False)),
         claim_message_id=text("claimMessageId"),
+        claimed_from=InvoiceStatus(claimed_from) if (claimed_from := text("claimedFrom")) else None,
+        confirmed_by=text("confirmedBy"),
     )
+
+
+def _history(item: Mapping[str, Any]) -> tuple[LedgerEvent, ...]:
+    """The entry's operator actions, oldest first (written by InvoiceLedger.replay)."""
+    events = []
+    for element in item.get("history", {}).get("L", []):
+        event = {name: next(iter(value.values())) for name, value in element.get("M", {}).items()}
+        code = event.get("code")
+        events.append(
+            LedgerEvent(
+                action=str(event.get("action", "")),
+                at=float(event.get("at", 0)),
+                by=str(event.get("by", "")),
+                reason=str(event.get("reason", "")),
+                previous_error=LastError(str(code), str(event.get("message", ""))) if code else None,
+            )
+        )
+    return tuple(events)

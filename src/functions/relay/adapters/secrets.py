@@ -3,15 +3,24 @@
 Read through Powertools' parameters cache (five minutes), so a rotated secret is picked up
 without a deploy and a warm Lambda does not call Secrets Manager on every invocation.
 Nothing here ever puts a secret's value into an exception message or a log line.
+
+Errors are translated here, once, for every read: Secrets Manager failing (Powertools'
+GetParameterError, a botocore error past its retries) is SecretUnavailableError, a secret
+that holds the wrong thing is SecretFormatError. Ingest answers the first with 503 and
+Retry-After; `SecretsCredentials.for_location` turns it into FyndUnavailable (nothing was
+sent to Fynd, so the dispatcher retries the call).
 """
 
 import json
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.fynd import Credentials
-from relay.domain.delivery import FyndAuthError
+from relay.domain.delivery import FyndAuthError, FyndUnavailable
 from relay.observability import count
 
 CACHE_SECONDS = 300
@@ -21,10 +30,27 @@ class SecretFormatError(Exception):
     """A secret exists but does not hold what the relay expects (says which secret, never its value)."""
 
 
-def read_json_secret(arn: str) -> Any:
-    raw = parameters.get_secret(arn, max_age=CACHE_SECONDS)
+class SecretUnavailableError(Exception):
+    """Secrets Manager could not be read just now (throttled, unreachable, denied): retry later."""
+
+
+def read_json_secret(arn: str, provider: SecretsProvider | None = None) -> Any:
+    raw: Any
     try:
-        return json.loads(raw if isinstance(raw, str) else raw.decode())
+        if provider is None:
+            raw = parameters.get_secret(arn, max_age=CACHE_SECONDS)
+        else:
+            raw = provider.get(arn, max_age=CACHE_SECONDS)
+    except (GetParameterError, TransformParameterError, BotoCoreError, ClientError) as error:
+        # Powertools' message quotes the SDK error, never the secret's value; keep only the type.
+        raise SecretUnavailableError(f"secret {arn} could not be read ({type(error).__name__})") from None
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError:
+            raise SecretFormatError(f"secret {arn} is not text") from None
+    try:
+        return json.loads(str(raw))
     except ValueError:
         raise SecretFormatError(f"secret {arn} is not JSON") from None
 
@@ -32,17 +58,27 @@ def read_json_secret(arn: str) -> Any:
 class SecretsCredentials:
     """Fynd credentials: location-level where the location has its own, company-level otherwise."""
 
-    def __init__(self, company_secret_arn: str, location_secret_arn: str | None) -> None:
+    def __init__(
+        self,
+        company_secret_arn: str,
+        location_secret_arn: str | None,
+        provider: SecretsProvider | None = None,
+    ) -> None:
         self._company = company_secret_arn
         self._locations = location_secret_arn
+        self._provider = provider
 
     def for_location(self, location_code: str | None) -> Credentials:
+        """The credentials to use; FyndUnavailable when Secrets Manager cannot be read now
+        (nothing was sent: retry), FyndAuthError when a secret is malformed (an operator must fix it)."""
         try:
             if location_code and self._locations:
-                own = read_json_secret(self._locations).get(location_code)
+                own = read_json_secret(self._locations, self._provider).get(location_code)
                 if own:
                     return _credentials(own, location_code)
-            return _credentials(read_json_secret(self._company), None)
+            return _credentials(read_json_secret(self._company, self._provider), None)
+        except SecretUnavailableError as error:
+            raise FyndUnavailable(f"Fynd credentials could not be read: {error}") from None
         except (SecretFormatError, AttributeError, KeyError, TypeError) as error:
             # No token can be had until an operator fixes the secret: the same alarm as a refusal.
             count("TokenFailures")
@@ -56,9 +92,9 @@ def _credentials(document: Any, location_code: str | None) -> Credentials:
     return Credentials(username, password, location_code)
 
 
-def webhook_secrets(arn: str) -> list[str]:
-    """Every signing secret currently active: the secret is {"<name>": "whsec_...", ...}."""
-    document = read_json_secret(arn)
+def webhook_secret_entries(arn: str, provider: SecretsProvider | None = None) -> dict[str, str]:
+    """Every signing secret by entry name; the name selects the scheme (relay.domain.presets)."""
+    document = read_json_secret(arn, provider)
     if not isinstance(document, dict):
         raise SecretFormatError(f"secret {arn} must be a JSON object of signing secrets")
-    return [value for value in document.values() if isinstance(value, str) and value]
+    return {str(name): value for name, value in document.items() if isinstance(value, str) and value}

@@ -3,28 +3,98 @@
 The ledger write comes first and is all or nothing; the queue send comes after and must
 succeed for every invoice before the sender hears 202. If the send fails the entries stay
 QUEUED, the sender gets a 503 and retries, and the retry re-queues them (Action.REQUEUE).
+
+Three guards keep that promise:
+- Every message is built and proven to round-trip (`relay.domain.messages.round_trips`)
+  before the ledger is written: an invoice the dispatcher could not read is refused (422)
+  instead of being recorded QUEUED with a message that is dead-lettered unread.
+- A write refused because a key changed since it was read (another copy of the same webhook
+  racing this one) is decided again from a fresh read, up to ADMIT_ROUNDS times: the same
+  content is then a duplicate answered with its state, different content a conflict (409).
+  A race that outlasts the rounds is an outage for the sender (503, retry), never a 409.
+- A round (read, write, send) starts only while `seconds_left()` covers `reserve_seconds`,
+  its worst case (see `relay.wiring`): once written, the send has the time it needs before
+  the function's timeout; otherwise nothing is written at all (503).
 """
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 from relay.domain.intake import Action, Admission, ConflictError, admit
-from relay.domain.invoice import Invoice
-from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import InvoiceQueue, Ledger
+from relay.domain.invoice import Invoice, InvoiceKey
+from relay.domain.ledger import LedgerEntry
+from relay.domain.messages import QueuedInvoice, round_trips
+from relay.domain.ports import AcceptRaceError, InvoiceQueue, Ledger
 from relay.observability import count, logger
+
+ADMIT_ROUNDS = 3
+
+
+class UnqueueableInvoices(Exception):
+    """Invoices that would not reach the dispatcher as they are (too large for one message,
+    or not read back unchanged): the sender must change them. Nothing was written."""
+
+    def __init__(self, keys: Sequence[InvoiceKey]) -> None:
+        super().__init__(f"{len(keys)} invoice(s) cannot be queued as sent; nothing was queued")
+        self.keys = tuple(keys)
+
+
+class AcceptanceOutOfTime(Exception):
+    """Too little of the request's time is left to write the ledger and then queue; nothing was
+    written, so the sender's retry starts clean."""
+
+
+def _forever() -> float:
+    return math.inf
 
 
 class InvoiceAcceptance:
-    def __init__(self, *, ledger: Ledger, queue: InvoiceQueue, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        queue: InvoiceQueue,
+        clock: Callable[[], float],
+        reserve_seconds: float = 0.0,
+    ) -> None:
         self._ledger = ledger
         self._queue = queue
         self._clock = clock
+        self._reserve = reserve_seconds
 
-    def accept(self, invoices: Sequence[Invoice], *, correlation_id: str | None) -> list[Admission]:
+    def accept(
+        self,
+        invoices: Sequence[Invoice],
+        *,
+        correlation_id: str | None,
+        seconds_left: Callable[[], float] = _forever,
+    ) -> list[Admission]:
         count("InvoicesReceived", len(invoices))
-        recorded = self._ledger.get_many(invoice.key for invoice in invoices)
+        for round_number in range(1, ADMIT_ROUNDS + 1):
+            if seconds_left() < self._reserve:
+                raise AcceptanceOutOfTime("too little time left to record and queue these invoices")
+            recorded = self._ledger.get_many(invoice.key for invoice in invoices)
+            admissions = self._admit(invoices, recorded)
+            now = self._clock()
+            to_queue = _messages(admissions, recorded, now, correlation_id)
+            try:
+                self._ledger.accept(admissions, now=now, correlation_id=correlation_id)
+            except AcceptRaceError:
+                count("AcceptRaces")
+                logger.info(
+                    "an invoice key changed while accepting; reading it again", extra={"round": round_number}
+                )
+                continue
+            self._queue.send(to_queue)
+            self._report(admissions, to_queue)
+            return admissions
+        raise AcceptRaceError(f"invoice keys kept changing over {ADMIT_ROUNDS} attempts to accept them")
+
+    def _admit(
+        self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]
+    ) -> list[Admission]:
         try:
-            admissions = admit(invoices, recorded)
+            return admit(invoices, recorded)
         except ConflictError as conflict:
             count("Conflicts", len(conflict.conflicts))
             logger.warning(
@@ -32,21 +102,8 @@ class InvoiceAcceptance:
                 extra={"invoice_keys": [str(item.key) for item in conflict.conflicts]},
             )
             raise
-        now = self._clock()
-        self._ledger.accept(admissions, now=now, correlation_id=correlation_id)
-        to_queue = [
-            QueuedInvoice(
-                invoice=admission.invoice,
-                content_hash=admission.content_hash,
-                accepted_at=recorded[admission.invoice.key].accepted_at
-                if admission.action is Action.REQUEUE
-                else now,
-                correlation_id=correlation_id,
-            )
-            for admission in admissions
-            if admission.enqueue
-        ]
-        self._queue.send(to_queue)
+
+    def _report(self, admissions: Sequence[Admission], to_queue: Sequence[QueuedInvoice]) -> None:
         suppressed = len(admissions) - len(to_queue)
         if suppressed:
             count("DuplicatesSuppressed", suppressed, stage="ingest")
@@ -59,4 +116,28 @@ class InvoiceAcceptance:
                 "already_known": suppressed,
             },
         )
-        return admissions
+
+
+def _messages(
+    admissions: Sequence[Admission],
+    recorded: Mapping[InvoiceKey, LedgerEntry],
+    now: float,
+    correlation_id: str | None,
+) -> list[QueuedInvoice]:
+    """The messages to queue, each proven to round-trip; UnqueueableInvoices naming any that do not."""
+    messages = [
+        QueuedInvoice(
+            invoice=admission.invoice,
+            content_hash=admission.content_hash,
+            accepted_at=recorded[admission.invoice.key].accepted_at
+            if admission.action is Action.REQUEUE
+            else now,
+            correlation_id=correlation_id,
+        )
+        for admission in admissions
+        if admission.enqueue
+    ]
+    broken = [message.invoice.key for message in messages if not round_trips(message)]
+    if broken:
+        raise UnqueueableInvoices(broken)
+    return messages

@@ -4,13 +4,32 @@ The Fynd client raises the errors and returns the receipts; the code policy read
 `FyndCallError` means the call as a whole has no per-order answer we can trust.
 """
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from relay.domain.invoice import Invoice, InvoiceType
 
 MAX_ORDERS_PER_CALL = 20
 """Fynd's published limit on invoice objects in one Update Invoice call."""
+
+MAX_CALL_BYTES = 256 * 1024
+"""Our cap on one call's JSON body. Fynd publishes no size limit, but the front ends such
+APIs sit behind commonly refuse bodies above 1 MiB (nginx's default `client_max_body_size`)
+with a 413 for the whole call. A quarter of that keeps 20 ordinary invoices (a few KiB
+each) in one call, leaves room for a gateway with a smaller limit, and caps the work one
+refused call puts at risk. An invoice alone above the cap still gets a call of its own."""
+
+
+def encode_invoices(invoices: Iterable[Invoice]) -> bytes:
+    """The Update Invoice body, byte for byte as the client sends it: a compact JSON array."""
+    return json.dumps([invoice.to_fynd() for invoice in invoices], separators=(",", ":")).encode()
+
+
+def encoded_size(invoice: Invoice) -> int:
+    """The bytes one invoice object adds to a body (plus one comma between objects)."""
+    return len(encode_invoices((invoice,))) - 2
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,11 @@ class OrderError:
 
 @dataclass(frozen=True)
 class FyndReceipt:
-    """Fynd's answer to one call: the orders it refused; every other order of the call succeeded."""
+    """Fynd's answer to one call: the orders it refused; every other order of the call succeeded.
+
+    Only the Fynd client builds one, and only when the answer positively confirms every
+    order it does not name (see the confirmation rule in docs/fynd-update-invoice.md);
+    anything less is raised as FyndAmbiguous instead."""
 
     call: FyndCall
     errors: Mapping[str, OrderError] = field(default_factory=dict)
@@ -68,7 +91,7 @@ class FyndCallError(Exception):
 
 
 class FyndUnavailable(FyndCallError):
-    """5xx, timeout or connection refused before the request was sent: nothing happened."""
+    """5xx, connection refused, or out of time before the request was sent: nothing happened."""
 
     reason = "fynd_unavailable"
 
@@ -80,20 +103,57 @@ class FyndThrottled(FyndCallError):
 
 
 class FyndAmbiguous(FyndCallError):
-    """The request may have been applied (connection dropped after sending, or an answer we
-    cannot match to our orders). The retry may meet IN453, which then means success."""
+    """The request may have been applied (connection dropped after sending, or an answer that
+    does not confirm every order). The retry may meet IN453, which then means success.
+
+    `answered` holds Fynd's own per-order errors when the answer named some orders clearly
+    but did not confirm the rest (e.g. `status: FAILED` naming only some orders, or counts
+    that do not add up). Each is Fynd's explicit word on that order, matched to an order of
+    this call, so acting on it is as sound as acting on a fully confirmed answer; only the
+    unnamed orders are in doubt. Empty when nothing in the answer can be trusted (no
+    answer at all, or an error we cannot match to our orders, which means the answer may
+    not be about this call). A caller that ignores `answered` treats the whole call as
+    ambiguous, which is always safe: it only costs a resend.
+    """
 
     reason = "fynd_ambiguous"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        answered: Mapping[str, OrderError] | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, status=status)
+        self.answered: Mapping[str, OrderError] = MappingProxyType(dict(answered or {}))
+
+    def error_for(self, order_id: str) -> OrderError | None:
+        """Fynd's named error for this order, or None when the order's outcome is in doubt."""
+        return self.answered.get(order_id)
+
+
+class FyndCallRefused(FyndCallError):
+    """A whole-call 4xx other than 401/403/429 (400, 413, 422, ...): Fynd refused the body as
+    a whole and applied nothing. It names no order, so one bad invoice may be sinking the
+    rest: split the call and send the halves. An invoice refused alone is rejected with
+    `status` (e.g. 413) and `detail` (a short reason, at most 200 printable characters from
+    Fynd's answer, or the HTTP reason phrase; the message ends with it too)."""
+
+    reason = "fynd_refused"
+
+    def __init__(self, message: str, *, status: int, detail: str | None = None) -> None:
+        super().__init__(message, status=status)
+        self.detail = detail if detail is not None else message
+
+    @property
+    def code(self) -> str:
+        """The code a rejection records, e.g. `HTTP413`."""
+        return f"HTTP{self.status}"
 
 
 class FyndAuthError(FyndCallError):
     """The credentials were refused, or a fresh token was refused again."""
 
     reason = "fynd_auth"
-
-
-class FyndCallRefused(FyndCallError):
-    """A whole-call 4xx other than 401/403/429 (a malformed or oversized body): Fynd refused
-    the request as a whole and names no order. The dispatcher splits the call to find the one."""
-
-    reason = "fynd_refused"

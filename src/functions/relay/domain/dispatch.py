@@ -8,9 +8,12 @@ The steps, in order:
    one comes back after the lease, so the invoice always keeps a message. A copy of a key
    waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
 3. group the claimed invoices into Fynd calls (one location and type, 20 at most, a byte cap);
-4. map every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429)
+4. before sending an invoice again, read its Shipment Info (an earlier attempt may have reached
+   Fynd with its answer lost, or met IN403): proof that it is invoiced records it with no second send; an
+   order still waiting for confirmation keeps waiting without a send (relay.domain.policy);
+5. map every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429)
    splits the call in halves, down to single invoices; one refused alone is rejected;
-5. answer the messages: final verdicts are deleted, retries come back after their back-off
+6. answer the messages: final verdicts are deleted, retries come back after their back-off
    (the message's visibility is changed), and only messages of this batch are ever named.
 
 Rules that keep the promises:
@@ -39,12 +42,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from relay.domain.batching import plan_calls
-from relay.domain.delivery import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt
+from relay.domain.delivery import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt, FyndThrottled
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import ClaimRefusal, LedgerEntry
+from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry
 from relay.domain.messages import Delivery
-from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
+from relay.domain.policy import (
+    TOO_EARLY,
+    CodePolicy,
+    Invoiced,
+    Rejected,
+    RetryLater,
+    Verdict,
+    dimension,
+)
 from relay.domain.ports import Fynd, InvoiceQueue, Ledger, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.shipment import ShipmentState, classify_shipment
 from relay.observability import count, logger
 
 MAX_SQS_DELAY_SECONDS = 900
@@ -126,11 +138,20 @@ class Dispatcher:
             if claimed is not None:
                 pending[claimed.entry.key] = claimed
         calls = deque(plan_calls(item.delivery.message.invoice for item in pending.values()))
+        checked: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
             budget = self._budget(call, pending, seconds_left())
             if budget < self._settings.request_seconds:
                 failed.extend(self._defer(call, pending))
+                continue
+            decided = self._check_first(call, pending, budget, checked)
+            if decided:
+                failed.extend(self._settle_each(pending, decided))
+                rest = tuple(invoice for invoice in call.invoices if invoice.key not in decided)
+                if not rest:
+                    continue
+                calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
                 continue
             answer = self._send(call, budget)
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
@@ -192,6 +213,61 @@ class Dispatcher:
         logger.info("invoice not sent again", extra=about)
         return []
 
+    def _check_first(
+        self, call: FyndCall, pending: dict[InvoiceKey, _Pending], budget: float, checked: set[InvoiceKey]
+    ) -> dict[InvoiceKey, Verdict]:
+        """Read Shipment Info (once per invocation) for invoices sent before; the verdicts it
+        decides without a send (the rest of the call is sent as it would have been)."""
+        items = [
+            pending[invoice.key]
+            for invoice in call.invoices
+            if invoice.key not in checked and pending[invoice.key].entry.attempts > 1
+        ]
+        checked.update(item.entry.key for item in items)
+        decided: dict[InvoiceKey, Verdict] = {}
+        for item, verdict in zip(
+            items, self._each(lambda item: self._read(item, budget), items), strict=True
+        ):
+            if verdict is not None:
+                decided[item.entry.key] = verdict
+            elif _waiting(item.entry) is False:
+                count("ResentAfterCheck")
+        return decided
+
+    def _read(self, item: _Pending, budget: float) -> Verdict | None:
+        """The verdict one read decides; None: send as without the read."""
+        invoice = item.delivery.message.invoice
+        try:
+            info = self._fynd.shipment_info(invoice.orderId, invoice.locationCode, time_budget_seconds=budget)
+        except FyndThrottled as throttled:
+            # A 429 on a read backs off like one on a call: nothing is sent meanwhile.
+            return self._policy.for_call_failure(throttled, receive_count=item.delivery.receive_count)
+        except FyndCallError as failure:
+            logger.info(
+                "Shipment Info unavailable",
+                extra={**_about(item.delivery, item.entry), "reason": failure.reason},
+            )
+            return None
+        state = classify_shipment(info, invoice.invoiceType)
+        verdict = self._policy.for_shipment(
+            state,
+            waiting=_waiting(item.entry),
+            attempt=item.entry.attempts,
+            accepted_at=item.entry.accepted_at,
+            now=self._clock(),
+        )
+        logger.info(
+            "Shipment Info read",
+            extra={
+                **_about(item.delivery, item.entry),
+                "shipment_state": state,
+                "decided": type(verdict).__name__,
+            },
+        )
+        if state is ShipmentState.INVOICED:
+            count("VerifiedWithoutResend")
+        return verdict
+
     def _send(self, call: FyndCall, budget: float) -> FyndReceipt | FyndCallError:
         try:
             return self._fynd.update_invoices(call, time_budget_seconds=budget)
@@ -222,9 +298,19 @@ class Dispatcher:
         answer: FyndReceipt | FyndCallError | Verdict,
     ) -> list[str]:
         ack_id = answer.ack_id if isinstance(answer, FyndReceipt) else None
+        verdicts = {invoice.key: self._verdict(answer, pending[invoice.key]) for invoice in call.invoices}
+        return self._settle_each(pending, verdicts, ack_id)
+
+    def _settle_each(
+        self,
+        pending: dict[InvoiceKey, _Pending],
+        verdicts: dict[InvoiceKey, Verdict],
+        ack_id: str | None = None,
+    ) -> list[str]:
+        """Record each verdict (concurrently) and answer its message; the ids that come back."""
 
         def settle(item: _Pending) -> list[str]:
-            verdict = self._verdict(answer, item)
+            verdict = verdicts[item.entry.key]
             try:
                 held = self._ledger.record(
                     item.entry.key, verdict, owner=self._owner, now=self._clock(), ack_id=ack_id
@@ -240,7 +326,7 @@ class Dispatcher:
                 return self._lease_lost(item, verdict)
             return self._answer(item, verdict)
 
-        settled = self._each(settle, [pending[invoice.key] for invoice in call.invoices])
+        settled = self._each(settle, [pending[key] for key in verdicts])
         return [message_id for failures in settled for message_id in failures]
 
     def _verdict(self, answer: FyndReceipt | FyndCallError | Verdict, item: _Pending) -> Verdict:
@@ -325,6 +411,12 @@ def _collapse(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
     for delivery in deliveries:
         groups.setdefault((delivery.message.invoice.key, delivery.message.content_hash), []).append(delivery)
     return list(groups.values())
+
+
+def _waiting(entry: LedgerEntry) -> bool:
+    """Fynd's last word on the order was IN403, and nothing may have happened since."""
+    code = entry.last_error.code if entry.last_error else None
+    return code == TOO_EARLY and entry.claimed_from is not InvoiceStatus.IN_PROGRESS
 
 
 def _halves(call: FyndCall) -> list[FyndCall]:

@@ -2,6 +2,10 @@
 
 The models forbid unknown fields so a typo in an ERP mapping ("invoiceNo") is refused at the
 door instead of silently dropped on the way to Fynd.
+
+`orderId` and `locationCode` are restricted to KEY_PATTERN (documented in `docs/interface.md`):
+ASCII letters, digits, `.`, `_` and `-`, so an id needs no percent-encoding in the status
+GET's path and has one spelling only (no Unicode normalisation forms, no case folding).
 """
 
 import hashlib
@@ -9,10 +13,13 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, TypeAdapter, ValidationError
 
 NonBlank = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256, pattern=r"\S")]
 Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^\S+$")]
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""What an `orderId` or a `locationCode` may be: it keys the ledger and names a URL path segment."""
+KeyPart = Annotated[str, StringConstraints(strict=True, pattern=KEY_PATTERN)]
 
 
 class InvoiceType(StrEnum):
@@ -48,7 +55,7 @@ class Invoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    orderId: Identifier
+    orderId: KeyPart
     invoiceNumber: NonBlank
     invoiceType: InvoiceType
     invoiceQrCode: NonBlank | None = None
@@ -58,7 +65,7 @@ class Invoice(BaseModel):
     ackDate: NonBlank | None = None
     orderItems: Annotated[list[OrderItem], Field(min_length=1)] | None = None
     packages: list[dict[str, Any]] | None = None
-    locationCode: Identifier | None = None
+    locationCode: KeyPart | None = None
 
     @property
     def key(self) -> InvoiceKey:
@@ -74,3 +81,15 @@ class Invoice(BaseModel):
             self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_KEY_PART: TypeAdapter[str] = TypeAdapter(KeyPart)
+
+
+def is_key_part(text: str) -> bool:
+    """True when `text` is a valid `orderId`/`locationCode`: the same rule the models apply."""
+    try:
+        _KEY_PART.validate_python(text)
+    except ValidationError:
+        return False
+    return True

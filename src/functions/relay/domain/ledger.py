@@ -42,31 +42,30 @@ _MOVES: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
 }
 
 
-class IllegalTransition(Exception):
-    def __init__(self, source: InvoiceStatus, target: InvoiceStatus) -> None:
-        super().__init__(f"ledger entry cannot move from {source} to {target}")
-        self.source = source
-        self.target = target
-
-
-def can_move(source: InvoiceStatus, target: InvoiceStatus) -> bool:
-    return target in _MOVES[source]
-
-
 def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
     """The states an entry may be in for a write to move it to `target` (the DAL's condition)."""
     return frozenset(source for source, targets in _MOVES.items() if target in targets)
-
-
-def check_move(source: InvoiceStatus, target: InvoiceStatus) -> None:
-    if not can_move(source, target):
-        raise IllegalTransition(source, target)
 
 
 @dataclass(frozen=True)
 class LastError:
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """An operator's action on an entry, kept in its history: who did what, when and why.
+
+    `replay` moves a REJECTED entry back to QUEUED, unchanged, once the cause is fixed
+    (`relay replay`); `previous_error` is the rejection it undid.
+    """
+
+    action: str
+    at: float
+    by: str
+    reason: str
+    previous_error: LastError | None = None
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,17 @@ class LedgerEntry:
     last_error: LastError | None = None
     correlation_id: str | None = None
     fynd_ack_id: str | None = None
+    history: tuple[LedgerEvent, ...] = ()
+    """Operators' actions on the entry, oldest first (relay replay)."""
     retry_at: float | None = None
     already_invoiced: bool = False
     claim_message_id: str | None = None
     """The SQS message that took the latest claim: the one message that answers for the invoice."""
+    claimed_from: "InvoiceStatus | None" = None
+    """The status the latest claim took the entry from: IN_PROGRESS means the worker before
+    this one died or lost its ledger holding the key, so its call's outcome is unknown."""
+    confirmed_by: str | None = None
+    """How an INVOICED entry was proved: `answer`, `IN453` or `shipment-info`."""
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now

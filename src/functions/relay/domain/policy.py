@@ -13,6 +13,17 @@
 | whole call refused (4xx) for  | Rejected FYND_REFUSED, with the HTTP status       |
 | one invoice on its own        |                                                   |
 
+Before an invoice is sent again (any attempt after the first: the last one may have reached
+Fynd unanswered, or met IN403), its Shipment Info is read. What the read proves
+(relay.domain.shipment) decides, `for_shipment`:
+
+| last attempt      | Shipment Info proves | verdict                                        |
+| ----------------- | -------------------- | ---------------------------------------------- |
+| any               | invoiced             | Invoiced, confirmed by shipment-info; no send  |
+| IN403 (waiting)   | cancelled            | Rejected IN401, no send                        |
+| IN403 (waiting)   | not yet confirmed    | RetryLater IN403 on the back-off (deadline too)|
+| any               | anything else        | send, as without the read                      |
+
 Codes and reasons become metric dimensions only through `dimension()`, so an unknown code
 Fynd invents tomorrow lands in "other" instead of minting a new CloudWatch metric.
 """
@@ -22,6 +33,7 @@ from dataclasses import dataclass
 
 from relay.domain.delivery import FyndCallError, OrderError
 from relay.domain.ledger import InvoiceStatus
+from relay.domain.shipment import ShipmentState
 
 CANCELLED = "IN401"
 UNKNOWN_ORDER = "IN400"
@@ -32,6 +44,8 @@ TERMINAL_CODES = frozenset({CANCELLED, UNKNOWN_ORDER, BAD_INVOICE})
 
 DEADLINE_PASSED = "IN403_DEADLINE"
 """Our own code for an order that stayed unconfirmed (IN403) past the deadline."""
+SHIPMENT_INFO = "shipment-info"
+"""`confirmedBy` of an invoice a Shipment Info read proved, with no second send."""
 REFUSED_ALONE = "FYND_REFUSED"
 """Our own code for an invoice Fynd refused with a whole-call 4xx even when sent on its own."""
 
@@ -47,6 +61,8 @@ MAX_VISIBILITY_SECONDS = 43_200
 class Invoiced:
     already: bool = False
     """Fynd answered IN453: the invoice was there before this call."""
+    confirmed_by: str = "answer"
+    """What proved it: Fynd's `answer`, its `IN453`, or a `shipment-info` read."""
 
     status = InvoiceStatus.INVOICED
 
@@ -109,22 +125,35 @@ class CodePolicy:
         if error is None:
             return Invoiced()
         if error.code == ALREADY_INVOICED:
-            return Invoiced(already=True)
+            return Invoiced(already=True, confirmed_by=ALREADY_INVOICED)
         if error.code in TERMINAL_CODES:
             return Rejected(error.code, error.message)
         if error.code == TOO_EARLY:
-            deadline = accepted_at + self.too_early_deadline_seconds
-            if now >= deadline:
-                hours = self.too_early_deadline_seconds / 3600
-                return Rejected(
-                    DEADLINE_PASSED, f"order still not confirmed after {hours:g} h: {error.message}"
-                )
-            return RetryLater(TOO_EARLY, error.message, self.backoff.delay(attempt))
+            return self._too_early(error.message, attempt=attempt, accepted_at=accepted_at, now=now)
         return RetryLater(
             error.code,
             f"unrecognised Fynd code {error.code}: {error.message}",
             self.backoff.delay(attempt),
         )
+
+    def for_shipment(
+        self, state: ShipmentState, *, waiting: bool, attempt: int, accepted_at: float, now: float
+    ) -> Verdict | None:
+        """What a Shipment Info read decides before a resend; None: send."""
+        if state is ShipmentState.INVOICED:
+            return Invoiced(confirmed_by=SHIPMENT_INFO)
+        if waiting and state is ShipmentState.CANCELLED:
+            return Rejected(CANCELLED, "order cancelled while waiting for confirmation (Shipment Info)")
+        if waiting and state is ShipmentState.NOT_INVOICED:
+            message = "order not confirmed yet (Shipment Info)"
+            return self._too_early(message, attempt=attempt, accepted_at=accepted_at, now=now)
+        return None
+
+    def _too_early(self, message: str, *, attempt: int, accepted_at: float, now: float) -> Verdict:
+        if now >= accepted_at + self.too_early_deadline_seconds:
+            hours = self.too_early_deadline_seconds / 3600
+            return Rejected(DEADLINE_PASSED, f"order still not confirmed after {hours:g} h: {message}")
+        return RetryLater(TOO_EARLY, message, self.backoff.delay(attempt))
 
     def for_call_failure(self, failure: FyndCallError, *, receive_count: int) -> RetryLater:
         return RetryLater(

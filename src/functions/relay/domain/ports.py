@@ -10,6 +10,7 @@ from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import ClaimRefusal, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Verdict
+from relay.domain.shipment import ShipmentInfo
 
 __all__ = [
     "AcceptRaceError",
@@ -90,4 +91,10 @@ class Fynd(Protocol):
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
         """Send one call, all of it (token, call, one refresh) within the budget; raises
         FyndCallError when no per-order answer can be trusted."""
+        ...
+
+    def shipment_info(
+        self, order_id: str, location_code: str | None, *, time_budget_seconds: float
+    ) -> ShipmentInfo:
+        """Read one order's Shipment Info; raises FyndCallError (FyndThrottled on a 429)."""
         ...

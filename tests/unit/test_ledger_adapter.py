@@ -1,5 +1,5 @@
-"""The DynamoDB ledger adapter against moto (server mode, the table built from template.yaml):
-its conditions state the domain's claim rule, and every outage leaves as LedgerUnavailableError."""
+"""The DynamoDB ledger adapter against in-process moto (the table built from template.yaml): its
+conditions state the domain's claim rule, and every outage leaves as LedgerUnavailableError."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -17,32 +17,14 @@ from relay.domain.ledger import ClaimRefusal, InvoiceStatus
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, RetryLater
 from relay.domain.ports import LedgerUnavailableError
-from relay_local.stack import REGION, LocalStack, MotoServer, build_stack
 
+TABLE = "InvoiceLedgerTable"
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with MotoServer() as server:
-        yield build_stack(server.url, parameters={"FyndBaseUrl": "https://fynd.invalid"})
-
-
 @pytest.fixture
-def client(stack: LocalStack) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=stack.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=Config(retries={"mode": "standard", "max_attempts": 2}),
-    )
-
-
-@pytest.fixture
-def ledger(stack: LocalStack, client: Any) -> InvoiceLedger:
-    return InvoiceLedger(stack.table_name, client)
+def ledger(dynamodb: Any) -> InvoiceLedger:
+    return InvoiceLedger(TABLE, dynamodb)
 
 
 def accepted(ledger: InvoiceLedger, order_id: str) -> QueuedInvoice:
@@ -52,34 +34,30 @@ def accepted(ledger: InvoiceLedger, order_id: str) -> QueuedInvoice:
     return QueuedInvoice(invoice=document, content_hash=admission.content_hash, accepted_at=NOW)
 
 
-def raw_item(client: Any, stack: LocalStack, order_id: str) -> dict[str, Any]:
+def raw_item(client: Any, order_id: str) -> dict[str, Any]:
     item: dict[str, Any] = client.get_item(
-        TableName=stack.table_name, Key={"pk": {"S": f"{order_id}#sale"}}, ConsistentRead=True
+        TableName=TABLE, Key={"pk": {"S": f"{order_id}#sale"}}, ConsistentRead=True
     )["Item"]
     return item
 
 
-def test_a_claim_names_its_message_and_keeps_the_status_index(
-    ledger: InvoiceLedger, client: Any, stack: LocalStack
-) -> None:
+def test_a_claim_names_its_message_and_keeps_the_status_index(ledger: InvoiceLedger, dynamodb: Any) -> None:
     message = accepted(ledger, "CLAIM-1")
     claim = ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
     assert claim.granted
     assert claim.entry is not None
     assert claim.entry.claim_message_id == "m-1"
-    assert raw_item(client, stack, "CLAIM-1")["statusKey"] == {"S": "IN_PROGRESS"}
+    assert raw_item(dynamodb, "CLAIM-1")["statusKey"] == {"S": "IN_PROGRESS"}
     # When the verdict is INVOICED, the entry leaves the sparse status index
     assert ledger.record(message.invoice.key, Invoiced(), owner="w-1", now=NOW + 1, ack_id=None)
-    assert "statusKey" not in raw_item(client, stack, "CLAIM-1")
+    assert "statusKey" not in raw_item(dynamodb, "CLAIM-1")
 
 
-def test_a_refused_claim_reads_the_entry_from_the_same_request(
-    ledger: InvoiceLedger, client: Any, stack: LocalStack
-) -> None:
+def test_a_refused_claim_reads_the_entry_from_the_same_request(ledger: InvoiceLedger, dynamodb: Any) -> None:
     message = accepted(ledger, "CLAIM-2")
     ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
     calls: list[str] = []
-    client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
+    dynamodb.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
     # When another worker tries while the lease is live
     claim = ledger.claim(message, message_id="m-2", owner="w-2", now=NOW + 1, lease_seconds=120)
     # Then it is BUSY, names the holder's message, and took one request
@@ -114,8 +92,11 @@ def test_breach_16_a_retrying_entry_cannot_be_claimed_before_its_retry_at(ledger
     ids=["unreachable", "timeout", "throttled", "throttling"],
 )
 def test_breach_01_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
-    ledger: InvoiceLedger, client: Any, fault: Exception | str
+    dynamodb: Any, fault: Exception | str
 ) -> None:
+    # No SDK retries: this is about what leaves the adapter, not how long botocore tries.
+    client = boto3.client("dynamodb", region_name="ap-south-1", config=Config(retries={"max_attempts": 1}))
+    ledger = InvoiceLedger(TABLE, client)
     message = accepted(ledger, f"OUT-{type(fault).__name__}-{fault if isinstance(fault, str) else ''}")
     ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
     key = message.invoice.key
@@ -126,7 +107,8 @@ def test_breach_01_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
         body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{fault}","message":"slow down"}}'
         return AWSResponse("http://127.0.0.1", 400, {}, _Raw(body.encode()))
 
-    client.meta.events.register("before-send.dynamodb", fail)
+    # First, ahead of moto's own handler: the fault answers instead of the table.
+    client.meta.events.register_first("before-send.dynamodb", fail)
     (admission,) = admit([invoice("OUT-NEW")], {})
     calls = {
         "get": lambda: ledger.get(key),

@@ -1,0 +1,553 @@
+"""`relay`: operate the Fynd Invoice Relay from a terminal, against `make run` or a deployed stack.
+
+Every command prints a table for people, or one JSON document with `--json`, and exits
+with a code scripts can rely on (relay_cli.output). Which relay: `--stack NAME` (found by
+its CloudFormation outputs), else the local one at `--api-url` with its AWS endpoint at
+`--endpoint-url` (the `make run` banner prints both).
+"""
+
+import csv
+import functools
+import getpass
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import InvoiceStatus
+from relay.domain.ports import LedgerUnavailableError
+from relay_cli import ledger_index, output
+from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, pairs, table
+from relay_cli.redrive import depth, redrive
+from relay_cli.smoke import run_smoke
+from relay_cli.target import Target, TargetError, TargetOptions, resolve
+from relay_cli.webhook import RelayApi
+
+app = typer.Typer(
+    help=__doc__.split("\n\n")[0] if __doc__ else None,
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of a table.")]
+Type = Annotated[InvoiceType, typer.Option("--type", help="sale (invoice) or return (credit note).")]
+Since = Annotated[
+    str | None, typer.Option(help="Only entries updated since: 30m, 24h, 7d, a date or a date-time.")
+]
+
+
+def _handled[**P](command: Callable[P, None]) -> Callable[P, None]:
+    """Turns what goes wrong outside the command line into a message and an exit code, once."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except ledger_index.NotIndexed as error:
+            _fail(Exit.USAGE, str(error))
+        except ValueError as error:  # a malformed --since/--from/--to
+            _fail(Exit.USAGE, str(error))
+        except TargetError as error:
+            _fail(Exit.UNREACHABLE, str(error))
+        except NoCredentialsError:
+            _fail(
+                Exit.UNREACHABLE,
+                "no AWS credentials: configure a profile, or pass --endpoint-url for `make run`",
+            )
+        except (BotoCoreError, ClientError, LedgerUnavailableError) as error:
+            _fail(Exit.UNREACHABLE, f"AWS refused or did not answer: {_aws_reason(error)}")
+
+    return wrapper
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    stack: Annotated[
+        str | None, typer.Option(envvar="RELAY_STACK", help="Deployed stack name (found by its outputs).")
+    ] = None,
+    region: Annotated[str | None, typer.Option(envvar="AWS_REGION", help="AWS region of the stack.")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(envvar="RELAY_API_URL", help="Local API URL (default http://127.0.0.1:3000)."),
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RELAY_AWS_ENDPOINT", help="AWS endpoint of `make run` (its banner's `AWS endpoint`)."
+        ),
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WEBHOOK_SECRET",
+            show_default=False,
+            help="whsec_... signing secret (a stack's is read from it).",
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = TargetOptions(
+        stack=stack, region=region, api_url=api_url, endpoint_url=endpoint_url, secret=secret
+    )
+
+
+@app.command()
+@_handled
+def send(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A JSON file: one invoice or an array of up to 100.")],
+    as_json: Json = False,
+) -> None:
+    """Sign FILE as it is on disk and POST it to /v1/invoices."""
+    try:
+        body = file.read_text()
+    except OSError as error:
+        _fail(Exit.USAGE, f"cannot read {file}: {error.strerror}")
+    target = resolve(ctx.obj)
+    answer = RelayApi(target.api_url, target.signing_secret()).post(body)
+    accepted = answer.status == 202
+    if as_json:
+        emit_json({"httpStatus": answer.status, "body": answer.body})
+    elif accepted:
+        rows = [
+            (i["orderId"], i["invoiceType"], i["invoiceNumber"], i["status"]) for i in answer.body["invoices"]
+        ]
+        output.console().print(table("202 Accepted", ("order", "type", "invoice", "status"), rows))
+    else:
+        _print_problem(answer.status, answer.body)
+    raise typer.Exit(Exit.OK if accepted else Exit.ATTENTION)
+
+
+@app.command()
+@_handled
+def status(
+    ctx: typer.Context,
+    order_id: Annotated[str, typer.Argument(help="The order's id.")],
+    invoice_type: Type = InvoiceType.SALE,
+    as_json: Json = False,
+) -> None:
+    """One invoice's ledger entry from the status API, with its replay history."""
+    target = resolve(ctx.obj)
+    answer = RelayApi(target.api_url, target.signing_secret()).status(order_id, invoice_type.value)
+    if as_json:
+        emit_json(answer.body)
+    elif answer.status == 200:
+        document = dict(answer.body)
+        history = document.pop("history", [])
+        rows = [
+            (name, json.dumps(value) if isinstance(value, dict) else value)
+            for name, value in document.items()
+        ]
+        out = output.console()
+        out.print(pairs(f"{order_id} ({invoice_type.value})", rows))
+        if history:
+            events = [
+                (e["at"], e["action"], e["by"], e["reason"], (e.get("previousError") or {}).get("code"))
+                for e in history
+            ]
+            out.print(table("history", ("at", "action", "by", "why", "previous code"), events))
+    else:
+        _print_problem(answer.status, answer.body)
+    raise typer.Exit(Exit.OK if answer.status == 200 else Exit.ATTENTION)
+
+
+@app.command("list")
+@_handled
+def list_entries(
+    ctx: typer.Context,
+    status: Annotated[
+        InvoiceStatus, typer.Option(help="Entries in this state (INVOICED is not indexed).")
+    ] = (InvoiceStatus.REJECTED),
+    since: Since = None,
+    code: Annotated[
+        str | None, typer.Option(help="Only this last error code, e.g. IN401, IN403_DEADLINE.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 100,
+    as_json: Json = False,
+) -> None:
+    """Invoices in one state, newest first, from the ledger's ByStatus index (never a scan)."""
+    target = _aws_target(ctx)
+    since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
+    rows = list(
+        ledger_index.by_status(
+            target.dynamodb(), target.table_name, status, since=since_at, code=code, limit=limit
+        )
+    )
+    if as_json:
+        emit_json([row.as_dict() for row in rows])
+        return
+    shown = [
+        (
+            iso(r.updated_at),
+            r.order_id,
+            r.invoice_type,
+            r.invoice_number,
+            r.code,
+            r.message,
+            r.attempts,
+            r.replays,
+        )
+        for r in rows
+    ]
+    columns = ("updated", "order", "type", "invoice", "code", "message", "attempts", "replays")
+    output.console().print(table(f"{status} ({len(rows)})", columns, shown))
+
+
+@app.command("redrive")
+@_handled
+def redrive_command(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the dead-letter queue; move nothing.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Move at most this many.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Move dead-lettered invoices back to the invoice queue, with a progress bar and a count."""
+    target = _aws_target(ctx)
+    sqs = target.sqs()
+    if dry_run:
+        waiting = depth(sqs, target.dead_letter_queue_url)
+        summary = {"dryRun": True, "waiting": waiting, "moved": 0, "failed": 0, "failures": []}
+        _print_summary(summary, as_json, f"{waiting} message(s) on the dead-letter queue; nothing moved")
+        return
+    with _progress(depth(sqs, target.dead_letter_queue_url) if limit is None else limit) as on_progress:
+        result = redrive(
+            sqs,
+            dead_letter_queue_url=target.dead_letter_queue_url,
+            queue_url=target.queue_url,
+            limit=limit,
+            on_progress=on_progress,
+        )
+    summary = {
+        "dryRun": False,
+        "waiting": result.waiting,
+        "moved": result.moved,
+        "failed": result.failed,
+        "failures": result.failures,
+    }
+    _print_summary(
+        summary, as_json, f"moved {result.moved} message(s) to the invoice queue, {result.failed} failed"
+    )
+    raise typer.Exit(Exit.OK if not result.failures else Exit.ATTENTION)
+
+
+@app.command()
+@_handled
+def replay(
+    ctx: typer.Context,
+    order_ids: Annotated[
+        list[str] | None, typer.Argument(help="Orders to replay.", show_default=False)
+    ] = None,
+    invoice_type: Type = InvoiceType.SALE,
+    status: Annotated[
+        InvoiceStatus | None, typer.Option(help="Replay every entry in this state (only REJECTED).")
+    ] = None,
+    code: Annotated[
+        str | None, typer.Option(help="With --status: only this code, e.g. IN403_DEADLINE.")
+    ] = None,
+    since: Since = None,
+    reason: Annotated[
+        str, typer.Option(help="Why (recorded in the ledger and shown by the status API).")
+    ] = "",
+    by: Annotated[
+        str | None, typer.Option(help="Who (default: your AWS identity, or your user name locally).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check each invoice; queue nothing.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Queue REJECTED invoices again, unchanged, once the cause is fixed; records who, when and why."""
+    if bool(order_ids) == (status is not None):
+        _fail(Exit.USAGE, "name ORDER_IDs, or --status REJECTED [--code ...], not both")
+    if status is not None and status is not InvoiceStatus.REJECTED:
+        _fail(Exit.USAGE, "only REJECTED invoices are replayed")
+    if not reason.strip() and not dry_run:
+        _fail(Exit.USAGE, "--reason is required: the ledger records why")
+    # The relay's adapters bring Powertools (a second of imports): only this command needs them.
+    from relay.adapters.ledger import InvoiceLedger
+    from relay.adapters.queue import SqsInvoiceQueue
+    from relay_cli.replay import Replayer
+
+    target = _aws_target(ctx)
+    dynamodb = target.dynamodb()
+    if order_ids:
+        keys = [InvoiceKey(order_id, invoice_type) for order_id in order_ids]
+    else:
+        since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
+        rows = ledger_index.by_status(
+            dynamodb, target.table_name, InvoiceStatus.REJECTED, since=since_at, code=code
+        )
+        keys = [InvoiceKey(row.order_id, InvoiceType(row.invoice_type)) for row in rows]
+    replayer = Replayer(
+        InvoiceLedger(target.table_name, dynamodb), SqsInvoiceQueue(target.queue_url, target.sqs())
+    )
+    outcomes = replayer.replay_all(
+        keys, by=by or _who(target), reason=reason.strip(), now=time.time(), dry_run=dry_run
+    )
+    if as_json:
+        emit_json([outcome.as_dict() for outcome in outcomes])
+    else:
+        rows_shown = [
+            (o.key.order_id, o.key.invoice_type, o.previous_code, o.result.value, o.detail) for o in outcomes
+        ]
+        title = f"replay{' (dry run)' if dry_run else ''}: {sum(o.ok for o in outcomes)} of {len(outcomes)}"
+        output.console().print(table(title, ("order", "type", "was", "result", "detail"), rows_shown))
+    raise typer.Exit(Exit.OK if all(outcome.ok for outcome in outcomes) else Exit.ATTENTION)
+
+
+@app.command()
+@_handled
+def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> None:
+    """Counts by state and code (from the index), and what waits on the queues."""
+    target = _aws_target(ctx)
+    dynamodb, sqs = target.dynamodb(), target.sqs()
+    since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
+    counts: Counter[tuple[str, str]] = Counter()
+    for status in ledger_index.INDEXED:
+        for row in ledger_index.by_status(dynamodb, target.table_name, status, since=since_at):
+            counts[(status.value, row.code or "")] += 1
+    document = {
+        "byStatus": {
+            status.value: sum(n for (s, _), n in counts.items() if s == status)
+            for status in ledger_index.INDEXED
+        },
+        "byStatusAndCode": [
+            {"status": s, "code": c or None, "count": n} for (s, c), n in sorted(counts.items())
+        ],
+        "invoiced": None,
+        "queue": depth(sqs, target.queue_url),
+        "deadLetterQueue": depth(sqs, target.dead_letter_queue_url),
+        "note": "INVOICED is not counted: the ByStatus index is sparse (see `relay list --help`)",
+    }
+    if as_json:
+        emit_json(document)
+        return
+    out = output.console()
+    out.print(
+        table(
+            "by state and code",
+            ("status", "code", "count"),
+            [(s, c, n) for (s, c), n in sorted(counts.items())],
+        )
+    )
+    out.print(
+        table(
+            "queues",
+            ("queue", "messages"),
+            [("invoice queue", document["queue"]), ("dead-letter queue", document["deadLetterQueue"])],
+        )
+    )
+    output.errors().print(document["note"])
+
+
+REPORT_COLUMNS = (
+    "orderId",
+    "invoiceType",
+    "invoiceNumber",
+    "status",
+    "code",
+    "reason",
+    "attempts",
+    "replays",
+    "acceptedAt",
+    "updatedAt",
+)
+
+
+@app.command()
+@_handled
+def report(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="Start: a date (UTC) or date-time.")],
+    to: Annotated[str, typer.Option(help="End, inclusive: a date (its whole day) or date-time.")],
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the CSV here, not to stdout.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """A CSV for finance: rejected (with the reason) and pending invoices updated in [--from, --to]."""
+    now = datetime.now(UTC)
+    start, end = output.parse_when(from_, now=now), output.parse_when(to, now=now, end_of_day=True)
+    if end < start:
+        _fail(Exit.USAGE, "--to is before --from")
+    target = _aws_target(ctx)
+    dynamodb = target.dynamodb()
+    rows = [
+        row
+        for status in ledger_index.INDEXED
+        for row in ledger_index.by_status(dynamodb, target.table_name, status, since=start, until=end)
+    ]
+    records = [
+        {
+            "orderId": r.order_id,
+            "invoiceType": r.invoice_type,
+            "invoiceNumber": r.invoice_number,
+            "status": r.status,
+            "code": r.code or "",
+            "reason": r.message or "",
+            "attempts": r.attempts,
+            "replays": r.replays,
+            "acceptedAt": iso(r.accepted_at),
+            "updatedAt": iso(r.updated_at),
+        }
+        for r in sorted(rows, key=lambda r: (r.updated_at, r.order_id))
+    ]
+    limit = "INVOICED invoices are not in this report: the ledger index holds only what is not invoiced"
+    if as_json:
+        emit_json({"from": iso(start), "to": iso(end), "rows": records, "limits": [limit]})
+        return
+    with out.open("w", newline="") if out else _stdout() as stream:
+        writer = csv.DictWriter(stream, fieldnames=REPORT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(records)
+    output.errors().print(f"{len(records)} row(s) from {iso(start)} to {iso(end)}. {limit}.")
+
+
+@app.command()
+@_handled
+def smoke(
+    ctx: typer.Context,
+    location: Annotated[str | None, typer.Option(help="locationCode whose Fynd credentials to use.")] = None,
+    order_id: Annotated[
+        str | None, typer.Option("--order", help="Order id to invoice (default: a new SMOKE-... id).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for a final state.")] = 120.0,
+    as_json: Json = False,
+) -> None:
+    """One signed test invoice through the stack end to end, then its status."""
+    target = resolve(ctx.obj)
+    result = run_smoke(
+        RelayApi(target.api_url, target.signing_secret()),
+        location=location,
+        order_id=order_id,
+        timeout=timeout,
+    )
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        rows = [("target", target.description), *result.as_dict().items()]
+        output.console().print(pairs(f"smoke: {'passed' if result.passed else 'FAILED'}", rows))
+    raise typer.Exit(Exit.OK if result.passed else Exit.ATTENTION)
+
+
+def _aws_target(ctx: typer.Context) -> Target:
+    target = resolve(ctx.obj)
+    if not target.queue_url:
+        raise TargetError(
+            "this command reads the ledger and the queues: pass --stack NAME, or for `make run`"
+            " --endpoint-url (RELAY_AWS_ENDPOINT) with the `AWS endpoint` its banner prints"
+        )
+    return target
+
+
+def _who(target: Target) -> str:
+    if target.endpoint_url is None:
+        try:
+            import boto3
+
+            return boto3.Session(region_name=target.region).client("sts").get_caller_identity()["Arn"]
+        except (BotoCoreError, ClientError):
+            pass
+    return getpass.getuser()
+
+
+def _progress(total: int) -> Any:
+    """A Rich progress bar on a terminal; elsewhere (CI, logs, tests) a line per tenth moved."""
+    errors = output.errors()
+    if errors.is_terminal:
+        return _RichProgress(total)
+    return _LineProgress(total, errors)
+
+
+class _RichProgress:
+    def __init__(self, total: int) -> None:
+        self._bar = Progress(
+            TextColumn("redrive"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=output.errors(),
+        )
+        self._task = self._bar.add_task("redrive", total=total or None)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self._bar.start()
+        return lambda moved: self._bar.update(self._task, completed=moved)
+
+    def __exit__(self, *_: object) -> None:
+        self._bar.stop()
+
+
+class _LineProgress:
+    def __init__(self, total: int, stream: Any) -> None:
+        self._total, self._stream, self._shown = total, stream, 0
+        self._step = max(1, total // 10)
+
+    def __enter__(self) -> Callable[[int], None]:
+        return self._show
+
+    def _show(self, moved: int) -> None:
+        if moved - self._shown >= self._step or (self._total and moved >= self._total > self._shown):
+            self._shown = moved
+            self._stream.print(f"redrive: {moved}/{self._total} moved", highlight=False)
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool, line: str) -> None:
+    if as_json:
+        emit_json(summary)
+    else:
+        out = output.console()
+        out.print(line, highlight=False)
+        out.print(pairs("", summary.items()))
+
+
+def _print_problem(status: int, body: Any) -> None:
+    out = output.console()
+    if isinstance(body, dict):
+        rows = [("status", status), ("title", body.get("title")), ("detail", body.get("detail"))]
+        for item in body.get("errors", []) or []:
+            rows.append((f"invoice {item.get('index')}: {item.get('field')}", item.get("message")))
+        for item in body.get("conflicts", []) or []:
+            rows.append((f"conflict {item.get('orderId')}", item.get("status")))
+        out.print(pairs(f"{status} refused", rows))
+    else:
+        out.print(f"{status}: {body}")
+
+
+def _fail(code: Exit, message: str) -> Any:
+    output.errors().print(f"relay: {message}", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+def _aws_reason(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code"))
+    return type(error).__name__ if isinstance(error, BotoCoreError) else str(error)
+
+
+class _stdout:
+    """sys.stdout as a context manager that is not closed at the end."""
+
+    def __enter__(self) -> Any:
+        return sys.stdout
+
+    def __exit__(self, *_: object) -> None:
+        sys.stdout.flush()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,331 @@
+"""The reconciler's rule (relay.domain.reconcile) over the port fakes: which unfinished entries
+count as stalled, that each is queued again from its stored invoice at most once per window,
+that one entry's failure never stops the others, and that what it heals reaches Fynd once
+(breach 11, part 2; and breach 2's vanished message)."""
+
+from dataclasses import replace
+
+import pytest
+
+import relay.domain.reconcile as reconcile_module
+from factories import invoice
+from fakes import Crash, InMemoryLedger, World
+from relay.domain.delivery import FyndUnavailable
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.messages import QueuedInvoice
+from relay.domain.ports import LedgerUnavailableError, QueueUnavailableError
+from relay.domain.reconcile import is_stalled
+
+MINUTE = 60.0
+WINDOW = 15 * MINUTE
+
+
+def key(order_id: str) -> InvoiceKey:
+    return InvoiceKey(order_id, InvoiceType.SALE)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str]]]:
+    """Every metric the reconciler counts, with its dimensions."""
+    seen: list[tuple[str, dict[str, str]]] = []
+    monkeypatch.setattr(reconcile_module, "count", lambda name, **dimensions: seen.append((name, dimensions)))
+    return seen
+
+
+def stored(
+    world: World, order_id: str, status: InvoiceStatus, *, updated_ago: float, **fields: object
+) -> None:
+    """An entry in `status`, last written `updated_ago`, with the invoice ingest stored for it;
+    no message on the queue."""
+    item = invoice(order_id)
+    world.ledger.entries[item.key] = LedgerEntry(
+        key=item.key,
+        status=status,
+        content_hash=item.content_hash(),
+        invoice_number=item.invoiceNumber,
+        attempts=0,
+        accepted_at=world.clock.now - 3600,
+        updated_at=world.clock.now - updated_ago,
+        **fields,  # type: ignore[arg-type]
+    )
+    world.ledger.bodies[item.key] = QueuedInvoice(
+        invoice=item, content_hash=item.content_hash(), accepted_at=world.clock.now - 3600
+    ).to_body()
+
+
+def queued_orders(world: World) -> list[str]:
+    return sorted(key.order_id for key in world.queue.live_keys().elements())
+
+
+# ---- the rule ----
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("status", "updated_ago", "fields", "stalled"),
+    [
+        # QUEUED: nothing wrote it for the window (ingest crashed before the queue send)
+        (InvoiceStatus.QUEUED, 16 * MINUTE, {}, True),
+        (InvoiceStatus.QUEUED, 14 * MINUTE, {}, False),
+        # RETRYING: its retryAt passed more than the window ago (its message is gone)
+        (InvoiceStatus.RETRYING, 30 * MINUTE, {"retry_at": NOW - 16 * MINUTE}, True),
+        (InvoiceStatus.RETRYING, 30 * MINUTE, {"retry_at": NOW - 14 * MINUTE}, False),
+        (InvoiceStatus.RETRYING, 90 * MINUTE, {"retry_at": NOW + 30 * MINUTE}, False),  # an IN403 back-off
+        # IN_PROGRESS: its lease ended more than the window ago (the holder died, its message vanished)
+        (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW - 16 * MINUTE}, True),
+        (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW - 14 * MINUTE}, False),
+        (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW + MINUTE}, False),
+        # written within the window (a claim, a record, the reconciler's own mark): never
+        (InvoiceStatus.RETRYING, 5 * MINUTE, {"retry_at": NOW - 60 * MINUTE}, False),
+        # final entries never, however old
+        (InvoiceStatus.INVOICED, 600 * MINUTE, {}, False),
+        (InvoiceStatus.REJECTED, 600 * MINUTE, {}, False),
+    ],
+)
+def test_breach_11_stalled_means_no_progress_for_the_window_on_the_status_own_clock(
+    status: InvoiceStatus, updated_ago: float, fields: dict[str, float], stalled: bool
+) -> None:
+    # Given an entry in `status`, last written `updated_ago`
+    entry = LedgerEntry(
+        key=key("FY-1"),
+        status=status,
+        content_hash="h",
+        invoice_number="INV-1",
+        attempts=1,
+        accepted_at=NOW - 7200,
+        updated_at=NOW - updated_ago,
+        **fields,  # type: ignore[arg-type]
+    )
+    # Then it is stalled exactly when its status' clock ran out more than the window ago
+    assert is_stalled(entry, now=NOW, stall_seconds=WINDOW) is stalled
+
+
+# ---- healing, end to end over the fakes ----
+
+
+def test_breach_11_an_invoice_whose_queue_send_never_happened_reaches_fynd_once(world: World) -> None:
+    # Given ingest dies between the ledger transaction and the queue send
+    world.faults.fail("queue.send", Crash())
+    with pytest.raises(Crash):
+        world.accept(invoice("FY-1"))
+    assert (world.status(key("FY-1")), world.queue.messages) == (InvoiceStatus.QUEUED, {})
+    # When the window passes without an ERP retry and the reconciler runs
+    world.clock.advance(WINDOW + 1)
+    report = world.reconcile()
+    world.drain()
+    # Then the invoice is queued again from its stored copy and reaches Fynd once
+    assert report.requeued == {"QUEUED": ["FY-1#sale"]}
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("FY-1")] == 1
+
+
+def test_breach_2_an_invoice_whose_message_vanished_while_retrying_reaches_fynd(world: World) -> None:
+    # Given an invoice Fynd could not take (5xx), recorded RETRYING, whose message then vanished
+    # (a copy deleted as BUSY while the holder's visibility change failed)
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+    world.run()
+    assert world.status(key("FY-1")) is InvoiceStatus.RETRYING
+    world.queue.messages.clear()
+    # When its retry time and then the window pass, and the reconciler runs
+    retry_at = world.ledger.entries[key("FY-1")].retry_at
+    assert retry_at is not None
+    world.clock.now = retry_at + WINDOW + 1
+    report = world.reconcile()
+    world.drain()
+    # Then it is queued again and invoiced
+    assert report.requeued == {"RETRYING": ["FY-1#sale"]}
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+
+
+def test_breach_11_a_copy_requeued_beside_a_slow_message_reaches_fynd_once(world: World) -> None:
+    # Given a dispatcher that died holding the invoice: its lease ran out long ago, but its
+    # message is still on the queue (nobody polled it yet)
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", Crash())
+    with pytest.raises(Crash):
+        world.run()
+    world.clock.advance(120 + WINDOW + 1)
+    # When the reconciler requeues it, and both copies are then dispatched
+    assert world.reconcile().requeued == {"IN_PROGRESS": ["FY-1#sale"]}
+    assert world.queue.live_keys()[key("FY-1")] == 2
+    world.drain()
+    # Then Fynd got it once: the claim let one copy through and dropped the other
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("FY-1")] == 1
+
+
+def test_breach_11_each_unfinished_status_is_healed_and_nothing_else(world: World) -> None:
+    # Given a stalled entry in each unfinished state, and one that is fine in each
+    now = world.clock.now
+    stored(world, "Q-STALLED", InvoiceStatus.QUEUED, updated_ago=16 * MINUTE)
+    stored(world, "Q-FRESH", InvoiceStatus.QUEUED, updated_ago=MINUTE)
+    stored(world, "R-STALLED", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now - 20 * MINUTE)
+    stored(world, "R-WAITING", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now + 20 * MINUTE)
+    stored(
+        world, "P-STALLED", InvoiceStatus.IN_PROGRESS, updated_ago=30 * MINUTE, lease_until=now - 28 * MINUTE
+    )
+    stored(world, "P-HELD", InvoiceStatus.IN_PROGRESS, updated_ago=MINUTE, lease_until=now + MINUTE)
+    stored(world, "DONE", InvoiceStatus.INVOICED, updated_ago=600 * MINUTE)
+    # When the reconciler runs
+    report = world.reconcile()
+    # Then exactly the stalled ones are queued again, each once
+    assert queued_orders(world) == ["P-STALLED", "Q-STALLED", "R-STALLED"]
+    assert report.requeued == {
+        "QUEUED": ["Q-STALLED#sale"],
+        "RETRYING": ["R-STALLED#sale"],
+        "IN_PROGRESS": ["P-STALLED#sale"],
+    }
+    assert (report.failed, report.complete) == ([], True)
+
+
+def test_breach_11_an_entry_is_queued_again_at_most_once_per_window(world: World) -> None:
+    # Given a stalled entry whose requeued message is merely slow to be dispatched
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.reconcile()
+    # When the reconciler runs again every 5 minutes within the window
+    for _ in range(2):
+        world.clock.advance(5 * MINUTE)
+        assert world.reconcile().requeued == {}
+    # Then it was queued once; and once more only after a whole window without progress
+    assert world.queue.live_keys()[key("FY-1")] == 1
+    world.clock.advance(6 * MINUTE)
+    world.reconcile()
+    assert world.queue.live_keys()[key("FY-1")] == 2
+
+
+class ClaimedAfterListing(InMemoryLedger):
+    """A dispatcher claims every entry right after the reconciler listed it."""
+
+    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
+        found = super().stalled(status, updated_before=updated_before, limit=limit)
+        for entry in found:
+            self.entries[entry.key] = replace(
+                entry,
+                status=InvoiceStatus.IN_PROGRESS,
+                updated_at=self._clock(),
+                lease_until=self._clock() + 120,
+            )
+        return found
+
+
+def test_breach_11_an_entry_that_moves_after_it_was_listed_is_left_alone(world: World) -> None:
+    # Given a stalled QUEUED entry that a dispatcher claims right after the reconciler listed it
+    world.ledger = ClaimedAfterListing(world.clock, world.faults)
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    # When the reconciler runs
+    report = world.reconcile()
+    # Then its conditional mark fails and nothing is queued: the entry is moving
+    assert world.queue.messages == {}
+    assert (report.requeued, report.failed) == ({}, [])
+
+
+def test_breach_11_two_reconcilers_racing_queue_an_entry_once(world: World) -> None:
+    # Given a second reconciler run that listed the same stalled entry before the first marked it
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    (listed_by_other,) = world.ledger.stalled(
+        InvoiceStatus.QUEUED, updated_before=world.clock.now - WINDOW, limit=10
+    )
+    # When the first run requeues it, and then the second marks what it listed
+    world.reconcile()
+    marked = world.ledger.mark_reconciled(listed_by_other, now=world.clock.now)
+    # Then the second's mark is refused: one message in all
+    assert marked is False
+    assert world.queue.live_keys()[key("FY-1")] == 1
+
+
+# ---- failures are counted, never fatal ----
+
+
+def test_breach_11_a_stalled_entry_without_its_stored_invoice_is_reported_once_per_window(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    # Given a stalled entry accepted before invoices were stored, and one whose stored copy
+    # holds other content (a losing racer's)
+    stored(world, "OLD-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    del world.ledger.bodies[key("OLD-1")]
+    stored(world, "RACED-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.ledger.bodies[key("RACED-1")] = QueuedInvoice(
+        invoice=invoice("RACED-1", invoiceNumber="OTHER"),
+        content_hash=invoice("RACED-1", invoiceNumber="OTHER").content_hash(),
+        accepted_at=world.clock.now,
+    ).to_body()
+    # When the reconciler runs twice, 5 minutes apart
+    first = world.reconcile()
+    world.clock.advance(5 * MINUTE)
+    second = world.reconcile()
+    # Then nothing is sent, both are reported and counted once, and left alone for a window
+    assert world.queue.messages == {}
+    assert sorted(first.failed) == ["OLD-1#sale", "RACED-1#sale"]
+    assert second.failed == []
+    assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {})]
+
+
+def test_breach_11_a_refused_send_or_ledger_outage_on_one_entry_does_not_stop_the_others(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    # Given three stalled entries: the queue refuses the first send, the ledger fails the second mark
+    stored(world, "A-REFUSED", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
+    stored(world, "B-THROTTLED", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
+    stored(world, "C-FINE", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.faults.fail("queue.send", QueueUnavailableError("1 invoice(s) could not be queued"))
+    world.faults.fail("ledger.mark_reconciled", LedgerUnavailableError("throttled"), nth=2)
+    # When the reconciler runs
+    report = world.reconcile()
+    # Then the third is queued, the two failures are reported, and each is counted as what it is
+    assert queued_orders(world) == ["C-FINE"]
+    assert report.failed == ["A-REFUSED#sale", "B-THROTTLED#sale"]
+    assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {}), ("Reconciled", {"status": "QUEUED"})]
+
+
+def test_breach_11_a_ledger_outage_while_listing_fails_the_run_for_the_next_schedule(world: World) -> None:
+    # Given a ledger that cannot be queried
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.faults.fail("ledger.stalled", LedgerUnavailableError("unreachable"))
+    # When the reconciler runs, Then the run fails (Lambda counts an error; the alarm sees it)
+    with pytest.raises(LedgerUnavailableError):
+        world.reconcile()
+    # And the next scheduled run heals the entry
+    assert world.reconcile().requeued == {"QUEUED": ["FY-1#sale"]}
+
+
+# ---- bounded work ----
+
+
+def test_breach_11_a_run_requeues_at_most_its_limit_oldest_first_and_the_next_run_continues(
+    world: World,
+) -> None:
+    # Given five stalled entries and a limit of three per run
+    for minutes, order in enumerate(["E", "D", "C", "B", "A"]):
+        stored(world, order, InvoiceStatus.QUEUED, updated_ago=(20 + minutes) * MINUTE)
+    # When the reconciler runs twice
+    first = world.reconcile(max_per_run=3)
+    second = world.reconcile(max_per_run=3)
+    # Then the oldest three go first, the run says it stopped early, and the next run takes the rest
+    assert (first.requeued, first.complete) == ({"QUEUED": ["A#sale", "B#sale", "C#sale"]}, False)
+    assert (second.requeued, second.complete) == ({"QUEUED": ["D#sale", "E#sale"]}, True)
+
+
+def test_breach_11_a_run_stops_before_the_invocation_runs_out_of_time(world: World) -> None:
+    # Given a stalled entry, and an invocation with less time left than the reconciler keeps in hand
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    # When it runs, Then it queues nothing and says it stopped early
+    report = world.reconcile(seconds_left=1.0)
+    assert (world.queue.messages, report.complete) == ({}, False)
+
+
+def test_breach_11_requeues_are_counted_by_the_status_they_were_found_in(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    now = world.clock.now
+    stored(world, "R-1", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now - 20 * MINUTE)
+    stored(world, "P-1", InvoiceStatus.IN_PROGRESS, updated_ago=40 * MINUTE, lease_until=now - 38 * MINUTE)
+    world.reconcile()
+    assert counted == [("Reconciled", {"status": "RETRYING"}), ("Reconciled", {"status": "IN_PROGRESS"})]
