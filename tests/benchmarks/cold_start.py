@@ -49,6 +49,7 @@ SUBJECTS = (
     Subject("import boto3", "DispatchFunction", "boto3"),
     Subject("ingest handler", "IngestFunction", "relay.handlers.ingest"),
     Subject("dispatch handler", "DispatchFunction", "relay.handlers.dispatch"),
+    Subject("reconcile handler", "ReconcileFunction", "relay.handlers.reconcile"),
     Subject(
         "dispatch handler + X-Ray SDK (XRaySdk=true)",
         "DispatchFunction",

@@ -91,7 +91,7 @@ class LocalBench:
             aws_secret_access_key="local",
             region_name=REGION,
         ).client("sqs", endpoint_url=self.sqs_proxy.url)
-        self.pipeline.sqs = lambda: counted  # type: ignore[method-assign]
+        self.pipeline.sqs = lambda **_: counted  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *_: object) -> None:

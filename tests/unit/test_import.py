@@ -39,7 +39,7 @@ def loaded_after_import(environment: dict[str, str]) -> set[str]:
     script = textwrap.dedent(
         """
         import sys
-        import relay.handlers.ingest, relay.handlers.dispatch
+        import relay.handlers.ingest, relay.handlers.dispatch, relay.handlers.reconcile
         print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
         """
     )
@@ -53,7 +53,7 @@ def loaded_after_import(environment: dict[str, str]) -> set[str]:
 def test_a_cold_import_with_default_settings_loads_no_tracing_sdk() -> None:
     # Given the template's default settings: tracing by Lambda, the X-Ray SDK off
     environment = {"POWERTOOLS_SERVICE_NAME": "invoice-relay", "RELAY_XRAY_SDK": "false"}
-    # When both handler modules are imported in a fresh interpreter
+    # When every handler module is imported in a fresh interpreter
     loaded = loaded_after_import(environment)
     # Then the relay and boto3 are loaded, and none of the SDK's heavy modules
     assert {"relay", "boto3", "pydantic"} <= loaded
