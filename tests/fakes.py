@@ -17,15 +17,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from relay.domain.acceptance import InvoiceAcceptance
-from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
-from relay.domain.dispatch import Dispatcher, DispatchSettings
-from relay.domain.intake import Action, Admission
+from relay.domain.dispatch import Dispatcher, DispatchLimits
+from relay.domain.errors import AcceptRaceError, QueueUnavailableError
+from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
+from relay.domain.intake import Action, Admission, InvoiceAcceptance
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
-from relay.domain.messages import Delivery, QueuedInvoice
+from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
-from relay.domain.ports import AcceptRaceError, Claim, QueueUnavailableError
+from relay.domain.ports import Claim
 from relay.domain.reconcile import Reconciler, ReconcileReport
 from relay.domain.shipment import ShipmentInfo
 
@@ -274,10 +274,10 @@ class RecordingQueue:
             held.visible_at = self._clock() + seconds
 
     # ---- the event source (Lambda's poller) ----
-    def receive(self, limit: int = 10) -> list[Delivery]:
+    def receive(self, limit: int = 10) -> list[ReceivedMessage]:
         """Take up to `limit` visible messages, as the poller does; over-received ones go to the DLQ."""
         now = self._clock()
-        batch: list[Delivery] = []
+        batch: list[ReceivedMessage] = []
         for held in sorted(self.messages.values(), key=lambda item: (item.visible_at, item.sent_at)):
             if len(batch) >= limit or held.visible_at > now:
                 continue
@@ -288,12 +288,12 @@ class RecordingQueue:
             batch.append(self._deliver(held))
         return batch
 
-    def redeliver(self, message_id: str) -> Delivery | None:
+    def redeliver(self, message_id: str) -> ReceivedMessage | None:
         """At-least-once delivery: hand an in-flight message out again (its older handle goes stale)."""
         held = self.messages.get(message_id)
         return self._deliver(held) if held is not None else None
 
-    def answer(self, batch: Sequence[Delivery], failures: Sequence[str]) -> None:
+    def answer(self, batch: Sequence[ReceivedMessage], failures: Sequence[str]) -> None:
         """Lambda's side of ReportBatchItemFailures: delete every message of the batch not named."""
         assert set(failures) <= {delivery.message_id for delivery in batch}, (
             "named a message not in its batch"
@@ -304,7 +304,7 @@ class RecordingQueue:
                 if held is not None:  # a stale receipt handle deletes nothing, as in SQS
                     del self.messages[held.message_id]
 
-    def crash(self, batch: Sequence[Delivery]) -> None:
+    def crash(self, batch: Sequence[ReceivedMessage]) -> None:
         """The invocation died: nothing is deleted, every message returns after its visibility."""
 
     # ---- reading the state ----
@@ -321,11 +321,11 @@ class RecordingQueue:
             message_id, message.to_body(), visible_at=now + delay, sent_at=now
         )
 
-    def _deliver(self, held: QueuedMessage) -> Delivery:
+    def _deliver(self, held: QueuedMessage) -> ReceivedMessage:
         held.receive_count += 1
         held.receipt_handle = f"{held.message_id}/r{held.receive_count}-{next(self._ids)}"
         held.visible_at = self._clock() + self._visibility_timeout
-        return Delivery(
+        return ReceivedMessage(
             held.message_id, held.receipt_handle, held.receive_count, QueuedInvoice.from_body(held.body)
         )
 
@@ -419,7 +419,7 @@ def lost_answer() -> FyndAmbiguous:
     return FyndAmbiguous("no answer from Fynd after sending (fake)")
 
 
-SETTINGS = DispatchSettings(
+SETTINGS = DispatchLimits(
     lease_seconds=120,
     max_receive_count=8,
     request_seconds=18,
@@ -433,7 +433,7 @@ class World:
     """The relay's domain wired over the fakes: ingest's acceptance, and dispatchers that take
     batches from the queue the way Lambda's event source hands them out."""
 
-    def __init__(self, *, settings: DispatchSettings = SETTINGS, deadline_seconds: float = 86_400) -> None:
+    def __init__(self, *, settings: DispatchLimits = SETTINGS, deadline_seconds: float = 86_400) -> None:
         self.clock = FakeClock()
         self.faults = Faults()
         self.ledger = InMemoryLedger(self.clock, self.faults)
@@ -460,7 +460,7 @@ class World:
         return self.acceptance.accept(list(invoices), correlation_id=correlation_id)
 
     def dispatch(
-        self, batch: Sequence[Delivery], *, owner: str = "worker-1", seconds_left: float = 60.0
+        self, batch: Sequence[ReceivedMessage], *, owner: str = "worker-1", seconds_left: float = 60.0
     ) -> list[str]:
         """One invocation on `batch`; Lambda then deletes every message it did not name."""
         failures = self.dispatcher(owner).dispatch(batch, lambda: seconds_left)

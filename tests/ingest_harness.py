@@ -18,7 +18,7 @@ from typing import Any
 from fakes import FakeClock, Faults, InMemoryLedger, RecordingQueue
 from relay import wiring
 from relay.api import app
-from relay.domain.acceptance import InvoiceAcceptance
+from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import LedgerEntry
 from relay.domain.presets import RequestVerifier, SigningSecrets
@@ -203,5 +203,5 @@ def ingest_in_process(
 
 def _budget() -> dict[str, float]:
     """Ingest's time reserve as wiring configures it (absent before breach 11 was closed)."""
-    reserve = getattr(wiring, "INGEST_ROUND_RESERVE_SECONDS", None)
+    reserve = getattr(wiring, "INGEST_WRITE_RESERVE_SECONDS", None)
     return {} if reserve is None else {"reserve_seconds": reserve}

@@ -51,10 +51,10 @@ from relay_local.signing import new_secret, signed_headers
 
 FINAL = frozenset({"INVOICED", "REJECTED"})
 NO_FAULT: dict[str, object] = {"kind": "latency", "seconds": 0}
-UNCONFIRMED_2XX_FAULT: dict[str, object] = {"kind": "unconfirmed_2xx"}
-"""The hook for the simulator's "2xx that confirms nothing" fault (branch `fynd`). If the
-simulator refuses this fault kind, the run leaves it out and says so; once the fault is
-merged under another name, change this line."""
+UNCONFIRMED_2XX_FAULT: dict[str, object] = {"kind": "unconfirmed", "shape": "any", "commit": True}
+"""The simulator's "2xx that confirms nothing" fault: a 200 of a random unconfirming shape
+after the call was applied. If a simulator refuses this fault kind, the run leaves it out
+and says so."""
 _RESEND_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 

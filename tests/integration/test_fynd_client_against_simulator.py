@@ -18,14 +18,14 @@ from fynd_simulator import (
     SimulatorControl,
 )
 from relay.adapters.fynd import Credentials, FyndClient
-from relay.domain.batching import plan_calls
-from relay.domain.delivery import (
+from relay.domain.fynd import (
     FyndAmbiguous,
     FyndCall,
     FyndCallRefused,
     FyndThrottled,
     FyndUnavailable,
     encode_invoices,
+    plan_calls,
 )
 from relay.domain.invoice import InvoiceType
 from relay.domain.shipment import ShipmentState, classify_shipment

@@ -3,8 +3,7 @@
 import pytest
 
 from factories import invoice
-from relay.domain.batching import plan_calls
-from relay.domain.delivery import FyndCall, FyndThrottled, FyndUnavailable, OrderError
+from relay.domain.fynd import FyndCall, FyndThrottled, FyndUnavailable, OrderError, plan_calls
 from relay.domain.invoice import InvoiceType
 from relay.domain.policy import (
     DEADLINE_PASSED,

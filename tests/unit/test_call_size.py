@@ -11,13 +11,13 @@ import urllib3
 
 from factories import invoice
 from relay.adapters.fynd import Credentials, FyndClient
-from relay.domain.batching import plan_calls
-from relay.domain.delivery import (
+from relay.domain.fynd import (
     MAX_CALL_BYTES,
     FyndCall,
     FyndCallError,
     FyndCallRefused,
     encode_invoices,
+    plan_calls,
 )
 from relay.domain.invoice import Invoice, InvoiceType
 

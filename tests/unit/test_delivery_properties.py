@@ -28,17 +28,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import relay.domain.acceptance as acceptance_module
 import relay.domain.dispatch as dispatch_module
+import relay.domain.intake as acceptance_module
 import relay.domain.reconcile as reconcile_module
 from factories import invoice
 from fakes import Crash, World, lost_answer
-from relay.domain.delivery import FyndThrottled, FyndUnavailable
-from relay.domain.intake import ConflictError
+from relay.domain.errors import AcceptRaceError, ConflictError, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.fynd import FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.messages import Delivery, QueuedInvoice
-from relay.domain.ports import AcceptRaceError, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.reconcile import is_stalled
 from relay.observability import logger
 
@@ -200,7 +199,7 @@ class RelayMachine(RuleBasedStateMachine):
         if plan is not None:
             self.world.faults.fail(*plan)
 
-    def _run(self, batch: list[Delivery], worker: str) -> None:
+    def _run(self, batch: list[ReceivedMessage], worker: str) -> None:
         sent_before = Counter(self.world.fynd.sent)
         try:
             self.world.dispatch(batch, owner=worker)

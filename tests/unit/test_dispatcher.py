@@ -10,11 +10,11 @@ import pytest
 import relay.domain.dispatch as dispatch_module
 from factories import invoice
 from fakes import Crash, World, lost_answer
-from relay.domain.delivery import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
+from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.policy import REFUSED_ALONE
-from relay.domain.ports import LedgerUnavailableError, QueueUnavailableError
 
 
 def key(order_id: str, invoice_type: InvoiceType = InvoiceType.SALE) -> InvoiceKey:

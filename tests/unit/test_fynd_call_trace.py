@@ -12,7 +12,7 @@ import urllib3
 from factories import invoice
 from relay.adapters import fynd
 from relay.adapters.fynd import Credentials, FyndClient
-from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndUnavailable
+from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndUnavailable
 from relay.domain.invoice import InvoiceType
 
 BUDGET = 30.0

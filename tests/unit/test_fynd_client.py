@@ -10,7 +10,7 @@ import urllib3
 
 from factories import invoice
 from relay.adapters.fynd import INVOICE_PATH, TOKEN_PATH, Credentials, FyndClient
-from relay.domain.delivery import (
+from relay.domain.fynd import (
     FyndAmbiguous,
     FyndAuthError,
     FyndCall,

@@ -14,7 +14,7 @@ import urllib3
 
 from factories import invoice
 from relay.adapters.fynd import Credentials, FyndClient
-from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndReceipt
+from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndReceipt
 from relay.domain.invoice import InvoiceType
 
 BUDGET = 30.0

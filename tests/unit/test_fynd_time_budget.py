@@ -14,7 +14,7 @@ import urllib3
 
 from factories import invoice
 from relay.adapters.fynd import MIN_REQUEST_SECONDS, Credentials, FyndClient
-from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndUnavailable
+from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndUnavailable
 from relay.domain.invoice import InvoiceType
 
 OK = {"payloadCount": 1, "successCount": 1, "failedCount": 0, "status": "SUCCESS", "errors": []}

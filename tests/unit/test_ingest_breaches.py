@@ -18,10 +18,10 @@ from factories import invoice, invoice_dict
 from fakes import FakeClock, InMemoryLedger, RecordingQueue
 from ingest_harness import Ingest, StaleFirstRead, ingest_in_process, queued_bodies
 from relay.adapters.ledger import InvoiceLedger
-from relay.domain.acceptance import InvoiceAcceptance
+from relay.domain.errors import AcceptRaceError, LedgerUnavailableError
+from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import Invoice
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.ports import AcceptRaceError, LedgerUnavailableError
 from relay.domain.signature import request_line
 
 SALE = {"orderId": "FY-1", "invoiceNumber": "INV-1", "invoiceType": "sale"}
@@ -191,16 +191,21 @@ def test_breach_09_ingest_answers_503_with_retry_after_when_the_signing_secret_i
     from relay import wiring
 
     failing = FailingSecrets(GetParameterError("An error occurred (ThrottlingException)"))
+    # Given the real verifier factory, over a Secrets Manager that fails (patched before the
+    # harness, so each is undone in reverse order and nothing leaks into later tests)
+    monkeypatch.setattr(wiring, "_ingest_secrets", lambda: failing)
     with ingest_in_process() as ingest:
-        # Given the real verifier factory, over a Secrets Manager that fails
         monkeypatch.setattr(wiring, "webhook_verifier", _real_verifier)
         monkeypatch.setattr(wiring, "request_verifier", _real_request_verifier)
-        monkeypatch.setattr(wiring, "_ingest_secrets", lambda: failing)
-        # When a signed invoice is posted
-        answer = ingest.post(json.dumps(SALE))
+        try:
+            # When a signed invoice is posted
+            answer = ingest.post(json.dumps(SALE))
+        finally:
+            monkeypatch.undo()
     # Then 503 with Retry-After: our trouble, not the sender's
     assert answer.status == 503
     assert int(answer.headers["Retry-After"]) > 0
+    assert wiring.webhook_verifier is _real_verifier
 
 
 _real_verifier = __import__("relay.wiring", fromlist=["webhook_verifier"]).webhook_verifier
@@ -209,7 +214,7 @@ _real_request_verifier = __import__("relay.wiring", fromlist=["request_verifier"
 
 def test_breach_09_unreadable_fynd_credentials_are_fynd_unavailable() -> None:
     from relay.adapters.secrets import SecretsCredentials
-    from relay.domain.delivery import FyndUnavailable
+    from relay.domain.fynd import FyndUnavailable
 
     # Given Fynd credentials behind a Secrets Manager that fails
     credentials = SecretsCredentials(

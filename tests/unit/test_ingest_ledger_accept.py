@@ -11,11 +11,10 @@ from factories import invoice
 from fakes import FakeClock, RecordingQueue
 from ingest_harness import queued_bodies
 from relay.adapters.ledger import InvoiceLedger
-from relay.domain.acceptance import InvoiceAcceptance
-from relay.domain.intake import admit
+from relay.domain.errors import AcceptRaceError
+from relay.domain.intake import InvoiceAcceptance, admit
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
-from relay.domain.ports import AcceptRaceError
 from relay_local.stack import load_template
 
 

@@ -8,8 +8,8 @@ import pytest
 from factories import invoice
 from fakes import FakeClock, InMemoryLedger, RecordingQueue
 from ingest_harness import queued_bodies
+from relay.domain.errors import QueueUnavailableError
 from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import QueueUnavailableError
 from relay_local.stack import load_template
 
 
@@ -26,14 +26,20 @@ def test_breach_11_ingest_worst_case_fits_the_template_timeout() -> None:
     # Then each call is one attempt (no botocore retries), bounded by connect + read
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert attempt == wiring.INGEST_ATTEMPT_SECONDS
-    # And a round (read, write, the whole send) reserves what its calls can take at worst
+    # And the writes and the whole send reserve what their calls can take at worst
     send = (
         wiring.INGEST_SEND_ATTEMPTS * attempt
         + (wiring.INGEST_SEND_ATTEMPTS - 1) * wiring.INGEST_SEND_PAUSE_SECONDS
     )
-    assert attempt + attempt + send == wiring.INGEST_ROUND_RESERVE_SECONDS
-    # And the worst POST (secret read, one round, the answer margin) ends before the timeout
-    worst = attempt + wiring.INGEST_ROUND_RESERVE_SECONDS + wiring.INGEST_ANSWER_MARGIN_SECONDS
+    from relay.adapters.ledger import TRANSACTION_LIMIT
+    from relay.domain.webhook import MAX_INVOICES_PER_WEBHOOK
+
+    # (a webhook's bodies and states fit two transactions: bodies ahead, then the states)
+    assert 2 * MAX_INVOICES_PER_WEBHOOK <= 2 * TRANSACTION_LIMIT
+    assert wiring.INGEST_LEDGER_WRITES == 2
+    assert 2 * attempt + send == wiring.INGEST_WRITE_RESERVE_SECONDS
+    # And the worst POST (secret and ledger reads, writes and send, the answer margin) ends in time
+    worst = attempt + attempt + wiring.INGEST_WRITE_RESERVE_SECONDS + wiring.INGEST_ANSWER_MARGIN_SECONDS
     assert worst == wiring.ingest_worst_case_seconds()
     assert worst <= ingest_timeout()
 
@@ -123,15 +129,15 @@ def test_breach_11_a_full_webhook_is_queued_in_one_attempts_time() -> None:
 
 def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:
     from relay import wiring
-    from relay.domain.acceptance import AcceptanceOutOfTime, InvoiceAcceptance
+    from relay.domain.intake import AcceptanceOutOfTime, InvoiceAcceptance
 
     clock = FakeClock()
     ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
     acceptance = InvoiceAcceptance(
-        ledger=ledger, queue=queue, clock=clock, reserve_seconds=wiring.INGEST_ROUND_RESERVE_SECONDS
+        ledger=ledger, queue=queue, clock=clock, reserve_seconds=wiring.INGEST_WRITE_RESERVE_SECONDS
     )
     # Given less time left than a round can take at worst
-    left = wiring.INGEST_ROUND_RESERVE_SECONDS - 0.01
+    left = wiring.INGEST_WRITE_RESERVE_SECONDS - 0.01
     # When an invoice is accepted, Then nothing is written and the sender hears 503 (retry)
     with pytest.raises(AcceptanceOutOfTime):
         acceptance.accept([invoice()], correlation_id="wh", seconds_left=lambda: left)
@@ -140,15 +146,15 @@ def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:
 
 def test_a_round_with_time_enough_writes_and_queues() -> None:
     from relay import wiring
-    from relay.domain.acceptance import InvoiceAcceptance
+    from relay.domain.intake import InvoiceAcceptance
 
     clock = FakeClock()
     ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
     acceptance = InvoiceAcceptance(
-        ledger=ledger, queue=queue, clock=clock, reserve_seconds=wiring.INGEST_ROUND_RESERVE_SECONDS
+        ledger=ledger, queue=queue, clock=clock, reserve_seconds=wiring.INGEST_WRITE_RESERVE_SECONDS
     )
     acceptance.accept(
-        [invoice()], correlation_id="wh", seconds_left=lambda: wiring.INGEST_ROUND_RESERVE_SECONDS
+        [invoice()], correlation_id="wh", seconds_left=lambda: wiring.INGEST_WRITE_RESERVE_SECONDS
     )
     assert (len(ledger.entries), len(queued_bodies(queue))) == (1, 1)
 

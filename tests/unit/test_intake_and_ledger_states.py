@@ -3,12 +3,9 @@
 import pytest
 
 from factories import invoice
-from relay.domain.intake import Action, ConflictError, admit
-from relay.domain.ledger import (
-    InvoiceStatus,
-    LedgerEntry,
-    sources_of,
-)
+from relay.domain.errors import ConflictError
+from relay.domain.intake import Action, admit
+from relay.domain.ledger import InvoiceStatus, LedgerEntry, sources_of
 
 
 def entry_for(order_id: str, status: InvoiceStatus, **fields: object) -> LedgerEntry:

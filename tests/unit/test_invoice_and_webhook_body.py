@@ -5,15 +5,9 @@ import json
 import pytest
 
 from factories import invoice, invoice_dict
+from relay.domain.errors import InvalidInvoices, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.webhook import (
-    InvalidInvoices,
-    MalformedBody,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    check_envelope,
-    parse_invoices,
-)
+from relay.domain.webhook import check_envelope, parse_invoices
 
 
 def test_single_object_and_array_both_accepted() -> None:

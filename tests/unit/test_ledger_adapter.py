@@ -12,11 +12,11 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from factories import invoice
 from relay.adapters.ledger import InvoiceLedger
+from relay.domain.errors import LedgerUnavailableError
 from relay.domain.intake import admit
 from relay.domain.ledger import ClaimRefusal, InvoiceStatus
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, RetryLater
-from relay.domain.ports import LedgerUnavailableError
 
 TABLE = "InvoiceLedgerTable"
 NOW = 1_800_000_000.0

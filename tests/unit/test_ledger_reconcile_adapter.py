@@ -9,11 +9,11 @@ from botocore.exceptions import ClientError
 
 from factories import invoice
 from relay.adapters.ledger import BODY_RETENTION_SECONDS, InvoiceLedger
+from relay.domain.errors import LedgerUnavailableError
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import Invoice, InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import LedgerUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

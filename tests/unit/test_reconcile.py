@@ -10,11 +10,11 @@ import pytest
 import relay.domain.reconcile as reconcile_module
 from factories import invoice
 from fakes import Crash, InMemoryLedger, World
-from relay.domain.delivery import FyndUnavailable
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
+from relay.domain.fynd import FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.reconcile import is_stalled
 
 MINUTE = 60.0

@@ -10,7 +10,7 @@ import pytest
 import urllib3
 
 from relay.adapters.fynd import SHIPMENT_INFO_PATH, Credentials, FyndClient
-from relay.domain.delivery import FyndAuthError, FyndCallError, FyndThrottled, FyndUnavailable
+from relay.domain.fynd import FyndAuthError, FyndCallError, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceType
 from relay.domain.shipment import ShipmentInfo, ShipmentState, classify_shipment
 

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from relay.domain.signature import SignatureRefused, SigningSecretMissing, WebhookVerifier
+from relay.domain.errors import SignatureRefused, SigningSecretMissing
+from relay.domain.signature import WebhookVerifier
 from relay_local.signing import new_secret, signed_headers
 
 BODY = '{"orderId": "A"}'

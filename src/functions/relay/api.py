@@ -24,23 +24,27 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay import wiring
-from relay.adapters.secrets import SecretFormatError, SecretUnavailableError
-from relay.domain.acceptance import AcceptanceOutOfTime, UnqueueableInvoices
-from relay.domain.intake import ConflictError
-from relay.domain.invoice import KEY_PATTERN, InvoiceKey, InvoiceType, is_key_part
-from relay.domain.ledger import LedgerEntry
-from relay.domain.ports import AcceptRaceError, LedgerUnavailableError, QueueUnavailableError
-from relay.domain.signature import SignatureRefused, SigningSecretMissing, request_line
-from relay.domain.webhook import (
+from relay.domain.errors import (
+    AcceptanceOutOfTime,
+    AcceptRaceError,
+    ConflictError,
     FieldError,
     InvalidInvoices,
+    LedgerUnavailableError,
     MalformedBody,
     PayloadTooLarge,
+    QueueUnavailableError,
+    SecretFormatError,
+    SecretUnavailableError,
+    SignatureRefused,
+    SigningSecretMissing,
+    UnqueueableInvoices,
     UnsupportedMediaType,
-    check_envelope,
-    header,
-    parse_invoices,
 )
+from relay.domain.invoice import KEY_PATTERN, InvoiceKey, InvoiceType, is_key_part
+from relay.domain.ledger import LedgerEntry
+from relay.domain.signature import request_line
+from relay.domain.webhook import check_envelope, header, parse_invoices
 from relay.observability import count, logger, tracer
 
 PROBLEM_JSON = "application/problem+json"

@@ -22,6 +22,10 @@ class SharedSettings(BaseModel):
 class IngestSettings(SharedSettings):
     webhook_secret_arn: str = Field(alias="WEBHOOK_SECRET_ARN", min_length=1)
     max_body_bytes: int = Field(alias="MAX_BODY_BYTES", gt=0)
+    aws_read_timeout_seconds: float | None = Field(None, alias="INGEST_AWS_READ_TIMEOUT_SECONDS", gt=0)
+    """Unset in AWS (template.yaml does not set it): ingest's budget in relay.wiring holds there.
+    For an emulator slower than AWS (moto on a loaded machine) only; it lengthens each call
+    but not the budget the acceptance keeps, so a slow local call answers instead of a 503."""
 
 
 class DispatchSettings(SharedSettings):

@@ -5,18 +5,23 @@ later invocation of the same instance.
 
 Ingest's time budget. IngestFunction has `Timeout: 10` in template.yaml. Ingest's AWS clients
 make one attempt per call (botocore retries off), so a call takes at most INGEST_CONNECT_TIMEOUT
-+ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 0.5 + 1.75 = 2.25 s. A round of acceptance (one
-BatchGetItem, one TransactWriteItems, then one SendMessageBatch attempt per batch, the batches
-sent at once, INGEST_SEND_BUDGET_SECONDS in all) starts only while the invocation has
-INGEST_ROUND_RESERVE_SECONDS (2.25 + 2.25 + 2.25 = 6.75 s) left beyond
-INGEST_ANSWER_MARGIN_SECONDS (1.0 s). So the worst POST is
++ INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 0.4 + 1.5 = 1.9 s. A POST reads the signing
+secret (one call, cached for 5 minutes) and the ledger (one BatchGetItem). It then writes the
+ledger with at most two TransactWriteItems (the ledger stores the bodies of more than 50 new
+invoices ahead of the state transaction) and sends the messages, one SendMessageBatch attempt
+per batch, the batches at once (INGEST_SEND_BUDGET_SECONDS). The writes start only while the
+invocation has INGEST_WRITE_RESERVE_SECONDS (2 x 1.9 + 1.9 = 5.7 s) left beyond
+INGEST_ANSWER_MARGIN_SECONDS (0.5 s). So the worst POST is
 
-    GetSecretValue 2.25 + one round 6.75 + answer margin 1.0 = 10.0 s <= 10 s,
+    GetSecretValue 1.9 + BatchGetItem 1.9 + writes and send 5.7 + answer margin 0.5 = 10.0 s <= 10 s,
 
 and a ledger write is never cut off by the timeout before its messages are queued or the
-sender is told 503. `ingest_worst_case_seconds()` is that sum; a test holds it to the template.
-A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
-resend (entries SQS refused stay QUEUED and the retry queues them again).
+sender is told 503. (A write refused by a race leaves at least 1.9 s + margin for the re-read,
+after which the check refuses.) `ingest_worst_case_seconds()` is that sum; a test holds it to
+the template. A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's
+retry is the resend (entries SQS refused stay QUEUED and the retry queues them again; the
+reconciler too). INGEST_AWS_READ_TIMEOUT_SECONDS (IngestSettings) lengthens the calls for an
+emulator slower than AWS only; the budget kept stays the one above.
 """
 
 import time
@@ -35,8 +40,8 @@ from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
-from relay.domain.acceptance import InvoiceAcceptance
-from relay.domain.dispatch import Dispatcher, DispatchSettings
+from relay.domain.dispatch import Dispatcher, DispatchLimits
+from relay.domain.intake import InvoiceAcceptance
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.presets import RequestVerifier, SigningSecrets
 from relay.domain.reconcile import Reconciler
@@ -66,8 +71,8 @@ _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standa
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
 
-INGEST_CONNECT_TIMEOUT = 0.5
-INGEST_READ_TIMEOUT = 1.75
+INGEST_CONNECT_TIMEOUT = 0.4
+INGEST_READ_TIMEOUT = 1.5
 INGEST_ATTEMPT_SECONDS = INGEST_CONNECT_TIMEOUT + INGEST_READ_TIMEOUT
 """The longest one AWS call of ingest can take: a single attempt, connect then read."""
 INGEST_SEND_ATTEMPTS = 1
@@ -77,9 +82,11 @@ INGEST_SEND_PAUSE_SECONDS = 0.1
 INGEST_SEND_BUDGET_SECONDS = (
     INGEST_SEND_ATTEMPTS * INGEST_ATTEMPT_SECONDS + (INGEST_SEND_ATTEMPTS - 1) * INGEST_SEND_PAUSE_SECONDS
 )
-INGEST_ROUND_RESERVE_SECONDS = INGEST_ATTEMPT_SECONDS + INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
-"""One acceptance round at its worst: BatchGetItem, TransactWriteItems, then the whole send."""
-INGEST_ANSWER_MARGIN_SECONDS = 1.0
+INGEST_LEDGER_WRITES = 2
+"""TransactWriteItems calls of one accept at most: bodies ahead (over 50 new invoices), then states."""
+INGEST_WRITE_RESERVE_SECONDS = INGEST_LEDGER_WRITES * INGEST_ATTEMPT_SECONDS + INGEST_SEND_BUDGET_SECONDS
+"""What the ledger writes and the whole send take at worst: kept before the first write."""
+INGEST_ANSWER_MARGIN_SECONDS = 0.5
 """Kept back from the invocation's remaining time for validation, the answer and the logs."""
 _INGEST_AWS_CONFIG = Config(
     connect_timeout=INGEST_CONNECT_TIMEOUT,
@@ -91,8 +98,14 @@ _INGEST_AWS_CONFIG = Config(
 
 
 def ingest_worst_case_seconds() -> float:
-    """The longest a POST can run: the signing secret's read, one full round, the answer margin."""
-    return INGEST_ATTEMPT_SECONDS + INGEST_ROUND_RESERVE_SECONDS + INGEST_ANSWER_MARGIN_SECONDS
+    """The longest a POST can run: the secret's read, the ledger's read, the writes and the send,
+    the answer margin."""
+    return (
+        INGEST_ATTEMPT_SECONDS
+        + INGEST_ATTEMPT_SECONDS
+        + INGEST_WRITE_RESERVE_SECONDS
+        + INGEST_ANSWER_MARGIN_SECONDS
+    )
 
 
 @cache
@@ -106,19 +119,25 @@ def _sqs() -> "SQSClient":
     return boto3.client("sqs", config=_AWS_CONFIG)
 
 
+def _ingest_aws_config() -> Config:
+    """_INGEST_AWS_CONFIG, with a longer read timeout only where IngestSettings says so (never in AWS)."""
+    slower = ingest_settings().aws_read_timeout_seconds
+    return _INGEST_AWS_CONFIG.merge(Config(read_timeout=slower)) if slower else _INGEST_AWS_CONFIG
+
+
 @cache
 def _ingest_dynamodb() -> "DynamoDBClient":
-    return boto3.client("dynamodb", config=_INGEST_AWS_CONFIG)
+    return boto3.client("dynamodb", config=_ingest_aws_config())
 
 
 @cache
 def _ingest_sqs() -> "SQSClient":
-    return boto3.client("sqs", config=_INGEST_AWS_CONFIG)
+    return boto3.client("sqs", config=_ingest_aws_config())
 
 
 @cache
 def _ingest_secrets() -> SecretsProvider:
-    return SecretsProvider(boto_config=_INGEST_AWS_CONFIG)
+    return SecretsProvider(boto_config=_ingest_aws_config())
 
 
 @cache
@@ -163,7 +182,7 @@ def acceptance() -> InvoiceAcceptance:
         attempt_seconds=INGEST_ATTEMPT_SECONDS,
     )
     return InvoiceAcceptance(
-        ledger=ingest_ledger(), queue=queue, clock=time.time, reserve_seconds=INGEST_ROUND_RESERVE_SECONDS
+        ledger=ingest_ledger(), queue=queue, clock=time.time, reserve_seconds=INGEST_WRITE_RESERVE_SECONDS
     )
 
 
@@ -190,7 +209,7 @@ def dispatcher() -> Dispatcher:
             settings.too_early_deadline_seconds,
             outage_backoff(settings.retry_base_seconds, random),
         ),
-        settings=DispatchSettings(
+        settings=DispatchLimits(
             lease_seconds=settings.lease_seconds,
             max_receive_count=settings.max_receive_count,
             request_seconds=request_seconds,

@@ -22,9 +22,9 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from relay.domain.errors import LedgerUnavailableError
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.ports import LedgerUnavailableError
 from relay_cli import ledger_index, output
 from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, pairs, table
 from relay_cli.redrive import depth, redrive

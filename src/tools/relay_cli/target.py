@@ -20,12 +20,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay_local.stack import REGION
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
-LOCAL_REGION = "ap-south-1"
 _LOCAL_QUEUE, _LOCAL_DLQ, _LOCAL_TABLE = "InvoiceQueue", "InvoiceDeadLetterQueue", "InvoiceLedgerTable"
 _AWS_CONFIG = Config(connect_timeout=3, read_timeout=20, retries={"mode": "standard", "max_attempts": 5})
 
@@ -89,7 +90,7 @@ def resolve(options: TargetOptions) -> Target:
 def _local(options: TargetOptions) -> Target:
     api_url = (options.api_url or DEFAULT_API_URL).rstrip("/")
     endpoint = options.endpoint_url
-    region = options.region or LOCAL_REGION
+    region = options.region or REGION
     if not endpoint:
         # Only the HTTP commands (send, status, smoke) can work without the AWS endpoint.
         return Target(api_url, _LOCAL_TABLE, "", "", region, None, options.secret, f"local API {api_url}")

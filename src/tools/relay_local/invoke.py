@@ -25,12 +25,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any, TextIO
 
+from relay.domain.signature import TIMESTAMP_TOLERANCE_SECONDS
 from relay_local.console import Console, FunctionOutput
 from relay_local.environment import fynd_settings
 from relay_local.pipeline import LocalPipeline, PipelineConfig
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signature_matches, signed_content, signed_headers
-
-TIMESTAMP_TOLERANCE_SECONDS = 300
 
 
 class InvokeError(Exception):

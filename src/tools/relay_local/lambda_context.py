@@ -30,9 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relay_local.stack import ACCOUNT_ID
+
 type Handler = Callable[[dict[str, Any], Any], Any]
 
-_DEFAULT_ACCOUNT_ID = "123456789012"
 # One "execution environment" per process: Lambda's log stream names one environment,
 # not one invocation, so every context from this process shares its suffix.
 _ENVIRONMENT_ID = uuid.uuid4().hex
@@ -95,7 +96,7 @@ class LambdaFunction:
     timeout_seconds: float
     memory_limit_in_mb: int = 512
     region: str = "us-east-1"
-    account_id: str = _DEFAULT_ACCOUNT_ID
+    account_id: str = ACCOUNT_ID
     shared_lock: threading.Lock | None = field(default=None, compare=False)
     """Held for each invocation, when given: one invocation at a time among the functions sharing it."""
 

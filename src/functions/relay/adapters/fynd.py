@@ -44,7 +44,7 @@ import urllib3
 from aws_lambda_powertools.metrics import MetricUnit
 
 from relay.adapters.fynd_answers import read_receipt, read_shipment_info, refusal_detail
-from relay.domain.delivery import (
+from relay.domain.fynd import (
     FyndAmbiguous,
     FyndAuthError,
     FyndCall,

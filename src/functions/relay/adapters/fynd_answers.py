@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from relay.domain.delivery import FyndAmbiguous, FyndCall, FyndReceipt, OrderError
+from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndReceipt, OrderError
 from relay.domain.shipment import ShipmentInfo
 
 CONFIRMING_STATUSES = frozenset({"SUCCESS", "PARTIAL"})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.domain.errors import AcceptRaceError, LedgerUnavailableError
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import (
@@ -28,7 +29,7 @@ from relay.domain.ledger import (
 )
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater, Verdict
-from relay.domain.ports import AcceptRaceError, Claim, LedgerUnavailableError
+from relay.domain.ports import Claim
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.domain.errors import QueueUnavailableError
 from relay.domain.messages import MAX_MESSAGE_BYTES, QueuedInvoice
-from relay.domain.ports import QueueUnavailableError
 from relay.observability import logger
 
 if TYPE_CHECKING:
@@ -56,26 +56,19 @@ class SqsInvoiceQueue:
         deadline = None if self._budget is None else self._clock() + self._budget
         batches = _batches(messages)
         if len(batches) <= 1:
-            for batch in batches:
-                self._send_batch(batch, deadline)
-            return
-        with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="sqs-send") as pool:
-            unsent = sum(pool.map(lambda batch: self._unsent(batch, deadline), batches))
+            unsent = sum(self._send_batch(batch, deadline) for batch in batches)
+        else:
+            with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="sqs-send") as pool:
+                unsent = sum(pool.map(lambda batch: self._send_batch(batch, deadline), batches))
         if unsent:
             raise QueueUnavailableError(f"{unsent} invoice(s) could not be queued")
-
-    def _unsent(self, messages: Sequence[QueuedInvoice], deadline: float | None) -> int:
-        try:
-            self._send_batch(messages, deadline)
-        except QueueUnavailableError as error:
-            return error.args[1] if len(error.args) > 1 else len(messages)
-        return 0
 
     def _fits(self, seconds: float, deadline: float | None) -> bool:
         return deadline is None or self._clock() + seconds <= deadline
 
-    def _send_batch(self, messages: Sequence[QueuedInvoice], deadline: float | None) -> None:
-        """SendMessageBatch can succeed for some entries and fail for others: resend the failed ones."""
+    def _send_batch(self, messages: Sequence[QueuedInvoice], deadline: float | None) -> int:
+        """SendMessageBatch can succeed for some entries and fail for others: resend the failed
+        ones. How many SQS never took."""
         waiting = {str(index): message for index, message in enumerate(messages)}
         for attempt in range(SEND_ATTEMPTS):
             # The first attempt always goes: the budget is one attempt at least, by construction
@@ -100,7 +93,7 @@ class SqsInvoiceQueue:
             else:
                 waiting = {entry["Id"]: waiting[entry["Id"]] for entry in answer.get("Failed", [])}
                 if not waiting:
-                    return
+                    return 0
                 logger.warning(
                     "SQS refused some messages", extra={"failed": len(waiting), "attempt": attempt}
                 )
@@ -108,7 +101,7 @@ class SqsInvoiceQueue:
             if not self._fits(pause + self._attempt, deadline):
                 break
             self._sleep(pause)
-        raise QueueUnavailableError(f"{len(waiting)} invoice(s) could not be queued", len(waiting))
+        return len(waiting)
 
     def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
         """One message, visible after `delay_seconds`; QueueUnavailableError when SQS refuses it."""

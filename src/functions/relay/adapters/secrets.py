@@ -20,18 +20,11 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.fynd import Credentials
-from relay.domain.delivery import FyndAuthError, FyndUnavailable
+from relay.domain.errors import SecretFormatError, SecretUnavailableError
+from relay.domain.fynd import FyndAuthError, FyndUnavailable
 from relay.observability import count
 
 CACHE_SECONDS = 300
-
-
-class SecretFormatError(Exception):
-    """A secret exists but does not hold what the relay expects (says which secret, never its value)."""
-
-
-class SecretUnavailableError(Exception):
-    """Secrets Manager could not be read just now (throttled, unreachable, denied): retry later."""
 
 
 def read_json_secret(arn: str, provider: SecretsProvider | None = None) -> Any:

@@ -1,1 +1,2 @@
-"""Pure rules of the relay: invoices, ledger states, batching and Fynd's code policy. No I/O here."""
+"""Pure rules of the relay: invoices, intake, ledger states, Fynd calls, the code policy, dispatch
+and reconciling, and every error they name. No I/O here."""

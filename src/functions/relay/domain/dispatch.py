@@ -41,21 +41,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from relay.domain.batching import plan_calls
-from relay.domain.delivery import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt, FyndThrottled
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
+from relay.domain.fynd import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt, FyndThrottled, plan_calls
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry
-from relay.domain.messages import Delivery
-from relay.domain.policy import (
-    TOO_EARLY,
-    CodePolicy,
-    Invoiced,
-    Rejected,
-    RetryLater,
-    Verdict,
-    dimension,
-)
-from relay.domain.ports import Fynd, InvoiceQueue, Ledger, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.messages import ReceivedMessage
+from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
+from relay.domain.ports import Fynd, InvoiceQueue, Ledger
 from relay.domain.shipment import ShipmentState, classify_shipment
 from relay.observability import count, logger
 
@@ -83,7 +75,7 @@ _OUR_REASONS = frozenset(
 
 
 @dataclass(frozen=True)
-class DispatchSettings:
+class DispatchLimits:
     lease_seconds: float
     max_receive_count: int
     request_seconds: float
@@ -101,7 +93,7 @@ class _Pending:
     """A claimed invoice and the message that answers for it (other copies in the batch are done)."""
 
     entry: LedgerEntry
-    delivery: Delivery
+    delivery: ReceivedMessage
 
 
 class Dispatcher:
@@ -112,7 +104,7 @@ class Dispatcher:
         fynd: Fynd,
         queue: InvoiceQueue,
         policy: CodePolicy,
-        settings: DispatchSettings,
+        settings: DispatchLimits,
         owner: str,
         clock: Callable[[], float],
     ) -> None:
@@ -129,7 +121,7 @@ class Dispatcher:
             else None
         )
 
-    def dispatch(self, deliveries: Sequence[Delivery], seconds_left: Callable[[], float]) -> list[str]:
+    def dispatch(self, deliveries: Sequence[ReceivedMessage], seconds_left: Callable[[], float]) -> list[str]:
         """Deliver the batch; return the message ids that must come back (batchItemFailures)."""
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
@@ -172,7 +164,7 @@ class Dispatcher:
         """`work` on every item: concurrently when ledger_concurrency allows, in order otherwise."""
         return list(self._pool.map(work, items) if self._pool else map(work, items))
 
-    def _claim(self, copies: list[Delivery]) -> tuple[list[str], _Pending | None]:
+    def _claim(self, copies: list[ReceivedMessage]) -> tuple[list[str], _Pending | None]:
         """Claim one invoice for its first copy: the pending claim, or the ids that come back."""
         first = copies[0]
         if len(copies) > 1:
@@ -193,7 +185,11 @@ class Dispatcher:
         return self._refused(copies, claim.entry, claim.refusal, now), None
 
     def _refused(
-        self, copies: list[Delivery], entry: LedgerEntry | None, refusal: ClaimRefusal | None, now: float
+        self,
+        copies: list[ReceivedMessage],
+        entry: LedgerEntry | None,
+        refusal: ClaimRefusal | None,
+        now: float,
     ) -> list[str]:
         first = copies[0]
         about = {**_about(first, entry), "reason": str(refusal), "status": _status(entry)}
@@ -373,7 +369,7 @@ class Dispatcher:
                 return self._hold(item.delivery, reason, delay)
 
     def _hold(
-        self, delivery: Delivery, reason: str, wait: float, *, requeue_before_last: bool | None = None
+        self, delivery: ReceivedMessage, reason: str, wait: float, *, requeue_before_last: bool | None = None
     ) -> list[str]:
         """Let the message come back after `wait` seconds; return the ids for batchItemFailures.
 
@@ -401,13 +397,13 @@ class Dispatcher:
             logger.warning("invoice will be retried", extra=log)
         return [delivery.message_id]
 
-    def _outage_wait(self, delivery: Delivery) -> float:
+    def _outage_wait(self, delivery: ReceivedMessage) -> float:
         return self._policy.outage.delay(delivery.receive_count)
 
 
-def _collapse(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+def _collapse(deliveries: Sequence[ReceivedMessage]) -> list[list[ReceivedMessage]]:
     """Group the batch's messages by (key, content): each group is one invoice to claim."""
-    groups: dict[tuple[InvoiceKey, str], list[Delivery]] = {}
+    groups: dict[tuple[InvoiceKey, str], list[ReceivedMessage]] = {}
     for delivery in deliveries:
         groups.setdefault((delivery.message.invoice.key, delivery.message.content_hash), []).append(delivery)
     return list(groups.values())
@@ -427,7 +423,7 @@ def _halves(call: FyndCall) -> list[FyndCall]:
     ]
 
 
-def _about(delivery: Delivery, entry: LedgerEntry | None) -> dict[str, object]:
+def _about(delivery: ReceivedMessage, entry: LedgerEntry | None) -> dict[str, object]:
     """What every log line about an invoice carries: its key, and the webhook-id of the request
     that accepted it (the ledger's, which the status API shows; else the message's). A batch
     mixes webhooks, so this goes on each line rather than on the Logger."""

@@ -1,17 +1,45 @@
-"""Deciding what happens to each invoice of an accepted webhook, given what the ledger holds.
+"""Accepting a verified webhook's invoices: decide, record them in the ledger, then queue them.
 
-Pure: the caller reads the ledger entries first and applies the decisions after. The rules
-follow the relay's interface: same key and same content is a duplicate (answered with its
-state, never sent twice); different content for a key the ledger holds is a conflict,
-unless that key was REJECTED, in which case the corrected invoice starts over.
+Deciding (`admit`) is pure: given what the ledger holds, same key and same content is a
+duplicate (answered with its state, never sent twice); different content for a key the ledger
+holds is a conflict, unless that key was REJECTED, in which case the corrected invoice starts
+over. `InvoiceAcceptance` reads the ledger, decides, and applies the decisions.
+
+The ledger write comes first and is all or nothing; the queue send comes after and must
+succeed for every invoice before the sender hears 202. If the send fails the entries stay
+QUEUED, the sender gets a 503 and retries, and the retry re-queues them (Action.REQUEUE).
+
+Three guards keep that promise:
+- Every message is built and proven to round-trip (`relay.domain.messages.round_trips`)
+  before the ledger is written: an invoice the dispatcher could not read is refused (422)
+  instead of being recorded QUEUED with a message that is dead-lettered unread.
+- A write refused because a key changed since it was read (another copy of the same webhook
+  racing this one) is decided again from a fresh read, up to ADMIT_ROUNDS times: the same
+  content is then a duplicate answered with its state, different content a conflict (409).
+  A race that outlasts the rounds is an outage for the sender (503, retry), never a 409.
+- The ledger is written only while `seconds_left()` covers `reserve_seconds`, the worst case
+  of the writes and the whole send (see `relay.wiring`): once written, the send has the time
+  it needs before the function's timeout; otherwise nothing is written at all (503). A
+  re-read after a refused write fits in what that check kept, and the next check refuses.
 """
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from relay.domain.errors import (
+    AcceptanceOutOfTime,
+    AcceptRaceError,
+    ConflictError,
+    KeyConflict,
+    UnqueueableInvoices,
+)
 from relay.domain.invoice import Invoice, InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.messages import QueuedInvoice, round_trips
+from relay.domain.ports import InvoiceQueue, Ledger
+from relay.observability import count, logger
 
 
 class Action(StrEnum):
@@ -38,22 +66,6 @@ class Admission:
         return self.action is not Action.ANSWER
 
 
-@dataclass(frozen=True)
-class KeyConflict:
-    index: int
-    key: InvoiceKey
-    status: InvoiceStatus
-    invoice_number: str
-
-
-class ConflictError(Exception):
-    """Some invoices differ from the ones the ledger already holds for their keys."""
-
-    def __init__(self, conflicts: Sequence[KeyConflict]) -> None:
-        super().__init__(f"{len(conflicts)} invoice(s) conflict with recorded invoices")
-        self.conflicts = tuple(conflicts)
-
-
 def admit(invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]) -> list[Admission]:
     """One admission per invoice, in order; raises ConflictError naming every conflict at once."""
     admissions: list[Admission] = []
@@ -75,3 +87,105 @@ def admit(invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry
     if conflicts:
         raise ConflictError(conflicts)
     return admissions
+
+
+ADMIT_ROUNDS = 3
+
+
+def _forever() -> float:
+    return math.inf
+
+
+class InvoiceAcceptance:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        queue: InvoiceQueue,
+        clock: Callable[[], float],
+        reserve_seconds: float = 0.0,
+    ) -> None:
+        self._ledger = ledger
+        self._queue = queue
+        self._clock = clock
+        self._reserve = reserve_seconds
+
+    def accept(
+        self,
+        invoices: Sequence[Invoice],
+        *,
+        correlation_id: str | None,
+        seconds_left: Callable[[], float] = _forever,
+    ) -> list[Admission]:
+        count("InvoicesReceived", len(invoices))
+        for round_number in range(1, ADMIT_ROUNDS + 1):
+            recorded = self._ledger.get_many(invoice.key for invoice in invoices)
+            admissions = self._admit(invoices, recorded)
+            now = self._clock()
+            to_queue = _messages(admissions, recorded, now, correlation_id)
+            if seconds_left() < self._reserve:
+                raise AcceptanceOutOfTime("too little time left to record and queue these invoices")
+            try:
+                self._ledger.accept(admissions, now=now, correlation_id=correlation_id)
+            except AcceptRaceError:
+                count("AcceptRaces")
+                logger.info(
+                    "an invoice key changed while accepting; reading it again", extra={"round": round_number}
+                )
+                continue
+            self._queue.send(to_queue)
+            self._report(admissions, to_queue)
+            return admissions
+        raise AcceptRaceError(f"invoice keys kept changing over {ADMIT_ROUNDS} attempts to accept them")
+
+    def _admit(
+        self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]
+    ) -> list[Admission]:
+        try:
+            return admit(invoices, recorded)
+        except ConflictError as conflict:
+            count("Conflicts", len(conflict.conflicts))
+            logger.warning(
+                "invoices conflict with recorded ones",
+                extra={"invoice_keys": [str(item.key) for item in conflict.conflicts]},
+            )
+            raise
+
+    def _report(self, admissions: Sequence[Admission], to_queue: Sequence[QueuedInvoice]) -> None:
+        suppressed = len(admissions) - len(to_queue)
+        if suppressed:
+            count("DuplicatesSuppressed", suppressed, stage="ingest")
+        count("InvoicesQueued", len(to_queue))
+        logger.info(
+            "invoices accepted",
+            extra={
+                "invoice_keys": [str(admission.invoice.key) for admission in admissions],
+                "queued": len(to_queue),
+                "already_known": suppressed,
+            },
+        )
+
+
+def _messages(
+    admissions: Sequence[Admission],
+    recorded: Mapping[InvoiceKey, LedgerEntry],
+    now: float,
+    correlation_id: str | None,
+) -> list[QueuedInvoice]:
+    """The messages to queue, each proven to round-trip; UnqueueableInvoices naming any that do not."""
+    messages = [
+        QueuedInvoice(
+            invoice=admission.invoice,
+            content_hash=admission.content_hash,
+            accepted_at=recorded[admission.invoice.key].accepted_at
+            if admission.action is Action.REQUEUE
+            else now,
+            correlation_id=correlation_id,
+        )
+        for admission in admissions
+        if admission.enqueue
+    ]
+    broken = [message.invoice.key for message in messages if not round_trips(message)]
+    if broken:
+        raise UnqueueableInvoices(broken)
+    return messages

@@ -69,7 +69,7 @@ def round_trips(message: QueuedInvoice) -> bool:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class ReceivedMessage:
     """One SQS record of a dispatcher batch."""
 
     message_id: str

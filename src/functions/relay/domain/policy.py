@@ -31,7 +31,7 @@ Fynd invents tomorrow lands in "other" instead of minting a new CloudWatch metri
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.domain.delivery import FyndCallError, OrderError
+from relay.domain.fynd import FyndCallError, OrderError
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.shipment import ShipmentState
 

@@ -2,25 +2,24 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from relay.domain.delivery import FyndCall, FyndReceipt
-from relay.domain.intake import Admission
+from relay.domain.fynd import FyndCall, FyndReceipt
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import ClaimRefusal, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Verdict
 from relay.domain.shipment import ShipmentInfo
 
+if TYPE_CHECKING:
+    from relay.domain.intake import Admission
+
 __all__ = [
-    "AcceptRaceError",
     "Claim",
     "ClaimRefusal",
     "Fynd",
     "InvoiceQueue",
     "Ledger",
-    "LedgerUnavailableError",
-    "QueueUnavailableError",
 ]
 
 
@@ -36,23 +35,12 @@ class Claim:
         return self.refusal is None
 
 
-class LedgerUnavailableError(Exception):
-    """The ledger could not be read or written (throttled, unreachable) even after retries.
-
-    The only error a Ledger raises for an outage: the adapter translates every SDK error at its
-    boundary, so the domain never sees botocore's types."""
-
-
-class AcceptRaceError(Exception):
-    """Another request changed one of these keys between our read and our write."""
-
-
 class Ledger(Protocol):
     def get(self, key: InvoiceKey) -> LedgerEntry | None: ...
 
     def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]: ...
 
-    def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
+    def accept(self, admissions: "Sequence[Admission]", *, now: float, correlation_id: str | None) -> None:
         """Write every admission that changes the ledger, all or nothing; AcceptRaceError on a race."""
         ...
 
@@ -67,10 +55,6 @@ class Ledger(Protocol):
     ) -> bool:
         """Record a verdict on an entry this owner holds; False when the lease was lost meanwhile."""
         ...
-
-
-class QueueUnavailableError(Exception):
-    """Some messages could not be queued even after retrying."""
 
 
 class InvoiceQueue(Protocol):

@@ -31,24 +31,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from relay.domain.signature import SIGNATURE_HEADERS, SignatureRefused, SigningSecretMissing, WebhookVerifier
+from relay.domain.errors import SchemeRefused, SignatureRefused, SigningSecretMissing
+from relay.domain.signature import MIN_SECRET_BYTES, SIGNATURE_HEADERS, WebhookVerifier
 
 STANDARD_WEBHOOKS = "standard-webhooks"
 FRAPPE = "frappe"
 HMAC_SHA256 = "hmac-sha256"
 FRAPPE_HEADER = "X-Frappe-Webhook-Signature"
-MIN_SECRET_BYTES = 24
-"""An HMAC key without a timestamp guards every request forever: no guessable short secrets."""
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 9110 token
-
-
-class SchemeRefused(SignatureRefused):
-    """A signature refused by one named scheme; the message names it and never the expected value."""
-
-    def __init__(self, scheme: str, reason: str) -> None:
-        super().__init__(f"{scheme}: {reason}")
-        self.scheme = scheme
 
 
 @dataclass(frozen=True)

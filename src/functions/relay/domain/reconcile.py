@@ -31,10 +31,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
-from relay.domain.ports import InvoiceQueue, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.ports import InvoiceQueue
 from relay.observability import count, logger
 
 RECONCILED_STATUSES = (InvoiceStatus.QUEUED, InvoiceStatus.RETRYING, InvoiceStatus.IN_PROGRESS)

@@ -24,20 +24,14 @@ from datetime import UTC, datetime
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
+from relay.domain.errors import SignatureRefused, SigningSecretMissing
+
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 TIMESTAMP_TOLERANCE_SECONDS = 300
 MIN_SECRET_BYTES = 24
 """Standard Webhooks secrets are 24 to 64 random bytes; fewer is a key anyone can guess."""
 
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-
-
-class SignatureRefused(Exception):
-    """The request is not signed by anyone we trust; the reason is safe to show the sender."""
-
-
-class SigningSecretMissing(Exception):
-    """The relay's own configuration is wrong: no sender could be verified."""
 
 
 def secret_key(secret: str) -> bytes:

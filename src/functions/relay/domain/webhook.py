@@ -14,11 +14,17 @@ exist because the queue message must carry the invoice to the dispatcher unchang
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from relay.domain.errors import (
+    FieldError,
+    InvalidInvoices,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from relay.domain.invoice import Invoice
 
 MAX_INVOICES_PER_WEBHOOK = 100
@@ -27,41 +33,6 @@ MAX_NESTING_DEPTH = 16
 The free-form `packages` needs about five; the queue message's parser stops near 200."""
 MAX_ERRORS_PER_INVOICE = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class WebhookRefused(Exception):
-    """The body cannot be accepted; nothing was recorded or queued."""
-
-
-class PayloadTooLarge(WebhookRefused):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"body is {size} bytes; the limit is {limit}")
-
-
-class UnsupportedMediaType(WebhookRefused):
-    def __init__(self, content_type: str | None) -> None:
-        super().__init__(f"content type must be application/json, not {content_type or 'missing'}")
-
-
-class MalformedBody(WebhookRefused):
-    pass
-
-
-@dataclass(frozen=True)
-class FieldError:
-    index: int | None
-    """Position in the array; None for a problem with the body as a whole."""
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "field": self.field, "message": self.message}
-
-
-class InvalidInvoices(WebhookRefused):
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__(f"{len(errors)} problem(s) in the invoices; nothing was queued")
-        self.errors = errors
 
 
 def check_envelope(content_type: str | None, size: int, limit: int) -> None:

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Json, ValidationError
 
 from relay.adapters.queue import CORRELATION_ATTRIBUTE
-from relay.domain.messages import Delivery, QueuedInvoice
+from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.observability import count, logger, metrics, tracer
 from relay.wiring import dispatch_settings, dispatcher
 
@@ -33,7 +33,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> dict[str, Any]:
     """An SQS event in, the partial batch response (batchItemFailures) out."""
-    deliveries: list[Delivery] = []
+    deliveries: list[ReceivedMessage] = []
     unreadable: list[str] = []
     for record in event.get("Records", []):
         try:
@@ -44,13 +44,13 @@ def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> 
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
 
 
-def _delivery(record: QueuedInvoiceRecord) -> Delivery:
+def _delivery(record: QueuedInvoiceRecord) -> ReceivedMessage:
     message = record.body
     attribute = record.messageAttributes.get(CORRELATION_ATTRIBUTE)
     correlation_id = attribute.stringValue if attribute else None
     if not message.correlation_id and correlation_id:
         message = message.model_copy(update={"correlation_id": correlation_id})
-    return Delivery(
+    return ReceivedMessage(
         message_id=record.messageId,
         receipt_handle=record.receiptHandle,
         receive_count=int(record.attributes.ApproximateReceiveCount),

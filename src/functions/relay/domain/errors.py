@@ -1,0 +1,113 @@
+"""Every refusal and outage the relay names, in one place: relay.api maps each to one answer,
+the dispatcher to what becomes of a message. Nothing here is raised for a bug."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relay.domain.invoice import InvoiceKey
+from relay.domain.ledger import InvoiceStatus
+
+
+class WebhookRefused(Exception):
+    """The body cannot be accepted; nothing was recorded or queued."""
+
+
+class PayloadTooLarge(WebhookRefused):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"body is {size} bytes; the limit is {limit}")
+
+
+class UnsupportedMediaType(WebhookRefused):
+    def __init__(self, content_type: str | None) -> None:
+        super().__init__(f"content type must be application/json, not {content_type or 'missing'}")
+
+
+class MalformedBody(WebhookRefused):
+    pass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int | None
+    """Position in the array; None for a problem with the body as a whole."""
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class InvalidInvoices(WebhookRefused):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the invoices; nothing was queued")
+        self.errors = errors
+
+
+class SignatureRefused(Exception):
+    """The request is not signed by anyone we trust; the reason is safe to show the sender."""
+
+
+class SigningSecretMissing(Exception):
+    """The relay's own configuration is wrong: no sender could be verified."""
+
+
+class SchemeRefused(SignatureRefused):
+    """A signature refused by one named scheme; the message names it and never the expected value."""
+
+    def __init__(self, scheme: str, reason: str) -> None:
+        super().__init__(f"{scheme}: {reason}")
+        self.scheme = scheme
+
+
+@dataclass(frozen=True)
+class KeyConflict:
+    index: int
+    key: InvoiceKey
+    status: InvoiceStatus
+    invoice_number: str
+
+
+class ConflictError(Exception):
+    """Some invoices differ from the ones the ledger already holds for their keys."""
+
+    def __init__(self, conflicts: Sequence[KeyConflict]) -> None:
+        super().__init__(f"{len(conflicts)} invoice(s) conflict with recorded invoices")
+        self.conflicts = tuple(conflicts)
+
+
+class UnqueueableInvoices(Exception):
+    """Invoices that would not reach the dispatcher as they are (too large for one message,
+    or not read back unchanged): the sender must change them. Nothing was written."""
+
+    def __init__(self, keys: Sequence[InvoiceKey]) -> None:
+        super().__init__(f"{len(keys)} invoice(s) cannot be queued as sent; nothing was queued")
+        self.keys = tuple(keys)
+
+
+class AcceptanceOutOfTime(Exception):
+    """Too little of the request's time is left to write the ledger and then queue; nothing was
+    written, so the sender's retry starts clean."""
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger could not be read or written (throttled, unreachable) even after retries.
+
+    The only error a Ledger raises for an outage: the adapter translates every SDK error at its
+    boundary, so the domain never sees botocore's types."""
+
+
+class AcceptRaceError(Exception):
+    """Another request changed one of these keys between our read and our write."""
+
+
+class QueueUnavailableError(Exception):
+    """Some messages could not be queued even after retrying."""
+
+
+class SecretFormatError(Exception):
+    """A secret exists but does not hold what the relay expects (says which secret, never its value)."""
+
+
+class SecretUnavailableError(Exception):
+    """Secrets Manager could not be read just now (throttled, unreachable, denied): retry later."""
