@@ -19,8 +19,8 @@ from typing import Any
 from factories import invoice
 from fakes import SETTINGS, InMemoryLedger, RecordingQueue, ScriptedFynd, World
 from relay.domain import dispatch as dispatch_module
-from relay.domain.delivery import FyndCall, FyndReceipt
-from relay.domain.dispatch import DispatchSettings
+from relay.domain.dispatch import DispatchLimits
+from relay.domain.fynd import FyndCall, FyndReceipt
 from relay.domain.invoice import InvoiceKey
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Verdict
@@ -87,7 +87,7 @@ def run(
     """Queue `invoices`, drain them with `concurrency` workers (threads of this interpreter), and
     report the rate."""
     world = World(
-        settings=DispatchSettings(
+        settings=DispatchLimits(
             lease_seconds=SETTINGS.lease_seconds,
             max_receive_count=SETTINGS.max_receive_count,
             request_seconds=SETTINGS.request_seconds,
