@@ -89,7 +89,7 @@ invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction|ReconcileFunction) o
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=IngestFunction EVENT=events/ingest-post-invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local invoke "$(FN)" "$(EVENT)"
 
-bench: $(STAMP) ## measure throughput, requests per invoice and import cost
+bench: build ## measure against the targets and a naive peer: one table, bench/results.json (never part of make test)
 	$(BIN)/python tests/benchmarks/run.py
 
 fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=, SEED= to change or replay)
