@@ -24,19 +24,10 @@ import pytest
 import urllib3
 
 from fynd_simulator import SimulatorControl
+from relay_client import FAST_RETRIES, FINAL
 from relay_local.signing import new_secret, signed_headers, status_headers
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST_RETRIES = {
-    "RETRY_BASE_SECONDS": "1",
-    "RETRY_MAX_SECONDS": "2",
-    # A lease that ends soon, with Fynd timeouts and a record reserve that still fit inside it.
-    "LEASE_SECONDS": "8",
-    "FYND_CONNECT_TIMEOUT_SECONDS": "1",
-    "FYND_READ_TIMEOUT_SECONDS": "3",
-    "RECORD_RESERVE_SECONDS": "1",
-}
-FINAL = {"INVOICED", "REJECTED"}
 _URL = r"(http://127\.0\.0\.1:\d+)"
 
 

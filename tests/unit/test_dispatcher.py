@@ -232,14 +232,19 @@ def test_breach_01_a_failed_requeue_returns_the_message_instead_of_raising(world
     assert world.status(key("A")) is InvoiceStatus.RETRYING
 
 
-def test_a_worker_killed_after_fynd_answered_is_verified_without_a_second_send(world: World) -> None:
-    # Given the worker dies between Fynd's answer and the ledger write
+def killed_after_fynd_answered(world: World) -> None:
+    """Invoice A is accepted; its worker dies between Fynd's answer and the ledger write."""
     world.accept(invoice("A"))
     world.faults.fail("ledger.record", Crash())
     batch = world.queue.receive()
     with pytest.raises(Crash):
         world.dispatcher().dispatch(batch, lambda: 60)
     world.queue.crash(batch)
+
+
+def test_a_worker_killed_after_fynd_answered_is_verified_without_a_second_send(world: World) -> None:
+    # Given the worker dies between Fynd's answer and the ledger write
+    killed_after_fynd_answered(world)
     # When the message returns after its visibility timeout (the lease is long gone)
     world.drain()
     # Then Shipment Info proves it invoiced: recorded as verified, never sent twice
@@ -249,13 +254,8 @@ def test_a_worker_killed_after_fynd_answered_is_verified_without_a_second_send(w
 
 
 def test_without_shipment_info_a_killed_worker_learns_from_in453(world: World) -> None:
-    # Given Shipment Info is down when the retry comes
-    world.accept(invoice("A"))
-    world.faults.fail("ledger.record", Crash())
-    batch = world.queue.receive()
-    with pytest.raises(Crash):
-        world.dispatcher().dispatch(batch, lambda: 60)
-    world.queue.crash(batch)
+    # Given the worker died after Fynd answered, and Shipment Info is down when the retry comes
+    killed_after_fynd_answered(world)
     world.faults.fail("fynd.read", FyndUnavailable("503"), times=None)
     world.drain()
     # Then it is sent again as before the read existed, and IN453 proves it invoiced

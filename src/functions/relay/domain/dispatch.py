@@ -149,9 +149,8 @@ class Dispatcher:
             if decided:
                 failed.extend(self._settle_each(pending, decided))
                 rest = tuple(invoice for invoice in call.invoices if invoice.key not in decided)
-                if not rest:
-                    continue
-                calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
+                if rest:
+                    calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
                 continue
             answer = self._send(call, budget)
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
