@@ -38,7 +38,7 @@ def dispatch_batch(event: dict[str, Any], seconds_left: Callable[[], float]) -> 
     for record in event.get("Records", []):
         try:
             deliveries.append(_delivery(QueuedInvoiceRecord.model_validate(record)))
-        except ValidationError:
+        except (ValidationError, ValueError):  # ValueError: a receive count that is no number
             unreadable.append(_unreadable(record))
     failed = dispatcher().dispatch(deliveries, seconds_left) if deliveries else []
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in [*unreadable, *failed]]}
