@@ -32,10 +32,10 @@ INGEST_TIMEOUT_SECONDS = 10.0
 
 
 class StaleFirstRead:
-    """A ledger as a request sees it when another request writes between its read and its
-    write: the first `get_many` answers as if nothing were recorded yet."""
+    """A ledger (the fake or the DynamoDB one) as a request sees it when another request writes
+    between its read and its write: the first `get_many` answers as if nothing were recorded yet."""
 
-    def __init__(self, ledger: InMemoryLedger) -> None:
+    def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
         self.reads = 0
 

@@ -1,7 +1,6 @@
 """`InvoiceLedger.accept` against in-process moto, on the table template.yaml declares."""
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -9,12 +8,11 @@ from moto import mock_aws
 
 from factories import invoice
 from fakes import FakeClock, RecordingQueue
-from ingest_harness import queued_bodies
+from ingest_harness import StaleFirstRead, queued_bodies
 from relay.adapters.ledger import InvoiceLedger
 from relay.domain.errors import AcceptRaceError
 from relay.domain.intake import InvoiceAcceptance, admit
-from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import InvoiceStatus
 from relay_local.stack import load_template
 
 
@@ -35,22 +33,6 @@ def ledger() -> Iterator[InvoiceLedger]:
             ),
         )
         yield InvoiceLedger("InvoiceLedger", client)
-
-
-class StaleFirstRead:
-    """The ledger as a request sees it when another copy lands between its read and its write:
-    the first `get_many` answers from before that copy."""
-
-    def __init__(self, ledger: InvoiceLedger) -> None:
-        self.ledger = ledger
-        self.reads = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ledger, name)
-
-    def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
-        self.reads += 1
-        return {} if self.reads == 1 else self.ledger.get_many(keys)
 
 
 def test_a_key_written_meanwhile_cancels_the_transaction_as_a_race(ledger: InvoiceLedger) -> None:
