@@ -118,16 +118,8 @@ class Dispatcher:
         self._settings = settings
         self._owner = owner
         self._clock = clock
-        self._pool = (
-            ThreadPoolExecutor(settings.ledger_concurrency, thread_name_prefix="ledger")
-            if settings.ledger_concurrency > 1
-            else None
-        )
-        self._fynd_pool = (
-            ThreadPoolExecutor(settings.fynd_concurrency, thread_name_prefix="fynd")
-            if settings.fynd_concurrency > 1
-            else None
-        )
+        self._pool = _pool(settings.ledger_concurrency, "ledger")
+        self._fynd_pool = _pool(settings.fynd_concurrency, "fynd")
 
     def dispatch(self, deliveries: Sequence[ReceivedMessage], seconds_left: Callable[[], float]) -> list[str]:
         """Deliver the batch; return the message ids that must come back (batchItemFailures)."""
@@ -406,6 +398,11 @@ class Dispatcher:
 
     def _outage_wait(self, delivery: ReceivedMessage) -> float:
         return self._policy.outage.delay(delivery.receive_count)
+
+
+def _pool(workers: int, name: str) -> ThreadPoolExecutor | None:
+    """Threads for `workers` calls at once; None runs them one after another, in order."""
+    return ThreadPoolExecutor(workers, thread_name_prefix=name) if workers > 1 else None
 
 
 def _collapse(deliveries: Sequence[ReceivedMessage]) -> list[list[ReceivedMessage]]:
