@@ -6,18 +6,20 @@ later invocation of the same instance.
 Ingest's time budget. IngestFunction has `Timeout: 10` in template.yaml. Ingest's AWS clients
 make one attempt per call (botocore retries off), so a call takes at most INGEST_CONNECT_TIMEOUT
 + INGEST_READ_TIMEOUT = INGEST_ATTEMPT_SECONDS = 0.4 + 1.5 = 1.9 s. A POST reads the signing
-secret (one call, cached for 5 minutes) and the ledger (one BatchGetItem). It then writes the
-ledger with at most two TransactWriteItems (the ledger stores the bodies of more than 50 new
-invoices ahead of the state transaction) and sends the messages, one SendMessageBatch attempt
-per batch, the batches at once (INGEST_SEND_BUDGET_SECONDS). The writes start only while the
+secret (one call, cached for 5 minutes) and, for more than 50 invoices, the ledger (one
+BatchGetItem; smaller webhooks are written first and read only if a key is already recorded,
+see relay.domain.intake). It then writes the ledger with at most two TransactWriteItems (the
+ledger stores the bodies of more than 50 new invoices ahead of the state transaction) and
+sends the messages, one SendMessageBatch attempt per batch, the batches at once
+(INGEST_SEND_BUDGET_SECONDS). The writes start only while the
 invocation has INGEST_WRITE_RESERVE_SECONDS (2 x 1.9 + 1.9 = 5.7 s) left beyond
 INGEST_ANSWER_MARGIN_SECONDS (0.5 s). So the worst POST is
 
     GetSecretValue 1.9 + BatchGetItem 1.9 + writes and send 5.7 + answer margin 0.5 = 10.0 s <= 10 s,
 
 and a ledger write is never cut off by the timeout before its messages are queued or the
-sender is told 503. (A write refused by a race leaves at least 1.9 s + margin for the re-read,
-after which the check refuses.) `ingest_worst_case_seconds()` is that sum; a test holds it to
+sender is told 503. (A write refused because a key is recorded leaves at least 1.9 s + margin
+for the re-read, after which the check before the next write may refuse: 503, nothing written.) `ingest_worst_case_seconds()` is that sum; a test holds it to
 the template. A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's
 retry is the resend (entries SQS refused stay QUEUED and the retry queues them again; the
 reconciler too). INGEST_AWS_READ_TIMEOUT_SECONDS (IngestSettings) lengthens the calls for an
@@ -37,7 +39,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
 from relay.adapters.fynd import FyndClient
-from relay.adapters.ledger import InvoiceLedger
+from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.dispatch import Dispatcher, DispatchLimits
@@ -184,7 +186,12 @@ def acceptance() -> InvoiceAcceptance:
         attempt_seconds=INGEST_ATTEMPT_SECONDS,
     )
     return InvoiceAcceptance(
-        ledger=ingest_ledger(), queue=queue, clock=time.time, reserve_seconds=INGEST_WRITE_RESERVE_SECONDS
+        ledger=ingest_ledger(),
+        queue=queue,
+        clock=time.time,
+        reserve_seconds=INGEST_WRITE_RESERVE_SECONDS,
+        # Bodies and entries of up to 50 invoices fit one transaction, so a refused write leaves nothing.
+        optimistic_limit=TRANSACTION_LIMIT // 2,
     )
 
 
