@@ -138,33 +138,52 @@ class LocalBench:
         )
         minimal.start()
         self.queued_before += requests
-        relay_ms: list[float] = []
-        floor_ms: list[float] = []
+        posts: dict[str, list[tuple[float, float]]] = {"relay": [], "sqs_only": []}
         self.dynamodb_proxy.taken()
         self.sqs_proxy.taken()
         log_before = self.log_bytes()
         try:
             for n in range(requests):
                 # Alternate, so load changes hit both alike.
-                for target, samples in ((None, relay_ms), (minimal.url, floor_ms)):
+                for target, who in ((None, "relay"), (minimal.url, "sqs_only")):
                     started = time.perf_counter()
                     status = self.post(invoice_dict(f"LAT-{n:04}"), target)
-                    samples.append((time.perf_counter() - started) * 1000)
+                    posts[who].append((started, time.perf_counter()))
                     assert status == 202, status
         finally:
             minimal.stop()
         relay_log = self.log_bytes() - log_before
-        sqs = by_operation(self.sqs_proxy.taken())
-        sqs["SendMessage"] -= requests  # the minimal handler's
+        dynamodb, sqs = self.dynamodb_proxy.taken(), self.sqs_proxy.taken()
+        sqs_counts = by_operation(sqs)
+        sqs_counts["SendMessage"] -= requests  # the minimal handler's
+        total = {who: [(end - start) * 1000 for start, end in spans] for who, spans in posts.items()}
+        # The AWS calls each POST waited for, measured at the proxies; what is left is the
+        # handler's own time (signature, validation, logging, the local runtime's plumbing).
+        waited = {who: _waited_ms(spans, dynamodb + sqs) for who, spans in posts.items()}
+        own = {who: [t - w for t, w in zip(total[who], waited[who], strict=True)] for who in posts}
+        aws_calls = {who: _calls_per_post(spans, dynamodb + sqs) for who, spans in posts.items()}
         return {
             "requests": requests,
-            "relay_ms": _quantiles(relay_ms),
-            "sqs_only_ms": _quantiles(floor_ms),
-            "p50_ratio": round(statistics.median(relay_ms) / statistics.median(floor_ms), 2),
-            "p99_ratio": round(_p99(relay_ms) / _p99(floor_ms), 2),
+            "relay_ms": _quantiles(total["relay"]),
+            "sqs_only_ms": _quantiles(total["sqs_only"]),
+            "p50_ratio": round(statistics.median(total["relay"]) / statistics.median(total["sqs_only"]), 2),
+            "p99_ratio": round(_p99(total["relay"]) / _p99(total["sqs_only"]), 2),
+            "aws_service_ms_p50_by_operation": {
+                operation: round(statistics.median(times), 1)
+                for operation, times in sorted(_service_times(dynamodb + sqs).items())
+                if operation not in IGNORED
+            },
+            "aws_calls_per_post": aws_calls,
+            "own_ms_excluding_aws_calls": {who: _quantiles(samples) for who, samples in own.items()},
+            "own_p50_ratio": round(statistics.median(own["relay"]) / statistics.median(own["sqs_only"]), 2),
+            "model_p50_ratio_at_8ms_per_aws_call": round(
+                (statistics.median(own["relay"]) + 8 * aws_calls["relay"])
+                / (statistics.median(own["sqs_only"]) + 8 * aws_calls["sqs_only"]),
+                2,
+            ),
             "ingest_requests_per_invoice_1_per_webhook": {
-                "dynamodb": per_invoice(by_operation(self.dynamodb_proxy.taken()), requests),
-                "sqs": per_invoice(+sqs, requests),
+                "dynamodb": per_invoice(by_operation(dynamodb), requests),
+                "sqs": per_invoice(+sqs_counts, requests),
             },
             "log_bytes_per_webhook": round(relay_log / requests),
         }
@@ -313,21 +332,26 @@ class LocalBench:
         }
 
     # ---- the naive peer through the same stack ----
-    def naive_peer(self, invoices: int = 100, fynd_delay: float = 0.2) -> dict[str, Any]:
+    def naive_peer(
+        self, invoices: int = 100, fynd_delay: float = 0.2, concurrency: int = 1
+    ) -> dict[str, Any]:
         assert self.pipeline is not None
         assert self.fynd_proxy is not None
-        self.pipeline.dynamodb().create_table(
-            TableName="NaivePeerIdempotency",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        dynamodb = self.pipeline.dynamodb()
+        if "NaivePeerIdempotency" not in dynamodb.list_tables()["TableNames"]:
+            dynamodb.create_table(
+                TableName="NaivePeerIdempotency",
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
         os.environ.update({"NAIVE_FYND_USERNAME": DEFAULT_USERNAME, "NAIVE_FYND_PASSWORD": DEFAULT_PASSWORD})
         import naive_peer
 
         self.fynd_proxy.delay_seconds = fynd_delay
+        prefix = f"NAIVE-C{concurrency}-"
         for start in range(0, invoices, 100):
-            self.accept([invoice_dict(f"NAIVE-{n:05}") for n in range(start, min(start + 100, invoices))])
+            self.accept([invoice_dict(f"{prefix}{n:05}") for n in range(start, min(start + 100, invoices))])
         self.dynamodb_proxy.taken()
         self.sqs_proxy.taken()
         log_before = self.log_bytes()
@@ -335,7 +359,7 @@ class LocalBench:
             queue_url=self.stack.queue_url,
             batch_size=10,
             batching_window_seconds=0,
-            max_concurrency=1,
+            max_concurrency=concurrency,
             function_response_types=("ReportBatchItemFailures",),
         )
         function = LambdaFunction(name="NaivePeer", handler=naive_peer.lambda_handler, timeout_seconds=60)
@@ -345,13 +369,11 @@ class LocalBench:
         _drain(consumer, invoices)
         drained = time.perf_counter() - started
         consumer.stop()
-        calls = [
-            c for c in self.simulator.state.calls() if c.order_ids and c.order_ids[0].startswith("NAIVE-")
-        ]
+        calls = [c for c in self.simulator.state.calls() if c.order_ids and c.order_ids[0].startswith(prefix)]
         tally = consumer.tally()
         return {
             "invoices": invoices,
-            "max_concurrency": 1,
+            "max_concurrency": concurrency,
             "drain_seconds": round(drained, 2),
             "invoices_per_second": round(tally.deleted / drained, 2),
             "fynd_calls": len(calls),
@@ -375,6 +397,35 @@ def _drain(consumer: SqsEventSource, messages: int, timeout: float = 240) -> Non
                 f"only {consumer.tally().deleted} of {messages} messages done within {timeout} s"
             )
         time.sleep(0.2)
+
+
+def _within(spans: list[tuple[float, float]], exchanges: list[Exchange]) -> list[list[Exchange]]:
+    """The exchanges that started during each span (the POSTs ran one at a time)."""
+    return [[e for e in exchanges if start <= e.started <= end] for start, end in spans]
+
+
+def _waited_ms(spans: list[tuple[float, float]], exchanges: list[Exchange]) -> list[float]:
+    """Per span, the time some AWS call of it was in flight (overlapping calls count once)."""
+    waited = []
+    for calls in _within(spans, exchanges):
+        busy, reach = 0.0, float("-inf")
+        for call in sorted(calls, key=lambda e: e.started):
+            if call.ended > reach:
+                busy += call.ended - max(call.started, reach)
+                reach = call.ended
+        waited.append(busy * 1000)
+    return waited
+
+
+def _calls_per_post(spans: list[tuple[float, float]], exchanges: list[Exchange]) -> float:
+    return round(statistics.mean(sequential_round_trips(calls) for calls in _within(spans, exchanges)), 2)
+
+
+def _service_times(exchanges: list[Exchange]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    for exchange in exchanges:
+        times.setdefault(exchange.operation, []).append((exchange.ended - exchange.started) * 1000)
+    return times
 
 
 def _p99(samples: list[float]) -> float:

@@ -107,8 +107,9 @@ def main() -> None:
         say("  throughput: 400 invoices in webhooks of 100 and the backlog, Fynd at 200 ms")
         results["local_relay"] = bench.relay_throughput(400, 100)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        say("  naive peer: 60 invoices, Fynd at 200 ms")
+        say("  naive peer: 60 invoices at C = 1, then 60 at C = 2, Fynd at 200 ms")
         results["local_naive"] = bench.naive_peer(60)
+        results["local_naive_c2"] = bench.naive_peer(60, concurrency=2)
 
         results["ingest_posts_retried"] = bench.retried_posts
 
@@ -122,17 +123,25 @@ def main() -> None:
 
 
 def compare(results: dict[str, Any]) -> dict[str, Any]:
-    """The relay against the naive peer at the same concurrency. The naive peer is bound by
-    one 200 ms Fynd call per invoice per instance, so C instances deliver C times its C = 1 rate."""
-    naive_rate = results["local_naive"]["invoices_per_second"]
-    return {
-        f"C={run['concurrency']}": {
-            "relay_fakes_per_second": run["invoices_per_second"],
-            "naive_per_second": round(naive_rate * run["concurrency"], 2),
-            "ratio": round(run["invoices_per_second"] / (naive_rate * run["concurrency"]), 1),
-        }
-        for run in results["fakes"]
+    """The relay against the naive peer at the same concurrency. The naive peer is measured at
+    C = 1 and 2 through the local stack; at C = 8 its C = 2 rate is scaled by 4 (it is bound by
+    one 200 ms Fynd call per invoice per instance, and its C = 2 run shows how close to linear
+    that is), which flatters it: moto would not keep up with eight."""
+    measured = {
+        1: results["local_naive"]["invoices_per_second"],
+        2: results["local_naive_c2"]["invoices_per_second"],
     }
+    out: dict[str, Any] = {"naive_c2_over_c1": round(measured[2] / measured[1], 2)}
+    for run in results["fakes"]:
+        concurrency = run["concurrency"]
+        naive = measured.get(concurrency, measured[2] * concurrency / 2)
+        out[f"C={concurrency}"] = {
+            "relay_fakes_per_second": run["invoices_per_second"],
+            "naive_per_second": round(naive, 2),
+            "naive_measured": concurrency in measured,
+            "ratio": round(run["invoices_per_second"] / naive, 1),
+        }
+    return out
 
 
 def costs(results: dict[str, Any], cost: Any) -> dict[str, Any]:
@@ -227,9 +236,13 @@ def table(results: dict[str, Any]) -> str:
             held(run["share_of_limit"] >= 0.8) if target else "",
         )
     for label, figures in results["naive_vs_relay"].items():
+        if not label.startswith("C="):
+            continue
+        naive_how = "measured" if figures["naive_measured"] else "C=2 scaled"
         row(
             f"relay vs naive peer, {label}",
-            f"{figures['relay_fakes_per_second']} vs {figures['naive_per_second']} inv/s = {figures['ratio']}x",
+            f"{figures['relay_fakes_per_second']} vs {figures['naive_per_second']} inv/s ({naive_how})"
+            f" = {figures['ratio']}x",
             "≥10x",
             held(figures["ratio"] >= 10),
         )
@@ -264,9 +277,25 @@ def table(results: dict[str, Any]) -> str:
         "≤1.5x",
         held(max(latency["p50_ratio"], latency["p99_ratio"]) <= 1.5),
     )
+    own = latency["own_ms_excluding_aws_calls"]
+    row(
+        "ingest: own time p50 (AWS calls taken out) vs SendMessage only",
+        f"{own['relay']['p50']} vs {own['sqs_only']['p50']} ms = {latency['own_p50_ratio']}x;"
+        f" AWS calls in sequence {latency['aws_calls_per_post']['relay']} vs"
+        f" {latency['aws_calls_per_post']['sqs_only']}; moto p50 "
+        + _ops(latency["aws_service_ms_p50_by_operation"])
+        + " ms",
+    )
+    row(
+        "ingest: p50 modelled at 8 ms per AWS call (own time + calls x 8 ms)",
+        f"{latency['model_p50_ratio_at_8ms_per_aws_call']}x",
+        "≤1.5x",
+        held(latency["model_p50_ratio_at_8ms_per_aws_call"] <= 1.5),
+    )
     relay, naive = results["local_relay"], results["local_naive"]
     row(
-        "local stack: relay drain, 1,000 + backlog (C=2 in template)",
+        f"local stack: relay drain, {relay['invoices']} + {relay['backlog_drained'] - relay['invoices']}"
+        " queued earlier (C=2 in template)",
         f"{relay['invoices_per_second']} inv/s = {relay['share_of_limit']:.0%} of {relay['limit_per_second']:.0f};"
         f" {relay['batches']} batches",
     )
@@ -276,10 +305,11 @@ def table(results: dict[str, Any]) -> str:
         "≥19.5",
         held(relay["orders_per_call_bench"] >= 19.5),
     )
-    row(
-        "local stack: naive peer (C=1)",
-        f"{naive['invoices_per_second']} inv/s, {naive['fynd_calls']} Fynd calls for {naive['invoices']}",
-    )
+    for figures in (naive, results["local_naive_c2"]):
+        row(
+            f"local stack: naive peer (C={figures['max_concurrency']})",
+            f"{figures['invoices_per_second']} inv/s, {figures['fynd_calls']} Fynd calls for {figures['invoices']}",
+        )
     for who, figures in (("relay", relay), ("naive", naive)):
         requests = figures["dispatch_requests_per_invoice"]
         row(
