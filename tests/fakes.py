@@ -167,7 +167,14 @@ class InMemoryLedger:
         entry = self.entries.get(key)
         if entry is None or entry.status not in sources_of(verdict.status) or entry.lease_owner != owner:
             return False
-        moved = replace(entry, status=verdict.status, updated_at=now, lease_owner=None, lease_until=None)
+        moved = replace(
+            entry,
+            status=verdict.status,
+            updated_at=now,
+            lease_owner=None,
+            lease_until=None,
+            dead_lettered_at=None,
+        )
         match verdict:
             case Invoiced(already=already, confirmed_by=confirmed_by):
                 moved = replace(
@@ -187,6 +194,20 @@ class InMemoryLedger:
         self._faults.hit("ledger.record.after")
         return True
 
+    def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
+        self._faults.hit("ledger.mark_dead_lettered")
+        entry = self.entries.get(message.invoice.key)
+        if (
+            entry is None
+            or entry.status.is_final
+            or entry.content_hash != message.content_hash
+            or entry.claim_message_id not in (None, message_id)
+        ):
+            return False
+        self.entries[entry.key] = replace(entry, dead_lettered_at=now, updated_at=now)
+        self.writes["mark_dead_lettered"] += 1
+        return True
+
     # ---- the reconciler's view (relay.domain.reconcile.StalledLedger) ----
     def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
         """The ByStatus Query and its filter: last written, due and leased before `updated_before`."""
@@ -195,6 +216,7 @@ class InMemoryLedger:
             entry
             for entry in self.entries.values()
             if entry.status is status
+            and entry.dead_lettered_at is None  # the DEAD_LETTERED partition is never queried
             and entry.updated_at < updated_before
             and (entry.retry_at is None or entry.retry_at < updated_before)
             and (entry.lease_until is None or entry.lease_until < updated_before)

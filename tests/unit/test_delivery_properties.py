@@ -169,10 +169,15 @@ class RelayMachine(RuleBasedStateMachine):
     @invariant()
     def every_accepted_invoice_is_final_or_has_a_way_back(self) -> None:
         live = self.world.queue.live_keys()
+        dead = {QueuedInvoice.from_body(held.body).invoice.key for held in self.world.queue.dead_letters}
         for key in self.accepted:
             entry = self.world.ledger.entries.get(key)
             assert entry is not None, f"{key} was accepted but is not in the ledger"
             if entry.status.is_final or live[key]:
+                continue
+            if entry.dead_lettered_at is not None:
+                # Hidden from the reconciler: only because its message is in the dead-letter queue.
+                assert key in dead, f"{key} is marked dead-lettered but no message of it is there"
                 continue
             assert key in self.world.ledger.bodies, f"{key} has no message and nothing to reconcile from"
 

@@ -116,6 +116,7 @@ def test_breach_01_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
         "accept": lambda: ledger.accept([admission], now=NOW, correlation_id=None),
         "claim": lambda: ledger.claim(message, message_id="m-2", owner="w-2", now=NOW, lease_seconds=1),
         "record": lambda: ledger.record(key, Invoiced(), owner="w-1", now=NOW, ack_id=None),
+        "mark_dead_lettered": lambda: ledger.mark_dead_lettered(message, message_id="m-1", now=NOW),
     }
     leaked = []
     for name, call in calls.items():

@@ -14,6 +14,7 @@ from relay.domain.intake import Action, Admission
 from relay.domain.invoice import Invoice, InvoiceKey
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
+from relay.domain.policy import Invoiced, RetryLater
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -325,3 +326,60 @@ def test_breach_11_reconciler_methods_leave_an_outage_as_ledger_unavailable(call
     # When the reconciler's methods run, Then the domain sees its own error type
     with pytest.raises(LedgerUnavailableError):
         call(ledger)
+
+
+# ---- the dead-letter mark ----
+
+
+def retrying_after_a_claim(ledger: InvoiceLedger, item: Invoice, *, message_id: str) -> QueuedInvoice:
+    """`item` accepted, claimed by `message_id`, and recorded RETRYING (Fynd was down)."""
+    accept(ledger, item)
+    message = QueuedInvoice(invoice=item, content_hash=item.content_hash(), accepted_at=NOW)
+    assert ledger.claim(message, message_id=message_id, owner="w-1", now=NOW, lease_seconds=120).granted
+    verdict = RetryLater("fynd_unavailable", "Fynd answered 503", 60)
+    assert ledger.record(item.key, verdict, owner="w-1", now=NOW + 1, ack_id=None)
+    return message
+
+
+def test_a_dead_lettered_entry_leaves_the_reconcilers_index_partition_until_it_is_claimed_again(
+    ledger: InvoiceLedger, dynamodb: "DynamoDBClient"
+) -> None:
+    # Given an entry RETRYING whose message (m-1) leaves for the dead-letter queue
+    message = retrying_after_a_claim(ledger, invoice("FY-1"), message_id="m-1")
+    later = NOW + 60 * MINUTE
+    assert [
+        entry.key for entry in ledger.stalled(InvoiceStatus.RETRYING, updated_before=later, limit=10)
+    ] == [message.invoice.key]
+    # When the dispatcher marks it
+    assert ledger.mark_dead_lettered(message, message_id="m-1", now=NOW + 2)
+    # Then the status stays RETRYING, marked, and the reconciler's Query no longer finds it
+    entry = ledger.get(message.invoice.key)
+    assert entry is not None
+    assert (entry.status, entry.dead_lettered_at) == (InvoiceStatus.RETRYING, NOW + 2)
+    assert raw(dynamodb, "FY-1#sale")["statusKey"] == {"S": "DEAD_LETTERED"}
+    assert ledger.stalled(InvoiceStatus.RETRYING, updated_before=later, limit=10) == []
+    # And a redriven message's claim clears the mark, and its record puts it back in the partition
+    assert ledger.claim(message, message_id="m-9", owner="w-2", now=NOW + 120, lease_seconds=120).granted
+    assert "deadLetteredAt" not in raw(dynamodb, "FY-1#sale")
+    verdict = RetryLater("fynd_unavailable", "Fynd answered 503", 60)
+    assert ledger.record(message.invoice.key, verdict, owner="w-2", now=NOW + 121, ack_id=None)
+    assert len(ledger.stalled(InvoiceStatus.RETRYING, updated_before=later, limit=10)) == 1
+
+
+def test_the_dead_letter_mark_is_refused_when_the_entry_moved_on(ledger: InvoiceLedger) -> None:
+    # Given an entry claimed by m-2 (a reconciled copy), one INVOICED, and one with other content
+    claimed_elsewhere = retrying_after_a_claim(ledger, invoice("FY-1"), message_id="m-2")
+    invoiced = invoice("FY-2")
+    accept(ledger, invoiced)
+    done = QueuedInvoice(invoice=invoiced, content_hash=invoiced.content_hash(), accepted_at=NOW)
+    assert ledger.claim(done, message_id="m-3", owner="w-1", now=NOW, lease_seconds=120).granted
+    assert ledger.record(invoiced.key, Invoiced(), owner="w-1", now=NOW + 1, ack_id=None)
+    stale = QueuedInvoice(
+        invoice=invoice("FY-1", invoiceNumber="INV-OLD"), content_hash="other", accepted_at=NOW
+    )
+    # When messages that do not hold them leave for the dead-letter queue
+    # Then none of those entries is marked
+    assert not ledger.mark_dead_lettered(claimed_elsewhere, message_id="m-1", now=NOW + 2)
+    assert not ledger.mark_dead_lettered(done, message_id="m-3", now=NOW + 2)
+    assert not ledger.mark_dead_lettered(stale, message_id="m-2", now=NOW + 2)
+    assert all(ledger.get(invoice(order).key).dead_lettered_at is None for order in ("FY-1", "FY-2"))  # type: ignore[union-attr]

@@ -329,3 +329,59 @@ def test_breach_11_requeues_are_counted_by_the_status_they_were_found_in(
     stored(world, "P-1", InvoiceStatus.IN_PROGRESS, updated_ago=40 * MINUTE, lease_until=now - 38 * MINUTE)
     world.reconcile()
     assert counted == [("Reconciled", {"status": "RETRYING"}), ("Reconciled", {"status": "IN_PROGRESS"})]
+
+
+def test_a_dead_lettered_invoice_is_left_to_the_operator_not_queued_again(world: World) -> None:
+    # Given an invoice whose retries ran out on Fynd outages: its message is in the dead-letter queue
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    world.drain()
+    assert len(world.queue.dead_letters) == 1
+    # When Fynd is back, the window passes many times over, and the reconciler runs each time
+    world.faults.clear()
+    for _ in range(4):
+        world.clock.now += WINDOW + 1
+        report = world.reconcile()
+        assert report.requeued == {}
+    # Then the entry waits, marked, with nothing queued again: the dead-letter queue is its end
+    entry = world.ledger.entries[key("FY-1")]
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.dead_lettered_at is not None
+    assert world.queue.messages == {}
+
+
+def test_a_redriven_invoice_clears_its_dead_letter_mark_and_is_reconciled_again_if_lost(world: World) -> None:
+    # Given a dead-lettered invoice, marked
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    world.drain()
+    world.faults.clear()
+    # When an operator redrives it, and the redriven message's attempt fails on Fynd again
+    world.queue.send([QueuedInvoice.from_body(world.queue.dead_letters.pop().body)])
+    world.clock.now = (world.ledger.entries[key("FY-1")].retry_at or 0) + 1
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+    world.run()
+    # Then the claim cleared the mark: the entry is the reconciler's again should that message vanish
+    assert world.ledger.entries[key("FY-1")].dead_lettered_at is None
+    world.queue.messages.clear()
+    world.clock.now += 2 * WINDOW
+    assert world.reconcile().requeued == {"RETRYING": ["FY-1#sale"]}
+
+
+def test_a_ledger_outage_as_the_message_leaves_costs_one_reconciled_copy_not_the_invoice(
+    world: World,
+) -> None:
+    # Given an invoice on its last receive, failing on Fynd, while the ledger refuses the mark
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    world.faults.fail("ledger.mark_dead_lettered", LedgerUnavailableError("throttled"), times=None)
+    world.drain()
+    # When Fynd recovers and the reconciler runs after the window
+    world.faults.clear()
+    world.clock.now += 2 * WINDOW
+    report = world.reconcile()
+    world.drain()
+    # Then the unmarked entry was queued again and invoiced, once
+    assert report.requeued == {"RETRYING": ["FY-1#sale"]}
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[key("FY-1")] == 1

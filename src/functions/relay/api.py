@@ -142,6 +142,8 @@ def _status_document(entry: LedgerEntry) -> dict[str, Any]:
         document["alreadyInvoiced"] = True
     if entry.confirmed_by:
         document["confirmedBy"] = entry.confirmed_by
+    if entry.dead_lettered_at:
+        document["deadLetteredAt"] = _iso(entry.dead_lettered_at)
     if entry.correlation_id:
         document["webhookId"] = entry.correlation_id
     if entry.history:  # operators' replays (`relay replay`): who, when, why, and the rejection undone

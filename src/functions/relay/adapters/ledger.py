@@ -45,6 +45,10 @@ queue's retention and the default IN403 deadline, the longest an entry stays unf
 TRANSACTION_LIMIT = 100
 """Actions in one DynamoDB TransactWriteItems call."""
 
+DEAD_LETTERED_KEY = "DEAD_LETTERED"
+"""The ByStatus partition of entries whose message went to the dead-letter queue; the
+reconciler never reads it (relay.domain.ports.Ledger.mark_dead_lettered)."""
+
 BY_STATUS_INDEX = "ByStatus"
 """Sparse index on (statusKey, updatedAt): every entry but INVOICED ones (template.yaml)."""
 
@@ -237,7 +241,7 @@ class InvoiceLedger:
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
                     " acceptedAt = if_not_exists(acceptedAt, :accepted),"
-                    " orderId = :order, invoiceType = :type"
+                    " orderId = :order, invoiceType = :type REMOVE deadLetteredAt"
                 ),
                 ConditionExpression=_CLAIMABLE,
                 ExpressionAttributeNames={"#status": "status"},
@@ -275,7 +279,7 @@ class InvoiceLedger:
                 update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
                 update += ", confirmedBy = :confirmed"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
-                update += ", statusKey"
+                update += ", statusKey, deadLetteredAt"
             case Rejected(code=code, message=message):
                 values |= {
                     ":status": _s(InvoiceStatus.REJECTED),
@@ -284,13 +288,13 @@ class InvoiceLedger:
                 values |= {":code": _s(code), ":message": _s(message or code)}
                 update = "SET #status = :status, statusKey = :status, expiresAt = :expires"
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
-                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, retryAt"
+                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, retryAt, deadLetteredAt"
             case RetryLater(reason=reason, message=message, delay_seconds=delay):
                 values |= {":status": _s(InvoiceStatus.RETRYING), ":retry_at": _n(now + delay)}
                 values |= {":code": _s(reason), ":message": _s(message or reason)}
                 update = "SET #status = :status, statusKey = :status, retryAt = :retry_at"
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
-                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil"
+                update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, deadLetteredAt"
         try:
             self._client.update_item(
                 TableName=self._table,
@@ -353,6 +357,35 @@ class InvoiceLedger:
                     ":status": _s(entry.status),
                     ":seen": _n(entry.updated_at),
                     ":hash": _s(entry.content_hash),
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
+        """Move the entry out of the reconciler's ByStatus partitions (statusKey DEAD_LETTERED)
+        while its status stays what it was; see relay.domain.ports.Ledger."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_pk(message.invoice.key),
+                UpdateExpression="SET statusKey = :dead, deadLetteredAt = :now, updatedAt = :now",
+                ConditionExpression=(
+                    "#status IN (:queued, :retrying, :in_progress) AND contentHash = :hash"
+                    " AND (attribute_not_exists(claimMessageId) OR claimMessageId = :message)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":dead": _s(DEAD_LETTERED_KEY),
+                    ":now": _n(now),
+                    ":queued": _s(InvoiceStatus.QUEUED),
+                    ":retrying": _s(InvoiceStatus.RETRYING),
+                    ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
+                    ":hash": _s(message.content_hash),
+                    ":message": _s(message_id),
                 },
             )
         except ClientError as error:
@@ -503,6 +536,7 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         claim_message_id=text("claimMessageId"),
         claimed_from=InvoiceStatus(claimed_from) if (claimed_from := text("claimedFrom")) else None,
         confirmed_by=text("confirmedBy"),
+        dead_lettered_at=number("deadLetteredAt"),
     )
 
 

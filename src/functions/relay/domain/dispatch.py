@@ -34,6 +34,9 @@ Rules that keep the promises:
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
   receives would last: before its last receive it is queued afresh (a new message starts
   at receive count 1), and so is a message held back for a reason that is no failure.
+- A message held on its last receive leaves for the dead-letter queue, a terminal state: its
+  entry is marked (`mark_dead_lettered`) so the reconciler does not queue it again; an
+  operator's redrive brings it back, and its next claim clears the mark.
 """
 
 from collections import deque
@@ -391,10 +394,24 @@ class Dispatcher:
         if delivery.receive_count >= self._settings.max_receive_count:
             count("DeadLettered", reason=dimension(reason, _OUR_REASONS))
             logger.error("invoice leaves for the dead-letter queue", extra=log)
+            self._mark_dead_lettered(delivery, log)
         else:
             count("Retries", reason=dimension(reason, _OUR_REASONS))
             logger.warning("invoice will be retried", extra=log)
         return [delivery.message_id]
+
+    def _mark_dead_lettered(self, delivery: ReceivedMessage, log: dict[str, object]) -> None:
+        """The dead-letter queue is where this invoice ends (until an operator redrives it), so
+        the reconciler must not queue it again. Best effort: an entry left unmarked is queued
+        again by the reconciler, one copy too many, which the claim handles."""
+        try:
+            self._ledger.mark_dead_lettered(
+                delivery.message, message_id=delivery.message_id, now=self._clock()
+            )
+        except LedgerUnavailableError:
+            logger.warning(
+                "could not mark the entry dead-lettered; the reconciler will queue it again", extra=log
+            )
 
     def _outage_wait(self, delivery: ReceivedMessage) -> float:
         return self._policy.outage.delay(delivery.receive_count)

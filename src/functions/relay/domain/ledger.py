@@ -95,6 +95,10 @@ class LedgerEntry:
     this one died or lost its ledger holding the key, so its call's outcome is unknown."""
     confirmed_by: str | None = None
     """How an INVOICED entry was proved: `answer`, `IN453` or `shipment-info`."""
+    dead_lettered_at: float | None = None
+    """When the message that held the entry left for the dead-letter queue, its retries spent:
+    the invoice waits for an operator's redrive, and the reconciler leaves it alone. The next
+    claim or record clears it."""
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now

@@ -56,6 +56,12 @@ class Ledger(Protocol):
         """Record a verdict on an entry this owner holds; False when the lease was lost meanwhile."""
         ...
 
+    def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
+        """The message `message_id` leaves for the dead-letter queue: mark the unfinished entry it
+        holds (or that nothing has claimed yet), so the reconciler does not queue it again.
+        False when the entry is final, holds other content, or another message claimed it."""
+        ...
+
 
 class InvoiceQueue(Protocol):
     def send(self, messages: Sequence[QueuedInvoice]) -> None:
