@@ -139,6 +139,7 @@ class LocalBench:
         minimal.start()
         self.queued_before += requests
         posts: dict[str, list[tuple[float, float]]] = {"relay": [], "sqs_only": []}
+        refused: Counter[str] = Counter()
         self.dynamodb_proxy.taken()
         self.sqs_proxy.taken()
         log_before = self.log_bytes()
@@ -149,7 +150,10 @@ class LocalBench:
                     started = time.perf_counter()
                     status = self.post(invoice_dict(f"LAT-{n:04}"), target)
                     posts[who].append((started, time.perf_counter()))
-                    assert status == 202, status
+                    if status != 202:  # a 503 when moto overran ingest's AWS timeouts: timed, then resent
+                        refused[who] += 1
+                        if target is None:
+                            self.accept(invoice_dict(f"LAT-{n:04}"))
         finally:
             minimal.stop()
         relay_log = self.log_bytes() - log_before
@@ -164,6 +168,7 @@ class LocalBench:
         aws_calls = {who: _calls_per_post(spans, dynamodb + sqs) for who, spans in posts.items()}
         return {
             "requests": requests,
+            "answered_other_than_202": dict(refused),
             "relay_ms": _quantiles(total["relay"]),
             "sqs_only_ms": _quantiles(total["sqs_only"]),
             "p50_ratio": round(statistics.median(total["relay"]) / statistics.median(total["sqs_only"]), 2),
