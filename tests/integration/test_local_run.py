@@ -42,6 +42,8 @@ class LocalRun:
     fynd_url: str = ""
     aws_url: str = ""
     http: urllib3.PoolManager = field(default_factory=urllib3.PoolManager)
+    reader: threading.Thread = field(default_factory=threading.Thread)
+    """The thread reading its output into `output`; it ends when the output does."""
 
     def text(self) -> str:
         return "".join(self.output)
@@ -102,7 +104,8 @@ def start_run(extra_env: dict[str, str] | None = None, *args: str) -> LocalRun:
         for line in stdout:
             run.output.append(line)
 
-    threading.Thread(target=collect, daemon=True).start()
+    run.reader = threading.Thread(target=collect, daemon=True)
+    run.reader.start()
     return run
 
 

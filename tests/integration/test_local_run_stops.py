@@ -21,9 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from test_local_run import _URL, LocalRun, port_is_free, session_processes, start_run
@@ -51,6 +50,8 @@ class StopResult:
     said_stopped: bool
     leftovers: tuple[int, ...]
     ports_bound: tuple[int, ...]
+    last_lines: tuple[str, ...] = ()
+    """The end of what it printed, kept for a stop that was not clean."""
 
     @property
     def clean(self) -> bool:
@@ -90,9 +91,7 @@ def _drill_stop(state: str, chance: random.Random, step: int | None = None) -> S
     port = int(ready.split()[1])
     if step is not None:  # the drill signals itself
         sig = signal.SIGTERM if step % 2 == 0 else signal.SIGINT
-        return _settle(
-            process, f"step {step}", [sig], STOP_BOUND_SECONDS, lambda: "stopped\n" in lines, [port]
-        )
+        return _settle(process, f"step {step}", [sig], STOP_BOUND_SECONDS, (reader, lines), [port])
     sent = _signals(chance, 1 + (chance.randrange(1, 4) if state == "slow-stop" else 0))
     time.sleep(chance.uniform(0, 0.15))
     os.killpg(process.pid, sent[0])  # as a terminal's Ctrl-C or `kill -TERM -PGID` reaches it
@@ -104,7 +103,7 @@ def _drill_stop(state: str, chance: random.Random, step: int | None = None) -> S
                 os.killpg(process.pid, signum)
             except ProcessLookupError:
                 break  # already gone
-    return _settle(process, state, sent, STOP_BOUND_SECONDS, lambda: "stopped\n" in lines, [port])
+    return _settle(process, state, sent, STOP_BOUND_SECONDS, (reader, lines), [port])
 
 
 def _settle(
@@ -112,9 +111,11 @@ def _settle(
     state: str,
     sent: list[signal.Signals],
     bound: float,
-    said_stopped: Callable[[], bool],
+    output: tuple[threading.Thread, list[str]],
     ports: list[int],
 ) -> StopResult:
+    """How the stopped process ended. `output` is the thread reading its stdout and the lines
+    read so far; the thread is waited for (end of file) before the last line is judged."""
     try:
         code: int | None = process.wait(timeout=bound)
     except subprocess.TimeoutExpired:
@@ -124,15 +125,17 @@ def _settle(
         os.kill(pid, signal.SIGKILL)
     if code is None:
         process.wait()
-    time.sleep(0)  # let the reader thread take the last line
-    return StopResult(
+    reader, lines = output
+    reader.join(timeout=bound)  # every process that held the pipe is gone: it ends at once
+    result = StopResult(
         state=state,
         signals=tuple(signum.name for signum in sent),
         exit_code=code,
-        said_stopped=said_stopped(),
+        said_stopped="".join(lines).rstrip().endswith("stopped"),
         leftovers=tuple(leftovers),
         ports_bound=tuple(port for port in ports if not port_is_free(f"http://127.0.0.1:{port}")),
     )
+    return result if result.clean else replace(result, last_lines=tuple(lines[-8:]))
 
 
 def test_breach_15_signals_at_random_moments_always_stop_the_drill_cleanly() -> None:
@@ -189,7 +192,7 @@ def _real_stop(state: str, chance: random.Random) -> StopResult:
             state,
             sent,
             REAL_STOP_BOUND_SECONDS,
-            lambda: run.text().rstrip().endswith("stopped"),
+            (run.reader, run.output),
             [int(url.rsplit(":", 1)[1]) for url in urls],
         )
         feeding.set()
