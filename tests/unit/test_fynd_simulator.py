@@ -570,6 +570,98 @@ def test_stats_count_tokens_calls_orders_and_invoices(state: SimulatorState) -> 
     }
 
 
+def test_the_control_api_json_of_each_record_is_pinned(state: SimulatorState, clock: FakeClock) -> None:
+    # Given one answered call, one call a 503 fault refused, a configured order and a fault queued
+    token = token_for(state)
+    send(state, token, [invoice("ORD-1"), invoice("CANCELLED-1")], location="LOC-A")
+    clock.advance(2.5)
+    send(state, token, b"{not json", fault=StatusFault(503))
+    state.configure_order("EARLY-7", "pending", location="LOC-B", confirm_after_seconds=30, kind="return")
+    state.add_faults([{"kind": "status", "status": 429}])
+    # When the control API lists calls, orders and stats
+    calls, orders, stats = (body_of(admin(state, "GET", route)) for route in ("calls", "orders", "stats"))
+    # Then each record is exactly this JSON on the wire (SimulatorControl and the chaos harness read it)
+    assert json.loads(json.dumps(calls)) == {
+        "calls": [
+            {
+                "seq": 1,
+                "at": 1_000.0,
+                "path": INVOICE_PATH,
+                "query": {"locationCode": "LOC-A"},
+                "location_code": "LOC-A",
+                "token": token,
+                "body": [invoice("ORD-1"), invoice("CANCELLED-1")],
+                "order_ids": ["ORD-1", "CANCELLED-1"],
+                "status": 200,
+                "fault": None,
+                "outcomes": [{"orderId": "ORD-1", "code": None}, {"orderId": "CANCELLED-1", "code": "IN401"}],
+            },
+            {
+                "seq": 2,
+                "at": 1_002.5,
+                "path": INVOICE_PATH,
+                "query": {},
+                "location_code": None,
+                "token": token,
+                "body": "{not json",
+                "order_ids": [],
+                "status": 503,
+                "fault": "status",
+                "outcomes": [],
+            },
+        ]
+    }
+    assert json.loads(json.dumps(orders)) == {
+        "orders": {
+            "ORD-1": {
+                "state": "invoiced",
+                "location": None,
+                "attempts": 1,
+                "invoice_count": 1,
+                "invoices": [{"invoiceNumber": "INV-ORD-1", "invoiceType": "sale"}],
+                "confirm_after_attempts": None,
+                "confirm_after_seconds": None,
+                "kind": "forward",
+                "reads": 0,
+            },
+            "CANCELLED-1": {
+                "state": "cancelled",
+                "location": None,
+                "attempts": 1,
+                "invoice_count": 0,
+                "invoices": [],
+                "confirm_after_attempts": None,
+                "confirm_after_seconds": None,
+                "kind": "forward",
+                "reads": 0,
+            },
+            "EARLY-7": {
+                "state": "pending",
+                "location": "LOC-B",
+                "attempts": 0,
+                "invoice_count": 0,
+                "invoices": [],
+                "confirm_after_attempts": None,
+                "confirm_after_seconds": 30.0,
+                "kind": "return",
+                "reads": 0,
+            },
+        }
+    }
+    assert json.loads(json.dumps(stats)) == {
+        "token_requests": 1,
+        "tokens_issued": 1,
+        "calls": 2,
+        "orders_received": 2,
+        "invoiced": 1,
+        "duplicates": 0,
+        "max_orders_per_call": 2,
+        "faults_pending": 1,
+        "shipment_reads": 0,
+        "faulted_calls": {"status": 1},
+    }
+
+
 def test_reset_forgets_orders_tokens_faults_and_records(state: SimulatorState) -> None:
     # Given a simulator that has seen traffic
     token = token_for(state)
