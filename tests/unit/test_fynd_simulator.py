@@ -12,13 +12,17 @@ from fynd_simulator import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
     INVOICE_PATH,
+    AppliedInvoice,
     CommitThenDropFault,
     Credential,
+    ErrorCode,
     ExpireTokensFault,
     Fault,
     LatencyFault,
+    OrderOutcome,
     SimulatorConfigError,
     SimulatorState,
+    Stats,
     StatusFault,
 )
 from fynd_simulator.admin import handle_admin
@@ -239,7 +243,7 @@ def test_a_confirmed_order_is_invoiced_once_and_a_second_invoice_gets_in453(
     view = state.order("ORD-1")
     assert view is not None
     assert view.state == "invoiced"
-    assert view.invoices == ({"invoiceNumber": "INV-ORD-1", "invoiceType": "sale"},)
+    assert view.invoices == (AppliedInvoice(invoice_number="INV-ORD-1", invoice_type="sale"),)
     assert state.invoice_count("ORD-1") == 1
     assert state.stats().duplicates == 1
 
@@ -545,29 +549,28 @@ def test_each_call_is_recorded_with_path_query_token_body_and_answer(
     assert call.order_ids == ("ORD-1", "CANCELLED-1")
     assert call.status == 200
     assert call.fault is None
-    assert [o.to_json() for o in call.outcomes] == [
-        {"orderId": "ORD-1", "code": None},
-        {"orderId": "CANCELLED-1", "code": "IN401"},
-    ]
+    assert call.outcomes == (
+        OrderOutcome(order_id="ORD-1", code=None),
+        OrderOutcome(order_id="CANCELLED-1", code=ErrorCode.IN401),
+    )
 
 
 def test_stats_count_tokens_calls_orders_and_invoices(state: SimulatorState) -> None:
     token = token_for(state)
     send(state, token, [invoice("ORD-1"), invoice("ORD-2")])
     send(state, token, [invoice("ORD-1")])
-    stats = state.stats().to_json()
-    assert stats == {
-        "token_requests": 1,
-        "tokens_issued": 1,
-        "calls": 2,
-        "orders_received": 3,
-        "invoiced": 2,
-        "duplicates": 1,
-        "max_orders_per_call": 2,
-        "faults_pending": 0,
-        "shipment_reads": 0,
-        "faulted_calls": {},
-    }
+    assert state.stats() == Stats(
+        token_requests=1,
+        tokens_issued=1,
+        calls=2,
+        orders_received=3,
+        invoiced=2,
+        duplicates=1,
+        max_orders_per_call=2,
+        faults_pending=0,
+        shipment_reads=0,
+        faulted_calls={},
+    )
 
 
 def test_the_control_api_json_of_each_record_is_pinned(state: SimulatorState, clock: FakeClock) -> None:

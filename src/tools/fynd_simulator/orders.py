@@ -8,6 +8,7 @@ every Fynd error code. An explicit configuration replaces the prefix policy for 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypedDict
 
 from fynd_simulator.replies import SimulatorConfigError
 
@@ -154,7 +155,16 @@ def order_by_prefix(order_id: str, now: float) -> Order:
     return Order(OrderState.CONFIRMED)
 
 
-_CONFIG_KEYS = frozenset({"state", "location", "confirm_after_attempts", "confirm_after_seconds", "kind"})
+class OrderOptions(TypedDict, total=False):
+    """An order's configuration but its state: `configure_order`'s keyword arguments."""
+
+    location: str
+    confirm_after_attempts: int
+    confirm_after_seconds: float
+    kind: str
+
+
+_CONFIG_KEYS = frozenset({"state", *OrderOptions.__optional_keys__})
 
 
 def order_from_config(order_id: str, config: Mapping[str, object], now: float) -> Order:
