@@ -2,7 +2,7 @@
 
 Shipped with the relay for its own tests and `make run`, and for integrators who want to
 see every Fynd answer without a Fynd account. The contract it follows is
-`fynd-update-invoice.md`; when that page changes, this package changes with it.
+`docs/fynd-update-invoice.md`; when that page changes, this package changes with it.
 
 Endpoints, as Fynd's:
 

@@ -66,7 +66,7 @@ SHIPMENT_VIEWS: Mapping[tuple[str, OrderState], tuple[str, str]] = {
     ("return", OrderState.CANCELLED): ("DELIVERED", "return_request_cancelled"),
 }
 """(orderStatus, shipmentStatus) that Get Shipment Info shows per kind and state; the values
-are the "Assumed" rows of fynd-update-invoice.md. An order invoiced by a `return` invoice
+are the "Assumed" rows of docs/fynd-update-invoice.md. An order invoiced by a `return` invoice
 shows `credit_note_generated` whatever its kind."""
 
 
