@@ -18,6 +18,7 @@ from fynd_simulator import (
     ErrorCode,
     ExpireTokensFault,
     Fault,
+    FyndSimulator,
     LatencyFault,
     OrderOutcome,
     SimulatorConfigError,
@@ -680,6 +681,22 @@ def test_reset_forgets_orders_tokens_faults_and_records(state: SimulatorState) -
     assert state.stats().token_requests == 0
     assert send(state, token, [invoice("ORD-1")]).status == 401
     assert state.envelope == "snake"
+
+
+def test_a_simulator_serves_a_state_made_from_its_options_or_the_one_it_is_given() -> None:
+    # Given a simulator made with options for its state (nothing is bound until it starts)
+    simulator = FyndSimulator(token_ttl=5, envelope="snake", max_body_bytes=1000)
+    # Then the state it serves was made with them
+    assert (simulator.state.token_ttl, simulator.state.envelope, simulator.state.max_body_bytes) == (
+        5,
+        "snake",
+        1000,
+    )
+    # And one given a state serves that state, while a state and options together are refused
+    given = SimulatorState()
+    assert FyndSimulator(state=given).state is given
+    with pytest.raises(TypeError):
+        FyndSimulator(state=given, token_ttl=5)
 
 
 # --- control routes (no HTTP) -------------------------------------------------------------------
