@@ -12,10 +12,9 @@ listed from it; `NotIndexed` says so, and `relay status ORDER_ID` reads any sing
 
 from typing import Any
 
-from relay.adapters.ledger import InvoiceLedger
+from relay.adapters.ledger import BY_STATUS_INDEX, InvoiceLedger
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 
-INDEX_NAME = "ByStatus"
 INDEXED = tuple(status for status in InvoiceStatus if status is not InvoiceStatus.INVOICED)
 
 
@@ -24,7 +23,7 @@ class NotIndexed(Exception):
 
     def __init__(self, status: InvoiceStatus) -> None:
         super().__init__(
-            f"{status} entries are not in the ledger's {INDEX_NAME} index (it is sparse: an invoiced"
+            f"{status} entries are not in the ledger's {BY_STATUS_INDEX} index (it is sparse: an invoiced"
             " entry leaves it, so it holds only what needs attention); ask for one order with"
             " `relay status ORDER_ID`, or see the count of invoiced orders on the CloudWatch dashboard"
         )
