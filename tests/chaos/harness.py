@@ -435,14 +435,14 @@ def _count_fynd(
     invoiced_by: dict[str, str] = {}
     resent: set[str] = set()
     for call in calls:
-        fault = plan[call["seq"] - 1] if call["seq"] <= len(plan) else NO_FAULT
+        fault = plan[call.seq - 1] if call.seq <= len(plan) else NO_FAULT
         kind = _fault_name(fault)
         report.fynd_faults[kind] += 1
-        for outcome in call["outcomes"]:
-            order_id = outcome["orderId"]
-            if outcome["code"] is None:
+        for outcome in call.outcomes:
+            order_id = outcome.order_id
+            if outcome.code is None:
                 invoiced_by[order_id] = kind if kind in lost_kinds else "answered"
-            elif outcome["code"] == "IN453":
+            elif outcome.code == "IN453":
                 report.in453 += 1
                 if order_id in invoiced_by:
                     resent.add(order_id)

@@ -83,7 +83,7 @@ def test_shipment_info_proves_each_state_over_http(fynd: FyndClient, control: Si
     fynd.update_invoices(call("RET-1", invoice_type="return"), time_budget_seconds=BUDGET)
     assert state_of(fynd, "ORD-1") is ShipmentState.INVOICED
     assert state_of(fynd, "RET-1", InvoiceType.RETURN) is ShipmentState.INVOICED
-    assert control.stats()["shipment_reads"] == 8
+    assert control.stats().shipment_reads == 8
 
 
 def test_a_dropped_answer_then_shipment_info_proves_the_invoice(
@@ -96,7 +96,7 @@ def test_a_dropped_answer_then_shipment_info_proves_the_invoice(
     # When the relay checks before sending again / Then it has proof, and no second send is needed
     assert state_of(fynd, "ORD-1") is ShipmentState.INVOICED
     assert control.invoice_count("ORD-1") == 1
-    assert control.stats()["duplicates"] == 0
+    assert control.stats().duplicates == 0
 
 
 @pytest.mark.parametrize(
@@ -159,12 +159,12 @@ def test_a_body_over_the_limit_is_refused_whole_and_the_planned_calls_fit(
         fynd.update_invoices(FyndCall(None, InvoiceType.SALE, tuple(invoices)), time_budget_seconds=BUDGET)
     assert refused.value.status == 413
     assert "2048" in refused.value.detail
-    assert control.stats()["invoiced"] == 0
+    assert control.stats().invoiced == 0
     # When they are planned under the same cap / Then every call is answered
     for planned in plan_calls(invoices, max_bytes=2048):
         assert len(encode_invoices(planned.invoices)) <= 2048
         assert fynd.update_invoices(planned, time_budget_seconds=BUDGET).errors == {}
-    assert control.stats()["invoiced"] == 5
+    assert control.stats().invoiced == 5
 
 
 def test_fault_rates_are_set_and_shown_through_the_control_api(

@@ -231,7 +231,7 @@ def test_shipment_info_faults_over_http(
     assert novel["orderStatus"].startswith("SIM_NOVEL_")
     with pytest.raises(urllib3.exceptions.ProtocolError):
         read_shipment(http, simulator.url, token, "ORD-1")
-    assert control.stats()["shipment_reads"] == 3
+    assert control.stats().shipment_reads == 3
 
 
 def test_an_unconfirmed_fault_and_the_body_limit_over_http(
@@ -297,7 +297,7 @@ def test_commit_then_drop_invoices_then_closes_without_an_answer(
     assert control.invoice_count("ORD-1") == 1
     retried = post_invoices(http, simulator.url, token, [invoice("ORD-1")])
     assert error_codes(retried) == {"ORD-1": "IN453"}
-    assert [c["status"] for c in control.calls()] == [None, 200]
+    assert [c.status for c in control.calls()] == [None, 200]
 
 
 def test_an_expire_tokens_fault_forces_a_new_token(
@@ -308,7 +308,7 @@ def test_an_expire_tokens_fault_forces_a_new_token(
     assert post_invoices(http, simulator.url, old, [invoice("ORD-1")]).status == 401
     new = token_for(http, simulator.url)
     assert error_codes(post_invoices(http, simulator.url, new, [invoice("ORD-1")])) == {}
-    assert control.stats()["token_requests"] == 2
+    assert control.stats().token_requests == 2
 
 
 def test_a_token_endpoint_fault_fails_the_token_request(
@@ -330,7 +330,7 @@ def test_location_credentials_only_reach_their_location(
     token = token_for(http, simulator.url, "store-a", "store-a-pw")
     response = post_invoices(http, simulator.url, token, [invoice("ORD-A"), invoice("ORD-B")], "LOC-A")
     assert error_codes(response) == {"ORD-B": "IN400"}
-    assert control.calls()[0]["query"] == {"locationCode": "LOC-A"}
+    assert control.calls()[0].query == {"locationCode": "LOC-A"}
 
 
 def test_the_snake_case_envelope_over_http(
@@ -361,16 +361,20 @@ def test_the_control_api_reports_calls_orders_and_stats(
         post_invoices(http, simulator.url, token, [invoice("ORD-1")], "LOC-9")
     # Then the records show both calls, the order invoiced once, and the counts
     calls = control.calls()
-    assert [c["outcomes"] for c in calls] == [
-        [{"orderId": "ORD-1", "code": "IN403"}],
-        [{"orderId": "ORD-1", "code": None}],
+    assert [[(o.order_id, o.code) for o in c.outcomes] for c in calls] == [
+        [("ORD-1", "IN403")],
+        [("ORD-1", None)],
     ]
-    assert all(c["token"] == token and c["location_code"] == "LOC-9" for c in calls)
-    assert all(len(c["order_ids"]) <= 20 for c in calls)
+    assert all(c.token == token and c.location_code == "LOC-9" for c in calls)
+    assert all(len(c.order_ids) <= 20 for c in calls)
     order = control.orders()["ORD-1"]
-    assert (order["state"], order["attempts"], order["invoice_count"]) == ("invoiced", 2, 1)
+    assert (order.state, order.attempts, order.invoice_count) == ("invoiced", 2, 1)
     stats = control.stats()
-    assert (stats["calls"], stats["orders_received"], stats["invoiced"]) == (2, 2, 1)
+    assert (stats.calls, stats.orders_received, stats.invoiced) == (2, 2, 1)
+    # And the client reads back, over HTTP, exactly the records the simulator holds
+    assert calls == simulator.state.calls()
+    assert control.orders() == simulator.state.orders()
+    assert stats == simulator.state.stats()
 
 
 def test_the_control_api_lists_faults_and_resets(
@@ -381,7 +385,7 @@ def test_the_control_api_lists_faults_and_resets(
     control.reset()
     assert control.faults() == []
     assert control.calls() == []
-    assert control.stats()["token_requests"] == 0
+    assert control.stats().token_requests == 0
 
 
 def test_the_control_api_adds_credentials_and_expires_tokens(

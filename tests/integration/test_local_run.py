@@ -190,12 +190,12 @@ def test_invoices_end_once_at_fynd_and_ctrl_c_leaves_nothing(local_run: LocalRun
     assert final["EARLY-RUN-6"]["attempts"] == 3  # IN403 twice, then confirmed
     # And Fynd's record shows each order invoiced exactly once, never a duplicate
     orders = fynd.orders()
-    assert {order_id: orders[order_id]["invoice_count"] for order_id in invoices} == {
+    assert {order_id: orders[order_id].invoice_count for order_id in invoices} == {
         **dict.fromkeys([*good, "EARLY-RUN-6"], 1),
         "CANCELLED-RUN-4": 0,
         "UNKNOWN-RUN-5": 0,
     }
-    assert fynd.stats()["duplicates"] == 0
+    assert fynd.stats().duplicates == 0
     # And the live tally, read from the ledger and the queues, counted them
     local_run.wait_for_output(
         r"received 6 \| queued 0 \| in flight 0 \| invoiced 4 \| rejected 2 \| retrying 0 \| dead-lettered 0"

@@ -12,13 +12,18 @@ from fynd_simulator import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
     INVOICE_PATH,
+    AppliedInvoice,
     CommitThenDropFault,
     Credential,
+    ErrorCode,
     ExpireTokensFault,
     Fault,
+    FyndSimulator,
     LatencyFault,
+    OrderOutcome,
     SimulatorConfigError,
     SimulatorState,
+    Stats,
     StatusFault,
 )
 from fynd_simulator.admin import handle_admin
@@ -239,7 +244,7 @@ def test_a_confirmed_order_is_invoiced_once_and_a_second_invoice_gets_in453(
     view = state.order("ORD-1")
     assert view is not None
     assert view.state == "invoiced"
-    assert view.invoices == ({"invoiceNumber": "INV-ORD-1", "invoiceType": "sale"},)
+    assert view.invoices == (AppliedInvoice(invoice_number="INV-ORD-1", invoice_type="sale"),)
     assert state.invoice_count("ORD-1") == 1
     assert state.stats().duplicates == 1
 
@@ -545,28 +550,119 @@ def test_each_call_is_recorded_with_path_query_token_body_and_answer(
     assert call.order_ids == ("ORD-1", "CANCELLED-1")
     assert call.status == 200
     assert call.fault is None
-    assert [o.to_json() for o in call.outcomes] == [
-        {"orderId": "ORD-1", "code": None},
-        {"orderId": "CANCELLED-1", "code": "IN401"},
-    ]
+    assert call.outcomes == (
+        OrderOutcome(order_id="ORD-1", code=None),
+        OrderOutcome(order_id="CANCELLED-1", code=ErrorCode.IN401),
+    )
 
 
 def test_stats_count_tokens_calls_orders_and_invoices(state: SimulatorState) -> None:
     token = token_for(state)
     send(state, token, [invoice("ORD-1"), invoice("ORD-2")])
     send(state, token, [invoice("ORD-1")])
-    stats = state.stats().to_json()
-    assert stats == {
+    assert state.stats() == Stats(
+        token_requests=1,
+        tokens_issued=1,
+        calls=2,
+        orders_received=3,
+        invoiced=2,
+        duplicates=1,
+        max_orders_per_call=2,
+        faults_pending=0,
+        shipment_reads=0,
+        faulted_calls={},
+    )
+
+
+def test_the_control_api_json_of_each_record_is_pinned(state: SimulatorState, clock: FakeClock) -> None:
+    # Given one answered call, one call a 503 fault refused, a configured order and a fault queued
+    token = token_for(state)
+    send(state, token, [invoice("ORD-1"), invoice("CANCELLED-1")], location="LOC-A")
+    clock.advance(2.5)
+    send(state, token, b"{not json", fault=StatusFault(503))
+    state.configure_order("EARLY-7", "pending", location="LOC-B", confirm_after_seconds=30, kind="return")
+    state.add_faults([{"kind": "status", "status": 429}])
+    # When the control API lists calls, orders and stats
+    calls, orders, stats = (body_of(admin(state, "GET", route)) for route in ("calls", "orders", "stats"))
+    # Then each record is exactly this JSON on the wire (SimulatorControl and the chaos harness read it)
+    assert json.loads(json.dumps(calls)) == {
+        "calls": [
+            {
+                "seq": 1,
+                "at": 1_000.0,
+                "path": INVOICE_PATH,
+                "query": {"locationCode": "LOC-A"},
+                "location_code": "LOC-A",
+                "token": token,
+                "body": [invoice("ORD-1"), invoice("CANCELLED-1")],
+                "order_ids": ["ORD-1", "CANCELLED-1"],
+                "status": 200,
+                "fault": None,
+                "outcomes": [{"orderId": "ORD-1", "code": None}, {"orderId": "CANCELLED-1", "code": "IN401"}],
+            },
+            {
+                "seq": 2,
+                "at": 1_002.5,
+                "path": INVOICE_PATH,
+                "query": {},
+                "location_code": None,
+                "token": token,
+                "body": "{not json",
+                "order_ids": [],
+                "status": 503,
+                "fault": "status",
+                "outcomes": [],
+            },
+        ]
+    }
+    assert json.loads(json.dumps(orders)) == {
+        "orders": {
+            "ORD-1": {
+                "state": "invoiced",
+                "location": None,
+                "attempts": 1,
+                "invoice_count": 1,
+                "invoices": [{"invoiceNumber": "INV-ORD-1", "invoiceType": "sale"}],
+                "confirm_after_attempts": None,
+                "confirm_after_seconds": None,
+                "kind": "forward",
+                "reads": 0,
+            },
+            "CANCELLED-1": {
+                "state": "cancelled",
+                "location": None,
+                "attempts": 1,
+                "invoice_count": 0,
+                "invoices": [],
+                "confirm_after_attempts": None,
+                "confirm_after_seconds": None,
+                "kind": "forward",
+                "reads": 0,
+            },
+            "EARLY-7": {
+                "state": "pending",
+                "location": "LOC-B",
+                "attempts": 0,
+                "invoice_count": 0,
+                "invoices": [],
+                "confirm_after_attempts": None,
+                "confirm_after_seconds": 30.0,
+                "kind": "return",
+                "reads": 0,
+            },
+        }
+    }
+    assert json.loads(json.dumps(stats)) == {
         "token_requests": 1,
         "tokens_issued": 1,
         "calls": 2,
-        "orders_received": 3,
-        "invoiced": 2,
-        "duplicates": 1,
+        "orders_received": 2,
+        "invoiced": 1,
+        "duplicates": 0,
         "max_orders_per_call": 2,
-        "faults_pending": 0,
+        "faults_pending": 1,
         "shipment_reads": 0,
-        "faulted_calls": {},
+        "faulted_calls": {"status": 1},
     }
 
 
@@ -585,6 +681,22 @@ def test_reset_forgets_orders_tokens_faults_and_records(state: SimulatorState) -
     assert state.stats().token_requests == 0
     assert send(state, token, [invoice("ORD-1")]).status == 401
     assert state.envelope == "snake"
+
+
+def test_a_simulator_serves_a_state_made_from_its_options_or_the_one_it_is_given() -> None:
+    # Given a simulator made with options for its state (nothing is bound until it starts)
+    simulator = FyndSimulator(token_ttl=5, envelope="snake", max_body_bytes=1000)
+    # Then the state it serves was made with them
+    assert (simulator.state.token_ttl, simulator.state.envelope, simulator.state.max_body_bytes) == (
+        5,
+        "snake",
+        1000,
+    )
+    # And one given a state serves that state, while a state and options together are refused
+    given = SimulatorState()
+    assert FyndSimulator(state=given).state is given
+    with pytest.raises(TypeError):
+        FyndSimulator(state=given, token_ttl=5)
 
 
 # --- control routes (no HTTP) -------------------------------------------------------------------

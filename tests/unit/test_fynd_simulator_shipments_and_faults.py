@@ -210,7 +210,7 @@ def test_an_unconfirmed_answer_commits_yet_confirms_nothing(
     body = dict(reply.body or {})
     assert {k: body.get(k) for k in real} != real
     assert state.calls()[0].fault == "unconfirmed"
-    assert state.stats().to_json()["faulted_calls"] == {"unconfirmed": 1}
+    assert state.stats().faulted_calls == {"unconfirmed": 1}
 
 
 def test_unconfirmed_shapes_look_as_named(state: SimulatorState, token: str) -> None:

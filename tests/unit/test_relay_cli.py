@@ -1,10 +1,14 @@
-"""The `relay` command's pure parts: times, the stack's secret, and how a status GET is signed."""
+"""The `relay` command's pure parts: times, the stack's secret, how a status GET is signed, and
+how a ledger entry is listed."""
 
 from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks import Webhook
 
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, LedgerEvent
+from relay_cli.ledger_index import NotIndexed, as_row, by_status
 from relay_cli.output import parse_when
 from relay_cli.target import signing_secret_from
 from relay_cli.webhook import request_line, status_headers, status_path
@@ -77,3 +81,39 @@ def test_a_status_get_is_signed_over_its_request_line_as_sent() -> None:
                 continue
             verified.append(content)
     assert verified == [line]
+
+
+def test_a_listed_entry_is_one_flat_json_row() -> None:
+    # Given a rejected entry that an operator replayed once before it was rejected again
+    entry = LedgerEntry(
+        key=InvoiceKey("FY-1", InvoiceType.RETURN),
+        status=InvoiceStatus.REJECTED,
+        content_hash="h",
+        invoice_number="CN-1",
+        attempts=2,
+        accepted_at=1_800_000_000.0,
+        updated_at=1_800_000_060.5,
+        last_error=LastError("IN401", "Order already cancelled"),
+        history=(LedgerEvent("replay", 1_800_000_030.0, "ops", "fixed in Fynd"),),
+    )
+    # When `relay list --json` shows it, Then it is this row
+    assert as_row(entry) == {
+        "orderId": "FY-1",
+        "invoiceType": "return",
+        "invoiceNumber": "CN-1",
+        "status": "REJECTED",
+        "attempts": 2,
+        "code": "IN401",
+        "message": "Order already cancelled",
+        "acceptedAt": 1_800_000_000.0,
+        "updatedAt": 1_800_000_060.5,
+        "retryAt": None,
+        "replays": 1,
+    }
+
+
+def test_invoiced_entries_are_refused_before_any_read_the_index_is_sparse() -> None:
+    # Given no ledger at all (None: any read would fail)
+    # When INVOICED entries are asked for, Then the command says why it cannot list them
+    with pytest.raises(NotIndexed, match="sparse"):
+        by_status(None, InvoiceStatus.INVOICED)  # type: ignore[arg-type]

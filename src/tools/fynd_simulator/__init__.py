@@ -2,7 +2,7 @@
 
 Shipped with the relay for its own tests and `make run`, and for integrators who want to
 see every Fynd answer without a Fynd account. The contract it follows is
-`fynd-update-invoice.md`; when that page changes, this package changes with it.
+`docs/fynd-update-invoice.md`; when that page changes, this package changes with it.
 
 Endpoints, as Fynd's:
 
@@ -57,7 +57,7 @@ from fynd_simulator.faults import (
 )
 from fynd_simulator.invoices import MAX_INVOICES_PER_CALL
 from fynd_simulator.orders import ErrorCode, OrderState
-from fynd_simulator.records import CallRecord, OrderView, Stats
+from fynd_simulator.records import AppliedInvoice, CallRecord, OrderOutcome, OrderView, Stats
 from fynd_simulator.replies import SimulatorConfigError
 from fynd_simulator.server import INVOICE_PATH, SHIPMENT_INFO_PATH, TOKEN_PATH
 from fynd_simulator.simulator import FyndSimulator
@@ -78,6 +78,7 @@ __all__ = [
     "SHIPMENT_INFO_PATH",
     "TOKEN_PATH",
     "UNCONFIRMED_SHAPES",
+    "AppliedInvoice",
     "CallRecord",
     "CommitThenDropFault",
     "Credential",
@@ -87,6 +88,7 @@ __all__ = [
     "FyndSimulator",
     "LatencyFault",
     "NovelStatusFault",
+    "OrderOutcome",
     "OrderState",
     "OrderView",
     "SimulatorConfigError",

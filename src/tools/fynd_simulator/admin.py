@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
 from fynd_simulator.faults import fault_rate_to_json, fault_to_json
+from fynd_simulator.records import Record
 from fynd_simulator.replies import Reply, SimulatorConfigError, ok, problem
 from fynd_simulator.state import SimulatorState
 from fynd_simulator.tokens import Credential
@@ -47,6 +48,10 @@ def handle_admin(state: SimulatorState, method: str, path: str, raw_body: bytes)
         return ok(route(state, body))
     except SimulatorConfigError as error:
         return problem(HTTPStatus.BAD_REQUEST, str(error))
+
+
+def _json(record: Record) -> dict[str, object]:
+    return record.model_dump(by_alias=True, mode="json")
 
 
 def _configure_orders(state: SimulatorState, body: Mapping[str, object]) -> Mapping[str, object]:
@@ -120,15 +125,15 @@ def _reset(state: SimulatorState, _: Mapping[str, object]) -> Mapping[str, objec
 _ROUTES: Mapping[str, Mapping[str, _Route]] = {
     "health": {"GET": lambda s, _: {"ok": True}},
     "orders": {
-        "GET": lambda s, _: {"orders": {k: v.to_json() for k, v in s.orders().items()}},
+        "GET": lambda s, _: {"orders": {k: _json(v) for k, v in s.orders().items()}},
         "POST": _configure_orders,
     },
     "faults": {
         "GET": lambda s, _: {"faults": [fault_to_json(f) for f in s.pending_faults()]},
         "POST": _add_faults,
     },
-    "calls": {"GET": lambda s, _: {"calls": [c.to_json() for c in s.calls()]}},
-    "stats": {"GET": lambda s, _: s.stats().to_json()},
+    "calls": {"GET": lambda s, _: {"calls": [_json(c) for c in s.calls()]}},
+    "stats": {"GET": lambda s, _: _json(s.stats())},
     "config": {"GET": _config, "POST": _configure},
     "credentials": {"POST": _add_credential},
     "tokens/expire": {"POST": _expire_tokens},

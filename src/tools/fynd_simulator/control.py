@@ -7,17 +7,19 @@
     ...
     assert control.invoice_count("ORD-1") == 1
 
-Standard library only (http.client), one short-lived connection per request.
+http.client, one short-lived connection per request. Calls, orders and stats come back as the
+same records (`fynd_simulator.records`) that `SimulatorState` returns in process.
 """
 
 import http.client
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Unpack, cast
 from urllib.parse import urlsplit
 
-from fynd_simulator.records import CallJson, OrderJson, StatsJson
+from fynd_simulator.orders import OrderOptions
+from fynd_simulator.records import CallRecord, OrderView, Stats
 
 
 class SimulatorControlError(RuntimeError):
@@ -59,23 +61,9 @@ class SimulatorControl:
         return cast(list[str], answer["configured"])
 
     def configure_order(
-        self,
-        order_id: str,
-        state: str | None = None,
-        *,
-        location: str | None = None,
-        confirm_after_attempts: int | None = None,
-        confirm_after_seconds: float | None = None,
-        kind: str | None = None,
+        self, order_id: str, state: str | None = None, **options: Unpack[OrderOptions]
     ) -> None:
-        given = {
-            "state": state,
-            "location": location,
-            "confirm_after_attempts": confirm_after_attempts,
-            "confirm_after_seconds": confirm_after_seconds,
-            "kind": kind,
-        }
-        self.configure_orders({order_id: {k: v for k, v in given.items() if v is not None}})
+        self.configure_orders({order_id: options if state is None else {"state": state, **options}})
 
     def add_faults(self, *faults: Mapping[str, object]) -> int:
         """Queue faults in order; returns how many are pending now."""
@@ -84,18 +72,19 @@ class SimulatorControl:
     def faults(self) -> list[dict[str, object]]:
         return cast(list[dict[str, object]], self._request("GET", "faults")["faults"])
 
-    def calls(self) -> list[CallJson]:
-        return cast(list[CallJson], self._request("GET", "calls")["calls"])
+    def calls(self) -> list[CallRecord]:
+        return [CallRecord.model_validate(call) for call in self._request("GET", "calls")["calls"]]
 
-    def orders(self) -> dict[str, OrderJson]:
-        return cast(dict[str, OrderJson], self._request("GET", "orders")["orders"])
+    def orders(self) -> dict[str, OrderView]:
+        orders = self._request("GET", "orders")["orders"]
+        return {order_id: OrderView.model_validate(order) for order_id, order in orders.items()}
 
     def invoice_count(self, order_id: str) -> int:
         order = self.orders().get(order_id)
-        return 0 if order is None else order["invoice_count"]
+        return 0 if order is None else order.invoice_count
 
-    def stats(self) -> StatsJson:
-        return cast(StatsJson, self._request("GET", "stats"))
+    def stats(self) -> Stats:
+        return Stats.model_validate(self._request("GET", "stats"))
 
     def configure(
         self,

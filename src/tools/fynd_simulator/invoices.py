@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fynd_simulator.orders import ERROR_MESSAGES, ErrorCode
+from fynd_simulator.orders import ERROR_MESSAGES
+from fynd_simulator.records import OrderOutcome
 
 MAX_INVOICES_PER_CALL = 20
 REQUIRED_FIELDS = ("orderId", "invoiceNumber", "invoiceType")
@@ -28,15 +29,6 @@ class Invoice:
     order_id: str
     invoice_number: str
     invoice_type: str
-
-
-@dataclass(frozen=True)
-class OrderOutcome:
-    order_id: str
-    code: ErrorCode | None  # None: invoiced by this call
-
-    def to_json(self) -> dict[str, object]:
-        return {"orderId": self.order_id, "code": None if self.code is None else str(self.code)}
 
 
 NOT_JSON = object()  # decode_body's answer for a body that is not JSON at all

@@ -8,6 +8,7 @@ every Fynd error code. An explicit configuration replaces the prefix policy for 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypedDict
 
 from fynd_simulator.replies import SimulatorConfigError
 
@@ -65,7 +66,7 @@ SHIPMENT_VIEWS: Mapping[tuple[str, OrderState], tuple[str, str]] = {
     ("return", OrderState.CANCELLED): ("DELIVERED", "return_request_cancelled"),
 }
 """(orderStatus, shipmentStatus) that Get Shipment Info shows per kind and state; the values
-are the "Assumed" rows of fynd-update-invoice.md. An order invoiced by a `return` invoice
+are the "Assumed" rows of docs/fynd-update-invoice.md. An order invoiced by a `return` invoice
 shows `credit_note_generated` whatever its kind."""
 
 
@@ -154,7 +155,16 @@ def order_by_prefix(order_id: str, now: float) -> Order:
     return Order(OrderState.CONFIRMED)
 
 
-_CONFIG_KEYS = frozenset({"state", "location", "confirm_after_attempts", "confirm_after_seconds", "kind"})
+class OrderOptions(TypedDict, total=False):
+    """An order's configuration but its state: `configure_order`'s keyword arguments."""
+
+    location: str
+    confirm_after_attempts: int
+    confirm_after_seconds: float
+    kind: str
+
+
+_CONFIG_KEYS = frozenset({"state", *OrderOptions.__optional_keys__})
 
 
 def order_from_config(order_id: str, config: Mapping[str, object], now: float) -> Order:

@@ -1,70 +1,35 @@
-"""What the simulator remembers, as immutable snapshots and as the admin API's JSON.
+"""What the simulator remembers, as frozen snapshots that are also the control API's JSON.
 
-The `*Json` TypedDicts are the wire shapes of `GET /_sim/calls`, `/_sim/orders` and
-`/_sim/stats`; `SimulatorControl` returns them, so in-process and out-of-process tests
-read the same field names.
+One pydantic model per record. `GET /_sim/calls`, `/_sim/orders` and `/_sim/stats` send
+`model_dump(by_alias=True, mode="json")` of them, and `SimulatorControl` validates the same
+models back from that JSON, so in-process and out-of-process tests read the same objects.
+Field names are the JSON's, but for the camelCase ones Fynd itself uses (`orderId`,
+`invoiceNumber`, `invoiceType`), which are aliases.
 """
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any
 
-from fynd_simulator.invoices import OrderOutcome
+from pydantic import BaseModel, ConfigDict, Field
+
 from fynd_simulator.orders import ErrorCode, Order
 
 
-class OutcomeJson(TypedDict):
-    orderId: str
-    code: str | None  # None: invoiced by that call
+class Record(BaseModel):
+    """Frozen; built by field name in Python, read by alias from the JSON."""
+
+    model_config = ConfigDict(frozen=True, validate_by_name=True)
 
 
-class CallJson(TypedDict):
-    seq: int
-    at: float
-    path: str
-    query: dict[str, str]
-    location_code: str | None
-    token: str | None
-    body: object
-    order_ids: list[str]
-    status: int | None  # None: the connection was dropped without an answer
-    fault: str | None
-    outcomes: list[OutcomeJson]
+class OrderOutcome(Record):
+    """What one order of a call got."""
+
+    order_id: str = Field(alias="orderId")
+    code: ErrorCode | None  # None: invoiced by that call
 
 
-class InvoiceJson(TypedDict):
-    invoiceNumber: str
-    invoiceType: str
-
-
-class OrderJson(TypedDict):
-    state: str
-    location: str | None
-    attempts: int
-    invoice_count: int
-    invoices: list[InvoiceJson]
-    confirm_after_attempts: int | None
-    confirm_after_seconds: float | None
-    kind: str
-    reads: int
-
-
-class StatsJson(TypedDict):
-    token_requests: int
-    tokens_issued: int
-    calls: int
-    orders_received: int
-    invoiced: int
-    duplicates: int
-    max_orders_per_call: int
-    faults_pending: int
-    shipment_reads: int
-    faulted_calls: dict[str, int]
-
-
-@dataclass(frozen=True)
-class CallRecord:
+class CallRecord(Record):
     """One Update Invoice call as received, with the answer it got."""
 
     seq: int
@@ -73,76 +38,49 @@ class CallRecord:
     query: dict[str, str]
     location_code: str | None
     token: str | None
-    body: object  # the decoded JSON, or the raw text when it was not JSON
+    body: Any  # the decoded JSON, or the raw text when it was not JSON
     order_ids: tuple[str, ...]
-    status: int | None
+    status: int | None  # None: the connection was dropped without an answer
     fault: str | None
     outcomes: tuple[OrderOutcome, ...]
 
-    def to_json(self) -> CallJson:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "path": self.path,
-            "query": dict(self.query),
-            "location_code": self.location_code,
-            "token": self.token,
-            "body": self.body,
-            "order_ids": list(self.order_ids),
-            "status": self.status,
-            "fault": self.fault,
-            "outcomes": [{"orderId": o.order_id, "code": o.code} for o in self.outcomes],
-        }
+
+class AppliedInvoice(Record):
+    """An invoice the simulator applied to an order."""
+
+    invoice_number: str = Field(alias="invoiceNumber")
+    invoice_type: str = Field(alias="invoiceType")
 
 
-@dataclass(frozen=True)
-class OrderView:
+class OrderView(Record):
     """An order's state and how often the simulator invoiced it."""
 
-    order_id: str
     state: str
     location: str | None
     attempts: int
     invoice_count: int
-    invoices: tuple[InvoiceJson, ...]
+    invoices: tuple[AppliedInvoice, ...]
     confirm_after_attempts: int | None
     confirm_after_seconds: float | None
     kind: str = "forward"
     reads: int = 0
 
     @classmethod
-    def of(cls, order_id: str, order: Order) -> "OrderView":
+    def of(cls, order: Order) -> "OrderView":
         return cls(
-            order_id=order_id,
             state=str(order.state),
             location=order.location,
             attempts=order.attempts,
             invoice_count=len(order.invoices),
-            invoices=tuple(
-                {"invoiceNumber": i["invoiceNumber"], "invoiceType": i["invoiceType"]} for i in order.invoices
-            ),
+            invoices=tuple(AppliedInvoice.model_validate(invoice) for invoice in order.invoices),
             confirm_after_attempts=order.confirm_after_attempts,
             confirm_after_seconds=order.confirm_after_seconds,
             kind=order.kind,
             reads=order.reads,
         )
 
-    def to_json(self) -> OrderJson:
-        return {
-            "state": self.state,
-            "location": self.location,
-            "attempts": self.attempts,
-            "invoice_count": self.invoice_count,
-            "invoices": list(self.invoices),
-            "confirm_after_attempts": self.confirm_after_attempts,
-            "confirm_after_seconds": self.confirm_after_seconds,
-            "kind": self.kind,
-            "reads": self.reads,
-        }
 
-
-@dataclass(frozen=True)
-class Stats:
+class Stats(Record):
     token_requests: int
     tokens_issued: int
     calls: int
@@ -152,7 +90,7 @@ class Stats:
     max_orders_per_call: int
     faults_pending: int
     shipment_reads: int = 0  # Get Shipment Info requests, answered or not
-    faulted_calls: tuple[tuple[str, int], ...] = ()  # Update Invoice calls per fault kind met
+    faulted_calls: dict[str, int] = Field(default_factory=dict)  # Update Invoice calls per fault kind met
 
     @classmethod
     def of(
@@ -175,19 +113,5 @@ class Stats:
             max_orders_per_call=max(sizes, default=0),
             faults_pending=faults_pending,
             shipment_reads=shipment_reads,
-            faulted_calls=tuple(sorted(Counter(c.fault for c in calls if c.fault is not None).items())),
+            faulted_calls=dict(sorted(Counter(c.fault for c in calls if c.fault is not None).items())),
         )
-
-    def to_json(self) -> StatsJson:
-        return {
-            "token_requests": self.token_requests,
-            "tokens_issued": self.tokens_issued,
-            "calls": self.calls,
-            "orders_received": self.orders_received,
-            "invoiced": self.invoiced,
-            "duplicates": self.duplicates,
-            "max_orders_per_call": self.max_orders_per_call,
-            "faults_pending": self.faults_pending,
-            "shipment_reads": self.shipment_reads,
-            "faulted_calls": dict(self.faulted_calls),
-        }

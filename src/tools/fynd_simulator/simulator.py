@@ -7,20 +7,11 @@ with FyndSimulator() as sim:          # 127.0.0.1, a free port
 """
 
 import threading
-import time
-from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Self, Unpack
 
-from fynd_simulator.invoices import Envelope
 from fynd_simulator.server import SimulatorServer
-from fynd_simulator.state import SimulatorState
-from fynd_simulator.tokens import (
-    DEFAULT_PASSWORD,
-    DEFAULT_TOKEN_TTL,
-    DEFAULT_USERNAME,
-    Credential,
-)
+from fynd_simulator.state import SimulatorState, StateOptions
 
 
 class FyndSimulator:
@@ -31,26 +22,14 @@ class FyndSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        username: str = DEFAULT_USERNAME,
-        password: str = DEFAULT_PASSWORD,
-        token_ttl: int = DEFAULT_TOKEN_TTL,
-        location_credentials: Iterable[Credential] = (),
-        envelope: Envelope = "camel",
-        clock: Callable[[], float] = time.monotonic,
         quiet: bool = True,
         state: SimulatorState | None = None,
-        max_body_bytes: int | None = None,
+        **options: Unpack[StateOptions],
     ) -> None:
-        self.state = state or SimulatorState(
-            username=username,
-            password=password,
-            token_ttl=token_ttl,
-            location_credentials=location_credentials,
-            envelope=envelope,
-            clock=clock,
-        )
-        if max_body_bytes is not None:
-            self.state.configure(max_body_bytes=max_body_bytes)
+        """Serves `state`, or a new SimulatorState made with `options` (username, token_ttl, ...)."""
+        if state is not None and options:
+            raise TypeError("pass a SimulatorState or the options to make one, not both")
+        self.state = state or SimulatorState(**options)
         self._address = (host, port)
         self._quiet = quiet
         self._server: SimulatorServer | None = None

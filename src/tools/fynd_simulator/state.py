@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
+from typing import TypedDict, Unpack
 
 from fynd_simulator.faults import (
     UNCONFIRMED_SHAPES,
@@ -27,7 +28,6 @@ from fynd_simulator.invoices import (
     ENVELOPES,
     NOT_JSON,
     Envelope,
-    OrderOutcome,
     PayloadError,
     decode_body,
     order_ids_in,
@@ -35,8 +35,8 @@ from fynd_simulator.invoices import (
     render_result,
     render_unconfirmed,
 )
-from fynd_simulator.orders import Order, OrderState, order_by_prefix, order_from_config
-from fynd_simulator.records import CallRecord, OrderView, Stats
+from fynd_simulator.orders import Order, OrderOptions, OrderState, order_by_prefix, order_from_config
+from fynd_simulator.records import CallRecord, OrderOutcome, OrderView, Stats
 from fynd_simulator.replies import DROPPED, Reply, SimulatorConfigError, ok, problem
 from fynd_simulator.shipments import shipment_entry
 from fynd_simulator.tokens import (
@@ -46,6 +46,18 @@ from fynd_simulator.tokens import (
     Credential,
     TokenIssuer,
 )
+
+
+class StateOptions(TypedDict, total=False):
+    """SimulatorState's keyword arguments, which FyndSimulator passes on."""
+
+    username: str
+    password: str
+    token_ttl: int
+    location_credentials: Iterable[Credential]
+    envelope: Envelope
+    max_body_bytes: int | None
+    clock: Callable[[], float]
 
 
 class SimulatorState:
@@ -59,8 +71,10 @@ class SimulatorState:
         token_ttl: int = DEFAULT_TOKEN_TTL,
         location_credentials: Iterable[Credential] = (),
         envelope: Envelope = "camel",
+        max_body_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`max_body_bytes`: see configure (None or 0: no limit)."""
         self._lock = threading.Lock()
         self._clock = clock
         self._tokens = TokenIssuer(
@@ -70,7 +84,7 @@ class SimulatorState:
         self._max_body_bytes: int | None = None
         self._rates = FaultRates()
         self._novel_values = 0  # never reset: a novel status is never repeated
-        self.configure(token_ttl=token_ttl, envelope=envelope)
+        self.configure(token_ttl=token_ttl, envelope=envelope, max_body_bytes=max_body_bytes)
         self._reset()
 
     def _reset(self) -> None:
@@ -160,23 +174,10 @@ class SimulatorState:
         return list(built)
 
     def configure_order(
-        self,
-        order_id: str,
-        state: OrderState | str | None = None,
-        *,
-        location: str | None = None,
-        confirm_after_attempts: int | None = None,
-        confirm_after_seconds: float | None = None,
-        kind: str | None = None,
+        self, order_id: str, state: OrderState | str | None = None, **options: Unpack[OrderOptions]
     ) -> None:
-        given = {
-            "state": None if state is None else str(state),
-            "location": location,
-            "confirm_after_attempts": confirm_after_attempts,
-            "confirm_after_seconds": confirm_after_seconds,
-            "kind": kind,
-        }
-        self.configure_orders({order_id: {k: v for k, v in given.items() if v is not None}})
+        """One order, as configure_orders takes it (see orders.order_from_config)."""
+        self.configure_orders({order_id: options if state is None else {"state": str(state), **options}})
 
     def add_faults(self, faults: Iterable[Fault | Mapping[str, object]]) -> int:
         """Queue faults in order (all or nothing); returns how many are now pending."""
@@ -202,10 +203,8 @@ class SimulatorState:
     def token_request(self, username: str, password: str, fault: Fault | None = None) -> Reply:
         with self._lock:
             self._token_requests += 1
-            if isinstance(fault, StatusFault):
-                return _status_reply(fault)
-            if isinstance(fault, ExpireTokensFault):
-                self._tokens.expire_all()
+            if (refused := self._fault_first(fault)) is not None:
+                return refused
             token = self._tokens.issue(username, password)
             if token is None:
                 reply = problem(HTTPStatus.UNAUTHORIZED, "unknown username or password")
@@ -213,6 +212,15 @@ class SimulatorState:
                 self._tokens_issued += 1
                 reply = ok({"access_token": token, "expires_in": self._tokens.ttl})
             return DROPPED if isinstance(fault, CommitThenDropFault) else reply
+
+    def _fault_first(self, fault: Fault | None) -> Reply | None:
+        """What a fault does before the endpoint reads the request: a status fault is the whole
+        answer; an expire-tokens fault expires every token, then the request goes on."""
+        if isinstance(fault, StatusFault):
+            return _status_reply(fault)
+        if isinstance(fault, ExpireTokensFault):
+            self._tokens.expire_all()
+        return None
 
     def invoice_update(
         self,
@@ -228,16 +236,14 @@ class SimulatorState:
         with self._lock:
             outcomes: list[OrderOutcome] = []
             limit = self._max_body_bytes
-            if isinstance(fault, StatusFault):
-                reply = _status_reply(fault)
+            if (refused := self._fault_first(fault)) is not None:
+                reply = refused
             elif limit is not None and len(raw_body) > limit:
                 # A front end refuses it before Fynd reads it: a whole-call 413, nothing applied.
                 reply = problem(
                     HTTPStatus.CONTENT_TOO_LARGE, f"body of {len(raw_body)} bytes is over {limit}"
                 )
             else:
-                if isinstance(fault, ExpireTokensFault):
-                    self._tokens.expire_all()
                 commit = not isinstance(fault, UnconfirmedFault) or fault.commit
                 reply, outcomes = self._invoice(token, location_code, body, commit=commit)
                 if isinstance(fault, CommitThenDropFault):
@@ -285,7 +291,7 @@ class SimulatorState:
             if order is None:
                 order = self._orders[invoice.order_id] = order_by_prefix(invoice.order_id, now)
             code = order.invoice(invoice.invoice_number, invoice.invoice_type, location, now)
-            outcomes.append(OrderOutcome(invoice.order_id, code))
+            outcomes.append(OrderOutcome(order_id=invoice.order_id, code=code))
         return ok(render_result(outcomes, self._envelope)), outcomes
 
     def shipment_info(
@@ -294,10 +300,8 @@ class SimulatorState:
         """Get Shipment Info for `query["orderId"]` (see shipments.py)."""
         with self._lock:
             self._shipment_reads += 1
-            if isinstance(fault, StatusFault):
-                return _status_reply(fault)
-            if isinstance(fault, ExpireTokensFault):
-                self._tokens.expire_all()
+            if (refused := self._fault_first(fault)) is not None:
+                return refused
             grant = self._tokens.authorise(token)
             if grant is None:
                 return problem(HTTPStatus.UNAUTHORIZED, "missing, unknown or expired token")
@@ -328,12 +332,12 @@ class SimulatorState:
     def orders(self) -> dict[str, OrderView]:
         """Every order configured or seen, with its state and invoice count."""
         with self._lock:
-            return {oid: OrderView.of(oid, order) for oid, order in self._orders.items()}
+            return {order_id: OrderView.of(order) for order_id, order in self._orders.items()}
 
     def order(self, order_id: str) -> OrderView | None:
         with self._lock:
             order = self._orders.get(order_id)
-            return None if order is None else OrderView.of(order_id, order)
+            return None if order is None else OrderView.of(order)
 
     def invoice_count(self, order_id: str) -> int:
         """How many invoices the simulator applied to this order (1 for exactly once)."""

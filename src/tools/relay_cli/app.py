@@ -179,24 +179,23 @@ def list_entries(
     """Invoices in one state, newest first, from the ledger's ByStatus index (never a scan)."""
     target = _aws_target(ctx)
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
-    rows = list(
-        ledger_index.by_status(
-            target.dynamodb(), target.table_name, status, since=since_at, code=code, limit=limit
-        )
-    )
+    rows = [
+        ledger_index.as_row(entry)
+        for entry in ledger_index.by_status(target.ledger(), status, since=since_at, code=code, limit=limit)
+    ]
     if as_json:
-        emit_json([row.as_dict() for row in rows])
+        emit_json(rows)
         return
     shown = [
         (
-            iso(r.updated_at),
-            r.order_id,
-            r.invoice_type,
-            r.invoice_number,
-            r.code,
-            r.message,
-            r.attempts,
-            r.replays,
+            iso(r["updatedAt"]),
+            r["orderId"],
+            r["invoiceType"],
+            r["invoiceNumber"],
+            r["code"],
+            r["message"],
+            r["attempts"],
+            r["replays"],
         )
         for r in rows
     ]
@@ -274,24 +273,19 @@ def replay(
         _fail(Exit.USAGE, "only REJECTED invoices are replayed")
     if not reason.strip() and not dry_run:
         _fail(Exit.USAGE, "--reason is required: the ledger records why")
-    # The relay's adapters bring Powertools (a second of imports): only this command needs them.
-    from relay.adapters.ledger import InvoiceLedger
+    # The relay's queue adapter brings Powertools (a second of imports): only this command needs it.
     from relay.adapters.queue import SqsInvoiceQueue
     from relay_cli.replay import Replayer
 
     target = _aws_target(ctx)
-    dynamodb = target.dynamodb()
+    ledger = target.ledger()
     if order_ids:
         keys = [InvoiceKey(order_id, invoice_type) for order_id in order_ids]
     else:
         since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
-        rows = ledger_index.by_status(
-            dynamodb, target.table_name, InvoiceStatus.REJECTED, since=since_at, code=code
-        )
-        keys = [InvoiceKey(row.order_id, InvoiceType(row.invoice_type)) for row in rows]
-    replayer = Replayer(
-        InvoiceLedger(target.table_name, dynamodb), SqsInvoiceQueue(target.queue_url, target.sqs())
-    )
+        entries = ledger_index.by_status(ledger, InvoiceStatus.REJECTED, since=since_at, code=code)
+        keys = [entry.key for entry in entries]
+    replayer = Replayer(ledger, SqsInvoiceQueue(target.queue_url, target.sqs()))
     outcomes = replayer.replay_all(
         keys, by=by or _who(target), reason=reason.strip(), now=time.time(), dry_run=dry_run
     )
@@ -311,12 +305,12 @@ def replay(
 def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> None:
     """Counts by state and code (from the index), and what waits on the queues."""
     target = _aws_target(ctx)
-    dynamodb, sqs = target.dynamodb(), target.sqs()
+    ledger, sqs = target.ledger(), target.sqs()
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
     counts: Counter[tuple[str, str]] = Counter()
     for status in ledger_index.INDEXED:
-        for row in ledger_index.by_status(dynamodb, target.table_name, status, since=since_at):
-            counts[(status.value, row.code or "")] += 1
+        for entry in ledger_index.by_status(ledger, status, since=since_at):
+            counts[(status.value, entry.last_error.code if entry.last_error else "")] += 1
     document = {
         "byStatus": {
             status.value: sum(n for (s, _), n in counts.items() if s == status)
@@ -365,6 +359,18 @@ REPORT_COLUMNS = (
 )
 
 
+def _report_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A `relay list --json` row as the finance CSV shows it: blanks for none, ISO 8601 times."""
+    shown = {
+        **row,
+        "code": row["code"] or "",
+        "reason": row["message"] or "",
+        "acceptedAt": iso(row["acceptedAt"]),
+        "updatedAt": iso(row["updatedAt"]),
+    }
+    return {name: shown[name] for name in REPORT_COLUMNS}
+
+
 @app.command()
 @_handled
 def report(
@@ -382,27 +388,13 @@ def report(
     if end < start:
         _fail(Exit.USAGE, "--to is before --from")
     target = _aws_target(ctx)
-    dynamodb = target.dynamodb()
+    ledger = target.ledger()
     rows = [
-        row
+        ledger_index.as_row(entry)
         for status in ledger_index.INDEXED
-        for row in ledger_index.by_status(dynamodb, target.table_name, status, since=start, until=end)
+        for entry in ledger_index.by_status(ledger, status, since=start, until=end)
     ]
-    records = [
-        {
-            "orderId": r.order_id,
-            "invoiceType": r.invoice_type,
-            "invoiceNumber": r.invoice_number,
-            "status": r.status,
-            "code": r.code or "",
-            "reason": r.message or "",
-            "attempts": r.attempts,
-            "replays": r.replays,
-            "acceptedAt": iso(r.accepted_at),
-            "updatedAt": iso(r.updated_at),
-        }
-        for r in sorted(rows, key=lambda r: (r.updated_at, r.order_id))
-    ]
+    records = [_report_record(r) for r in sorted(rows, key=lambda r: (r["updatedAt"], r["orderId"]))]
     limit = "INVOICED invoices are not in this report: the ledger index holds only what is not invoiced"
     if as_json:
         emit_json({"from": iso(start), "to": iso(end), "rows": records, "limits": [limit]})

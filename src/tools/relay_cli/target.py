@@ -20,6 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.adapters.ledger import InvoiceLedger
 from relay_local.stack import REGION
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class Target:
 
     def sqs(self) -> "SQSClient":
         return self._session.client("sqs", endpoint_url=self.endpoint_url, config=_AWS_CONFIG)
+
+    def ledger(self) -> InvoiceLedger:
+        return InvoiceLedger(self.table_name, self.dynamodb())
 
     def signing_secret(self) -> str:
         if not self.secret:

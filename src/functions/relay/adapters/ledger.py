@@ -313,25 +313,60 @@ class InvoiceLedger:
     # ---- The reconciler's view (relay.domain.reconcile) ----
 
     def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        """Entries in `status` last written before `updated_before`, whose retry time and lease
-        also ran out before it, oldest first: one Query on the sparse ByStatus index, never a
-        Scan. The filter keeps entries waiting out a long back-off (IN403) from using up the
-        limit; the domain's rule (relay.domain.reconcile.is_stalled) and the conditional mark
-        decide. The index is eventually consistent, which the mark makes harmless."""
-        found: list[LedgerEntry] = []
+        """Entries in `status` last written by `updated_before`, whose retry time and lease
+        also ran out by then, oldest first (entries_in). The filter keeps entries waiting out a
+        long back-off (IN403) from using up the limit; the domain's rule
+        (relay.domain.reconcile.is_stalled) and the conditional mark decide. The index is
+        eventually consistent, which the mark makes harmless."""
+        return self.entries_in(status, updated_until=updated_before, idle_by=updated_before, limit=limit)
+
+    def entries_in(
+        self,
+        status: InvoiceStatus,
+        *,
+        updated_since: float | None = None,
+        updated_until: float | None = None,
+        idle_by: float | None = None,
+        error_code: str | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[LedgerEntry]:
+        """Entries in `status` last written in [updated_since, updated_until], oldest first (or
+        newest), at most `limit`: one Query on the sparse ByStatus index, page by page, never a
+        Scan. INVOICED entries are not in the index (they drop statusKey): none come back.
+
+        `idle_by`: only entries whose retry time and lease, if they have one, ran out by then.
+        `error_code`: only entries whose last error has this code. A list, not a generator:
+        the pages are read inside the call, where an outage becomes LedgerUnavailableError."""
+        values: dict[str, AttributeValueTypeDef] = {
+            ":status": _s(status),
+            ":since": _n(updated_since or 0),
+            ":until": _n(2**40 if updated_until is None else updated_until),  # 2**40 s: the year 36812
+        }
+        filters = []
+        if idle_by is not None:
+            values[":idle"] = _n(idle_by)
+            filters += [
+                "(attribute_not_exists(retryAt) OR retryAt <= :idle)",
+                "(attribute_not_exists(leaseUntil) OR leaseUntil <= :idle)",
+            ]
+        if error_code is not None:
+            values[":code"] = _s(error_code)
+            filters.append("lastErrorCode = :code")
         request: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": BY_STATUS_INDEX,
-            "KeyConditionExpression": "statusKey = :status AND updatedAt < :before",
-            "FilterExpression": (
-                "(attribute_not_exists(retryAt) OR retryAt < :before)"
-                " AND (attribute_not_exists(leaseUntil) OR leaseUntil < :before)"
-            ),
-            "ExpressionAttributeValues": {":status": _s(status), ":before": _n(updated_before)},
-            "ScanIndexForward": True,
+            "KeyConditionExpression": "statusKey = :status AND updatedAt BETWEEN :since AND :until",
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
         }
-        while len(found) < limit:
-            page = self._client.query(**request, Limit=limit - len(found))
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        found: list[LedgerEntry] = []
+        while limit is None or len(found) < limit:
+            if limit is not None:
+                request["Limit"] = limit - len(found)
+            page = self._client.query(**request)
             found += [_entry(item) for item in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
