@@ -11,19 +11,20 @@ BatchGetItem; smaller webhooks are written first and read only if a key is alrea
 see relay.domain.intake). It then writes the ledger with at most two TransactWriteItems (the
 ledger stores the bodies of more than 50 new invoices ahead of the state transaction) and
 sends the messages, one SendMessageBatch attempt per batch, the batches at once
-(INGEST_SEND_BUDGET_SECONDS). The writes start only while the
-invocation has INGEST_WRITE_RESERVE_SECONDS (2 x 1.9 + 1.9 = 5.7 s) left beyond
-INGEST_ANSWER_MARGIN_SECONDS (0.5 s). So the worst POST is
+(INGEST_SEND_BUDGET_SECONDS). The writes start only while the invocation has
+INGEST_WRITE_RESERVE_SECONDS (2 x 1.9 + 1.9 = 5.7 s) left beyond INGEST_ANSWER_MARGIN_SECONDS
+(0.5 s). So the worst POST is
 
     GetSecretValue 1.9 + BatchGetItem 1.9 + writes and send 5.7 + answer margin 0.5 = 10.0 s <= 10 s,
 
 and a ledger write is never cut off by the timeout before its messages are queued or the
 sender is told 503. (A write refused because a key is recorded leaves at least 1.9 s + margin
-for the re-read, after which the check before the next write may refuse: 503, nothing written.) `ingest_worst_case_seconds()` is that sum; a test holds it to
-the template. A throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's
-retry is the resend (entries SQS refused stay QUEUED and the retry queues them again; the
-reconciler too). INGEST_AWS_READ_TIMEOUT_SECONDS (IngestSettings) lengthens the calls for an
-emulator slower than AWS only; the budget kept stays the one above.
+for the re-read, after which the check before the next write may refuse: 503, nothing
+written.) `ingest_worst_case_seconds()` is that sum; a test holds it to the template. A
+throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
+resend (entries SQS refused stay QUEUED and the retry queues them again; the reconciler too).
+INGEST_AWS_READ_TIMEOUT_SECONDS (IngestSettings) lengthens the calls for an emulator slower
+than AWS only; the budget kept stays the one above.
 """
 
 import time
