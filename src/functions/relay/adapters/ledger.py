@@ -50,7 +50,8 @@ DEAD_LETTERED_KEY = "DEAD_LETTERED"
 reconciler never reads it (relay.domain.ports.Ledger.mark_dead_lettered)."""
 
 BY_STATUS_INDEX = "ByStatus"
-"""Sparse index on (statusKey, updatedAt): every entry but INVOICED ones (template.yaml)."""
+"""Sparse index on (statusKey, updatedAt): every entry but INVOICED ones (template.yaml), in a
+partition per status, except that dead-lettered entries are in DEAD_LETTERED_KEY's."""
 
 _BATCH_GET_LIMIT = 100
 
