@@ -9,7 +9,7 @@ from typing import Any
 import urllib3
 
 from fynd_simulator import FyndSimulator
-from relay_local.event_source import lambda_record
+from relay_local.lambda_events import sqs_record
 from relay_local.pipeline import LocalPipeline
 from relay_local.signing import signed_headers, status_headers
 
@@ -113,7 +113,7 @@ class RelayClient:
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            records.extend(lambda_record(message, arn, stack.region) for message in messages)
+            records.extend(sqs_record(message, arn, stack.region) for message in messages)
         assert len(records) == count, f"expected {count} messages on the queue, got {len(records)}"
         return records
 

@@ -21,9 +21,10 @@ from latency_proxy import Exchange, LatencyProxy, sequential_round_trips
 
 from factories import invoice_dict
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME, FyndSimulator
-from relay_local.event_source import SqsEventSource, lambda_record
+from relay_local.event_source import SqsEventSource
 from relay_local.http_api import LocalHttpApi
 from relay_local.lambda_context import LambdaFunction
+from relay_local.lambda_events import sqs_record
 from relay_local.pipeline import DISPATCH, LocalPipeline, PipelineConfig
 from relay_local.signing import new_secret, signed_headers
 from relay_local.stack import REGION, EventSourceConfig
@@ -208,7 +209,7 @@ class LocalBench:
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
             records += [
-                lambda_record(m, arn["Attributes"]["QueueArn"], REGION)
+                sqs_record(m, arn["Attributes"]["QueueArn"], REGION)
                 for m in messages
                 if f'"orderId":"{prefix}-' in m.get("Body", "")
             ]

@@ -10,7 +10,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from relay_local.faults import AwsFaultLayer, Chance, LocalFaults
-from relay_local.schedules import LocalSchedules, scheduled_event
+from relay_local.schedules import LocalSchedules, event_for
 from relay_local.stack import LocalStack, Schedule, rate_seconds
 
 
@@ -147,10 +147,8 @@ def test_schedule_rates_and_the_event_eventbridge_sends() -> None:
         None,
     ]
     # And a scheduled run gets a Scheduled Event, or the rule's constant Input
-    assert scheduled_event(Schedule("Every5", "rate(5 minutes)", 300))["detail-type"] == "Scheduled Event"
-    assert scheduled_event(Schedule("Every5", "rate(5 minutes)", 300, input='{"dryRun": true}')) == {
-        "dryRun": True
-    }
+    assert event_for(Schedule("Every5", "rate(5 minutes)", 300))["detail-type"] == "Scheduled Event"
+    assert event_for(Schedule("Every5", "rate(5 minutes)", 300, input='{"dryRun": true}')) == {"dryRun": True}
 
 
 def test_a_function_with_a_schedule_event_is_found_and_invoked_periodically() -> None:

@@ -21,7 +21,6 @@ at-least-once delivery, the same message id reaching two concurrent invocations.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -32,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay_local.counting import Counters
 from relay_local.faults import Chance
 from relay_local.lambda_context import Function
+from relay_local.lambda_events import sqs_record
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -88,7 +89,7 @@ class SqsEventSource:
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._tally = EventSourceTally()
+        self._tally = Counters(EventSourceTally())
         self._queue_arn = ""
         self._poller: threading.Thread | None = None
         self._workers: ThreadPoolExecutor | None = None
@@ -128,15 +129,7 @@ class SqsEventSource:
         self.stop()
 
     def tally(self) -> EventSourceTally:
-        with self._lock:
-            return self._tally
-
-    def _count(self, **deltas: int) -> None:
-        with self._lock:
-            current = self._tally
-            self._tally = EventSourceTally(
-                **{name: getattr(current, name) + deltas.get(name, 0) for name in vars(current)}
-            )
+        return self._tally.read()
 
     def _poll(self) -> None:
         assert self._workers is not None
@@ -151,7 +144,7 @@ class SqsEventSource:
                 self._stopping.wait(1)
             batch = self._with_copies(batch)
             if batch:
-                self._count(batches_in_flight=1)
+                self._tally.add(batches_in_flight=1)
                 with self._lock:
                     for record in batch:
                         self._in_flight[record["messageId"]] = self._in_flight.get(record["messageId"], 0) + 1
@@ -171,7 +164,7 @@ class SqsEventSource:
             self._copies = []
         self._copies.extend(record for record in batch if self._chance(self._redeliver))
         if copies:
-            self._count(redelivered=len(copies))
+            self._tally.add(redelivered=len(copies))
         return [*batch, *copies]
 
     def _gather(self) -> list[dict[str, Any]]:
@@ -198,9 +191,9 @@ class SqsEventSource:
                 self._stopping.wait(0.05)  # the window's last second: short polls, not a spin
             if messages and window_ends is None:
                 window_ends = time.monotonic() + self._config.batching_window_seconds
-            self._count(received=len(messages))
+            self._tally.add(received=len(messages))
             for position, message in enumerate(messages):
-                record = lambda_record(message, self._queue_arn, self._sqs.meta.region_name)
+                record = sqs_record(message, self._queue_arn, self._sqs.meta.region_name)
                 size = len(json.dumps(record).encode())
                 if records and payload + size > MAX_PAYLOAD_BYTES:
                     self._give_back(messages[position:])
@@ -212,7 +205,7 @@ class SqsEventSource:
                     # Its visibility ran out within the window and SQS handed it out again: the
                     # earlier receipt handle is void, so the newer copy replaces it.
                     payload -= len(json.dumps(records.pop(earlier)).encode())
-                    self._count(received=-1)
+                    self._tally.add(received=-1)
                 records.append(record)
                 payload += size
         return records
@@ -224,14 +217,14 @@ class SqsEventSource:
             for index, message in enumerate(messages)
         ]
         self._sqs.change_message_visibility_batch(QueueUrl=self._config.queue_url, Entries=entries)  # type: ignore[arg-type]
-        self._count(received=-len(messages))
+        self._tally.add(received=-len(messages))
 
     def _run(self, records: list[dict[str, Any]]) -> None:
         try:
             failed = self._invoke(records)
             done = [] if failed is None else [r for r in records if r["messageId"] not in failed]
             self._delete(done)
-            self._count(batches=1, deleted=len(done), failed_back=len(records) - len(done))
+            self._tally.add(batches=1, deleted=len(done), failed_back=len(records) - len(done))
         except (BotoCoreError, ClientError):
             logger.exception("settling a batch on %s failed", self._config.queue_url)
         finally:
@@ -240,7 +233,7 @@ class SqsEventSource:
                     left = self._in_flight.pop(record["messageId"], 1) - 1
                     if left:
                         self._in_flight[record["messageId"]] = left
-            self._count(batches_in_flight=-1)
+            self._tally.add(batches_in_flight=-1)
             self._slots.release()
 
     def _invoke(self, records: list[dict[str, Any]]) -> set[str] | None:
@@ -249,14 +242,14 @@ class SqsEventSource:
             answer = self._function.invoke({"Records": records})
         except Exception:
             logger.exception("%s failed; the whole batch returns", self._function.name)
-            self._count(failed_batches=1)
+            self._tally.add(failed_batches=1)
             return None
         if not self._partial:
             return set()
         failed = _failed_ids(answer, {record["messageId"] for record in records})
         if failed is None:
             logger.error("%s answered %r; the whole batch returns", self._function.name, answer)
-            self._count(failed_batches=1)
+            self._tally.add(failed_batches=1)
         return failed
 
     def _delete(self, records: list[dict[str, Any]]) -> None:
@@ -273,26 +266,6 @@ class SqsEventSource:
                 logger.error("deleting a message failed: %s", failure)
 
 
-def lambda_record(message: MessageTypeDef, queue_arn: str, region: str) -> dict[str, Any]:
-    """The record Lambda builds for one received message (an item of an SQS event's "Records")."""
-    record: dict[str, Any] = {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message.get("Body", ""),
-        "attributes": dict(message.get("Attributes", {})),
-        "messageAttributes": {
-            name: _lambda_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
-        },
-        "md5OfBody": message.get("MD5OfBody", ""),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    }
-    if "MD5OfMessageAttributes" in message:
-        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-    return record
-
-
 def _failed_ids(answer: Any, batch_ids: set[str]) -> set[str] | None:
     """Lambda's reading of a ReportBatchItemFailures answer; None means "whole batch failed"."""
     if answer is None:
@@ -306,17 +279,3 @@ def _failed_ids(answer: Any, batch_ids: set[str]) -> set[str] | None:
         return None
     ids = {item.get("itemIdentifier") if isinstance(item, dict) else None for item in failures}
     return ids if ids <= batch_ids else None  # type: ignore[return-value]
-
-
-def _lambda_attribute(value: Any) -> dict[str, Any]:
-    """An SQS message attribute as Lambda spells it: camelCase, binary as base64 text."""
-    attribute: dict[str, Any] = {
-        "stringListValues": list(value.get("StringListValues", [])),
-        "binaryListValues": [base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])],
-        "dataType": value["DataType"],
-    }
-    if "StringValue" in value:
-        attribute["stringValue"] = value["StringValue"]
-    if "BinaryValue" in value:
-        attribute["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
-    return attribute

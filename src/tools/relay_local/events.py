@@ -9,20 +9,24 @@ stale event with the current time (and says so), which is what a sender would do
 HTTP events are what API Gateway (HTTP API, payload format 2.0) hands the ingest function
 in AWS, so they carry the deployed API's shape (https, an execute-api domain), not the
 local API's. Their signatures verify with relay_local.signing.LOCAL_WEBHOOK_SECRET.
+Every event is made by the builders the local run uses (relay_local.lambda_events).
 """
 
 import hashlib
 import json
-import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.domain.invoice import Invoice
 from relay.domain.messages import QueuedInvoice
 from relay.domain.signature import request_line
+from relay_local.lambda_events import HttpRequest, http_api_event, scheduled_event, sqs_record
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
 from relay_local.stack import ACCOUNT_ID, REGION, LocalStack, load_template
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 EVENTS_DIR = Path(__file__).resolve().parents[3] / "events"
 SIGNED_AT = 1_735_689_600  # 2025-01-01T00:00:00Z
@@ -108,39 +112,18 @@ def http_event(
         headers |= {"content-length": str(len(body.encode()))}
         if content_type:
             headers["content-type"] = content_type
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"{method} {route_path}",
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-        "headers": dict(sorted(headers.items())),
-    }
-    if query:
-        event["queryStringParameters"] = query
-    if path_parameters:
-        event["pathParameters"] = path_parameters
-    event["requestContext"] = {
-        "accountId": ACCOUNT_ID,
-        "apiId": API_ID,
-        "domainName": domain,
-        "domainPrefix": API_ID,
-        "http": {
-            "method": method,
-            "path": raw_path,
-            "protocol": "HTTP/1.1",
-            "sourceIp": "203.0.113.10",
-            "userAgent": "erp-sample/1.0",
-        },
-        "requestId": f"{msg_id.removeprefix('msg_')}=",
-        "routeKey": f"{method} {route_path}",
-        "stage": "$default",
-        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(at)),
-        "timeEpoch": int(at * 1000),
-    }
-    event["isBase64Encoded"] = False
-    if body:
-        event["body"] = body
-    return event
+    target = f"{raw_path}?{raw_query}" if raw_query else raw_path
+    request = HttpRequest(method, target, sorted(headers.items()), body.encode(), "203.0.113.10")
+    request_id = f"{msg_id.removeprefix('msg_')}="
+    return http_api_event(
+        request,
+        f"{method} {route_path}",
+        path_parameters or {},
+        api_id=API_ID,
+        domain=domain,
+        request_id=request_id,
+        at=at,
+    )
 
 
 def sqs_event(invoices: list[dict[str, Any]], *, correlation_id: str) -> dict[str, Any]:
@@ -154,47 +137,25 @@ def sqs_event(invoices: list[dict[str, Any]], *, correlation_id: str) -> dict[st
             accepted_at=SIGNED_AT,
             correlation_id=correlation_id,
         ).to_body()
-        records.append(
-            {
-                "messageId": str(uuid.uuid5(_IDS, invoice.orderId)),
-                "receiptHandle": f"AQEBlocal-receipt-handle-{position}",
-                "body": body,
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": str(SIGNED_AT * 1000),
-                    "SenderId": "AROAEXAMPLE:IngestFunction",
-                    "ApproximateFirstReceiveTimestamp": str(SIGNED_AT * 1000 + 50),
-                },
-                "messageAttributes": {
-                    "correlationId": {
-                        "stringValue": correlation_id,
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                        "dataType": "String",
-                    }
-                },
-                "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's checksum
-                "eventSource": "aws:sqs",
-                "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:InvoiceQueue",
-                "awsRegion": REGION,
-            }
-        )
+        message: MessageTypeDef = {
+            "MessageId": str(uuid.uuid5(_IDS, invoice.orderId)),
+            "ReceiptHandle": f"AQEBlocal-receipt-handle-{position}",
+            "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's checksum
+            "Body": body,
+            "Attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": str(SIGNED_AT * 1000),
+                "SenderId": "AROAEXAMPLE:IngestFunction",
+                "ApproximateFirstReceiveTimestamp": str(SIGNED_AT * 1000 + 50),
+            },
+            "MessageAttributes": {"correlationId": {"StringValue": correlation_id, "DataType": "String"}},
+        }
+        records.append(sqs_record(message, f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:InvoiceQueue", REGION))
     return {"Records": records}
 
 
-def scheduled_event(rule: str) -> dict[str, Any]:
-    """What EventBridge hands a function on a `Schedule` event: no payload, just the rule and the time."""
-    return {
-        "version": "0",
-        "id": str(uuid.uuid5(_IDS, rule)),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": ACCOUNT_ID,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(SIGNED_AT)),
-        "region": REGION,
-        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/relay-{rule}"],
-        "detail": {},
-    }
+def _scheduled(rule: str) -> dict[str, Any]:
+    return scheduled_event(f"relay-{rule}", event_id=str(uuid.uuid5(_IDS, rule)), at=SIGNED_AT)
 
 
 def env_vars() -> dict[str, dict[str, str]]:
@@ -240,7 +201,7 @@ def event_files() -> dict[str, Any]:
             msg_id="msg_local_get_status",
         ),
         "dispatch-sqs-batch.json": sqs_event(QUEUED, correlation_id="msg_local_post_batch"),
-        "reconcile-scheduled.json": scheduled_event("ReconcileFunctionEveryFiveMinutes"),
+        "reconcile-scheduled.json": _scheduled("ReconcileFunctionEveryFiveMinutes"),
         "env.json": env_vars(),
     }
 

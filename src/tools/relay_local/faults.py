@@ -33,6 +33,8 @@ from typing import Any
 from werkzeug.test import run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
+from relay_local.counting import Counters
+
 OBSERVER_AGENT = "relay-local-observer"
 ENV_PREFIX = "RELAY_LOCAL_FAULT_"
 type WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -100,13 +102,20 @@ class Chance:
             return self._random.random() < probability
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaultCounts:
+    """Faults injected at the endpoint since start, by kind (entries of a batch counted one by one)."""
+
     throttled: int = 0
+    """DynamoDB requests answered ProvisionedThroughputExceededException (DYNAMODB_THROTTLE)."""
     conflicts: int = 0
+    """DynamoDB writes refused for a concurrent transaction (DYNAMODB_CONFLICT)."""
     stale_deletes: int = 0
+    """Deletes answered as done that deleted nothing (STALE_DELETE)."""
     refused_visibility: int = 0
+    """Visibility changes refused for a stale receipt handle (STALE_VISIBILITY)."""
     failed_sends: int = 0
+    """SendMessageBatch entries answered under `Failed` (SEND_BATCH_FAILED)."""
 
 
 class AwsFaultLayer:
@@ -116,7 +125,11 @@ class AwsFaultLayer:
         self._app = app
         self._faults = faults
         self._chance = chance
-        self.counts = FaultCounts()
+        self._counts = Counters(FaultCounts())
+
+    @property
+    def counts(self) -> FaultCounts:
+        return self._counts.read()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
@@ -139,7 +152,7 @@ class AwsFaultLayer:
 
     def _dynamodb(self, action: str, environ: dict[str, Any], body: bytes) -> Response | None:
         if self._chance(self._faults.dynamodb_throttle):
-            self.counts.throttled += 1
+            self._counts.add(throttled=1)
             return _error(
                 "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
                 "The level of configured provisioned throughput for the table was exceeded (local fault)",
@@ -147,7 +160,7 @@ class AwsFaultLayer:
         writes = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems")
         if action not in writes or not self._chance(self._faults.dynamodb_conflict):
             return None
-        self.counts.conflicts += 1
+        self._counts.add(conflicts=1)
         if action != "TransactWriteItems":
             return _error(
                 "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
@@ -176,10 +189,10 @@ class AwsFaultLayer:
 
     def _sqs(self, action: str, environ: dict[str, Any], body: bytes) -> Response | None:
         if action == "DeleteMessage" and self._chance(self._faults.stale_delete):
-            self.counts.stale_deletes += 1
+            self._counts.add(stale_deletes=1)
             return _json({})
         if action == "ChangeMessageVisibility" and self._chance(self._faults.stale_visibility):
-            self.counts.refused_visibility += 1
+            self._counts.add(refused_visibility=1)
             return _error(
                 "com.amazonaws.sqs#MessageNotInflight",
                 "Message does not exist or is not available for visibility timeout change (local fault)",
@@ -206,11 +219,11 @@ class AwsFaultLayer:
             return None
         hit_ids = {entry.get("Id") for entry in hit}
         if action == "DeleteMessageBatch":
-            self.counts.stale_deletes += len(hit)
+            self._counts.add(stale_deletes=len(hit))
         elif action == "SendMessageBatch":
-            self.counts.failed_sends += len(hit)
+            self._counts.add(failed_sends=len(hit))
         else:
-            self.counts.refused_visibility += len(hit)
+            self._counts.add(refused_visibility=len(hit))
         kept = [entry for entry in entries if entry.get("Id") not in hit_ids]
         answer: dict[str, Any] = {"Successful": [], "Failed": []}
         if kept:

@@ -5,9 +5,13 @@ the function's answer becomes the HTTP response by the 2.0 rules: an object with
 `statusCode` is taken as the response (headers, cookies, body, isBase64Encoded); anything
 else is a 200 `application/json` whose body is the answer (a string as is, else JSON).
 
-Gateway behaviours the relay's clients can observe are kept: an unmatched route is 404
-`{"message":"Not Found"}`, a failing function is 500 `{"message":"Internal Server Error"}`,
-and a request body over 10 MB is 413 before the function runs.
+Gateway behaviours the relay's clients can observe are kept: an unmatched route (an unknown
+path, or a method the path has no route for) is 404 `{"message":"Not Found"}`, a failing
+function is 500 `{"message":"Internal Server Error"}`, and a request body over 10 MB is 413
+before the function runs.
+
+werkzeug does the HTTP: its threaded server (relay_local.serving), its request (chunked
+bodies, folded and repeated headers) and its routing (the template's routes as a `Map`).
 """
 
 from __future__ import annotations
@@ -16,32 +20,34 @@ import base64
 import binascii
 import json
 import logging
-import re
 import secrets
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qsl, unquote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import WSGIRequestHandler
+from werkzeug.wrappers import Request, Response
 
 from relay_local.lambda_context import Function
-from relay_local.stack import ACCOUNT_ID
+from relay_local.lambda_events import HttpRequest, http_api_event
+from relay_local.serving import LocalWsgiServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API request payload limit
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _BAD_REQUEST = (400, {"message": "Bad Request"})
 _NOT_FOUND = (404, {"message": "Not Found"})
 _TOO_LARGE = (413, {"message": "Request Entity Too Large"})
 _FAILED = (500, {"message": "Internal Server Error"})
-
-
-class PayloadTooLargeError(Exception):
-    """The request body is over API Gateway's limit."""
 
 
 @dataclass(frozen=True)
@@ -55,33 +61,31 @@ class Route:
     def key(self) -> str:
         return f"{self.method} {self.path}"
 
-    @cached_property
-    def _pattern(self) -> tuple[list[str], re.Pattern[str]]:
-        names = re.findall(r"\{([^}/]+?)\+?\}", self.path)
-        pattern = re.sub(
-            r"\\\{[^}/]+?\\\}",
-            lambda variable: "(.+)" if variable.group().endswith(r"+\}") else "([^/]+)",
-            re.escape(self.path),
-        )
-        return names, re.compile(pattern)
-
-    def match(self, method: str, raw_path: str) -> dict[str, str] | None:
-        """Path parameters (URL-decoded) when this route serves the request, else None."""
-        if self.method not in ("ANY", method):
-            return None
-        names, pattern = self._pattern
-        found = pattern.fullmatch(raw_path)
-        if found is None:
-            return None
-        return {name: unquote(value) for name, value in zip(names, found.groups(), strict=True)}
-
     def precedence(self) -> tuple[bool, int, bool]:
         """API Gateway prefers literal paths, then fewer variables, greedy last, ANY last."""
         return ("+}" in self.path, self.path.count("{"), self.method == "ANY")
 
+    def rule(self) -> tuple[Rule, list[str]]:
+        """The werkzeug rule matching this route, and the path variables' names in order.
 
-class LocalHttpApi:
-    """A ThreadingHTTPServer on 127.0.0.1 that invokes `function` for each routed request."""
+        A variable is a whole path segment: `{name}` matches one segment, `{name+}` the rest
+        of the path. werkzeug's argument names must be identifiers, so they are numbered."""
+        names: list[str] = []
+        segments = []
+        for segment in self.path.split("/"):
+            if segment.startswith("{") and segment.endswith("}"):
+                name = segment[1:-1]
+                converter = "path:" if name.endswith("+") else ""
+                segments.append(f"<{converter}p{len(names)}>")
+                names.append(name.removesuffix("+"))
+            else:
+                segments.append(segment)
+        methods = None if self.method == "ANY" else [self.method]
+        return Rule("/".join(segments), methods=methods, endpoint=self), names
+
+
+class LocalHttpApi(LocalWsgiServer):
+    """A threaded werkzeug server on 127.0.0.1 that invokes `function` for each routed request."""
 
     def __init__(
         self,
@@ -94,196 +98,127 @@ class LocalHttpApi:
         self.function = function
         self.api_id = api_id
         self.routes = sorted((Route(method.upper(), path) for method, path in routes), key=Route.precedence)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _RequestHandler)
-        self._server.api = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how long stop() may wait for the loop to notice
-            name=f"{self.function.name}-http",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop accepting, close the listening socket and end the serving thread."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> LocalHttpApi:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        rules = [route.rule() for route in self.routes]
+        # Rules are tried in this order where werkzeug ranks them alike; no slash is merged or added.
+        self._map = Map([rule for rule, _ in rules], merge_slashes=False, strict_slashes=False)
+        self._variables = {route: names for route, (_, names) in zip(self.routes, rules, strict=True)}
+        super().__init__(self._serve, name=f"{function.name}-http", port=port, handler=_RequestHandler)
 
     def route(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]] | None:
-        for route in self.routes:
-            parameters = route.match(method, raw_path)
-            if parameters is not None:
-                return route, parameters
-        return None
+        """The route serving `method raw_path` and its path parameters (URL-decoded), else None."""
+        try:
+            route, arguments = self._map.bind("").match(raw_path, method=method)
+        except HTTPException:  # no route for the path (404), or none for its method (405)
+            return None
+        if route.method not in ("ANY", method):  # werkzeug lets HEAD use a GET rule; API Gateway does not
+            return None
+        names = self._variables[route]
+        return route, {names[int(key[1:])]: unquote(value) for key, value in arguments.items()}
 
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "relay-local"
-    sys_version = ""
-    timeout = 60  # idle keep-alive connections end, so no thread waits forever
-
-    def _serve(self) -> None:
-        api: LocalHttpApi = self.server.api  # type: ignore[attr-defined]
+    def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request_id = base64.b64encode(secrets.token_bytes(11)).decode()
-        raw_path, _, raw_query = self.path.partition("?")
-        try:
-            body = self._read_body()
-        except PayloadTooLargeError:
-            self.close_connection = True
-            self._write(request_id, *_json_answer(*_TOO_LARGE))
-            return
-        except ValueError:  # a Content-Length or chunk size that is not a number
-            self.close_connection = True
-            self._write(request_id, *_json_answer(*_BAD_REQUEST))
-            return
-        found = api.route(self.command, raw_path)
-        if found is None:
-            self._write(request_id, *_json_answer(*_NOT_FOUND))
-            return
-        route, path_parameters = found
-        event = self._event(api, route, path_parameters, raw_path, raw_query, body, request_id)
-        try:
-            answer = api.function.invoke(event)
-            status, headers, payload = _http_answer(answer)
-        except Exception:
-            logger.exception("%s %s failed (request %s)", route.key, raw_path, request_id)
-            status, headers, payload = _json_answer(*_FAILED)
-        self._write(request_id, status, headers, payload)
+        response = self._answer(_GatewayRequest(environ), request_id)
+        response.headers["apigw-requestid"] = request_id
+        return response(environ, start_response)
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            chunks, size = [], 0
-            while (length := int(self.rfile.readline().split(b";")[0], 16)) > 0:
-                size += length
-                if size > MAX_PAYLOAD_BYTES:
-                    raise PayloadTooLargeError
-                chunks.append(self.rfile.read(length))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(chunks)
-        length = int(self.headers.get("content-length") or 0)
-        if length > MAX_PAYLOAD_BYTES:
-            raise PayloadTooLargeError
-        return self.rfile.read(length)
-
-    def _event(
-        self,
-        api: LocalHttpApi,
-        route: Route,
-        path_parameters: dict[str, str],
-        raw_path: str,
-        raw_query: str,
-        body: bytes,
-        request_id: str,
-    ) -> dict[str, Any]:
-        """The payload format 2.0 event for this request."""
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        source_ip = self.client_address[0]
-        headers.setdefault("x-forwarded-for", source_ip)
-        headers.setdefault("x-forwarded-port", str(api.port))
-        headers.setdefault("x-forwarded-proto", "http")
-        cookie_header = headers.pop("cookie", "")
-        domain = headers.get("host", api.url.removeprefix("http://"))
-        now = time.time()
-        event: dict[str, Any] = {
-            "version": "2.0",
-            "routeKey": route.key,
-            "rawPath": raw_path,
-            "rawQueryString": raw_query,
-            "headers": headers,
-            "requestContext": {
-                "accountId": ACCOUNT_ID,
-                "apiId": api.api_id,
-                "domainName": domain,
-                "domainPrefix": domain.split(".")[0],
-                "http": {
-                    "method": self.command,
-                    "path": raw_path,
-                    "protocol": self.request_version,
-                    "sourceIp": source_ip,
-                    "userAgent": headers.get("user-agent", ""),
-                },
-                "requestId": request_id,
-                "routeKey": route.key,
-                "stage": "$default",
-                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-                "timeEpoch": int(now * 1000),
-            },
-            "isBase64Encoded": False,
+    def _answer(self, request: Request, request_id: str) -> Response:
+        # The request target as the client sent it, undoing the WSGI encoding of werkzeug's server.
+        target = str(request.environ["REQUEST_URI"]).encode("latin-1").decode()
+        method = str(request.environ["REQUEST_METHOD"])
+        try:
+            body = _read_body(request)
+        except RequestEntityTooLarge:
+            return _json_answer(*_TOO_LARGE)
+        except BadRequest:  # a Content-Length or chunk size that is not a number, a body cut short
+            return _json_answer(*_BAD_REQUEST)
+        source_ip = request.remote_addr or ""
+        headers = [(name.lower(), value) for name, value in request.headers.items()]
+        forwarded = {
+            "x-forwarded-for": source_ip,
+            "x-forwarded-port": str(self.port),
+            "x-forwarded-proto": "http",
         }
-        if cookie_header:
-            event["cookies"] = [c.strip() for c in cookie_header.split(";") if c.strip()]
-        if raw_query:
-            query: dict[str, str] = {}
-            for name, value in parse_qsl(raw_query, keep_blank_values=True):
-                query[name] = f"{query[name]},{value}" if name in query else value
-            event["queryStringParameters"] = query
-        if path_parameters:
-            event["pathParameters"] = path_parameters
-        if body:
-            try:
-                event["body"] = body.decode("utf-8")
-            except UnicodeDecodeError:
-                event["body"] = base64.b64encode(body).decode()
-                event["isBase64Encoded"] = True
-        return event
-
-    def _write(self, request_id: str, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
-        self.send_response(status)
-        for name, value in [*headers, ("apigw-requestid", request_id)]:
-            if name.lower() != "content-length":
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.info("%s - " + format, self.client_address[0], *args)
+        headers += [item for item in forwarded.items() if item[0] not in request.headers]
+        received = HttpRequest(
+            method, target, headers, body, source_ip, str(request.environ["SERVER_PROTOCOL"])
+        )
+        found = self.route(method, received.raw_path)
+        if found is None:
+            return _json_answer(*_NOT_FOUND)
+        route, path_parameters = found
+        domain = self.url.removeprefix("http://")
+        event = http_api_event(
+            received,
+            route.key,
+            path_parameters,
+            api_id=self.api_id,
+            domain=domain,
+            request_id=request_id,
+            at=time.time(),
+        )
+        try:
+            return _http_answer(self.function.invoke(event))
+        except Exception:
+            logger.exception("%s %s failed (request %s)", route.key, received.raw_path, request_id)
+            return _json_answer(*_FAILED)
 
 
-for _method in _METHODS:  # API Gateway routes every method; the route table decides
-    setattr(_RequestHandler, f"do_{_method}", _RequestHandler._serve)
+class _GatewayRequest(Request):
+    # One byte over the limit: a chunked body that reaches it is over the limit (werkzeug
+    # stops reading there without saying whether more was coming).
+    max_content_length = MAX_PAYLOAD_BYTES + 1
 
 
-def _json_answer(status: int, document: Any) -> tuple[int, list[tuple[str, str]], bytes]:
-    return status, [("Content-Type", "application/json")], json.dumps(document).encode()
+class _GatewayResponse(Response):
+    default_mimetype = None  # a function's answer without Content-Type gets none
 
 
-def _http_answer(answer: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+def _read_body(request: Request) -> bytes:
+    """The whole body: chunked or by Content-Length, at most MAX_PAYLOAD_BYTES.
+
+    Raises RequestEntityTooLarge when Content-Length is over the limit (nothing is read) or
+    a chunked body goes over it; BadRequest for an unreadable length or a body cut short."""
+    announced = request.headers.get("Content-Length")
+    if announced is not None and not (announced.isascii() and announced.strip().isdigit()):
+        raise BadRequest(f"Content-Length {announced!r} is not a number")
+    if (request.content_length or 0) > MAX_PAYLOAD_BYTES:
+        raise RequestEntityTooLarge
+    body = request.get_data()
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise RequestEntityTooLarge
+    return body
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler with the local API's name and its access log on this module's logger."""
+
+    sys_version = ""
+    timeout = 60  # a client that sends nothing for a minute is dropped, so no thread waits forever
+
+    @property
+    def server_version(self) -> str:  # type: ignore[override]  # werkzeug makes it a property too
+        return "relay-local"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.log("info", '"%s" %s %s', self.requestline, code, size)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        level = logging.ERROR if type == "error" else logging.INFO
+        logger.log(level, "%s - " + message, self.address_string(), *args)
+
+
+def _json_answer(status: int, document: Any) -> Response:
+    return _GatewayResponse(json.dumps(document), status=status, content_type="application/json")
+
+
+def _http_answer(answer: Any) -> Response:
     """The HTTP response API Gateway makes of a function's answer (payload format 2.0).
 
     Raises ValueError/TypeError for an answer API Gateway would turn into a 500.
     """
     if not (isinstance(answer, dict) and "statusCode" in answer):
         body = answer if isinstance(answer, str) else json.dumps(answer)
-        return 200, [("Content-Type", "application/json")], body.encode()
+        return _GatewayResponse(body.encode(), status=200, content_type="application/json")
     status = answer["statusCode"]
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise ValueError(f"statusCode {status!r} is not an HTTP status")
@@ -291,12 +226,14 @@ def _http_answer(answer: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     for name, values in (answer.get("multiValueHeaders") or {}).items():
         headers.extend((str(name), str(value)) for value in values)
     headers.extend(("Set-Cookie", str(cookie)) for cookie in answer.get("cookies") or [])
+    headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
     body = answer.get("body") or ""
     if not isinstance(body, str):
         raise TypeError(f"body must be a string, not {type(body).__name__}")
+    payload = body.encode()
     if answer.get("isBase64Encoded"):
         try:
-            return status, headers, base64.b64decode(body, validate=True)
+            payload = base64.b64decode(body, validate=True)
         except binascii.Error as error:
             raise ValueError("isBase64Encoded body is not base64") from error
-    return status, headers, body.encode()
+    return _GatewayResponse(payload, status=status, headers=headers)

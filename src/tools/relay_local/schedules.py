@@ -16,11 +16,11 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from relay_local.lambda_context import Function
-from relay_local.stack import ACCOUNT_ID, REGION, Schedule
+from relay_local.lambda_events import scheduled_event
+from relay_local.stack import Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -67,24 +67,14 @@ class LocalSchedules:
             next_run += period
             self.runs[function.name] = self.runs.get(function.name, 0) + 1
             try:
-                function.invoke(scheduled_event(schedule))
+                function.invoke(event_for(schedule))
             except Exception:  # a failed run is the function's; the schedule goes on
                 logger.exception("%s: scheduled run failed", function.name)
 
 
-def scheduled_event(schedule: Schedule) -> dict[str, Any]:
-    """What EventBridge sends for a scheduled rule (or the rule's constant Input)."""
+def event_for(schedule: Schedule) -> dict[str, Any]:
+    """What EventBridge sends for a scheduled rule: its Scheduled Event, or the rule's constant Input."""
     if schedule.input is not None:
         event: dict[str, Any] = json.loads(schedule.input)
         return event
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": ACCOUNT_ID,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": REGION,
-        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{schedule.name}"],
-        "detail": {},
-    }
+    return scheduled_event(schedule.name, event_id=str(uuid.uuid4()), at=time.time())

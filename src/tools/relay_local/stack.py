@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import secrets
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any, cast
 import boto3
 import yaml
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import BaseWSGIServer, make_server
+
+from relay_local.serving import LocalWsgiServer
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 REGION = "ap-south-1"
@@ -97,24 +97,19 @@ class MotoServer:
     def __init__(self, port: int = 0) -> None:
         self._port = port
         self._app: Callable[..., Any] = DomainDispatcherApplication(create_backend_app)
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalWsgiServer | None = None
         self.url = ""
 
     def start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
-        self._server = make_server("127.0.0.1", self._port, self._serve, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
-        self.url = f"http://{self._server.host}:{self._server.port}"
+        self._server = LocalWsgiServer(self._serve, name="moto", port=self._port)
+        self._server.start()
+        self.url = self._server.url
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def wrap[T](self, middleware: Callable[[Any], T]) -> T:
         """Put WSGI `middleware(app)` in front of the app served; returns it."""
