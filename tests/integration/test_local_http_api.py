@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -385,3 +386,128 @@ def test_stop_frees_the_port_and_the_thread(serve: Callable[..., LocalHttpApi]) 
     assert [t for t in threading.enumerate() if t.name == "IngestFunction-http"] == []
     with pytest.raises(ConnectionRefusedError):
         request(api, "GET", "/v1/invoices/FY1")
+
+
+def raw_exchange(api: LocalHttpApi, request_bytes: bytes) -> tuple[int, bytes]:
+    """Send `request_bytes` as they are on a fresh connection; the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as connection:
+        connection.sendall(request_bytes)
+        answer = http.client.HTTPResponse(connection)
+        answer.begin()
+        return answer.status, answer.read()
+
+
+def test_folded_header_arrives_unfolded(serve: Callable[..., LocalHttpApi]) -> None:
+    # Given the API
+    handler = StandInIngest()
+    api = serve(handler)
+    # When a request carries a header folded over two lines (obsolete line folding)
+    status, _ = raw_exchange(
+        api,
+        b"POST /v1/invoices HTTP/1.1\r\nHost: relay.test\r\nX-Folded: first part\r\n  second part\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    )
+    # Then the function gets one header, its lines joined without the line break
+    assert status == 202
+    (event,) = handler.events
+    assert event["headers"]["x-folded"] == "first part  second part"
+    assert event["requestContext"]["domainName"] == "relay.test"
+
+
+def test_chunked_body_over_10_mb_is_413_without_invoking(serve: Callable[..., LocalHttpApi]) -> None:
+    # Given the API
+    handler = StandInIngest()
+    api = serve(handler)
+    # When a chunked body (no Content-Length to refuse it by) grows one byte past the limit
+    chunk = b"x" * (1024 * 1024)
+    chunks = [chunk] * (MAX_PAYLOAD_BYTES // len(chunk)) + [b"x"]
+    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+    connection.request("POST", "/v1/invoices", body=iter(chunks), encode_chunked=True)
+    response = connection.getresponse()
+    # Then it is refused with 413 and the function never runs
+    assert response.status == 413
+    assert json.loads(response.read()) == {"message": "Request Entity Too Large"}
+    assert handler.events == []
+    connection.close()
+
+
+def test_malformed_chunk_size_is_400_without_invoking(serve: Callable[..., LocalHttpApi]) -> None:
+    # Given the API
+    handler = StandInIngest()
+    api = serve(handler)
+    # When a chunked body's chunk size is not hexadecimal
+    status, body = raw_exchange(
+        api,
+        b"POST /v1/invoices HTTP/1.1\r\nHost: relay.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    )
+    # Then it is a bad request and the function never runs
+    assert (status, json.loads(body)) == (400, {"message": "Bad Request"})
+    assert handler.events == []
+
+
+def test_an_encoded_slash_stays_inside_its_path_parameter(serve: Callable[..., LocalHttpApi]) -> None:
+    # Given the API
+    handler = StandInIngest()
+    api = serve(handler)
+    # When the order id in the path holds an encoded slash
+    response = request(api, "GET", "/v1/invoices/FY%2F1")
+    # Then the route is matched on the path as sent, and the parameter is decoded after
+    assert response.status == 202
+    (event,) = handler.events
+    assert event["rawPath"] == "/v1/invoices/FY%2F1"
+    assert event["pathParameters"] == {"orderId": "FY/1"}
+
+
+@pytest.mark.parametrize(("method", "path"), [("HEAD", "/v1/invoices/FY1"), ("POST", "/v1/invoices/FY1")])
+def test_a_method_without_a_route_on_a_known_path_is_404(
+    serve: Callable[..., LocalHttpApi], method: str, path: str
+) -> None:
+    # Given the API, whose template routes only GET to /v1/invoices/{orderId}
+    handler = StandInIngest()
+    api = serve(handler)
+    # When another method asks for that path (HEAD included, which werkzeug would route to GET)
+    response = request(api, method, path)
+    # Then API Gateway's 404 answers and the function is not invoked
+    assert response.status == 404
+    assert handler.events == []
+
+
+def test_forwarded_headers_are_added_unless_the_client_sent_them(serve: Callable[..., LocalHttpApi]) -> None:
+    # Given the API
+    handler = StandInIngest()
+    api = serve(handler)
+    # When one request comes straight from a client and one through a proxy that says so
+    request(api, "POST", "/v1/invoices", b"{}")
+    request(api, "POST", "/v1/invoices", b"{}", [("X-Forwarded-For", "203.0.113.7")])
+    # Then the gateway's own forwarding headers are added, and the proxy's are kept
+    direct, proxied = (event["headers"] for event in handler.events)
+    assert (direct["x-forwarded-for"], direct["x-forwarded-port"], direct["x-forwarded-proto"]) == (
+        "127.0.0.1",
+        str(api.port),
+        "http",
+    )
+    assert proxied["x-forwarded-for"] == "203.0.113.7"
+
+
+def test_each_request_is_one_access_log_line(
+    serve: Callable[..., LocalHttpApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the API
+    api = serve(StandInIngest())
+    # When a request is answered
+    with caplog.at_level(logging.INFO, logger="relay_local.http_api"):
+        request(api, "POST", "/v1/invoices?x=1", b"{}")
+    # Then one line says who asked what and the status, on the local API's logger
+    lines = [r.getMessage() for r in caplog.records if r.name == "relay_local.http_api"]
+    assert lines == ['127.0.0.1 - "POST /v1/invoices?x=1 HTTP/1.1" 202 -']
+
+
+def test_a_port_in_use_is_an_os_error() -> None:
+    # Given a port someone else listens on
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # When the API is made on it, Then it raises OSError (make run reports it) and does not exit
+        with pytest.raises(OSError, match="in use"):
+            LocalHttpApi(LambdaFunction("IngestFunction", StandInIngest(), 10), TEMPLATE_ROUTES, port=port)
