@@ -290,6 +290,7 @@ def test_unmatched_route_is_404_without_invoking(
     # Then API Gateway's own 404 answers, and the function is not invoked
     assert response.status == 404
     assert json.loads(response.body) == {"message": "Not Found"}
+    assert response.headers.get("Content-Type") == "application/json"
     assert handler.events == []
 
 

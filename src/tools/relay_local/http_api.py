@@ -199,6 +199,10 @@ class _RequestHandler(WSGIRequestHandler):
     def server_version(self) -> str:  # type: ignore[override]  # werkzeug makes it a property too
         return "relay-local"
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # http.server's reason phrase ("Not Found"), not werkzeug's upper-cased one ("NOT FOUND").
+        super().send_response(code)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         self.log("info", '"%s" %s %s', self.requestline, code, size)
 
