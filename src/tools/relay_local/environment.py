@@ -1,4 +1,4 @@
-"""The environment variables the local commands honour (relay-interface.md §4), read once.
+"""The environment variables the local commands honour (docs/interface.md, "Running locally"), read once.
 
 | variable | default | meaning |
 | --- | --- | --- |

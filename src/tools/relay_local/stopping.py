@@ -4,8 +4,8 @@ Python runs a signal handler in the main thread, between two bytecodes of whatev
 thread was doing. If the handler takes a lock the interrupted code already holds, it waits
 for itself forever. `threading.Event.set` takes the Event's lock, and `Event.wait(timeout)`
 holds that same lock around its timed wait: a SIGTERM landing at the wrong moment hung
-`make run` for good, and every further signal stacked another blocked handler (issue 12,
-breach 15).
+`make run` for good, and every further signal stacked another blocked handler (breach 15,
+docs/reliability.md).
 
 So the handler here only stores the signal number in a plain attribute, which takes no
 lock. The main thread waits in `select` on a self-pipe that `signal.set_wakeup_fd` writes a
