@@ -25,6 +25,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventV2Model
 from aws_lambda_powertools.utilities.typing import LambdaContext as PowertoolsContext
 
+from relay_local.environments import RuntimeStoppedError
 from relay_local.http_api import MAX_PAYLOAD_BYTES, LocalHttpApi
 from relay_local.lambda_context import LambdaContext, LambdaFunction
 from relay_local.stack import load_template
@@ -512,3 +513,45 @@ def test_a_port_in_use_is_an_os_error() -> None:
         # When the API is made on it, Then it raises OSError (make run reports it) and does not exit
         with pytest.raises(OSError, match="in use"):
             LocalHttpApi(LambdaFunction("IngestFunction", StandInIngest(), 10), TEMPLATE_ROUTES, port=port)
+
+
+def test_a_request_in_flight_when_the_api_stops_is_answered_and_not_logged_after(
+    serve: Callable[..., LocalHttpApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a request whose function is still running when `make run` stops the API
+    running, stopped = threading.Event(), threading.Event()
+
+    def slow(_: dict[str, Any]) -> Any:
+        running.set()
+        stopped.wait(10)
+        return {"statusCode": 202, "body": "{}"}
+
+    api = serve(StandInIngest(slow))
+    answers: list[Answer] = []
+    client = threading.Thread(target=lambda: answers.append(request(api, "POST", "/v1/invoices", b"{}")))
+    with caplog.at_level(logging.INFO, logger="relay_local.http_api"):
+        client.start()
+        assert running.wait(10)
+        # When the API stops, and only then the function answers
+        api.stop()
+        stopped.set()
+        client.join(10)
+    # Then the client still gets its answer, and nothing is logged after the stop
+    assert [answer.status for answer in answers] == [202]
+    assert [r for r in caplog.records if r.name == "relay_local.http_api"] == []
+
+
+def test_a_function_that_is_stopping_is_503_without_a_traceback(
+    serve: Callable[..., LocalHttpApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a function whose runtime is stopping (make run is shutting down)
+    def stopping(_: dict[str, Any]) -> Any:
+        raise RuntimeStoppedError("Runtime.Stopped", "IngestFunction: the local runtime is stopping")
+
+    api = serve(StandInIngest(stopping))
+    # When a request reaches it
+    with caplog.at_level(logging.INFO, logger="relay_local.http_api"):
+        response = request(api, "POST", "/v1/invoices", b"{}")
+    # Then the client is told to come back (503), and the log has the access line, no traceback
+    assert (response.status, json.loads(response.body)) == (503, {"message": "Service Unavailable"})
+    assert [r.levelno for r in caplog.records if r.name == "relay_local.http_api"] == [logging.INFO]

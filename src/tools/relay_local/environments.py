@@ -53,6 +53,10 @@ class FunctionError(RuntimeError):
         self.error_type = error_type
 
 
+class RuntimeStoppedError(FunctionError):
+    """The local runtime is stopping: no new invocation starts (Runtime.Stopped)."""
+
+
 class FunctionInitError(FunctionError):
     """The handler could not be imported in a new execution environment (Runtime.ImportModuleError)."""
 
@@ -299,7 +303,7 @@ class IsolatedFunction:
     def _acquire(self) -> ExecutionEnvironment:
         with self._lock:
             if self._stopped:
-                raise FunctionError("Runtime.Stopped", f"{self.name}: the local runtime is stopping")
+                raise RuntimeStoppedError("Runtime.Stopped", f"{self.name}: the local runtime is stopping")
             while self._idle:
                 environment = self._idle.pop()
                 if environment.alive:

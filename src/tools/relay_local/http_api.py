@@ -29,12 +29,12 @@ from urllib.parse import unquote
 
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from relay_local.environments import RuntimeStoppedError
 from relay_local.lambda_context import Function
 from relay_local.lambda_events import HttpRequest, http_api_event
-from relay_local.serving import LocalWsgiServer
+from relay_local.serving import LocalWsgiServer, RequestHandler
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -48,6 +48,7 @@ _BAD_REQUEST = (400, {"message": "Bad Request"})
 _NOT_FOUND = (404, {"message": "Not Found"})
 _TOO_LARGE = (413, {"message": "Request Entity Too Large"})
 _FAILED = (500, {"message": "Internal Server Error"})
+_UNAVAILABLE = (503, {"message": "Service Unavailable"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ class LocalHttpApi(LocalWsgiServer):
         )
         try:
             return _http_answer(self.function.invoke(event))
+        except RuntimeStoppedError:  # a request that arrived as `make run` shuts down
+            return _json_answer(*_UNAVAILABLE)
         except Exception:
             logger.exception("%s %s failed (request %s)", route.key, received.raw_path, request_id)
             return _json_answer(*_FAILED)
@@ -189,7 +192,7 @@ def _read_body(request: Request) -> bytes:
     return body
 
 
-class _RequestHandler(WSGIRequestHandler):
+class _RequestHandler(RequestHandler):
     """werkzeug's handler with the local API's name and its access log on this module's logger."""
 
     sys_version = ""
@@ -204,7 +207,8 @@ class _RequestHandler(WSGIRequestHandler):
         super().send_response(code)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        self.log("info", '"%s" %s %s', self.requestline, code, size)
+        if not self.server_stopped:
+            self.log("info", '"%s" %s %s', self.requestline, code, size)
 
     def log(self, type: str, message: str, *args: Any) -> None:
         level = logging.ERROR if type == "error" else logging.INFO

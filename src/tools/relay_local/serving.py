@@ -15,9 +15,32 @@ from typing import TYPE_CHECKING, Self
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 LISTEN_BACKLOG = 128
+
+_UNAVAILABLE = b'{"message":"Service Unavailable"}'
+
+
+class RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, silent once its server has stopped.
+
+    Nagle's algorithm is off: werkzeug writes a response's headers and its body apart, and the
+    body would wait for the client's delayed ACK of the headers, about 40 ms on Linux."""
+
+    disable_nagle_algorithm = True
+
+    @property
+    def server_stopped(self) -> bool:
+        """A keep-alive connection outlives `LocalWsgiServer.stop`; what it serves then is not logged."""
+        stopped = getattr(self.server, "relay_stopped", None)
+        return stopped is not None and stopped.is_set()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if not self.server_stopped:
+            super().log_request(code, size)
 
 
 class LocalWsgiServer:
@@ -32,23 +55,34 @@ class LocalWsgiServer:
         *,
         name: str,
         port: int = 0,
-        handler: type[WSGIRequestHandler] | None = None,
+        handler: type[RequestHandler] | None = None,
     ) -> None:
         listener = socket.create_server(("127.0.0.1", port), backlog=LISTEN_BACKLOG)
+        self._app = app
+        self._stopped = threading.Event()
         try:
             # werkzeug serves a duplicate of the bound socket's descriptor; this one is closed.
             self._server: BaseWSGIServer = make_server(
                 "127.0.0.1",
                 listener.getsockname()[1],
-                app,
+                self._unless_stopped,
                 threaded=True,
-                request_handler=handler,
+                request_handler=handler or RequestHandler,
                 fd=listener.fileno(),
             )
         finally:
             listener.close()
+        self._server.relay_stopped = self._stopped  # type: ignore[attr-defined]  # read by RequestHandler
         self._name = name
         self._thread: threading.Thread | None = None
+
+    def _unless_stopped(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The app, until `stop`: then 503 at once, as for a request on a keep-alive connection
+        that arrives while `make run` shuts down."""
+        if self._stopped.is_set():
+            start_response("503 Service Unavailable", [("Content-Type", "application/json")])
+            return [_UNAVAILABLE]
+        return self._app(environ, start_response)
 
     @property
     def port(self) -> int:
@@ -68,7 +102,9 @@ class LocalWsgiServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop accepting, end the serving thread and close the listening socket."""
+        """Stop accepting, end the serving thread and close the listening socket. A request
+        on a connection still open is answered 503 from now on, and not logged."""
+        self._stopped.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
