@@ -86,7 +86,9 @@ def _drill_stop(state: str, chance: random.Random, step: int | None = None) -> S
     stdout = process.stdout
     reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
     reader.start()
-    ready = _wait_line(lines, "ready", process, 30)
+    ready = _wait_line(
+        lines, "ready", process, 120
+    )  # starting is not what is bounded; a loaded machine is slow
     assert ready is not None, f"drill did not start: {lines}"
     port = int(ready.split()[1])
     if step is not None:  # the drill signals itself
