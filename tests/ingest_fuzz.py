@@ -44,7 +44,7 @@ import conftest  # noqa: E402, F401  - the functions' static environment, as in 
 from fuzz_world import ORDER_POOL, World  # noqa: E402
 from ingest_harness import Answer, Ingest, ingest_in_process  # noqa: E402
 from relay.domain.invoice import InvoiceKey, InvoiceType  # noqa: E402
-from relay.domain.signature import request_line  # noqa: E402
+from relay.domain.standard_webhooks import request_line  # noqa: E402
 from relay.observability import logger, metrics  # noqa: E402
 from relay_local.signing import new_secret, signed_headers  # noqa: E402
 

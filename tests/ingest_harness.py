@@ -21,8 +21,8 @@ from relay.api import app
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import LedgerEntry
-from relay.domain.presets import RequestVerifier, SigningSecrets
-from relay.domain.signature import WebhookVerifier
+from relay.domain.signatures import RequestVerifier, SigningSecrets
+from relay.domain.standard_webhooks import WebhookVerifier
 from relay.settings import IngestSettings
 from relay_local.events import http_event
 from relay_local.lambda_context import LambdaContext

@@ -22,7 +22,7 @@ from relay.domain.errors import AcceptRaceError, LedgerUnavailableError
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import Invoice
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.signature import request_line
+from relay.domain.standard_webhooks import request_line
 
 SALE = {"orderId": "FY-1", "invoiceNumber": "INV-1", "invoiceType": "sale"}
 
@@ -455,7 +455,7 @@ def test_breach_16a_fields_of_a_later_format_are_ignored_on_read() -> None:
 
 
 def test_breach_16c_a_malformed_first_signature_does_not_hide_a_valid_second() -> None:
-    from relay.domain.signature import WebhookVerifier
+    from relay.domain.standard_webhooks import WebhookVerifier
     from relay_local.signing import new_secret, signed_headers
 
     secret = new_secret()
@@ -469,7 +469,7 @@ def test_breach_16c_a_malformed_first_signature_does_not_hide_a_valid_second() -
 
 @pytest.mark.parametrize("size", [1, 16, 23])
 def test_breach_16d_a_secret_shorter_than_24_bytes_is_unusable(size: int) -> None:
-    from relay.domain.signature import SigningSecretMissing, WebhookVerifier
+    from relay.domain.standard_webhooks import SigningSecretMissing, WebhookVerifier
 
     short = "whsec_" + base64.b64encode(secrets.token_bytes(size)).decode()
     # Given only a short secret configured, Then no sender can be verified
@@ -478,7 +478,7 @@ def test_breach_16d_a_secret_shorter_than_24_bytes_is_unusable(size: int) -> Non
 
 
 def test_breach_16d_a_short_secret_beside_a_good_one_verifies_nothing() -> None:
-    from relay.domain.signature import SignatureRefused, WebhookVerifier
+    from relay.domain.standard_webhooks import SignatureRefused, WebhookVerifier
     from relay_local.signing import new_secret, signed_headers
 
     short = "whsec_" + base64.b64encode(b"x").decode()

@@ -15,7 +15,7 @@ import pytest
 from relay.domain.errors import InvalidInvoices, SignatureRefused
 from relay.domain.invoice import InvoiceType
 from relay.domain.messages import QueuedInvoice
-from relay.domain.signature import WebhookVerifier
+from relay.domain.standard_webhooks import WebhookVerifier
 from relay.domain.webhook import parse_invoices
 from relay_local.events import EVENTS_DIR, event_files, stale_events
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_content, signed_headers

@@ -7,7 +7,7 @@ about our schema; then JSON (400), schema (422) and the ledger (409). Our own tr
 Retry-After; nothing a client sends is ever answered 5xx otherwise.
 
 The status GET is signed over its request line, `GET <path>?<query>` as sent
-(`relay.domain.signature.request_line`), and its `orderId` path segment is percent-decoded
+(`relay.domain.standard_webhooks.request_line`), and its `orderId` path segment is percent-decoded
 once, then held to the same rule as a POSTed `orderId` (`docs/interface.md`).
 """
 
@@ -43,7 +43,7 @@ from relay.domain.errors import (
 )
 from relay.domain.invoice import KEY_PATTERN, InvoiceKey, InvoiceType, is_key_part
 from relay.domain.ledger import LedgerEntry
-from relay.domain.signature import request_line
+from relay.domain.standard_webhooks import request_line
 from relay.domain.webhook import check_envelope, header, parse_invoices
 from relay.observability import count, logger, tracer
 
@@ -57,7 +57,7 @@ app = APIGatewayHttpResolver()
 def receive_invoices() -> Response[str]:
     event = app.current_event
     raw = _raw_body(event.body, bool(event.is_base64_encoded))
-    verifier = wiring.request_verifier()  # Standard Webhooks, or a preset (relay.domain.presets)
+    verifier = wiring.request_verifier()  # Standard Webhooks, or a preset (relay.domain.signatures)
     check_envelope(verifier.content_type(event.headers), len(raw), wiring.ingest_settings().max_body_bytes)
     try:
         body = raw.decode()

@@ -46,9 +46,9 @@ from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
-from relay.domain.presets import RequestVerifier, SigningSecrets
 from relay.domain.reconcile import Reconciler
-from relay.domain.signature import WebhookVerifier
+from relay.domain.signatures import RequestVerifier, SigningSecrets
+from relay.domain.standard_webhooks import WebhookVerifier
 from relay.observability import logger
 from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
-from relay.domain.signature import MIN_SECRET_BYTES
+from relay.domain.standard_webhooks import MIN_SECRET_BYTES
 from relay_local.faults import LocalFaults
 from relay_local.signing import check_secret, new_secret
 

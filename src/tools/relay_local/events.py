@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.domain.invoice import Invoice
 from relay.domain.messages import QueuedInvoice
-from relay.domain.signature import request_line
+from relay.domain.standard_webhooks import request_line
 from relay_local.lambda_events import HttpRequest, http_api_event, scheduled_event, sqs_record
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
 from relay_local.stack import ACCOUNT_ID, REGION, LocalStack, load_template

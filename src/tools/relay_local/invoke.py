@@ -25,7 +25,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any, TextIO
 
-from relay.domain.signature import TIMESTAMP_TOLERANCE_SECONDS
+from relay.domain.standard_webhooks import TIMESTAMP_TOLERANCE_SECONDS
 from relay_local.console import Console, FunctionOutput
 from relay_local.environment import fynd_settings
 from relay_local.pipeline import LocalPipeline, PipelineConfig

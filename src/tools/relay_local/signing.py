@@ -18,7 +18,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from relay.domain.signature import request_line, secret_key
+from relay.domain.standard_webhooks import request_line, secret_key
 
 LOCAL_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"LOCAL-ONLY-not-a-secret!").decode()
 """`whsec_TE9DQUwtT05MWS1ub3QtYS1zZWNyZXQh`: 24 fixed bytes reading "LOCAL-ONLY-not-a-secret!"."""

@@ -86,7 +86,7 @@ def _credentials(document: Any, location_code: str | None) -> Credentials:
 
 
 def webhook_secret_entries(arn: str, provider: SecretsProvider | None = None) -> dict[str, str]:
-    """Every signing secret by entry name; the name selects the scheme (relay.domain.presets)."""
+    """Every signing secret by entry name; the name selects the scheme (relay.domain.signatures)."""
     document = read_json_secret(arn, provider)
     if not isinstance(document, dict):
         raise SecretFormatError(f"secret {arn} must be a JSON object of signing secrets")

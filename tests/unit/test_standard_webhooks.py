@@ -5,7 +5,7 @@ import time
 import pytest
 
 from relay.domain.errors import SignatureRefused, SigningSecretMissing
-from relay.domain.signature import WebhookVerifier
+from relay.domain.standard_webhooks import WebhookVerifier
 from relay_local.signing import new_secret, signed_headers
 
 BODY = '{"orderId": "A"}'

@@ -1,4 +1,7 @@
-"""Signature presets for ERPs that cannot sign the Standard Webhooks way (docs/interface.md).
+"""Who signed a request: the signing secret's entries, each verified by its scheme.
+
+`RequestVerifier` tries Standard Webhooks (relay.domain.standard_webhooks) and the presets
+for ERPs that cannot sign the Standard Webhooks way (docs/interface.md):
 
 - `frappe` (ERPNext and every Frappe app): `X-Frappe-Webhook-Signature` carries
   base64(HMAC-SHA256(secret, body)), as Frappe's Webhook sends it when "Enable Security" is on.
@@ -32,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relay.domain.errors import SchemeRefused, SignatureRefused, SigningSecretMissing
-from relay.domain.signature import MIN_SECRET_BYTES, SIGNATURE_HEADERS, WebhookVerifier
+from relay.domain.standard_webhooks import MIN_SECRET_BYTES, SIGNATURE_HEADERS, WebhookVerifier
 
 STANDARD_WEBHOOKS = "standard-webhooks"
 FRAPPE = "frappe"

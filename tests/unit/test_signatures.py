@@ -9,7 +9,7 @@ import pytest
 
 from frappe_sender import REQUESTS_HEADERS, frappe_request
 from relay.domain.errors import SchemeRefused, SignatureRefused, SigningSecretMissing
-from relay.domain.presets import FRAPPE_HEADER, MIN_SECRET_BYTES, RequestVerifier, SigningSecrets
+from relay.domain.signatures import FRAPPE_HEADER, MIN_SECRET_BYTES, RequestVerifier, SigningSecrets
 from relay_local.signing import new_secret, signed_headers
 
 DATA = {"orderId": "FY-1", "invoiceNumber": "SINV-1", "invoiceType": "sale"}
