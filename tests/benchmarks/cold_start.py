@@ -25,14 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / ".aws-sam" / "build"
 
 SCRIPT = """
-import sys, time, resource
+import sys, time
 sys.path[:0] = {path!r}
 started = time.perf_counter()
 import {module}
 {after}
 elapsed = time.perf_counter() - started
 heavy = sorted({{n.split(".")[0] for n in sys.modules}} & {{"aws_xray_sdk", "wrapt", "awscrt"}})
-print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ",".join(heavy))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would report the forking parent's.
+peak_kib = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(elapsed, peak_kib, ",".join(heavy))
 """
 
 
