@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from typing import IO, Any
 
 from relay_local.lambda_context import LambdaContext, load_handler
@@ -46,6 +47,9 @@ def main(argv: list[str]) -> int:
     handler_name, channel_fd = argv[0], int(argv[1])
     # The parent decides when this environment ends; a Ctrl-C meant for it must not cut an invocation.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # As in `make run`'s own process (relay_local.cli): an invocation that counted nothing (a
+    # status query, a reconciler run that found nothing) makes Powertools warn on the terminal.
+    warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
     _end_with_parent(os.getppid())
     channel = os.fdopen(channel_fd, "w", encoding="utf-8")
     try:
