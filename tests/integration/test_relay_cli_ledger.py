@@ -2,6 +2,7 @@
 
 import csv
 import io
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from factories import invoice_dict
+from relay.adapters.ledger import InvoiceLedger
+from relay.domain.messages import QueuedInvoice
 from relay_cli_support import run_relay
 from relay_client import RelayClient
 
@@ -178,3 +181,22 @@ def test_replay_by_status_and_code_picks_only_that_code(relay: RelayClient) -> N
     # Then only the IN400 is picked
     assert run.exit_code == 0
     assert [(row["orderId"], row["result"]) for row in run.json()] == [("UNKNOWN-C1", "would replay")]
+
+
+@pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)
+def test_list_dead_lettered_shows_the_invoices_waiting_for_a_redrive(relay: RelayClient) -> None:
+    # Given two accepted invoices, one of whose messages left for the dead-letter queue
+    relay.post([invoice_dict("FY-DL1"), invoice_dict("FY-DL2")])
+    (record,) = [r for r in relay.receive(2) if "FY-DL1" in r["body"]]
+    assert relay.pipeline.stack is not None
+    ledger = InvoiceLedger(relay.pipeline.stack.table_name, relay.pipeline.dynamodb())
+    assert ledger.mark_dead_lettered(
+        QueuedInvoice.from_body(record["body"]), message_id=record["messageId"], now=time.time()
+    )
+    # When an operator lists the dead-lettered invoices, and the QUEUED ones
+    dead = run_relay(relay, "list", "--dead-lettered", "--json")
+    queued = run_relay(relay, "list", "--status", "QUEUED", "--json")
+    # Then the marked one is listed apart, and only there
+    assert dead.exit_code == 0
+    assert [row["orderId"] for row in dead.json()] == ["FY-DL1"]
+    assert [row["orderId"] for row in queued.json()] == ["FY-DL2"]

@@ -174,15 +174,23 @@ def list_entries(
         str | None, typer.Option(help="Only this last error code, e.g. IN401, IN403_DEADLINE.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 100,
+    dead_lettered: Annotated[
+        bool,
+        typer.Option(
+            "--dead-lettered",
+            help="Instead of --status: invoices whose message went to the dead-letter queue.",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Invoices in one state, newest first, from the ledger's ByStatus index (never a scan)."""
     target = _aws_target(ctx)
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
-    rows = [
-        ledger_index.as_row(entry)
-        for entry in ledger_index.by_status(target.ledger(), status, since=since_at, code=code, limit=limit)
-    ]
+    if dead_lettered:
+        entries = ledger_index.dead_lettered(target.ledger(), since=since_at, limit=limit)
+    else:
+        entries = ledger_index.by_status(target.ledger(), status, since=since_at, code=code, limit=limit)
+    rows = [ledger_index.as_row(entry) for entry in entries]
     if as_json:
         emit_json(rows)
         return
@@ -200,7 +208,8 @@ def list_entries(
         for r in rows
     ]
     columns = ("updated", "order", "type", "invoice", "code", "message", "attempts", "replays")
-    output.console().print(table(f"{status} ({len(rows)})", columns, shown))
+    title = "dead-lettered" if dead_lettered else str(status)
+    output.console().print(table(f"{title} ({len(rows)})", columns, shown))
 
 
 @app.command("redrive")

@@ -47,6 +47,14 @@ def by_status(
     )
 
 
+def dead_lettered(
+    ledger: InvoiceLedger, *, since: float | None = None, limit: int | None = None
+) -> list[LedgerEntry]:
+    """Entries whose message went to the dead-letter queue, newest first: the index holds them
+    apart from their status (they wait for `relay redrive`, and the reconciler leaves them)."""
+    return ledger.dead_lettered_entries(updated_since=since, newest_first=True, limit=limit)
+
+
 def as_row(entry: LedgerEntry) -> dict[str, Any]:
     """An entry as `relay list --json` shows it."""
     error = entry.last_error

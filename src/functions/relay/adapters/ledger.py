@@ -339,8 +339,38 @@ class InvoiceLedger:
         `idle_by`: only entries whose retry time and lease, if they have one, ran out by then.
         `error_code`: only entries whose last error has this code. A list, not a generator:
         the pages are read inside the call, where an outage becomes LedgerUnavailableError."""
+        return self._in_partition(
+            status,
+            updated_since=updated_since,
+            updated_until=updated_until,
+            idle_by=idle_by,
+            error_code=error_code,
+            newest_first=newest_first,
+            limit=limit,
+        )
+
+    def dead_lettered_entries(
+        self, *, updated_since: float | None = None, newest_first: bool = False, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """Entries whose message went to the dead-letter queue (mark_dead_lettered), oldest first
+        (or newest): their own partition of the index, whatever status they show."""
+        return self._in_partition(
+            DEAD_LETTERED_KEY, updated_since=updated_since, newest_first=newest_first, limit=limit
+        )
+
+    def _in_partition(
+        self,
+        partition: str,
+        *,
+        updated_since: float | None = None,
+        updated_until: float | None = None,
+        idle_by: float | None = None,
+        error_code: str | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[LedgerEntry]:
         values: dict[str, AttributeValueTypeDef] = {
-            ":status": _s(status),
+            ":status": _s(partition),
             ":since": _n(updated_since or 0),
             ":until": _n(2**40 if updated_until is None else updated_until),  # 2**40 s: the year 36812
         }
