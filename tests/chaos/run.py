@@ -1,6 +1,6 @@
 """`make chaos`: one chaos run through the local relay; prints its figures, exits 1 if a promise broke.
 
-    .venv/bin/python tests/chaos/run.py [--invoices 10000] [--seed N] [--logs]
+    .venv/bin/python tests/chaos/run.py [--invoices 10000] [--seed N] [--senders 4] [--logs]
 
 See tests/chaos/harness.py for what is sent, what fails, and how the figures are counted.
 """
@@ -26,12 +26,18 @@ def main() -> int:
         default=None,
         help="share of Fynd answers dropped after commit (e.g. 0.04)",
     )
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=ChaosConfig.senders,
+        help="ERP webhooks in flight at once; fewer keep the local queue near what dispatch drains",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: {args.invoices} invoices, seed {seed} (replay: --seed {seed})", flush=True)
     report = run_chaos(
-        ChaosConfig(invoices=args.invoices, seed=seed, fynd=_fynd_mix(args.drop_share)),
+        ChaosConfig(invoices=args.invoices, seed=seed, senders=args.senders, fynd=_fynd_mix(args.drop_share)),
         log_to=sys.stderr if args.logs else None,
         progress=sys.stderr,
     )
