@@ -62,11 +62,19 @@ def _signals(chance: random.Random, count: int) -> list[signal.Signals]:
     return [chance.choice((signal.SIGINT, signal.SIGTERM)) for _ in range(count)]
 
 
-def _wait_line(lines: list[str], prefix: str, process: subprocess.Popen[str], timeout: float) -> str | None:
+def _wait_line(
+    output: tuple[threading.Thread, list[str]], prefix: str, process: subprocess.Popen[str], timeout: float
+) -> str | None:
+    """The first line starting with `prefix`, once it is read; None if the process ends without
+    one (its output read to the end first: a drill may print and exit at once) or in `timeout`."""
+    reader, lines = output
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        exited = process.poll() is not None
+        if exited:
+            reader.join(timeout=deadline - time.monotonic())
         found = next((line for line in lines if line.startswith(prefix)), None)
-        if found is not None or process.poll() is not None:
+        if found is not None or exited:
             return found
         time.sleep(0.005)
     return None
@@ -86,9 +94,8 @@ def _drill_stop(state: str, chance: random.Random, step: int | None = None) -> S
     stdout = process.stdout
     reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
     reader.start()
-    ready = _wait_line(
-        lines, "ready", process, 120
-    )  # starting is not what is bounded; a loaded machine is slow
+    # Starting is not what is bounded: a loaded machine may take long.
+    ready = _wait_line((reader, lines), "ready", process, 120)
     assert ready is not None, f"drill did not start: {lines}"
     port = int(ready.split()[1])
     if step is not None:  # the drill signals itself
@@ -98,7 +105,7 @@ def _drill_stop(state: str, chance: random.Random, step: int | None = None) -> S
     time.sleep(chance.uniform(0, 0.15))
     os.killpg(process.pid, sent[0])  # as a terminal's Ctrl-C or `kill -TERM -PGID` reaches it
     if state == "slow-stop":
-        _wait_line(lines, "stopping", process, STOP_BOUND_SECONDS)
+        _wait_line((reader, lines), "stopping", process, STOP_BOUND_SECONDS)
         for signum in sent[1:]:
             time.sleep(chance.uniform(0, 0.1))
             try:
