@@ -34,7 +34,7 @@ class RequestHandler(WSGIRequestHandler):
 
     @property
     def server_stopped(self) -> bool:
-        """A keep-alive connection outlives `LocalWsgiServer.stop`; what it serves then is not logged."""
+        """A request in flight outlives `LocalWsgiServer.stop`; what it answers then is not logged."""
         stopped = getattr(self.server, "relay_stopped", None)
         return stopped is not None and stopped.is_set()
 
@@ -77,8 +77,8 @@ class LocalWsgiServer:
         self._thread: threading.Thread | None = None
 
     def _unless_stopped(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """The app, until `stop`: then 503 at once, as for a request on a keep-alive connection
-        that arrives while `make run` shuts down."""
+        """The app, until `stop`: then 503 at once, for a request accepted just before the stop
+        that reaches the app after it, while `make run` shuts down."""
         if self._stopped.is_set():
             start_response("503 Service Unavailable", [("Content-Type", "application/json")])
             return [_UNAVAILABLE]
@@ -103,7 +103,7 @@ class LocalWsgiServer:
 
     def stop(self) -> None:
         """Stop accepting, end the serving thread and close the listening socket. A request
-        on a connection still open is answered 503 from now on, and not logged."""
+        still on its way in is answered 503 from now on, and nothing more is logged."""
         self._stopped.set()
         if self._thread is not None:
             self._server.shutdown()
