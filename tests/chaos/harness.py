@@ -58,6 +58,13 @@ and says so."""
 _RESEND_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+RECONCILE_AFTER_MINUTES = 12
+"""The template's least stall window, so the reconciler heals a vanished message soonest."""
+RECONCILE_HEAL_SECONDS = 62 + RECONCILE_AFTER_MINUTES * 60 + 2 * 30 + 60
+"""The longest a vanished message waits to be healed: the lease, the window, two reconciler
+periods (30 s here), and a minute for the copy to be dispatched."""
+
+
 @dataclass(frozen=True)
 class FyndFaultMix:
     """Share of Update Invoice calls that meet each fault; the rest are answered normally."""
@@ -94,7 +101,9 @@ class ChaosConfig:
     settle_timeout_seconds: float = 1800.0
     stall_seconds: float = 240.0
     """Give up settling when the ledger has not changed for this long (a lost message returns
-    after the 75 s visibility timeout; a retry waits at most a few seconds)."""
+    after the 75 s visibility timeout; a retry waits at most a few seconds). A message that
+    vanished altogether is the reconciler's to heal, RECONCILE_AFTER_MINUTES after its
+    entry's lease or retry time: only a stall limit above RECONCILE_HEAL_SECONDS sees that."""
 
 
 @dataclass
@@ -188,7 +197,7 @@ def run_chaos(config: ChaosConfig, *, log_to: Any = None, progress: Any = None) 
         },
         visibility_timeout_seconds=75,
         schedule_period_seconds=30,
-        parameters={"MaxReceiveCount": "50"},
+        parameters={"MaxReceiveCount": "50", "ReconcileAfterMinutes": str(RECONCILE_AFTER_MINUTES)},
     )
     output = _Watching(Console(log_to if log_to is not None else _Discard(), live=False))
     pipeline = LocalPipeline(pipeline_config)

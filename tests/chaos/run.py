@@ -10,7 +10,7 @@ import random
 import sys
 import warnings
 
-from harness import ChaosConfig, FyndFaultMix, run_chaos
+from harness import RECONCILE_HEAL_SECONDS, ChaosConfig, FyndFaultMix, run_chaos
 
 
 def main() -> int:
@@ -37,7 +37,14 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: {args.invoices} invoices, seed {seed} (replay: --seed {seed})", flush=True)
     report = run_chaos(
-        ChaosConfig(invoices=args.invoices, seed=seed, senders=args.senders, fynd=_fynd_mix(args.drop_share)),
+        ChaosConfig(
+            invoices=args.invoices,
+            seed=seed,
+            senders=args.senders,
+            fynd=_fynd_mix(args.drop_share),
+            # Wait long enough for the reconciler to heal a message that vanished (harness.py).
+            stall_seconds=RECONCILE_HEAL_SECONDS,
+        ),
         log_to=sys.stderr if args.logs else None,
         progress=sys.stderr,
     )
