@@ -58,11 +58,15 @@ and says so."""
 _RESEND_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+LEASE_SECONDS = 62
+"""The dispatcher's lease in a chaos run: under the queue's 75 s visibility timeout."""
+RECONCILER_PERIOD_SECONDS = 30
+"""How often the reconciler runs in a chaos run (the template says 5 minutes)."""
 RECONCILE_AFTER_MINUTES = 12
 """The template's least stall window, so the reconciler heals a vanished message soonest."""
-RECONCILE_HEAL_SECONDS = 62 + RECONCILE_AFTER_MINUTES * 60 + 2 * 30 + 60
+RECONCILE_HEAL_SECONDS = LEASE_SECONDS + RECONCILE_AFTER_MINUTES * 60 + 2 * RECONCILER_PERIOD_SECONDS + 60
 """The longest a vanished message waits to be healed: the lease, the window, two reconciler
-periods (30 s here), and a minute for the copy to be dispatched."""
+periods, and a minute for the copy to be dispatched."""
 
 
 @dataclass(frozen=True)
@@ -191,12 +195,12 @@ def run_chaos(config: ChaosConfig, *, log_to: Any = None, progress: Any = None) 
             "RETRY_MAX_SECONDS": "4",
             # A lease outlives the longest batch (the dispatcher's 60 s timeout), and a message
             # comes back after the lease: the rule the template keeps with 120 s and 660 s.
-            "LEASE_SECONDS": "62",
+            "LEASE_SECONDS": str(LEASE_SECONDS),
             "FYND_CONNECT_TIMEOUT_SECONDS": "1",
             "FYND_READ_TIMEOUT_SECONDS": str(config.read_timeout_seconds),
         },
         visibility_timeout_seconds=75,
-        schedule_period_seconds=30,
+        schedule_period_seconds=RECONCILER_PERIOD_SECONDS,
         parameters={"MaxReceiveCount": "50", "ReconcileAfterMinutes": str(RECONCILE_AFTER_MINUTES)},
     )
     output = _Watching(Console(log_to if log_to is not None else _Discard(), live=False))
