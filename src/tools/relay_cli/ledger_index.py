@@ -12,7 +12,7 @@ listed from it; `NotIndexed` says so, and `relay status ORDER_ID` reads any sing
 
 from typing import Any
 
-from relay.adapters.ledger import BY_STATUS_INDEX, InvoiceLedger
+from relay.adapters.ledger import BY_STATUS_INDEX, DEAD_LETTERED_KEY, InvoiceLedger
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 
 INDEXED = tuple(status for status in InvoiceStatus if status is not InvoiceStatus.INVOICED)
@@ -52,7 +52,7 @@ def dead_lettered(
 ) -> list[LedgerEntry]:
     """Entries whose message went to the dead-letter queue, newest first: the index holds them
     apart from their status (they wait for `relay redrive`, and the reconciler leaves them)."""
-    return ledger.dead_lettered_entries(updated_since=since, newest_first=True, limit=limit)
+    return ledger.entries_in(DEAD_LETTERED_KEY, updated_since=since, newest_first=True, limit=limit)
 
 
 def as_row(entry: LedgerEntry) -> dict[str, Any]:

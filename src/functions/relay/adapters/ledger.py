@@ -11,7 +11,7 @@ so a method added later cannot forget it.
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -45,7 +45,8 @@ queue's retention and the default IN403 deadline, the longest an entry stays unf
 TRANSACTION_LIMIT = 100
 """Actions in one DynamoDB TransactWriteItems call."""
 
-DEAD_LETTERED_KEY = "DEAD_LETTERED"
+type DeadLettered = Literal["DEAD_LETTERED"]
+DEAD_LETTERED_KEY: Final[DeadLettered] = "DEAD_LETTERED"
 """The ByStatus partition of entries whose message went to the dead-letter queue; the
 reconciler never reads it (relay.domain.ports.Ledger.mark_dead_lettered)."""
 
@@ -323,7 +324,7 @@ class InvoiceLedger:
 
     def entries_in(
         self,
-        status: InvoiceStatus,
+        status: InvoiceStatus | DeadLettered,
         *,
         updated_since: float | None = None,
         updated_until: float | None = None,
@@ -335,42 +336,14 @@ class InvoiceLedger:
         """Entries in `status` last written in [updated_since, updated_until], oldest first (or
         newest), at most `limit`: one Query on the sparse ByStatus index, page by page, never a
         Scan. INVOICED entries are not in the index (they drop statusKey): none come back.
+        DEAD_LETTERED_KEY for `status`: the entries whose message went to the dead-letter queue
+        (mark_dead_lettered), whatever status they show.
 
         `idle_by`: only entries whose retry time and lease, if they have one, ran out by then.
         `error_code`: only entries whose last error has this code. A list, not a generator:
         the pages are read inside the call, where an outage becomes LedgerUnavailableError."""
-        return self._in_partition(
-            status,
-            updated_since=updated_since,
-            updated_until=updated_until,
-            idle_by=idle_by,
-            error_code=error_code,
-            newest_first=newest_first,
-            limit=limit,
-        )
-
-    def dead_lettered_entries(
-        self, *, updated_since: float | None = None, newest_first: bool = False, limit: int | None = None
-    ) -> list[LedgerEntry]:
-        """Entries whose message went to the dead-letter queue (mark_dead_lettered), oldest first
-        (or newest): their own partition of the index, whatever status they show."""
-        return self._in_partition(
-            DEAD_LETTERED_KEY, updated_since=updated_since, newest_first=newest_first, limit=limit
-        )
-
-    def _in_partition(
-        self,
-        partition: str,
-        *,
-        updated_since: float | None = None,
-        updated_until: float | None = None,
-        idle_by: float | None = None,
-        error_code: str | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-    ) -> list[LedgerEntry]:
         values: dict[str, AttributeValueTypeDef] = {
-            ":status": _s(partition),
+            ":status": _s(status),
             ":since": _n(updated_since or 0),
             ":until": _n(2**40 if updated_until is None else updated_until),  # 2**40 s: the year 36812
         }
