@@ -31,9 +31,8 @@ from relay_local.signing import new_secret, signed_headers, status_headers
 INGEST_TIMEOUT_SECONDS = 10.0
 
 
-class StaleFirstRead:
-    """A ledger (the fake or the DynamoDB one) as a request sees it when another request writes
-    between its read and its write: the first `get_many` answers as if nothing were recorded yet."""
+class CountedReads:
+    """A ledger (the fake or the DynamoDB one), counting the reads acceptance makes of it."""
 
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
@@ -44,7 +43,18 @@ class StaleFirstRead:
 
     def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
         self.reads += 1
-        return {} if self.reads == 1 else self.ledger.get_many(keys)
+        return self.ledger.get_many(keys)
+
+
+class StaleFirstRead(CountedReads):
+    """A ledger as a request sees it when another request writes between its read and its
+    write: the first `get_many` answers as if nothing were recorded yet."""
+
+    def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
+        if self.reads == 0:
+            self.reads = 1
+            return {}
+        return super().get_many(keys)
 
 
 def queued_bodies(queue: RecordingQueue) -> list[str]:

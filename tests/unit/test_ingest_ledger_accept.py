@@ -1,6 +1,6 @@
 """`InvoiceLedger.accept` against in-process moto, on the table template.yaml declares."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -8,12 +8,11 @@ from moto import mock_aws
 
 from factories import invoice
 from fakes import FakeClock, RecordingQueue
-from ingest_harness import StaleFirstRead, queued_bodies
+from ingest_harness import CountedReads, StaleFirstRead, queued_bodies
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.domain.errors import AcceptRaceError, ConflictError
 from relay.domain.intake import Action, InvoiceAcceptance, admit
-from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import QueuedInvoice
 from relay_local.stack import load_template
 
@@ -61,21 +60,6 @@ def test_breach_10_identical_copy_racing_on_dynamodb_is_answered_as_a_duplicate(
     assert admission.status is InvoiceStatus.QUEUED
     assert len(queued_bodies(queue)) == 1
     assert ledger.get(invoice("FY-1").key).correlation_id == "wh-1"  # type: ignore[union-attr]
-
-
-class CountedReads:
-    """The DynamoDB ledger, counting the reads acceptance makes of it."""
-
-    def __init__(self, ledger: InvoiceLedger) -> None:
-        self.ledger = ledger
-        self.reads = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.ledger, name)
-
-    def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
-        self.reads += 1
-        return self.ledger.get_many(keys)
 
 
 def test_new_invoices_are_recorded_without_reading_the_ledger_first(ledger: InvoiceLedger) -> None:
