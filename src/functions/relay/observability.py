@@ -11,6 +11,12 @@ subsegments and annotations (the Fynd call, the webhook id) and for patched boto
 costs about as much to import as boto3 itself and builds a second botocore session. So it is
 imported on the first invocation only when `RELAY_XRAY_SDK` is true (template parameter
 `XRaySdk`); otherwise `tracer` is a stand-in whose subsegments and annotations go nowhere.
+
+The dispatcher counts from its worker threads too, and a metric line must reach CloudWatch
+whole. Powertools prints an EMF line as two writes (the JSON, then its newline), so a log line
+or another metric landing between them would join two documents into one line that CloudWatch
+cannot parse, and both would be lost. Counting therefore takes the lock every log line is
+written under (the Logger's handler lock): Metrics' own set, a plain dict, is guarded by it too.
 """
 
 import functools
@@ -101,21 +107,37 @@ class LazyTracer:
 tracer = LazyTracer()
 
 
+@contextmanager
+def _writing() -> Iterator[None]:
+    """Hold the lock every log line is written under (see the module doc)."""
+    handler = logger.registered_handler
+    handler.acquire()
+    try:
+        yield
+    finally:
+        handler.release()
+
+
 def count(name: str, value: float = 1, **dimensions: str) -> None:
     """Add `value` to the counter `name`, under extra dimensions when given."""
     if not dimensions:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        measure(name, value, MetricUnit.Count)
         return
-    with single_metric(
-        name=name,
-        unit=MetricUnit.Count,
-        value=value,
-        namespace=metrics.namespace,
-        default_dimensions=metrics.default_dimensions,
-    ) as metric:
+    with (
+        _writing(),
+        single_metric(
+            name=name,
+            unit=MetricUnit.Count,
+            value=value,
+            namespace=metrics.namespace,
+            default_dimensions=metrics.default_dimensions,
+        ) as metric,
+    ):
         for dimension, dimension_value in dimensions.items():
             metric.add_dimension(name=dimension, value=dimension_value)
 
 
 def measure(name: str, value: float, unit: MetricUnit) -> None:
-    metrics.add_metric(name=name, unit=unit, value=value)
+    """Add `value` to the metric `name` (Powertools prints the set early when it reaches 100 values)."""
+    with _writing():
+        metrics.add_metric(name=name, unit=unit, value=value)

@@ -259,7 +259,7 @@ class Dispatcher:
             extra={
                 **_about(item.delivery, item.entry),
                 "shipment_state": state,
-                "decided": type(verdict).__name__,
+                "decided": "send" if verdict is None else type(verdict).__name__,
             },
         )
         if state is ShipmentState.INVOICED:
