@@ -194,6 +194,15 @@ class InMemoryLedger:
         self._faults.hit("ledger.record.after")
         return True
 
+    def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
+        self._faults.hit("ledger.mark_send_failed")
+        entry = self.entries.get(key)
+        if entry is None or entry.status is not InvoiceStatus.QUEUED:
+            return False
+        self.entries[key] = replace(entry, send_failed_at=now)
+        self.writes["mark_send_failed"] += 1
+        return True
+
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
         self._faults.hit("ledger.mark_dead_lettered")
         entry = self.entries.get(message.invoice.key)
@@ -480,6 +489,11 @@ class World:
 
     def accept(self, *invoices: Invoice, correlation_id: str | None = "wh-1") -> list[Admission]:
         return self.acceptance.accept(list(invoices), correlation_id=correlation_id)
+
+    def queue_again(self, *invoices: Invoice) -> None:
+        """Another message for each accepted invoice, from the body ingest stored: what an ERP's
+        retry after a failed send, the reconciler or an operator's redrive puts on the queue."""
+        self.queue.send([QueuedInvoice.from_body(self.ledger.bodies[item.key]) for item in invoices])
 
     def dispatch(
         self, batch: Sequence[ReceivedMessage], *, owner: str = "worker-1", seconds_left: float = 60.0

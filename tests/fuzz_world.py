@@ -28,27 +28,22 @@ class World:
                 self.ports.fynd.codes[f"FZ-{number}"] = "IN401"
             elif number % EARLY_EVERY == 0:
                 self.ports.fynd.early_until[f"FZ-{number}"] = self.clock.now + 3600
-        self._before: set[str] = set()
 
     def footprint(self) -> tuple[int, ...]:
-        """Changes whenever ingest writes anything; also notes the messages already queued."""
-        self._before = set(self.queue.messages)
+        """Changes whenever ingest writes anything."""
         return (sum(self.ledger.writes.values()), sum(self.queue.requests.values()))
 
     def check_accepted(self, key: InvoiceKey) -> str | None:
         """What is wrong with an invoice just answered 202, or None. Between drains an entry is
-        QUEUED or final; a QUEUED one answered 202 was (re)queued by this very request."""
+        QUEUED or final; a QUEUED one has a message of its content on the queue (this request's,
+        or the one an earlier copy of the webhook queued)."""
         entry = self.ledger.entries.get(key)
         if entry is None:
             return f"{key} answered 202 has no ledger entry"
         if entry.status is InvoiceStatus.QUEUED:
-            sent = [
-                QueuedInvoice.from_body(held.body)
-                for message_id, held in self.queue.messages.items()
-                if message_id not in self._before
-            ]
-            if not any(m.invoice.key == key and m.content_hash == entry.content_hash for m in sent):
-                return f"{key} is QUEUED but this request queued no message of its content"
+            queued = [QueuedInvoice.from_body(held.body) for held in self.queue.messages.values()]
+            if not any(m.invoice.key == key and m.content_hash == entry.content_hash for m in queued):
+                return f"{key} is QUEUED but no message of its content is queued"
         return None
 
     def drain(self) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import urllib3
 
 from fynd_simulator import FyndSimulator
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.wiring import ledger
 from relay_local.lambda_events import sqs_record
 from relay_local.pipeline import LocalPipeline
 from relay_local.signing import signed_headers, status_headers
@@ -116,6 +118,15 @@ class RelayClient:
             records.extend(sqs_record(message, arn, stack.region) for message in messages)
         assert len(records) == count, f"expected {count} messages on the queue, got {len(records)}"
         return records
+
+    def queue_again(self, order_id: str, invoice_type: str = "sale") -> None:
+        """Another message for an accepted invoice, from the copy ingest stored beside its entry:
+        what the reconciler, an ERP's retry after a failed send or an operator's redrive queues."""
+        stack = self.pipeline.stack
+        assert stack is not None
+        message = ledger().body(InvoiceKey(order_id, InvoiceType(invoice_type)))
+        assert message is not None, f"no stored invoice for {order_id}#{invoice_type}"
+        self.pipeline.sqs().send_message(QueueUrl=stack.queue_url, MessageBody=message.to_body())
 
     def dispatch(self, *records: dict[str, Any], receive_count: int | None = None) -> list[str]:
         """Hand the dispatcher one batch, as the event source would; the message ids it fails."""

@@ -29,9 +29,10 @@ def fynd_calls(relay: RelayClient) -> int:
 
 
 def test_copies_inside_one_batch_reach_fynd_once(relay: RelayClient) -> None:
-    # Given the ERP sent the same invoice twice before either was dispatched (two messages)
+    # Given two messages of one invoice before either was dispatched (a retry after a failed
+    # send, the reconciler)
     relay.post(invoice_dict("A"))
-    relay.post(invoice_dict("A"))
+    relay.queue_again("A")
     batch = relay.receive(2)
     # When both arrive in one batch
     failed = relay.dispatch(*batch)
@@ -43,7 +44,7 @@ def test_copies_inside_one_batch_reach_fynd_once(relay: RelayClient) -> None:
 
 def test_copies_in_later_batches_are_suppressed_by_the_ledger(relay: RelayClient) -> None:
     relay.post(invoice_dict("A"))
-    relay.post(invoice_dict("A"))
+    relay.queue_again("A")
     first, second = relay.receive(2)
     assert relay.dispatch(first) == []
     # When the second copy arrives in a later batch
@@ -56,7 +57,7 @@ def test_copies_in_later_batches_are_suppressed_by_the_ledger(relay: RelayClient
 def test_concurrent_dispatchers_never_both_send(relay: RelayClient) -> None:
     # Given two copies of one invoice, and a Fynd that takes a moment to answer
     relay.post(invoice_dict("A"))
-    relay.post(invoice_dict("A"))
+    relay.queue_again("A")
     first, second = relay.receive(2)
     relay.simulator.state.add_faults([{"kind": "latency", "seconds": 1.5}])
     # When one dispatcher is sending it and a second one receives the other copy

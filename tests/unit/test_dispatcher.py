@@ -42,9 +42,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str,
 
 
 def test_copies_inside_one_batch_reach_fynd_once(world: World) -> None:
-    # Given the ERP's blind retries queued one invoice three times
-    for _ in range(3):
-        world.accept(invoice("A"))
+    # Given one invoice queued three times (a retry after a failed send, the reconciler)
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"), invoice("A"))
     # When one batch carries all three
     assert world.run() == []
     # Then Fynd saw the order once, and every copy is gone
@@ -55,7 +55,7 @@ def test_copies_inside_one_batch_reach_fynd_once(world: World) -> None:
 
 def test_a_copy_of_a_final_invoice_is_acknowledged_without_a_send(world: World) -> None:
     world.accept(invoice("A"))
-    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
     first, second = world.queue.receive(2)
     world.dispatch([first])
     # When the second copy arrives in a later batch
@@ -68,7 +68,7 @@ def test_a_copy_of_a_final_invoice_is_acknowledged_without_a_send(world: World) 
 def test_a_copy_of_a_key_another_worker_holds_is_acknowledged(world: World) -> None:
     # Given two messages of one invoice, and worker 1 holding the key with its own message
     world.accept(invoice("A"))
-    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
     held, copy = world.queue.receive(2)
     claim = world.ledger.claim(
         held.message, message_id=held.message_id, owner="worker-1", now=world.clock(), lease_seconds=120
@@ -106,7 +106,7 @@ def test_breach_02_the_holders_own_message_delivered_twice_waits_for_the_lease(w
 def test_breach_16_a_copy_of_a_retrying_invoice_waits_for_its_retry_at(world: World) -> None:
     # Given Fynd was down, so the invoice is RETRYING with a back-off
     world.accept(invoice("A"))
-    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
     first, copy = world.queue.receive(2)
     world.faults.fail("fynd.before", FyndUnavailable("503"))
     world.dispatch([first])
@@ -125,7 +125,7 @@ def test_a_stale_copy_is_acknowledged_when_the_ledger_holds_corrected_content(wo
     # Given Fynd rejected an invoice, and the ERP sent a corrected one (new content, same key)
     world.fynd.codes["A"] = "IN422"
     world.accept(invoice("A", invoiceNumber="INV-1"))
-    world.accept(invoice("A", invoiceNumber="INV-1"))
+    world.queue_again(invoice("A", invoiceNumber="INV-1"))
     first, stale = world.queue.receive(2)
     world.dispatch([first])
     world.fynd.codes.clear()
@@ -271,7 +271,7 @@ def test_without_shipment_info_a_killed_worker_learns_from_in453(world: World) -
 def test_a_lease_that_runs_out_mid_call_never_raises_and_never_reopens(world: World) -> None:
     # Given worker 1's call to Fynd outlives its lease, and worker 2 takes the key meanwhile
     world.accept(invoice("A"))
-    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
     mine, copy = world.queue.receive(2)
     original = world.fynd.update_invoices
 

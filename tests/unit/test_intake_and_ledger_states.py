@@ -1,5 +1,7 @@
 """Ingest's duplicate/conflict rules and the ledger's state machine."""
 
+from dataclasses import replace
+
 import pytest
 
 from factories import invoice
@@ -33,7 +35,7 @@ def test_new_key_is_created_and_queued() -> None:
 @pytest.mark.parametrize(
     ("status", "action", "enqueue"),
     [
-        (InvoiceStatus.QUEUED, Action.REQUEUE, True),
+        (InvoiceStatus.QUEUED, Action.ANSWER, False),
         (InvoiceStatus.IN_PROGRESS, Action.ANSWER, False),
         (InvoiceStatus.RETRYING, Action.ANSWER, False),
         (InvoiceStatus.INVOICED, Action.ANSWER, False),
@@ -46,6 +48,19 @@ def test_same_content_is_a_duplicate_answered_with_its_state(
     recorded = entry_for("A", status)
     (admission,) = admit([invoice("A")], {recorded.key: recorded})
     assert (admission.action, admission.status, admission.enqueue) == (action, status, enqueue)
+
+
+def test_a_duplicate_of_a_queued_invoice_whose_send_failed_is_queued_again() -> None:
+    # Given an entry ingest recorded QUEUED, then marked when SQS did not take its message
+    recorded = replace(entry_for("A", InvoiceStatus.QUEUED), send_failed_at=5.0)
+    # When the ERP retries the webhook
+    (admission,) = admit([invoice("A")], {recorded.key: recorded})
+    # Then the invoice is queued again
+    assert (admission.action, admission.status, admission.enqueue) == (
+        Action.REQUEUE,
+        InvoiceStatus.QUEUED,
+        True,
+    )
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,29 @@ def test_a_refused_claim_reads_the_entry_from_the_same_request(ledger: InvoiceLe
     assert calls == ["before-call.dynamodb.UpdateItem"]
 
 
+def test_a_failed_send_is_marked_on_a_queued_entry_only_and_the_claim_clears_it(
+    ledger: InvoiceLedger, dynamodb: Any
+) -> None:
+    # Given an entry ingest recorded QUEUED, and one already claimed
+    message = accepted(ledger, "SEND-1")
+    claimed = accepted(ledger, "SEND-2")
+    ledger.claim(claimed, message_id="m-2", owner="w-1", now=NOW, lease_seconds=120)
+    # When ingest marks both as not queued
+    marked = ledger.mark_send_failed(message.invoice.key, now=NOW + 1)
+    refused = ledger.mark_send_failed(claimed.invoice.key, now=NOW + 1)
+    # Then only the QUEUED one carries the mark, and the mark is not progress (updatedAt stays)
+    assert (marked, refused) == (True, False)
+    entry = ledger.get(message.invoice.key)
+    assert entry is not None
+    assert (entry.status, entry.send_failed_at, entry.updated_at) == (InvoiceStatus.QUEUED, NOW + 1, NOW)
+    assert "sendFailedAt" not in raw_item(dynamodb, "SEND-2")
+    # And a claim clears it
+    claim = ledger.claim(message, message_id="m-1", owner="w-1", now=NOW + 2, lease_seconds=120)
+    assert claim.entry is not None
+    assert claim.entry.send_failed_at is None
+    assert "sendFailedAt" not in raw_item(dynamodb, "SEND-1")
+
+
 def test_breach_16_a_retrying_entry_cannot_be_claimed_before_its_retry_at(ledger: InvoiceLedger) -> None:
     message = accepted(ledger, "CLAIM-3")
     ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
@@ -117,6 +140,7 @@ def test_breach_01_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
         "claim": lambda: ledger.claim(message, message_id="m-2", owner="w-2", now=NOW, lease_seconds=1),
         "record": lambda: ledger.record(key, Invoiced(), owner="w-1", now=NOW, ack_id=None),
         "mark_dead_lettered": lambda: ledger.mark_dead_lettered(message, message_id="m-1", now=NOW),
+        "mark_send_failed": lambda: ledger.mark_send_failed(key, now=NOW),
     }
     leaked = []
     for name, call in calls.items():

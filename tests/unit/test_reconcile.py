@@ -12,6 +12,7 @@ from factories import invoice
 from fakes import Crash, InMemoryLedger, World
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndUnavailable
+from relay.domain.intake import Action
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
@@ -266,6 +267,20 @@ def test_breach_11_a_stalled_entry_without_its_stored_invoice_is_reported_once_p
     assert sorted(first.failed) == ["OLD-1#sale", "RACED-1#sale"]
     assert second.failed == []
     assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {})]
+
+
+def test_a_queued_entry_the_reconciler_cannot_queue_is_queued_by_the_erps_resend(world: World) -> None:
+    # Given a stalled QUEUED entry whose stored invoice is gone (accepted before bodies were stored)
+    stored(world, "OLD-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    del world.ledger.bodies[key("OLD-1")]
+    # When the reconciler cannot queue it, and the operator has the ERP resend it (docs/runbook.md)
+    assert world.reconcile().failed == ["OLD-1#sale"]
+    (admission,) = world.accept(invoice("OLD-1"))
+    # Then the resend queues it, and it reaches Fynd once
+    assert admission.action is Action.REQUEUE
+    world.drain()
+    assert world.status(key("OLD-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.sent[key("OLD-1")] == 1
 
 
 def test_breach_11_a_refused_send_or_ledger_outage_on_one_entry_does_not_stop_the_others(

@@ -53,10 +53,15 @@ def test_messages_go_in_batches_of_ten() -> None:
     assert sorted(order for batch in sqs.sent for order in batch) == sorted(f"O-{n}" for n in range(25))
 
 
-def test_entries_sqs_keeps_refusing_raise_instead_of_being_reported_queued() -> None:
+def test_entries_sqs_keeps_refusing_raise_naming_them_instead_of_being_reported_queued() -> None:
+    # Given SQS refusing the first entry of every batch, and 12 messages (two batches)
     sqs = FlakySqs(*[{"0"}] * 10)
-    with pytest.raises(QueueUnavailableError, match="1 invoice"):
-        SqsInvoiceQueue("url", sqs, pause=0).send(messages(2))  # type: ignore[arg-type]
+    sent = messages(12)
+    # When they are sent
+    with pytest.raises(QueueUnavailableError, match="2 invoice") as refused:
+        SqsInvoiceQueue("url", sqs, pause=0).send(sent)  # type: ignore[arg-type]
+    # Then the error names the two invoices SQS never took, for ingest to mark
+    assert sorted(refused.value.unsent) == sorted([sent[0].invoice.key, sent[10].invoice.key])
 
 
 class RefusingSqs:

@@ -18,11 +18,13 @@ INGEST_WRITE_RESERVE_SECONDS (2 x 1.9 + 1.9 = 5.7 s) left beyond INGEST_ANSWER_M
     GetSecretValue 1.9 + BatchGetItem 1.9 + writes and send 5.7 + answer margin 0.5 = 10.0 s <= 10 s,
 
 and a ledger write is never cut off by the timeout before its messages are queued or the
-sender is told 503. (A write refused because a key is recorded leaves at least 1.9 s + margin
+sender is told 503. After a failed send, ingest marks each entry SQS did not take (one
+UpdateItem each) only while a whole attempt still fits, so the sum stands; an entry left
+unmarked waits for the reconciler. (A write refused because a key is recorded leaves at least 1.9 s + margin
 for the re-read, after which the check before the next write may refuse: 503, nothing
 written.) `ingest_worst_case_seconds()` is that sum; a test holds it to the template. A
 throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
-resend (entries SQS refused stay QUEUED and the retry queues them again; the reconciler too).
+resend (entries SQS refused stay QUEUED, marked, and the retry queues them again; the reconciler too).
 INGEST_AWS_READ_TIMEOUT_SECONDS (IngestSettings) lengthens the calls for an emulator slower
 than AWS only; the budget kept stays the one above.
 """
@@ -191,6 +193,7 @@ def acceptance() -> InvoiceAcceptance:
         queue=queue,
         clock=time.time,
         reserve_seconds=INGEST_WRITE_RESERVE_SECONDS,
+        mark_seconds=INGEST_ATTEMPT_SECONDS,
         # Bodies and entries of up to 50 invoices fit one transaction, so a refused write leaves nothing.
         optimistic_limit=TRANSACTION_LIMIT // 2,
     )

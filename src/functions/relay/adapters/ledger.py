@@ -243,7 +243,7 @@ class InvoiceLedger:
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
                     " acceptedAt = if_not_exists(acceptedAt, :accepted),"
-                    " orderId = :order, invoiceType = :type REMOVE deadLetteredAt"
+                    " orderId = :order, invoiceType = :type REMOVE deadLetteredAt, sendFailedAt"
                 ),
                 ConditionExpression=_CLAIMABLE,
                 ExpressionAttributeNames={"#status": "status"},
@@ -397,6 +397,24 @@ class InvoiceLedger:
                     ":seen": _n(entry.updated_at),
                     ":hash": _s(entry.content_hash),
                 },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
+        """See relay.domain.ports.Ledger. Not progress: updatedAt, and so the reconciler's
+        window, stay as they were."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_pk(key),
+                UpdateExpression="SET sendFailedAt = :now",
+                ConditionExpression="#status = :queued",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":now": _n(now), ":queued": _s(InvoiceStatus.QUEUED)},
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -576,6 +594,7 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         claimed_from=InvoiceStatus(claimed_from) if (claimed_from := text("claimedFrom")) else None,
         confirmed_by=text("confirmedBy"),
         dead_lettered_at=number("deadLetteredAt"),
+        send_failed_at=number("sendFailedAt"),
     )
 
 

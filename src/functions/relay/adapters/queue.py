@@ -52,23 +52,26 @@ class SqsInvoiceQueue:
 
     def send(self, messages: Sequence[QueuedInvoice]) -> None:
         """Every batch is sent at once (one thread each), so a send takes one attempt's time
-        whatever the number of batches; QueueUnavailableError names how many were not queued."""
+        whatever the number of batches; QueueUnavailableError names the invoices not queued."""
         deadline = None if self._budget is None else self._clock() + self._budget
         batches = _batches(messages)
         if len(batches) <= 1:
-            unsent = sum(self._send_batch(batch, deadline) for batch in batches)
+            unsent = [message for batch in batches for message in self._send_batch(batch, deadline)]
         else:
             with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="sqs-send") as pool:
-                unsent = sum(pool.map(lambda batch: self._send_batch(batch, deadline), batches))
+                sent = pool.map(lambda batch: self._send_batch(batch, deadline), batches)
+                unsent = [message for left in sent for message in left]
         if unsent:
-            raise QueueUnavailableError(f"{unsent} invoice(s) could not be queued")
+            raise QueueUnavailableError(
+                f"{len(unsent)} invoice(s) could not be queued", [message.invoice.key for message in unsent]
+            )
 
     def _fits(self, seconds: float, deadline: float | None) -> bool:
         return deadline is None or self._clock() + seconds <= deadline
 
-    def _send_batch(self, messages: Sequence[QueuedInvoice], deadline: float | None) -> int:
+    def _send_batch(self, messages: Sequence[QueuedInvoice], deadline: float | None) -> list[QueuedInvoice]:
         """SendMessageBatch can succeed for some entries and fail for others: resend the failed
-        ones. How many SQS never took."""
+        ones. The messages SQS never took."""
         waiting = {str(index): message for index, message in enumerate(messages)}
         for attempt in range(SEND_ATTEMPTS):
             # The first attempt always goes: the budget is one attempt at least, by construction
@@ -93,7 +96,7 @@ class SqsInvoiceQueue:
             else:
                 waiting = {entry["Id"]: waiting[entry["Id"]] for entry in answer.get("Failed", [])}
                 if not waiting:
-                    return 0
+                    return []
                 logger.warning(
                     "SQS refused some messages", extra={"failed": len(waiting), "attempt": attempt}
                 )
@@ -101,7 +104,7 @@ class SqsInvoiceQueue:
             if not self._fits(pause + self._attempt, deadline):
                 break
             self._sleep(pause)
-        return len(waiting)
+        return list(waiting.values())
 
     def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
         """One message, visible after `delay_seconds`; QueueUnavailableError when SQS refuses it."""

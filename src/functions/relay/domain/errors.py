@@ -102,7 +102,11 @@ class AcceptRaceError(Exception):
 
 
 class QueueUnavailableError(Exception):
-    """Some messages could not be queued even after retrying."""
+    """Some messages could not be queued even after retrying; `unsent` names their keys when known."""
+
+    def __init__(self, message: str, unsent: Sequence[InvoiceKey] = ()) -> None:
+        super().__init__(message)
+        self.unsent = tuple(unsent)
 
 
 class SecretFormatError(Exception):

@@ -14,7 +14,12 @@ than 50 new invoices ahead of their entries, and a refused write must not leave 
 
 The ledger write comes first and is all or nothing; the queue send comes after and must
 succeed for every invoice before the sender hears 202. If the send fails the entries stay
-QUEUED, the sender gets a 503 and retries, and the retry re-queues them (Action.REQUEUE).
+QUEUED and are marked so (`send_failed_at`), the sender gets a 503 and retries, and the
+retry queues them again (Action.REQUEUE). Only a marked entry is queued again: a duplicate of
+a QUEUED invoice whose message was sent is answered with its state, so an ERP resending
+while the queue is deep adds nothing to it. What the mark cannot cover (ingest stopped
+between the write and the send, or no time or ledger left to write the mark) the reconciler
+queues again once the entry has made no progress for its window (relay.domain.reconcile).
 
 Three guards keep that promise:
 - Every message is built and proven to round-trip (`relay.domain.messages.round_trips`)
@@ -40,6 +45,8 @@ from relay.domain.errors import (
     AcceptRaceError,
     ConflictError,
     KeyConflict,
+    LedgerUnavailableError,
+    QueueUnavailableError,
     UnqueueableInvoices,
 )
 from relay.domain.invoice import Invoice, InvoiceKey
@@ -55,9 +62,9 @@ class Action(StrEnum):
     RESUBMIT = "resubmit"
     """Corrected content for a REJECTED key: back to QUEUED and queue it."""
     REQUEUE = "requeue"
-    """Duplicate of a QUEUED entry: queue it again, in case the first enqueue never happened."""
+    """Duplicate of a QUEUED entry whose first send failed: queue it again."""
     ANSWER = "answer"
-    """Duplicate of an entry that is in flight or final: just report its state."""
+    """Any other duplicate (queued, in flight or final): just report its state."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ def admit(invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry
         if entry is None:
             admissions.append(Admission(invoice, content_hash, Action.CREATE, InvoiceStatus.QUEUED))
         elif entry.content_hash == content_hash:
-            action = Action.REQUEUE if entry.status is InvoiceStatus.QUEUED else Action.ANSWER
+            unsent = entry.status is InvoiceStatus.QUEUED and entry.send_failed_at is not None
+            action = Action.REQUEUE if unsent else Action.ANSWER
             admissions.append(Admission(invoice, content_hash, action, entry.status))
         elif entry.status is InvoiceStatus.REJECTED:
             admissions.append(
@@ -111,12 +119,15 @@ class InvoiceAcceptance:
         queue: InvoiceQueue,
         clock: Callable[[], float],
         reserve_seconds: float = 0.0,
+        mark_seconds: float = 0.0,
         optimistic_limit: int | None = None,
     ) -> None:
         self._ledger = ledger
         self._queue = queue
         self._clock = clock
         self._reserve = reserve_seconds
+        self._mark_seconds = mark_seconds
+        """The longest one ledger write takes: a failed send's marks are written only while it fits."""
         self._optimistic_limit = optimistic_limit
         """Webhooks of up to this many invoices are written before the ledger is read (None: any)."""
 
@@ -147,10 +158,34 @@ class InvoiceAcceptance:
                         extra={"round": round_number},
                     )
                 continue
-            self._queue.send(to_queue)
+            try:
+                self._queue.send(to_queue)
+            except QueueUnavailableError as unavailable:
+                self._mark_unsent(
+                    unavailable.unsent or [message.invoice.key for message in to_queue], seconds_left
+                )
+                raise
             self._report(admissions, to_queue)
             return admissions
         raise AcceptRaceError(f"invoice keys kept changing over {ADMIT_ROUNDS} attempts to accept them")
+
+    def _mark_unsent(self, keys: Sequence[InvoiceKey], seconds_left: Callable[[], float]) -> None:
+        """Mark each entry whose message SQS did not take, so the sender's retry queues it again;
+        what cannot be marked (no time left, the ledger down) waits for the reconciler."""
+        marked = 0
+        for key in keys:
+            if seconds_left() < self._mark_seconds:
+                break
+            try:
+                self._ledger.mark_send_failed(key, now=self._clock())
+            except LedgerUnavailableError:
+                break
+            marked += 1
+        if marked < len(keys):
+            logger.warning(
+                "invoices not queued nor marked for the sender's retry; the reconciler will queue them",
+                extra={"invoice_keys": [str(key) for key in keys[marked:]]},
+            )
 
     def _admit(
         self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]

@@ -99,6 +99,10 @@ class LedgerEntry:
     """When the message that held the entry left for the dead-letter queue, its retries spent:
     the invoice waits for an operator's redrive, and the reconciler leaves it alone. The next
     claim or record clears it."""
+    send_failed_at: float | None = None
+    """When ingest recorded the invoice but SQS did not take its message: the next duplicate
+    of the webhook queues it again (and only then: a QUEUED entry's message is otherwise on
+    its way). The next claim clears it."""
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now

@@ -56,6 +56,11 @@ class Ledger(Protocol):
         """Record a verdict on an entry this owner holds; False when the lease was lost meanwhile."""
         ...
 
+    def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
+        """Ingest recorded `key` QUEUED but could not queue its message: say so on the entry, so
+        the sender's retry queues it again. False when the entry is no longer QUEUED."""
+        ...
+
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
         """The message `message_id` leaves for the dead-letter queue: mark the unfinished entry it
         holds (or that nothing has claimed yet), so the reconciler does not queue it again.

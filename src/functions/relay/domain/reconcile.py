@@ -24,10 +24,13 @@ dispatcher's lease, so a message still in flight or due back has had its chance 
 A stalled entry is requeued from the invoice ingest stored beside it (the body item):
 first a conditional mark on the unchanged entry, which only one reconciler run wins and
 which keeps it from being found again for N; then the send. A copy too many costs
-nothing: the dispatcher's claim lets one copy through and drops the others.
+nothing: the dispatcher's claim lets one copy through and drops the others. A QUEUED entry
+it cannot queue (no stored invoice, the queue refused) is marked as ingest marks a failed
+send, so the ERP's resend of that invoice queues it again (relay.domain.intake).
 """
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,6 +61,10 @@ class StalledLedger(Protocol):
 
     def body(self, key: InvoiceKey) -> QueuedInvoice | None:
         """The message ingest queued for `key`, as stored at acceptance; None when there is none."""
+        ...
+
+    def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
+        """As relay.domain.ports.Ledger: a resend of the invoice will queue it again."""
         ...
 
 
@@ -140,12 +147,12 @@ class Reconciler:
             return
         if message is None or message.content_hash != entry.content_hash:
             # An entry accepted before bodies were stored, or a body a losing racer overwrote.
-            self._failed(key, report, context, "no_stored_invoice")
+            self._unqueued(entry, now, report, context, "no_stored_invoice")
             return
         try:
             self._queue.send([message])
         except QueueUnavailableError:
-            self._failed(key, report, context, "queue_unavailable")
+            self._unqueued(entry, now, report, context, "queue_unavailable")
             return
         count("Reconciled", status=str(entry.status))
         report.requeued.setdefault(str(entry.status), []).append(key)
@@ -153,6 +160,21 @@ class Reconciler:
             "stalled invoice queued again",
             extra={**context, "stalled_for_seconds": round(now - due_at(entry)), "attempts": entry.attempts},
         )
+
+    def _unqueued(
+        self,
+        entry: LedgerEntry,
+        now: float,
+        report: ReconcileReport,
+        context: Mapping[str, object],
+        reason: str,
+    ) -> None:
+        """Not queued again: a QUEUED entry is marked so that the ERP's resend queues it."""
+        self._failed(str(entry.key), report, context, reason)
+        if entry.status is InvoiceStatus.QUEUED:
+            # Unmarked for a ledger outage: the next run finds it again and tries once more.
+            with suppress(LedgerUnavailableError):
+                self._ledger.mark_send_failed(entry.key, now=now)
 
     @staticmethod
     def _failed(key: str, report: ReconcileReport, context: Mapping[str, object], reason: str) -> None:
