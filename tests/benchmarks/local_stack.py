@@ -23,11 +23,12 @@ from factories import invoice_dict
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME, FyndSimulator
 from relay_local.event_source import SqsEventSource
 from relay_local.http_api import LocalHttpApi
+from relay_local.identity import REGION
 from relay_local.lambda_context import LambdaFunction
 from relay_local.lambda_events import sqs_record
 from relay_local.pipeline import DISPATCH, LocalPipeline, PipelineConfig
 from relay_local.signing import new_secret, signed_headers
-from relay_local.stack import REGION, EventSourceConfig
+from relay_local.stack import EventSourceConfig
 
 IGNORED = {"GetQueueAttributes"}
 """The tally's own reads, not the functions' work."""

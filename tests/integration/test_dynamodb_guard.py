@@ -11,7 +11,8 @@ import urllib3
 from botocore.exceptions import ClientError
 
 from relay_local.dynamodb_guard import guard_dynamodb
-from relay_local.stack import REGION, MotoServer
+from relay_local.identity import REGION
+from relay_local.stack import MotoServer
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

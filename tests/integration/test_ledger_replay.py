@@ -14,7 +14,8 @@ from relay.domain.intake import admit
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Rejected
-from relay_local.stack import REGION, LocalStack, MotoServer, build_stack
+from relay_local.identity import REGION
+from relay_local.stack import LocalStack, MotoServer, build_stack
 
 NOW = 1_800_000_000.0
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from relay_local import invocation
+from relay_local.identity import REGION
 from relay_local.lambda_context import (
     FunctionTimedOutError,
     LambdaContext,
@@ -75,7 +76,7 @@ class FunctionSpec:
     environment: Mapping[str, str]
     """The process's whole environment: the function's variables, nothing of the parent's."""
     memory_limit_in_mb: int = 512
-    region: str = "us-east-1"
+    region: str = REGION
 
 
 @dataclass

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from relay.domain.invoice import Invoice
 from relay.domain.messages import QueuedInvoice
 from relay.domain.standard_webhooks import request_line
+from relay_local.identity import ACCOUNT_ID, REGION
 from relay_local.lambda_events import HttpRequest, http_api_event, scheduled_event, sqs_record
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signed_headers
-from relay_local.stack import ACCOUNT_ID, REGION, LocalStack, load_template
+from relay_local.stack import LocalStack, load_template
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from relay_local.stack import ACCOUNT_ID
+from relay_local.identity import ACCOUNT_ID, REGION
 
 type Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -95,7 +95,7 @@ class LambdaFunction:
     handler: Handler
     timeout_seconds: float
     memory_limit_in_mb: int = 512
-    region: str = "us-east-1"
+    region: str = REGION
     account_id: str = ACCOUNT_ID
     shared_lock: threading.Lock | None = field(default=None, compare=False)
     """Held for each invocation, when given: one invocation at a time among the functions sharing it."""

@@ -35,10 +35,11 @@ from relay_local.environments import FunctionSpec, IsolatedFunction
 from relay_local.event_source import SqsEventSource
 from relay_local.faults import OBSERVER_AGENT, AwsFaultLayer, Chance, LocalFaults
 from relay_local.http_api import LocalHttpApi
+from relay_local.identity import REGION
 from relay_local.invocation import traced
 from relay_local.lambda_context import Function, LambdaFunction, load_handler
 from relay_local.schedules import LocalSchedules
-from relay_local.stack import REGION, TEMPLATE, LocalStack, MotoServer, build_stack
+from relay_local.stack import TEMPLATE, LocalStack, MotoServer, build_stack
 from relay_local.tally import Tally, read_tally
 from relay_local.worker import FAULT_SEED, KILL_AFTER_FYND
 

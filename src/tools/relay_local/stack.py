@@ -19,11 +19,10 @@ import boto3
 import yaml
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from relay_local.identity import ACCOUNT_ID, REGION
 from relay_local.serving import LocalWsgiServer
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
-REGION = "ap-south-1"
-ACCOUNT_ID = "123456789012"
 
 
 class _TemplateLoader(yaml.SafeLoader):
