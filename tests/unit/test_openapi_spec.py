@@ -112,6 +112,16 @@ def status_schema() -> dict[str, Any]:
     [
         LedgerEntry(InvoiceKey("FY-1", InvoiceType.SALE), InvoiceStatus.QUEUED, "h", "INV-1", 0, 1.0, 1.0),
         LedgerEntry(
+            InvoiceKey("FY-4", InvoiceType.SALE),
+            InvoiceStatus.QUEUED,
+            "h",
+            "INV-4",
+            0,
+            1.0,
+            1.0,
+            send_failed_at=2.0,
+        ),
+        LedgerEntry(
             InvoiceKey("FY-2", InvoiceType.RETURN),
             InvoiceStatus.RETRYING,
             "h",
@@ -139,10 +149,26 @@ def status_schema() -> dict[str, Any]:
             ),
         ),
     ],
-    ids=["queued", "retrying", "replayed"],
+    ids=["queued", "queued-unsent", "retrying", "replayed"],
 )
 def test_the_status_api_document_is_what_the_spec_says(entry: LedgerEntry) -> None:
     # Given a ledger entry / When the status API builds its document
     document = _status_document(entry)
     # Then the spec's schema accepts it (extra fields would be refused: additionalProperties false)
     jsonschema.validate(document, status_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def test_the_status_of_a_queued_invoice_the_queue_refused_says_when() -> None:
+    # Given an entry ingest marked when SQS refused its message
+    entry = LedgerEntry(
+        InvoiceKey("FY-4", InvoiceType.SALE),
+        InvoiceStatus.QUEUED,
+        "h",
+        "INV-4",
+        0,
+        1.0,
+        1.0,
+        send_failed_at=2.0,
+    )
+    # When the status API shows it / Then the operator sees that its resend will queue it
+    assert _status_document(entry)["sendFailedAt"] == "1970-01-01T00:00:02.000Z"

@@ -144,6 +144,8 @@ def _status_document(entry: LedgerEntry) -> dict[str, Any]:
         document["confirmedBy"] = entry.confirmed_by
     if entry.dead_lettered_at:
         document["deadLetteredAt"] = _iso(entry.dead_lettered_at)
+    if entry.send_failed_at:
+        document["sendFailedAt"] = _iso(entry.send_failed_at)
     if entry.correlation_id:
         document["webhookId"] = entry.correlation_id
     if entry.history:  # operators' replays (`relay replay`): who, when, why, and the rejection undone
