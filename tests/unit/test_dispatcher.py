@@ -159,6 +159,39 @@ def test_breach_16_a_copy_of_a_retrying_invoice_waits_for_its_retry_at(world: Wo
     assert world.queue.messages[copy.message_id].visible_at > entry.retry_at
 
 
+def test_a_copy_of_a_retrying_invoice_does_not_take_the_holders_own_message_with_it(world: World) -> None:
+    # Given an invoice queued twice (A by ingest, B by a duplicate webhook while it was QUEUED)
+    world.accept(invoice("A"))
+    world.accept(invoice("A"))
+    (a,) = world.queue.receive(1)
+    # And worker 1's call with A failed: the invoice is RETRYING, A waits out the back-off
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    assert world.dispatch([a], owner="worker-1") == [a.message_id]
+    retry_at = world.ledger.entries[key("A")].retry_at
+    assert retry_at is not None
+    # And SQS delivers A again (at least once): to worker 3, slow to start, and beside B to worker 2
+    a_late = world.queue.redeliver(a.message_id)
+    a_copy = world.queue.redeliver(a.message_id)
+    assert a_late is not None
+    assert a_copy is not None
+    (b,) = world.queue.receive(1)
+    # When worker 2 meets the back-off with B and A's copy
+    failures = world.dispatch([b, a_copy], owner="worker-2")
+    # Then both come back at retryAt: A, the holder's own message, is not acknowledged
+    assert sorted(failures) == sorted([a.message_id, b.message_id])
+    assert sorted(world.queue.messages) == sorted([a.message_id, b.message_id])
+    # And when worker 3 claims with A after the back-off, beside B come again, and Fynd fails again
+    world.clock.now = retry_at + 1
+    b_again = next(m for m in world.queue.receive(10) if m.message_id == b.message_id)
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.dispatch([a_late, b_again], owner="worker-3")
+    # Then the invoice still has a message, and is invoiced once it comes back
+    assert world.queue.live_keys()[key("A")] == 1
+    world.drain()
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[key("A")] == 1
+
+
 def test_a_stale_copy_is_acknowledged_when_the_ledger_holds_corrected_content(world: World) -> None:
     # Given Fynd rejected an invoice, and the ERP sent a corrected one (new content, same key)
     world.fynd.codes["A"] = "IN422"

@@ -6,8 +6,8 @@ The steps, in order:
    of stale content are acknowledged. A copy of a key another worker holds comes back after
    the lease, whether or not it is the holder's own message delivered twice (SQS delivers at
    least once, so the holder's message may already have been acknowledged by another worker):
-   an invoice never loses its last message while it is unfinished. A copy of a key waiting
-   out its back-off (RETRYING before retryAt) comes back at retryAt;
+   an invoice never loses its last message while it is unfinished. Every copy of a key
+   waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
 3. group the claimed invoices into Fynd calls (one location and type, 20 at most, a byte cap);
 4. before sending an invoice again, read its Shipment Info (an earlier attempt may have reached
    Fynd with its answer lost, or met IN403): proof that it is invoiced records it with no second send; an
@@ -197,9 +197,12 @@ class Dispatcher:
         first = copies[0]
         about = {**_about(first, entry), "reason": str(refusal), "status": _status(entry)}
         if entry is not None and refusal is ClaimRefusal.NOT_YET:
-            # A copy must not bypass the back-off (or Fynd's Retry-After): back at retryAt.
+            # A copy must not bypass the back-off (or Fynd's Retry-After): back at retryAt. Every
+            # copy comes back, not only the first: another may be the holder's own message, and
+            # acknowledging it would delete it under the worker that has it in hand again.
             logger.info("invoice waits for its next attempt", extra=about)
-            return self._hold(first, WAITING, (entry.retry_at or now) - now + 1)
+            wait = (entry.retry_at or now) - now + 1
+            return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
         if entry is not None and refusal is ClaimRefusal.BUSY:
             # No copy of an invoice another worker holds is acknowledged: each comes back when
             # the lease has run out, and meets the outcome then. The holder's own message,
