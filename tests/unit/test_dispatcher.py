@@ -65,7 +65,7 @@ def test_a_copy_of_a_final_invoice_is_acknowledged_without_a_send(world: World) 
     assert world.queue.messages == {}
 
 
-def test_a_copy_of_a_key_another_worker_holds_is_acknowledged(world: World) -> None:
+def test_a_copy_of_a_key_another_worker_holds_waits_for_the_lease(world: World) -> None:
     # Given two messages of one invoice, and worker 1 holding the key with its own message
     world.accept(invoice("A"))
     world.queue_again(invoice("A"))
@@ -74,11 +74,49 @@ def test_a_copy_of_a_key_another_worker_holds_is_acknowledged(world: World) -> N
         held.message, message_id=held.message_id, owner="worker-1", now=world.clock(), lease_seconds=120
     )
     assert claim.granted
+    assert claim.entry is not None
+    assert claim.entry.lease_until is not None
     # When worker 2 gets the other message
-    assert world.dispatch([copy], owner="worker-2") == []
-    # Then the copy is deleted, and the holder's message is still there
-    assert list(world.queue.messages) == [held.message_id]
+    failures = world.dispatch([copy], owner="worker-2")
+    # Then the copy is not sent, and comes back after the lease, beside the holder's message
+    assert failures == [copy.message_id]
+    assert sorted(world.queue.messages) == sorted([held.message_id, copy.message_id])
+    assert world.queue.messages[copy.message_id].visible_at > claim.entry.lease_until
     assert world.fynd.sent[key("A")] == 0
+
+
+def test_a_copy_of_a_busy_invoice_waits_for_the_lease_as_the_holders_message_may_be_gone(
+    world: World,
+) -> None:
+    # Given an invoice queued twice (a retry after a failed send, the reconciler: B beside A),
+    # with A received by worker 1 and delivered again to worker 2 beside B (at least once)
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    a, b = world.queue.receive(2)
+    a_again = world.queue.redeliver(a.message_id)
+    assert a_again is not None
+    # And worker 2 claims with B, Fynd is down, and its batch's other copy (A) is acknowledged
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    assert world.dispatch([b, a_again], owner="worker-2") == [b.message_id]
+    assert list(world.queue.messages) == [b.message_id]
+    # And worker 1, late, claims with A once the back-off is over, and dies after Fynd answered
+    retry_at = world.ledger.entries[key("A")].retry_at
+    assert retry_at is not None
+    world.clock.now = retry_at
+    world.faults.fail("ledger.record", Crash())
+    with pytest.raises(Crash):
+        world.dispatcher("worker-1").dispatch([a], lambda: 60)
+    world.queue.crash([a])
+    holder = world.ledger.entries[key("A")]
+    assert (holder.status, holder.claim_message_id) == (InvoiceStatus.IN_PROGRESS, a.message_id)
+    # When B comes back while worker 1's lease is live
+    world.run(owner="worker-3")
+    # Then B is not acknowledged: the invoice keeps a message, which returns after the lease
+    assert world.queue.live_keys()[key("A")] == 1
+    world.drain()
+    # And the invoice is invoiced, with one order applied at Fynd
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[key("A")] == 1
 
 
 def test_breach_02_the_holders_own_message_delivered_twice_waits_for_the_lease(world: World) -> None:
@@ -119,6 +157,39 @@ def test_breach_16_a_copy_of_a_retrying_invoice_waits_for_its_retry_at(world: Wo
     assert failures == [copy.message_id]
     assert len(world.fynd.calls) == 0
     assert world.queue.messages[copy.message_id].visible_at > entry.retry_at
+
+
+def test_a_copy_of_a_retrying_invoice_does_not_take_the_holders_own_message_with_it(world: World) -> None:
+    # Given an invoice queued twice (A by ingest, B by the reconciler or a retry after a failed send)
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    (a,) = world.queue.receive(1)
+    # And worker 1's call with A failed: the invoice is RETRYING, A waits out the back-off
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    assert world.dispatch([a], owner="worker-1") == [a.message_id]
+    retry_at = world.ledger.entries[key("A")].retry_at
+    assert retry_at is not None
+    # And SQS delivers A again (at least once): to worker 3, slow to start, and beside B to worker 2
+    a_late = world.queue.redeliver(a.message_id)
+    a_copy = world.queue.redeliver(a.message_id)
+    assert a_late is not None
+    assert a_copy is not None
+    (b,) = world.queue.receive(1)
+    # When worker 2 meets the back-off with B and A's copy
+    failures = world.dispatch([b, a_copy], owner="worker-2")
+    # Then both come back at retryAt: A, the holder's own message, is not acknowledged
+    assert sorted(failures) == sorted([a.message_id, b.message_id])
+    assert sorted(world.queue.messages) == sorted([a.message_id, b.message_id])
+    # And when worker 3 claims with A after the back-off, beside B come again, and Fynd fails again
+    world.clock.now = retry_at + 1
+    b_again = next(m for m in world.queue.receive(10) if m.message_id == b.message_id)
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.dispatch([a_late, b_again], owner="worker-3")
+    # Then the invoice still has a message, and is invoiced once it comes back
+    assert world.queue.live_keys()[key("A")] == 1
+    world.drain()
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[key("A")] == 1
 
 
 def test_a_stale_copy_is_acknowledged_when_the_ledger_holds_corrected_content(world: World) -> None:

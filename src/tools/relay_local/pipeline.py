@@ -39,6 +39,7 @@ from relay_local.identity import REGION
 from relay_local.invocation import traced
 from relay_local.lambda_context import Function, LambdaFunction, load_handler
 from relay_local.schedules import LocalSchedules
+from relay_local.sqs_guard import guard_sqs
 from relay_local.stack import TEMPLATE, LocalStack, MotoServer, build_stack
 from relay_local.tally import Tally, read_tally
 from relay_local.worker import FAULT_SEED, KILL_AFTER_FYND
@@ -118,6 +119,7 @@ class LocalPipeline:
     def start(self) -> "LocalPipeline":
         self.moto.start()
         guard_dynamodb(self.moto)
+        guard_sqs(self.moto)
         # moto keeps its state per process; a second pipeline in one process starts clean.
         urllib.request.urlopen(urllib.request.Request(f"{self.moto.url}/moto-api/reset", method="POST"))  # noqa: S310
         if not self.config.fynd_base_url:

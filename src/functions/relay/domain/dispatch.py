@@ -3,9 +3,10 @@
 The steps, in order:
 1. collapse copies of the same invoice inside the batch (ERPs retry blindly);
 2. claim each key in the ledger, naming the message that claims it. Copies of final keys and
-   of stale content are acknowledged. A copy of a key another worker holds is acknowledged,
-   unless it is the holder's own message delivered twice (SQS delivers at least once): that
-   one comes back after the lease, so the invoice always keeps a message. A copy of a key
+   of stale content are acknowledged. A copy of a key another worker holds comes back after
+   the lease, whether or not it is the holder's own message delivered twice (SQS delivers at
+   least once, so the holder's message may already have been acknowledged by another worker):
+   an invoice never loses its last message while it is unfinished. Every copy of a key
    waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
 3. group the claimed invoices into Fynd calls (one location and type, 20 at most, a byte cap);
 4. before sending an invoice again, read its Shipment Info (an earlier attempt may have reached
@@ -196,17 +197,29 @@ class Dispatcher:
         first = copies[0]
         about = {**_about(first, entry), "reason": str(refusal), "status": _status(entry)}
         if entry is not None and refusal is ClaimRefusal.NOT_YET:
-            # A copy must not bypass the back-off (or Fynd's Retry-After): back at retryAt.
+            # A copy must not bypass the back-off (or Fynd's Retry-After): back at retryAt. Every
+            # copy comes back, not only the first: another may be the holder's own message, and
+            # acknowledging it would delete it under the worker that has it in hand again.
             logger.info("invoice waits for its next attempt", extra=about)
-            return self._hold(first, WAITING, (entry.retry_at or now) - now + 1)
-        holders = [copy for copy in copies if entry is not None and copy.message_id == entry.claim_message_id]
-        if refusal is ClaimRefusal.BUSY and entry is not None and holders:
-            # The holder's own message, delivered twice: acknowledging it would delete the only
-            # message the invoice has. It comes back when the lease has run out.
-            logger.info("holder's own message delivered twice; it waits for the lease", extra=about)
-            return self._hold(holders[0], WAITING, (entry.lease_until or now) - now + 1)
-        # FINAL and SUPERSEDED copies have nothing left to do; a BUSY copy is not the holder's
-        # message, and the holder's own stays on the queue until the invoice is final.
+            wait = (entry.retry_at or now) - now + 1
+            return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
+        if entry is not None and refusal is ClaimRefusal.BUSY:
+            # No copy of an invoice another worker holds is acknowledged: each comes back when
+            # the lease has run out, and meets the outcome then. The holder's own message,
+            # delivered twice, may be the only message the invoice has; and any other copy may
+            # be too, for the holder's message may be gone: SQS delivers at least once, and
+            # another delivery of it may have been acknowledged by a worker that claimed with
+            # another copy. A holder that then dies would leave the invoice with no message.
+            own = any(copy.message_id == entry.claim_message_id for copy in copies)
+            logger.info(
+                "holder's own message delivered twice; it waits for the lease"
+                if own
+                else "invoice held by another worker; the copy waits for the lease",
+                extra=about,
+            )
+            wait = (entry.lease_until or now) - now + 1
+            return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
+        # FINAL and SUPERSEDED copies have nothing left to do.
         count("DuplicatesSuppressed", len(copies), stage="ledger")
         logger.info("invoice not sent again", extra=about)
         return []

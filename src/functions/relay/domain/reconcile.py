@@ -6,8 +6,9 @@ an entry with nothing behind it, and only an ERP resend would heal them:
 
 - ingest crashed (or timed out) after the ledger transaction and before the queue send:
   the entry stays QUEUED with no message;
-- the holder's message vanished (a BUSY copy deleted, a visibility change that failed):
-  the entry stays RETRYING, or IN_PROGRESS under a lease nobody will renew.
+- the holder's message vanished (another delivery of it acknowledged elsewhere, a
+  visibility change that failed): the entry stays RETRYING, or IN_PROGRESS under a lease
+  nobody will renew.
 
 The rule, with N = the stall window (ReconcileAfterMinutes):
 

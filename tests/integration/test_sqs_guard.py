@@ -1,0 +1,104 @@
+"""The SQS guard in front of the local moto server (relay_local/sqs_guard.py): messages sent
+while others are deleted are all kept, as SQS keeps every message it accepted."""
+
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+import urllib3
+from botocore.config import Config
+
+from relay_local.identity import REGION
+from relay_local.sqs_guard import guard_sqs
+from relay_local.stack import MotoServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+IN_FLIGHT = 800
+"""Messages received and not yet deleted: moto's delete walks them all, which is the race's window."""
+SENDERS = DELETERS = 3
+SENDS_PER_SENDER = 10
+
+
+@pytest.fixture
+def sqs() -> Iterator[tuple["SQSClient", str]]:
+    moto = MotoServer()
+    moto.start()
+    guard_sqs(moto)
+    urllib3.request("POST", f"{moto.url}/moto-api/reset")
+    try:
+        client = boto3.client(
+            "sqs",
+            endpoint_url=moto.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=Config(max_pool_connections=SENDERS + DELETERS),
+        )
+        queue_url = client.create_queue(QueueName="Guarded", Attributes={"VisibilityTimeout": "600"})[
+            "QueueUrl"
+        ]
+        yield client, queue_url
+    finally:
+        moto.stop()
+
+
+@pytest.fixture
+def threads_switch_often() -> Iterator[None]:
+    """moto runs in this process: switching its threads often makes any race in it show."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def send(sqs: "SQSClient", queue_url: str, bodies: list[str]) -> list[str]:
+    answer = sqs.send_message_batch(
+        QueueUrl=queue_url, Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
+    )
+    assert not answer.get("Failed")
+    return [entry["MessageId"] for entry in answer["Successful"]]
+
+
+def receive_all(sqs: "SQSClient", queue_url: str) -> dict[str, str]:
+    """Every visible message, made in flight: message id -> receipt handle."""
+    received: dict[str, str] = {}
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        received |= {message["MessageId"]: message["ReceiptHandle"] for message in messages}
+    return received
+
+
+@pytest.mark.usefixtures("threads_switch_often")
+def test_messages_sent_while_others_are_deleted_are_all_kept(sqs: tuple["SQSClient", str]) -> None:
+    client, queue_url = sqs
+    # Given many messages in flight (received by a consumer, not yet deleted)
+    for start in range(0, IN_FLIGHT, 10):
+        send(client, queue_url, [f"old-{n}" for n in range(start, start + 10)])
+    in_flight = receive_all(client, queue_url)
+    assert len(in_flight) == IN_FLIGHT
+    handles = list(in_flight.values())
+    chunks = [handles[start : start + 10] for start in range(0, IN_FLIGHT, 10)]
+
+    # When consumers delete them all while producers send new ones, all at once
+    def delete(chunk: list[str]) -> list[str]:
+        entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
+        assert not client.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed")  # type: ignore[arg-type]
+        return []
+
+    def produce(sender: int) -> list[str]:
+        bodies = ([f"new-{sender}-{n}-{i}" for i in range(10)] for n in range(SENDS_PER_SENDER))
+        return [message_id for batch in bodies for message_id in send(client, queue_url, batch)]
+
+    jobs: list[Callable[[], list[str]]] = [partial(produce, sender) for sender in range(SENDERS)]
+    jobs += [partial(delete, chunk) for chunk in chunks]
+    with ThreadPoolExecutor(SENDERS + DELETERS) as pool:
+        sent = [message_id for ids in pool.map(lambda job: job(), jobs) for message_id in ids]
+
+    # Then every message sent is on the queue, and no deleted one came back
+    assert len(sent) == SENDERS * SENDS_PER_SENDER * 10
+    assert sorted(receive_all(client, queue_url)) == sorted(sent)
