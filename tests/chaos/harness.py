@@ -2,8 +2,8 @@
 
 One seeded run:
 - an ERP posts `invoices` invoices in signed webhooks of 1 to 50, `duplicate_share` of them
-  copies of invoices it sent before, from four threads, and resends a webhook answered 503,
-  429 or not at all, as the interface asks;
+  copies of invoices it sent before, from `senders` threads, and resends a webhook answered
+  503, 429 or not at all, as the interface asks, under the same webhook-id (Standard Webhooks);
 - the relay runs as `make run` runs it (relay_local.LocalPipeline, each invocation in a worker
   process of its own), two dispatchers at most (DispatchMaxConcurrency), fast retries;
 - Fynd (the simulator) answers each Update Invoice call with the fault the seeded plan gives
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import threading
 import time
 from collections import Counter
@@ -334,13 +335,18 @@ def _send_all(
 
     def send(webhook: list[dict[str, str]]) -> None:
         body = json.dumps(webhook)
+        # One id for every attempt: a Standard Webhooks sender resends the same message.
+        webhook_id = f"msg_{secrets.token_hex(12)}"
         for attempt in range(20):
             try:
                 response = http.request(
                     "POST",
                     f"{pipeline.api_url}/v1/invoices",
                     body=body,
-                    headers={"Content-Type": "application/json", **signed_headers(secret, body)},
+                    headers={
+                        "Content-Type": "application/json",
+                        **signed_headers(secret, body, msg_id=webhook_id),
+                    },
                 )
                 status = response.status
             except urllib3.exceptions.HTTPError:

@@ -1,11 +1,12 @@
-"""What an ERP's duplicate of a QUEUED invoice puts on the queue: nothing, unless the first
-send failed. Then the retry queues it again; a send that failed unmarked waits for the
-reconciler. Over the port fakes (tests/fakes.py)."""
+"""What an ERP's duplicate of a QUEUED invoice puts on the queue: nothing, unless its sender
+may not have heard the 202: the same delivery again (its webhook-id), or an entry whose send
+failed (marked). What neither covers waits for the reconciler. Over the port fakes
+(tests/fakes.py)."""
 
 import pytest
 
 from factories import invoice
-from fakes import World
+from fakes import Crash, World
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.intake import Action, InvoiceAcceptance
 from relay.domain.ledger import InvoiceStatus
@@ -19,8 +20,8 @@ def world() -> World:
 def test_duplicates_of_a_queued_invoice_add_nothing_to_the_queue(world: World) -> None:
     # Given an invoice accepted and waiting in the queue
     world.accept(invoice("A"))
-    # When the ERP sends it three more times before it is dispatched
-    answers = [world.accept(invoice("A")) for _ in range(3)]
+    # When the ERP sends it three more times before it is dispatched, each a new webhook
+    answers = [world.accept(invoice("A"), correlation_id=f"wh-dup-{n}") for n in range(3)]
     # Then each copy is answered with its state, and the queue still holds one message
     assert {(admission.action, admission.status) for (admission,) in answers} == {
         (Action.ANSWER, InvoiceStatus.QUEUED)
@@ -28,6 +29,21 @@ def test_duplicates_of_a_queued_invoice_add_nothing_to_the_queue(world: World) -
     assert len(world.queue.messages) == 1
     # And it reaches Fynd once
     world.drain()
+    assert world.fynd.sent[invoice("A").key] == 1
+
+
+def test_the_same_delivery_resent_after_ingest_died_queues_the_invoice_again(world: World) -> None:
+    # Given ingest died between the ledger write and the queue send: QUEUED, no message, no mark
+    world.faults.fail("queue.send", Crash())
+    with pytest.raises(Crash):
+        world.accept(invoice("A"), correlation_id="wh-1")
+    assert (world.ledger.entries[invoice("A").key].send_failed_at, world.queue.messages) == (None, {})
+    # When the sender, which never heard an answer, resends the same delivery (same webhook-id)
+    (admission,) = world.accept(invoice("A"), correlation_id="wh-1")
+    # Then it is queued again, and reaches Fynd once
+    assert admission.action is Action.REQUEUE
+    world.drain()
+    assert world.status(invoice("A").key) is InvoiceStatus.INVOICED
     assert world.fynd.sent[invoice("A").key] == 1
 
 
@@ -39,8 +55,8 @@ def test_an_erp_retry_after_a_failed_send_queues_the_invoice_and_fynd_sees_it_on
     entry = world.ledger.entries[invoice("A").key]
     assert (entry.status, entry.send_failed_at) == (InvoiceStatus.QUEUED, world.clock.now)
     assert world.queue.messages == {}
-    # When the ERP retries
-    (admission,) = world.accept(invoice("A"))
+    # When the ERP retries, with a new webhook-id
+    (admission,) = world.accept(invoice("A"), correlation_id="wh-retry")
     # Then the retry queues it
     assert admission.action is Action.REQUEUE
     assert len(world.queue.messages) == 1
@@ -62,7 +78,8 @@ def test_only_the_invoices_sqs_did_not_take_are_marked(world: World) -> None:
     # Then only B is marked, so a retry queues B again and answers A
     assert world.ledger.entries[invoice("A").key].send_failed_at is None
     assert world.ledger.entries[invoice("B").key].send_failed_at is not None
-    actions = [admission.action for admission in world.accept(invoice("A"), invoice("B"))]
+    retried = world.accept(invoice("A"), invoice("B"), correlation_id="wh-retry")
+    actions = [admission.action for admission in retried]
     assert actions == [Action.ANSWER, Action.REQUEUE]
 
 
@@ -76,8 +93,8 @@ def test_a_mark_the_ledger_refuses_still_answers_the_send_failure_and_the_reconc
     # Then the sender hears of the queue's failure (503), not the ledger's
     with pytest.raises(QueueUnavailableError):
         world.accept(invoice("A"))
-    # And the unmarked entry's retry queues nothing: no quick heal without the mark
-    (admission,) = world.accept(invoice("A"))
+    # And the unmarked entry's retry under a new webhook-id queues nothing
+    (admission,) = world.accept(invoice("A"), correlation_id="wh-retry")
     assert (admission.action, world.queue.messages) == (Action.ANSWER, {})
     # And the reconciler queues it once it has made no progress for its window
     world.clock.advance(901)

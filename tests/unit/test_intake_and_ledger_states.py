@@ -64,6 +64,26 @@ def test_a_duplicate_of_a_queued_invoice_whose_send_failed_is_queued_again() -> 
 
 
 @pytest.mark.parametrize(
+    ("status", "webhook_id", "action"),
+    [
+        (InvoiceStatus.QUEUED, "wh-1", Action.REQUEUE),
+        (InvoiceStatus.QUEUED, "wh-2", Action.ANSWER),
+        (InvoiceStatus.QUEUED, None, Action.ANSWER),
+        (InvoiceStatus.IN_PROGRESS, "wh-1", Action.ANSWER),
+    ],
+)
+def test_the_delivery_that_accepted_a_queued_invoice_resent_queues_it_again(
+    status: InvoiceStatus, webhook_id: str | None, action: Action
+) -> None:
+    # Given an entry accepted by webhook wh-1
+    recorded = replace(entry_for("A", status), correlation_id="wh-1")
+    # When a request with this webhook-id sends it again
+    (admission,) = admit([invoice("A")], {recorded.key: recorded}, webhook_id=webhook_id)
+    # Then only wh-1 itself, while QUEUED, queues it again (its sender never heard the 202)
+    assert admission.action is action
+
+
+@pytest.mark.parametrize(
     "status",
     [InvoiceStatus.QUEUED, InvoiceStatus.IN_PROGRESS, InvoiceStatus.RETRYING, InvoiceStatus.INVOICED],
 )

@@ -13,13 +13,17 @@ and acceptance reads the ledger and decides again, as after a race. A webhook ab
 than 50 new invoices ahead of their entries, and a refused write must not leave those behind).
 
 The ledger write comes first and is all or nothing; the queue send comes after and must
-succeed for every invoice before the sender hears 202. If the send fails the entries stay
-QUEUED and are marked so (`send_failed_at`), the sender gets a 503 and retries, and the
-retry queues them again (Action.REQUEUE). Only a marked entry is queued again: a duplicate of
-a QUEUED invoice whose message was sent is answered with its state, so an ERP resending
-while the queue is deep adds nothing to it. What the mark cannot cover (ingest stopped
-between the write and the send, or no time or ledger left to write the mark) the reconciler
-queues again once the entry has made no progress for its window (relay.domain.reconcile).
+succeed for every invoice before the sender hears 202. If the send fails, the entries stay
+QUEUED, the sender gets a 503 and retries, and the retry queues them again
+(Action.REQUEUE). A duplicate of a QUEUED invoice is queued again only when its sender
+cannot have heard the 202:
+- the same delivery again: its `webhook-id` is the one that accepted the entry (a Standard
+  Webhooks sender keeps the id when it resends after a 5xx, a timeout or a crash of ingest);
+- or an entry marked `send_failed_at`: ingest marks what SQS did not take, as time allows,
+  for senders whose retries carry a new id (or none, as the ERP presets).
+Any other duplicate is answered with its state, so an ERP resending while the queue is deep
+adds nothing to it. What neither covers, the reconciler queues again once the entry has
+made no progress for its window (relay.domain.reconcile).
 
 Three guards keep that promise:
 - Every message is built and proven to round-trip (`relay.domain.messages.round_trips`)
@@ -62,7 +66,7 @@ class Action(StrEnum):
     RESUBMIT = "resubmit"
     """Corrected content for a REJECTED key: back to QUEUED and queue it."""
     REQUEUE = "requeue"
-    """Duplicate of a QUEUED entry whose first send failed: queue it again."""
+    """Duplicate of a QUEUED entry whose sender may not have heard the 202: queue it again."""
     ANSWER = "answer"
     """Any other duplicate (queued, in flight or final): just report its state."""
 
@@ -80,8 +84,11 @@ class Admission:
         return self.action is not Action.ANSWER
 
 
-def admit(invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]) -> list[Admission]:
-    """One admission per invoice, in order; raises ConflictError naming every conflict at once."""
+def admit(
+    invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry], *, webhook_id: str | None = None
+) -> list[Admission]:
+    """One admission per invoice, in order; raises ConflictError naming every conflict at once.
+    `webhook_id` is the request's: the delivery that accepted an entry, seen again, requeues it."""
     admissions: list[Admission] = []
     conflicts: list[KeyConflict] = []
     for index, invoice in enumerate(invoices):
@@ -90,7 +97,8 @@ def admit(invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry
         if entry is None:
             admissions.append(Admission(invoice, content_hash, Action.CREATE, InvoiceStatus.QUEUED))
         elif entry.content_hash == content_hash:
-            unsent = entry.status is InvoiceStatus.QUEUED and entry.send_failed_at is not None
+            resent = webhook_id is not None and webhook_id == entry.correlation_id
+            unsent = entry.status is InvoiceStatus.QUEUED and (resent or entry.send_failed_at is not None)
             action = Action.REQUEUE if unsent else Action.ANSWER
             admissions.append(Admission(invoice, content_hash, action, entry.status))
         elif entry.status is InvoiceStatus.REJECTED:
@@ -143,7 +151,7 @@ class InvoiceAcceptance:
         # Round 0, when optimistic, reads nothing: every key is taken for new (see above).
         for round_number in range(0 if optimistic else 1, ADMIT_ROUNDS + 1):
             recorded = self._ledger.get_many(invoice.key for invoice in invoices) if round_number else {}
-            admissions = self._admit(invoices, recorded)
+            admissions = self._admit(invoices, recorded, correlation_id)
             now = self._clock()
             to_queue = _messages(admissions, recorded, now, correlation_id)
             if seconds_left() < self._reserve:
@@ -188,10 +196,10 @@ class InvoiceAcceptance:
             )
 
     def _admit(
-        self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]
+        self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry], webhook_id: str | None
     ) -> list[Admission]:
         try:
-            return admit(invoices, recorded)
+            return admit(invoices, recorded, webhook_id=webhook_id)
         except ConflictError as conflict:
             count("Conflicts", len(conflict.conflicts))
             logger.warning(
