@@ -119,8 +119,8 @@ def test_no_secret_value_lives_in_the_template() -> None:
 
 def test_lease_outlives_the_dispatcher_and_ends_before_its_message_returns() -> None:
     # A live dispatcher never loses its claim (lease > timeout), and a crashed dispatcher's
-    # message only returns once its claim has run out (lease < visibility timeout): dropping
-    # a copy that meets a live lease can then never lose an invoice.
+    # message only returns once its claim has run out (lease < visibility timeout), so the
+    # retry can claim it rather than wait behind a lease nobody holds.
     from relay.settings import DispatchSettings
 
     lease = DispatchSettings.model_fields["lease_seconds"].default

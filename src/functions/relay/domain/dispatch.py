@@ -201,8 +201,7 @@ class Dispatcher:
             # copy comes back, not only the first: another may be the holder's own message, and
             # acknowledging it would delete it under the worker that has it in hand again.
             logger.info("invoice waits for its next attempt", extra=about)
-            wait = (entry.retry_at or now) - now + 1
-            return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
+            return self._hold_every(copies, (entry.retry_at or now) - now + 1)
         if entry is not None and refusal is ClaimRefusal.BUSY:
             # No copy of an invoice another worker holds is acknowledged: each comes back when
             # the lease has run out, and meets the outcome then. The holder's own message,
@@ -217,8 +216,7 @@ class Dispatcher:
                 else "invoice held by another worker; the copy waits for the lease",
                 extra=about,
             )
-            wait = (entry.lease_until or now) - now + 1
-            return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
+            return self._hold_every(copies, (entry.lease_until or now) - now + 1)
         # FINAL and SUPERSEDED copies have nothing left to do.
         count("DuplicatesSuppressed", len(copies), stage="ledger")
         logger.info("invoice not sent again", extra=about)
@@ -382,6 +380,10 @@ class Dispatcher:
                 if reason == TOO_EARLY:
                     return self._hold(item.delivery, reason, delay, requeue_before_last=True)
                 return self._hold(item.delivery, reason, delay)
+
+    def _hold_every(self, copies: list[ReceivedMessage], wait: float) -> list[str]:
+        """Every copy of an unfinished invoice comes back after `wait`: none is acknowledged."""
+        return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
 
     def _hold(
         self, delivery: ReceivedMessage, reason: str, wait: float, *, requeue_before_last: bool | None = None
