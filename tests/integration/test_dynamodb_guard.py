@@ -5,13 +5,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import boto3
 import pytest
-import urllib3
 from botocore.exceptions import ClientError
 
 from relay_local.dynamodb_guard import guard_dynamodb
-from relay_local.identity import REGION
 from relay_local.stack import MotoServer
 
 if TYPE_CHECKING:
@@ -22,19 +19,10 @@ TABLE = "Guarded"
 
 @pytest.fixture
 def dynamodb() -> Iterator["DynamoDBClient"]:
-    moto = MotoServer()
-    moto.start()
-    guard_dynamodb(moto)
-    # moto keeps its state per process: each test starts from an empty one.
-    urllib3.request("POST", f"{moto.url}/moto-api/reset")
-    try:
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=moto.url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+    with MotoServer() as moto:
+        guard_dynamodb(moto)
+        moto.reset()  # each test starts from an empty moto
+        client: DynamoDBClient = moto.client("dynamodb")
         client.create_table(
             TableName=TABLE,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -42,8 +30,6 @@ def dynamodb() -> Iterator["DynamoDBClient"]:
             BillingMode="PAY_PER_REQUEST",
         )
         yield client
-    finally:
-        moto.stop()
 
 
 def put(dynamodb: "DynamoDBClient", pk: str, status: str) -> None:

@@ -1,7 +1,6 @@
 """InvoiceLedger.replay against DynamoDB (moto over HTTP): REJECTED -> QUEUED once, with its
 history, only for the entry the operator looked at."""
 
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ NOW = 1_800_000_000.0
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     with MotoServer() as server:
-        urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST"))  # noqa: S310
+        server.reset()
         yield build_stack(server.url, parameters={"FyndBaseUrl": "https://fynd.invalid"})
 
 

@@ -71,13 +71,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
 @pytest.fixture(scope="module")
 def sqs() -> Iterator[SQSClient]:
     with MotoServer() as server:
-        yield boto3.client(
-            "sqs",
-            endpoint_url=server.url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        yield server.client("sqs")
 
 
 @pytest.fixture

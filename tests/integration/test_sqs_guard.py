@@ -7,12 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
 
-import boto3
 import pytest
-import urllib3
 from botocore.config import Config
 
-from relay_local.identity import REGION
 from relay_local.sqs_guard import guard_sqs
 from relay_local.stack import MotoServer
 
@@ -27,25 +24,14 @@ SENDS_PER_SENDER = 10
 
 @pytest.fixture
 def sqs() -> Iterator[tuple["SQSClient", str]]:
-    moto = MotoServer()
-    moto.start()
-    guard_sqs(moto)
-    urllib3.request("POST", f"{moto.url}/moto-api/reset")
-    try:
-        client = boto3.client(
-            "sqs",
-            endpoint_url=moto.url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-            config=Config(max_pool_connections=SENDERS + DELETERS),
-        )
+    with MotoServer() as moto:
+        guard_sqs(moto)
+        moto.reset()
+        client: SQSClient = moto.client("sqs", Config(max_pool_connections=SENDERS + DELETERS))
         queue_url = client.create_queue(QueueName="Guarded", Attributes={"VisibilityTimeout": "600"})[
             "QueueUrl"
         ]
         yield client, queue_url
-    finally:
-        moto.stop()
 
 
 @pytest.fixture

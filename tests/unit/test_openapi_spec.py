@@ -107,20 +107,17 @@ def status_schema() -> dict[str, Any]:
     return {"$ref": "#/components/schemas/InvoiceStatusDocument", "components": SPEC["components"]}
 
 
+UNSENT = LedgerEntry(
+    InvoiceKey("FY-4", InvoiceType.SALE), InvoiceStatus.QUEUED, "h", "INV-4", 0, 1.0, 1.0, send_failed_at=2.0
+)
+"""A QUEUED entry ingest marked when SQS refused its message."""
+
+
 @pytest.mark.parametrize(
     "entry",
     [
         LedgerEntry(InvoiceKey("FY-1", InvoiceType.SALE), InvoiceStatus.QUEUED, "h", "INV-1", 0, 1.0, 1.0),
-        LedgerEntry(
-            InvoiceKey("FY-4", InvoiceType.SALE),
-            InvoiceStatus.QUEUED,
-            "h",
-            "INV-4",
-            0,
-            1.0,
-            1.0,
-            send_failed_at=2.0,
-        ),
+        UNSENT,
         LedgerEntry(
             InvoiceKey("FY-2", InvoiceType.RETURN),
             InvoiceStatus.RETRYING,
@@ -159,16 +156,6 @@ def test_the_status_api_document_is_what_the_spec_says(entry: LedgerEntry) -> No
 
 
 def test_the_status_of_a_queued_invoice_the_queue_refused_says_when() -> None:
-    # Given an entry ingest marked when SQS refused its message
-    entry = LedgerEntry(
-        InvoiceKey("FY-4", InvoiceType.SALE),
-        InvoiceStatus.QUEUED,
-        "h",
-        "INV-4",
-        0,
-        1.0,
-        1.0,
-        send_failed_at=2.0,
-    )
+    # Given an entry ingest marked when SQS refused its message (UNSENT)
     # When the status API shows it / Then the operator sees that its resend will queue it
-    assert _status_document(entry)["sendFailedAt"] == "1970-01-01T00:00:02.000Z"
+    assert _status_document(UNSENT)["sendFailedAt"] == "1970-01-01T00:00:02.000Z"

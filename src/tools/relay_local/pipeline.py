@@ -19,7 +19,6 @@ killed after Fynd answered. All are off by default.
 import json
 import os
 import threading
-import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,7 +120,7 @@ class LocalPipeline:
         guard_dynamodb(self.moto)
         guard_sqs(self.moto)
         # moto keeps its state per process; a second pipeline in one process starts clean.
-        urllib.request.urlopen(urllib.request.Request(f"{self.moto.url}/moto-api/reset", method="POST"))  # noqa: S310
+        self.moto.reset()
         if not self.config.fynd_base_url:
             self.simulator = FyndSimulator(
                 username=self.config.fynd_username, password=self.config.fynd_password

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import secrets
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, cast
 
 import boto3
 import yaml
+from botocore.config import Config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from relay_local.identity import ACCOUNT_ID, REGION
@@ -109,6 +111,22 @@ class MotoServer:
         if self._server is not None:
             self._server.stop()
         self._server = None
+
+    def reset(self) -> None:
+        """Forget every resource: moto keeps its state per process, so a server started after
+        another in the same process would otherwise see the first one's."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
+
+    def client(self, service: str, config: Config | None = None) -> Any:
+        """A boto3 client for `service` on this endpoint, in the local account and region."""
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106
+            config=config,
+        )
 
     def wrap[T](self, middleware: Callable[[Any], T]) -> T:
         """Put WSGI `middleware(app)` in front of the app served; returns it."""
