@@ -20,8 +20,9 @@ INGEST_WRITE_RESERVE_SECONDS (2 x 1.9 + 1.9 = 5.7 s) left beyond INGEST_ANSWER_M
 and a ledger write is never cut off by the timeout before its messages are queued or the
 sender is told 503. After a failed send, ingest marks each entry SQS did not take (one
 UpdateItem each) only while a whole attempt still fits, so the sum stands; an entry left
-unmarked waits for the reconciler. (A write refused because a key is recorded leaves at least 1.9 s + margin
-for the re-read, after which the check before the next write may refuse: 503, nothing
+unmarked is queued again by the sender's resend of the same delivery, or by the reconciler
+(relay.domain.intake). (A write refused because a key is recorded leaves at least 1.9 s +
+margin for the re-read, after which the check before the next write may refuse: 503, nothing
 written.) `ingest_worst_case_seconds()` is that sum; a test holds it to the template. A
 throttled, refused or slow AWS call is answered 503 with Retry-After: the ERP's retry is the
 resend (entries SQS refused stay QUEUED, marked, and the retry queues them again; the reconciler too).
