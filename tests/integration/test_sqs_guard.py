@@ -1,5 +1,6 @@
 """The SQS guard in front of the local moto server (relay_local/sqs_guard.py): messages sent
-while others are deleted are all kept, as SQS keeps every message it accepted."""
+while others are deleted are all kept, as SQS keeps every message it accepted; and a message
+holding a character SQS does not carry is refused, as SQS refuses it."""
 
 import sys
 from collections.abc import Callable, Iterator
@@ -9,7 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from factories import invoice
+from relay.adapters.queue import SqsInvoiceQueue
+from relay.domain.errors import QueueUnavailableError
+from relay.domain.messages import QueuedInvoice
 from relay_local.sqs_guard import guard_sqs
 from relay_local.stack import MotoServer
 
@@ -88,3 +94,57 @@ def test_messages_sent_while_others_are_deleted_are_all_kept(sqs: tuple["SQSClie
     # Then every message sent is on the queue, and no deleted one came back
     assert len(sent) == SENDERS * SENDS_PER_SENDER * 10
     assert sorted(receive_all(client, queue_url)) == sorted(sent)
+
+
+# ---- issue 18, breach 1: SQS's character rule, which moto does not apply ----
+
+
+@pytest.mark.parametrize("character", ["\ufffe", "\uffff", "\u0001", "\ud83d"])
+def test_breach_18_1_the_local_queue_refuses_a_character_sqs_cannot_carry_as_aws_does(
+    sqs: tuple["SQSClient", str], character: str
+) -> None:
+    client, queue_url = sqs
+    # When a message body, or a String attribute, holds a character outside SQS's allowed set
+    attribute = {"correlationId": {"DataType": "String", "StringValue": f"wh{character}"}}
+    refusals = []
+    for body, attributes in ((f"a{character}b", {}), ("plain", attribute)):
+        with pytest.raises(ClientError) as refused:
+            client.send_message(QueueUrl=queue_url, MessageBody=body, MessageAttributes=attributes)  # type: ignore[arg-type]
+        refusals.append(refused.value.response["Error"]["Code"])
+    # Then each send is refused with InvalidMessageContents, as SendMessage in AWS does, and nothing is queued
+    assert refusals == ["InvalidMessageContents"] * 2
+    assert receive_all(client, queue_url) == {}
+
+
+def test_breach_18_1_a_batch_entry_sqs_cannot_carry_fails_alone(sqs: tuple["SQSClient", str]) -> None:
+    client, queue_url = sqs
+    # When a batch holds one entry with U+FFFF among good ones
+    answer = client.send_message_batch(
+        QueueUrl=queue_url,
+        Entries=[
+            {"Id": "good-1", "MessageBody": "one"},
+            {"Id": "bad", "MessageBody": "two\uffff"},
+            {"Id": "good-2", "MessageBody": "three \U0001f9fe\t\ue000\ufffd"},
+        ],
+    )
+    # Then that entry alone is reported failed with SQS's code, and the others are queued
+    assert [(entry["Id"], entry["Code"], entry["SenderFault"]) for entry in answer["Failed"]] == [
+        ("bad", "InvalidMessageContents", True)
+    ]
+    assert sorted(entry["Id"] for entry in answer["Successful"]) == ["good-1", "good-2"]
+    assert len(receive_all(client, queue_url)) == 2
+
+
+def test_breach_18_1_the_queue_adapter_names_the_invoice_the_local_queue_refused(
+    sqs: tuple["SQSClient", str],
+) -> None:
+    client, queue_url = sqs
+    # Given one invoice SQS carries and one it cannot (a message ingest's own check would never build)
+    good, bad = invoice("FY-OK"), invoice("FY-BAD", invoiceNumber="INV-\ufffe")
+    messages = [QueuedInvoice(invoice=item, content_hash="h", accepted_at=0.0) for item in (good, bad)]
+    # When the relay's queue adapter sends both
+    with pytest.raises(QueueUnavailableError) as unavailable:
+        SqsInvoiceQueue(queue_url, client, pause=0.0).send(messages)
+    # Then it names only the refused one, and the other is queued
+    assert unavailable.value.unsent == (bad.key,)
+    assert len(receive_all(client, queue_url)) == 1

@@ -146,6 +146,74 @@ def test_lone_surrogate_in_a_plain_text_field_answers_422(ingest: Ingest, field:
     assert ingest.ledger.entries == {}
 
 
+# ---- issue 18, breach 1: a character SQS cannot carry ----
+
+
+@pytest.mark.parametrize("character", ["\ufffe", "\uffff", "\u0001", "\u001f", "\u000b"])
+@pytest.mark.parametrize("escaped", [True, False], ids=["json-escape", "raw-utf8"])
+def test_breach_18_1_a_character_sqs_cannot_carry_answers_422_naming_index_and_field(
+    ingest: Ingest, character: str, escaped: bool
+) -> None:
+    # Given two invoices, the second holding a character outside SQS's allowed set deep in packages
+    invoices = [SALE, {**SALE, "orderId": "FY-2", "packages": [{"note": f"box {character} 1"}]}]
+    body = json.dumps(invoices, ensure_ascii=escaped)
+    # When posted twice, as a retrying ERP would
+    answers = [ingest.post(body), ingest.post(body)]
+    # Then each is 422 naming the index, the field path and the code point, and nothing is written
+    assert [answer.status for answer in answers] == [422, 422]
+    (error,) = answers[0].body["errors"]
+    assert (error["index"], error["field"]) == (1, "packages.0.note")
+    assert f"U+{ord(character):04X}" in error["message"]
+    assert (ingest.ledger.entries, queued_bodies(ingest.queue)) == ({}, [])
+
+
+@pytest.mark.parametrize("field", ["invoiceNumber", "ackDate", "orderItems.0.imeiSerialNumber.0"])
+def test_breach_18_1_a_noncharacter_in_a_plain_text_field_answers_422(ingest: Ingest, field: str) -> None:
+    # Given U+FFFF in a plain text field (valid JSON and valid Unicode, not carried by SQS)
+    document: dict[str, Any] = {**SALE, "orderItems": [{"orderItemId": "I-1", "quantity": 1}]}
+    if field.startswith("orderItems"):
+        document["orderItems"][0]["imeiSerialNumber"] = ["35\uffff"]
+    else:
+        document[field] = "A\uffff"
+    # When posted, Then 422 naming that field, and nothing written
+    answer = ingest.post(json.dumps(document))
+    assert answer.status == 422
+    assert [error["field"] for error in answer.body["errors"]] == [field]
+    assert ingest.ledger.entries == {}
+
+
+def test_breach_18_1_a_field_name_sqs_cannot_carry_answers_422(ingest: Ingest) -> None:
+    # Given a field name inside packages holding U+FFFE
+    answer = ingest.post(json.dumps({**SALE, "packages": [{"note\ufffe": 1}]}))
+    # Then 422 naming the object that holds it, and nothing written
+    assert answer.status == 422
+    assert answer.body["errors"][0]["field"] == "packages.0"
+    assert ingest.ledger.entries == {}
+
+
+@pytest.mark.parametrize("text", ["tab\there", "lines\r\n", "\ud7ff\ue000\ufffd", "emoji \U0001f9fe"])
+def test_every_character_sqs_carries_is_accepted_and_carried_unchanged(ingest: Ingest, text: str) -> None:
+    # Given text at the edges of SQS's allowed set
+    answer = ingest.post(json.dumps({**SALE, "packages": [{"note": text}]}, ensure_ascii=False))
+    # Then it is accepted and the queued message carries it unchanged
+    assert answer.status == 202
+    (body,) = queued_bodies(ingest.queue)
+    assert json.loads(body)["invoice"]["packages"] == [{"note": text}]
+
+
+def test_breach_18_1_acceptance_refuses_a_message_sqs_cannot_carry_before_the_ledger_write() -> None:
+    # Given an invoice built past the webhook's parser (as a future path might), holding U+FFFE
+    uncarried = Invoice.model_validate({**SALE, "invoiceNumber": "INV-\ufffe"})
+    clock = FakeClock()
+    ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
+    acceptance = InvoiceAcceptance(ledger=ledger, queue=queue, clock=clock)
+    # When acceptance is asked to take it, Then its round trip refuses it before anything is written
+    with pytest.raises(Exception, match="cannot be queued") as refused:
+        acceptance.accept([uncarried], correlation_id="wh-1")
+    assert type(refused.value).__name__ == "UnqueueableInvoices"
+    assert (ledger.entries, queued_bodies(queue)) == ({}, [])
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_breach_04_non_standard_numbers_answer_400(ingest: Ingest, literal: str) -> None:
     # Given packages with a number JSON does not have (or one beyond a float)

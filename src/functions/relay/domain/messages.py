@@ -16,6 +16,7 @@ Ingest proves, before it writes the ledger, that each message it is about to que
 back as itself (`round_trips`), so nothing is accepted that the dispatcher could not read.
 """
 
+import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -26,6 +27,17 @@ MESSAGE_SCHEMA_VERSION = 2
 """The format this code writes."""
 MAX_MESSAGE_BYTES = 262_144
 """SQS's limit on one message: body and message attributes together."""
+UNCARRIED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""A character SQS does not carry: its SendMessage allows only `#x9 | #xA | #xD | #x20-#xD7FF |
+#xE000-#xFFFD | #x10000-#x10FFFF` (XML 1.0's characters) in a body or a String attribute and
+refuses the rest with InvalidMessageContents (docs/interface.md). U+FFFE, U+FFFF, lone
+surrogates and control characters such as U+0001 are outside it."""
+
+
+def uncarried(text: str) -> str | None:
+    """The first character of `text` SQS would refuse, as `U+XXXX`; None when it carries all."""
+    found = UNCARRIED.search(text)
+    return f"U+{ord(found.group()):04X}" if found else None
 
 
 class QueuedInvoice(BaseModel):
@@ -58,11 +70,15 @@ class QueuedInvoice(BaseModel):
 
 
 def round_trips(message: QueuedInvoice) -> bool:
-    """True when the message fits one SQS message and reads back as exactly itself."""
+    """True when the message fits one SQS message, holds only characters SQS carries (body
+    and correlation attribute), and reads back as exactly itself."""
     try:
+        body = message.to_body()
         return (
             message.queued_bytes() <= MAX_MESSAGE_BYTES
-            and QueuedInvoice.from_body(message.to_body()) == message
+            and uncarried(body) is None
+            and uncarried(message.correlation_id or "") is None
+            and QueuedInvoice.from_body(body) == message
         )
     except (ValidationError, ValueError, RecursionError):
         return False

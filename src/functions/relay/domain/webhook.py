@@ -7,8 +7,12 @@ a signed invoice or QR data).
 Whatever the body holds is answered 400 or 422 here, before anything is written: JSON that
 is not standard (NaN, Infinity, numbers beyond a float) or nested too deep for the parser
 is a 400; an invoice nested deeper than MAX_NESTING_DEPTH, or holding a string that is not
-valid Unicode (a lone surrogate such as "\\ud83d"), is a 422 naming the field. Both limits
-exist because the queue message must carry the invoice to the dispatcher unchanged.
+valid Unicode (a lone surrogate such as "\\ud83d") or a character SQS does not carry
+(`relay.domain.messages.UNCARRIED`: U+FFFE, U+FFFF, control characters but tab and line
+breaks), in a value or a field name, is a 422 naming the field. These limits exist because
+the queue message must carry the invoice to the dispatcher unchanged: SQS refuses a message
+holding such a character, and an entry recorded QUEUED whose message SQS refuses on every
+send would never end.
 """
 
 import json
@@ -26,6 +30,7 @@ from relay.domain.errors import (
     UnsupportedMediaType,
 )
 from relay.domain.invoice import Invoice
+from relay.domain.messages import uncarried
 
 MAX_INVOICES_PER_WEBHOOK = 100
 MAX_NESTING_DEPTH = 16
@@ -97,8 +102,8 @@ def _structure_errors(index: int, item: Any) -> list[FieldError]:
     while pending and len(errors) < MAX_ERRORS_PER_INVOICE:
         value, depth, path = pending.pop()
         if isinstance(value, str):
-            if _SURROGATE.search(value):
-                errors.append(FieldError(index, path, "text is not valid Unicode (a lone surrogate)"))
+            if problem := _text_problem(value):
+                errors.append(FieldError(index, path, f"text {problem}"))
             continue
         if isinstance(value, dict):
             children = list(value.items())
@@ -110,11 +115,20 @@ def _structure_errors(index: int, item: Any) -> list[FieldError]:
             errors.append(FieldError(index, path, f"nested deeper than {MAX_NESTING_DEPTH} levels"))
             continue
         for name, child in reversed(children):
-            if isinstance(name, str) and _SURROGATE.search(name):
-                errors.append(FieldError(index, path, "a field name is not valid Unicode (a lone surrogate)"))
+            if isinstance(name, str) and (problem := _text_problem(name)):
+                errors.append(FieldError(index, path, f"a field name {problem}"))
                 break
             pending.append((child, depth + 1, f"{path}.{name}" if path else str(name)))
     return errors
+
+
+def _text_problem(text: str) -> str | None:
+    """Why the queue could not carry `text`, naming the character by code point (never the text)."""
+    if _SURROGATE.search(text):
+        return "is not valid Unicode (a lone surrogate)"
+    if character := uncarried(text):
+        return f"holds {character}, a character the queue cannot carry (docs/interface.md)"
+    return None
 
 
 def _field_errors(index: int, error: ValidationError) -> list[FieldError]:
