@@ -111,6 +111,7 @@ class InMemoryLedger:
                 raise AcceptRaceError("an invoice key changed while this request was being accepted")
         for admission in writes:
             invoice = admission.invoice
+            entry = self.entries.get(invoice.key)
             self.entries[invoice.key] = LedgerEntry(
                 key=invoice.key,
                 status=InvoiceStatus.QUEUED,
@@ -120,6 +121,7 @@ class InMemoryLedger:
                 accepted_at=now,
                 updated_at=now,
                 correlation_id=correlation_id,
+                history=entry.history if entry else (),  # a resubmission keeps the audit trail
             )
             self.bodies[invoice.key] = QueuedInvoice(
                 invoice=invoice,

@@ -534,16 +534,25 @@ def _cancellation(error: ClientError) -> Exception:
 _CLAIMABLE = (
     # relay.domain.ledger.claim_refusal, as DynamoDB states it: a missing entry, or the same
     # content QUEUED, RETRYING once its retryAt has come, or IN_PROGRESS under a dead lease.
+    # A lease "until T" has ended at T (LedgerEntry.lease_is_live), as a retryAt of T is due at
+    # T: DynamoDB compares the two numbers exactly, both written to the millisecond (_n), so a
+    # claim in the lease's last millisecond is a real case, and `<=` is the domain's answer.
     "attribute_not_exists(pk) OR (contentHash = :hash AND (#status = :queued"
     " OR (#status = :retrying AND (attribute_not_exists(retryAt) OR retryAt <= :now))"
-    " OR (#status = :in_progress AND leaseUntil < :now)))"
+    " OR (#status = :in_progress AND leaseUntil <= :now)))"
 )
 _SET_QUEUED = (
     "SET #status = :queued, statusKey = :queued, contentHash = :hash, invoiceNumber = :number, acceptedAt = :now, updatedAt = :now,"
     " attempts = :zero, orderId = :order, invoiceType = :type, correlationId = :correlation"
 )
 _FORGET_OUTCOME = (
-    " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy"
+    # Everything an entry holds that a new one would not (only `history` stays, the operators'
+    # audit trail): its outcome, and its last claim. A claimMessageId left behind would name
+    # the message of the content before, so the new message's dead-letter mark (which wants
+    # no claim or its own) would be refused and the reconciler would queue again an invoice
+    # that waits in the dead-letter queue.
+    " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy,"
+    " claimMessageId, claimedFrom, leaseOwner, leaseUntil, deadLetteredAt, sendFailedAt, reconciledAt, reconciles"
 )
 
 
