@@ -32,10 +32,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv (python3.13) and install the relay with its dev tools
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+# checkov (pinned in pyproject.toml's `security` dependency group) pins boto3 and packaging
+# below what aws-sam-cli and pytest need, so it lives in an environment of its own.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_STAMP): pyproject.toml | $(STAMP)
+	@[ -x $(CHECKOV_VENV)/bin/python ] || "$(PYTHON313)" -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --group security
+	@touch $@
+
+lint: $(STAMP) $(CHECKOV_STAMP) ## ruff (lint + format check), mypy, and checkov on template.yaml
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation --file template.yaml
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests

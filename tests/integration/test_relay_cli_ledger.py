@@ -156,7 +156,11 @@ def test_replay_refuses_what_it_must_not_requeue(relay: RelayClient) -> None:
     relay.settle("FY-Q1", "UNKNOWN-Q1")
     dynamodb = relay.pipeline.dynamodb()
     assert relay.pipeline.stack is not None
-    dynamodb.delete_item(TableName=relay.pipeline.stack.table_name, Key={"pk": {"S": "body#UNKNOWN-Q1#sale"}})
+    table = relay.pipeline.stack.table_name
+    stored = dynamodb.get_item(TableName=table, Key={"pk": {"S": "UNKNOWN-Q1#sale"}})["Item"]["contentHash"][
+        "S"
+    ]
+    dynamodb.delete_item(TableName=table, Key={"pk": {"S": f"body#UNKNOWN-Q1#sale#{stored}"}})
     # When an operator replays all three
     run = run_relay(relay, "replay", "FY-Q1", "UNKNOWN-Q1", "NEVER-Q1", "--reason", "try", "--json")
     missing_reason = run_relay(relay, "replay", "UNKNOWN-Q1")

@@ -78,10 +78,10 @@ def test_breach_11_accept_stores_the_queued_message_beside_the_entry_with_a_ttl(
     assert operation == "transact_write_items"
     assert [write["Update"]["Key"]["pk"]["S"] for write in request["TransactItems"]] == [
         "FY-1#sale",
-        "body#FY-1#sale",
+        f"body#FY-1#sale#{item.content_hash()}",
     ]
     assert raw(dynamodb, "FY-1#sale")["statusKey"] == {"S": "QUEUED"}
-    body = raw(dynamodb, "body#FY-1#sale")
+    body = raw(dynamodb, f"body#FY-1#sale#{item.content_hash()}")
     assert float(body["expiresAt"]["N"]) == NOW + BODY_RETENTION_SECONDS
     # And the body is exactly the message ingest queues: the reconciler's copy reads the same
     assert ledger.body(item.key) == QueuedInvoice(
@@ -285,7 +285,8 @@ def test_breach_11_mark_refuses_an_entry_whose_content_was_replaced(
 def test_breach_11_body_is_none_for_an_entry_accepted_before_bodies_were_stored(
     ledger: InvoiceLedger, dynamodb: "DynamoDBClient"
 ) -> None:
-    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "body#BROKEN#sale"}, "body": {"S": "{not json"}})
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "BROKEN#sale"}, "contentHash": {"S": "h"}})
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "body#BROKEN#sale#h"}, "body": {"S": "{not json"}})
     assert ledger.body(InvoiceKey.parse("NEVER#sale")) is None
     assert ledger.body(InvoiceKey.parse("BROKEN#sale")) is None
 

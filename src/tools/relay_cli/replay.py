@@ -2,7 +2,7 @@
 a location's credentials corrected), recording who did it, when and why.
 
 The invoice's content comes from the body item ingest keeps beside the ledger entry
-(`pk = "body#<orderId>#<invoiceType>"`, attribute `body`: the queued message), read with
+(`pk = "body#<orderId>#<invoiceType>#<contentHash>"`, attribute `body`: the queued message), read with
 InvoiceLedger.body, as the reconciler reads it. It is
 replayed only if that content is the one the rejection was about (same content hash): an
 invoice the ERP has corrected since is the ERP's to send. The ledger moves first

@@ -156,7 +156,7 @@ class InvoiceLedger:
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": _body_pk(admission.invoice.key),
+                "Key": _body_pk(admission.invoice.key, admission.content_hash),
                 "UpdateExpression": "SET #body = :body, contentHash = :hash, expiresAt = :expires",
                 "ExpressionAttributeNames": {"#body": "body"},
                 "ExpressionAttributeValues": {
@@ -169,8 +169,10 @@ class InvoiceLedger:
 
     def _store_bodies_ahead(self, bodies: Sequence[Any]) -> None:
         """More new invoices than one transaction holds with their bodies (over 50): the bodies
-        go first, so no entry ever exists without one. A body left by a transaction that then
-        fails expires; one a losing racer overwrote carries its own hash, which the reconciler checks."""
+        go first, so no entry ever exists without one. Each body item is named by its content
+        hash (_body_pk), so a racer that writes other content for the same key, then loses the
+        transaction or is answered 409, writes an item of its own and never the winner's: the
+        winner's entry always finds its own body. What a failed transaction leaves expires."""
         for start in range(0, len(bodies), TRANSACTION_LIMIT):
             self._client.transact_write_items(TransactItems=list(bodies[start : start + TRANSACTION_LIMIT]))
 
@@ -452,17 +454,25 @@ class InvoiceLedger:
         return True
 
     def body(self, key: InvoiceKey) -> QueuedInvoice | None:
-        """The message ingest queued for `key`, as its accept transaction stored it."""
-        item = self._client.get_item(TableName=self._table, Key=_body_pk(key), ConsistentRead=True).get(
-            "Item"
-        )
-        text = item.get("body", {}).get("S") if item else None
-        if not text:
+        """The message ingest queued for the content `key`'s entry now holds, as accept stored it;
+        None when there is no entry or no body of that content."""
+        entry = self._client.get_item(
+            TableName=self._table, Key=_pk(key), ProjectionExpression="contentHash", ConsistentRead=True
+        ).get("Item")
+        if not entry:
             return None
-        try:
-            return QueuedInvoice.from_body(str(text))
-        except ValueError:  # pydantic's ValidationError: a body an older or newer format wrote
-            return None
+        content_hash = str(entry["contentHash"]["S"])
+        for item_key in (_body_pk(key, content_hash), _legacy_body_pk(key)):
+            item = self._client.get_item(TableName=self._table, Key=item_key, ConsistentRead=True).get("Item")
+            text = item.get("body", {}).get("S") if item else None
+            if not text:
+                continue
+            try:
+                message = QueuedInvoice.from_body(str(text))
+            except ValueError:  # pydantic's ValidationError: a body an older or newer format wrote
+                return None
+            return message if message.content_hash == content_hash else None
+        return None
 
     # ---- The operator's replay (relay replay, src/tools/relay_cli) ----
 
@@ -560,8 +570,16 @@ def _pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
     return {"pk": _s(str(key))}
 
 
-def _body_pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
-    """The item beside the entry holding the invoice as queued; the entry stays small."""
+def _body_pk(key: InvoiceKey, content_hash: str) -> dict[str, "AttributeValueTypeDef"]:
+    """The item beside the entry holding one content of the invoice as queued (the entry stays
+    small). Named by the content hash, so two writers of different content for one key never
+    write the same item (_store_bodies_ahead)."""
+    return {"pk": _s(f"body#{key}#{content_hash}")}
+
+
+def _legacy_body_pk(key: InvoiceKey) -> dict[str, "AttributeValueTypeDef"]:
+    """Where bodies were stored before they were named by content: read, never written. Such an
+    item expires BODY_RETENTION_SECONDS after its write; drop this fallback once all have."""
     return {"pk": _s(f"body#{key}")}
 
 
