@@ -221,6 +221,26 @@ def test_whole_call_failures_are_typed(
     assert failed.value.retry_after == retry_after
 
 
+@pytest.mark.parametrize("status", [408, 409, 423, 425])
+def test_breach_18_5_a_transient_whole_call_4xx_is_retried_not_refused(status: int) -> None:
+    # Given Fynd (or a gateway before it) answers the whole call with a "not now" 4xx and Retry-After
+    answer = reply(status, {"message": "locked, try again"}, {"Retry-After": "12"})
+    # When the call is sent
+    with pytest.raises(FyndCallError) as failed:
+        client(FakePool(token(), answer)).update_invoices(call("A", "B"), time_budget_seconds=BUDGET)
+    # Then it is an outage to retry after Retry-After (nothing applied), never a refusal to split and reject
+    assert failed.type is FyndUnavailable
+    assert (failed.value.status, failed.value.retry_after) == (status, 12.0)
+
+
+@pytest.mark.parametrize("status", [400, 413, 422, 418])
+def test_a_whole_call_4xx_about_the_body_is_still_a_refusal_to_split(status: int) -> None:
+    answer = reply(status, {"message": "bad body"})
+    with pytest.raises(FyndCallError) as failed:
+        client(FakePool(token(), answer)).update_invoices(call("A", "B"), time_budget_seconds=BUDGET)
+    assert failed.type is FyndCallRefused
+
+
 def test_unreachable_token_endpoint_is_unavailable_and_hides_the_url() -> None:
     pool = FakePool(urllib3.exceptions.NewConnectionError(None, "https://fynd.test/?password=company-secret"))  # type: ignore[arg-type]
     with pytest.raises(FyndUnavailable) as failed:

@@ -27,7 +27,7 @@ Whole-call HTTP answers to Update Invoice:
 | other 2xx (202 means queued), 3xx | FyndAmbiguous                                |
 | 401/403 twice                   | FyndAuthError                                  |
 | 429                             | FyndThrottled (Retry-After kept)               |
-| 408                             | FyndUnavailable (the request never arrived)    |
+| 408, 409, 423, 425              | FyndUnavailable: transient, nothing applied (408 the request never arrived; 409 a conflict, 423 a lock, 425 too early, from a gateway or a lock held elsewhere); retried with back-off, honouring Retry-After, never split nor rejected |
 | 404, 405, 410, 415              | FyndCallError: our endpoint or media type is wrong for every call, so splitting would reject good invoices |
 | any other 4xx (400, 413, 422)   | FyndCallRefused with the status and a short reason |
 | 5xx                             | FyndUnavailable                                |
@@ -70,6 +70,10 @@ deadline is an ambiguous outcome we chose to create."""
 TOKEN_SHARE = 0.5
 """A token fetch may use at most this share of the time left."""
 NOT_ABOUT_THE_BODY = frozenset({404, 405, 410, 415})
+TRANSIENT_4XX = frozenset({408, 409, 423, 425})
+"""Whole-call 4xx that say "not now" rather than "not this body": a transient 409 or 423 from a
+gateway or a lock must not end an invoice REJECTED (FYND_REFUSED) after the split. Retried as
+an outage: if one persists, the invoice reaches the dead-letter queue, where an operator sees it."""
 CONFIRMING_HTTP = frozenset({200, 201})
 
 
@@ -273,7 +277,7 @@ def _http_failure(response: urllib3.BaseHTTPResponse, what: str, *, refusable: b
     retry_after = _retry_after(response.headers.get("Retry-After"))
     if status == 429:
         return FyndThrottled(f"{what} is rate limiting (429)", retry_after=retry_after, status=429)
-    if status >= 500 or status == 408:
+    if status >= 500 or status in TRANSIENT_4XX:
         return FyndUnavailable(f"{what} failed ({status})", retry_after=retry_after, status=status)
     if refusable and 400 <= status < 500 and status not in NOT_ABOUT_THE_BODY:
         detail = refusal_detail(status, response.data)
