@@ -3,8 +3,10 @@
 import pytest
 
 from factories import invoice
+from fakes import World
 from relay.domain.fynd import FyndCall, FyndThrottled, FyndUnavailable, OrderError, plan_calls
 from relay.domain.invoice import InvoiceType
+from relay.domain.ledger import InvoiceStatus
 from relay.domain.policy import (
     DEADLINE_PASSED,
     MAX_VISIBILITY_SECONDS,
@@ -60,29 +62,49 @@ def error(code: str) -> OrderError:
 
 
 def test_success_and_in453_are_invoiced() -> None:
-    assert policy().for_order(None, attempt=1, accepted_at=0, now=1) == Invoiced()
-    assert policy().for_order(error("IN453"), attempt=1, accepted_at=0, now=1) == Invoiced(
-        already=True, confirmed_by="IN453"
+    assert (
+        policy().for_order(None, invoice_type=InvoiceType.SALE, attempt=1, accepted_at=0, now=1) == Invoiced()
     )
+    assert policy().for_order(
+        error("IN453"), invoice_type=InvoiceType.SALE, attempt=1, accepted_at=0, now=1
+    ) == Invoiced(already=True, confirmed_by="IN453")
+
+
+def test_breach_18_5_in453_on_a_credit_note_is_no_proof_and_is_retried_for_shipment_info() -> None:
+    # Given Fynd answers IN453 ("shipment at or beyond invoiced") to a credit note
+    verdict = policy().for_order(
+        error("IN453"), invoice_type=InvoiceType.RETURN, attempt=1, accepted_at=0, now=1
+    )
+    # Then it is not INVOICED: a returned shipment is beyond invoiced whether or not its credit note exists
+    assert isinstance(verdict, RetryLater)
+    assert verdict.reason == "IN453"
+    assert "credit note" in verdict.message
 
 
 @pytest.mark.parametrize("code", ["IN401", "IN400", "IN422"])
 def test_terminal_codes_are_rejected_with_code_and_message(code: str) -> None:
-    verdict = policy().for_order(error(code), attempt=1, accepted_at=0, now=1)
+    verdict = policy().for_order(error(code), invoice_type=InvoiceType.SALE, attempt=1, accepted_at=0, now=1)
     assert verdict == Rejected(code, f"Fynd says {code}")
 
 
 def test_too_early_retries_with_growing_backoff_until_the_deadline() -> None:
-    delays = [policy().for_order(error("IN403"), attempt=n, accepted_at=0, now=10) for n in (1, 2, 3)]
+    delays = [
+        policy().for_order(error("IN403"), invoice_type=InvoiceType.SALE, attempt=n, accepted_at=0, now=10)
+        for n in (1, 2, 3)
+    ]
     assert [type(v) for v in delays] == [RetryLater] * 3
     assert [v.delay_seconds for v in delays if isinstance(v, RetryLater)] == [15, 30, 60]
-    late = policy().for_order(error("IN403"), attempt=9, accepted_at=0, now=DAY)
+    late = policy().for_order(
+        error("IN403"), invoice_type=InvoiceType.SALE, attempt=9, accepted_at=0, now=DAY
+    )
     assert isinstance(late, Rejected)
     assert late.code == DEADLINE_PASSED
 
 
 def test_unknown_code_is_retried_not_dropped() -> None:
-    verdict = policy().for_order(error("IN999"), attempt=1, accepted_at=0, now=1)
+    verdict = policy().for_order(
+        error("IN999"), invoice_type=InvoiceType.SALE, attempt=1, accepted_at=0, now=1
+    )
     assert isinstance(verdict, RetryLater)
     assert verdict.reason == "IN999"
 
@@ -118,3 +140,20 @@ def test_breach_14_unknown_codes_become_other_as_a_metric_dimension() -> None:
     assert dimension("IN403_DEADLINE") == "IN403_DEADLINE"
     assert dimension("IN999-brand-new") == "other"
     assert dimension("fynd_throttled", frozenset({"fynd_throttled"})) == "fynd_throttled"
+
+
+def test_breach_18_5_a_credit_note_answered_in453_is_not_marked_invoiced() -> None:
+    # Given a credit note Fynd answers IN453 (its shipment is past invoiced, as every return is)
+    world = World()
+    credit_note = invoice("R-1", invoiceType="return")
+    world.fynd.codes["R-1"] = "IN453"
+    world.accept(credit_note)
+    # When it is dispatched
+    failures = world.run()
+    # Then it waits to be retried (its retry reads Shipment Info first), never INVOICED on IN453 alone
+    entry = world.ledger.entries[credit_note.key]
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.last_error is not None
+    assert entry.last_error.code == "IN453"
+    assert not entry.already_invoiced
+    assert len(failures) == 1  # its message comes back after the back-off

@@ -346,6 +346,7 @@ class Dispatcher:
         if isinstance(answer, FyndReceipt):
             return self._policy.for_order(
                 answer.error_for(item.entry.key.order_id),
+                invoice_type=item.entry.key.invoice_type,
                 attempt=item.entry.attempts,
                 accepted_at=item.entry.accepted_at,
                 now=self._clock(),

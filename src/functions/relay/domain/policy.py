@@ -3,7 +3,10 @@
 | Fynd says                     | verdict                                           |
 | ----------------------------- | ------------------------------------------------- |
 | success                       | Invoiced                                          |
-| IN453 already invoiced        | Invoiced(already=True): a duplicate reached Fynd  |
+| IN453 already invoiced (sale) | Invoiced(already=True): a duplicate reached Fynd  |
+| IN453 on a credit note        | RetryLater: proves nothing (see below); the retry |
+|                               | reads Shipment Info, whose credit_note_generated  |
+|                               | is the proof                                      |
 | IN401 / IN400 / IN422         | Rejected, never retried                           |
 | IN403 too early               | RetryLater with growing back-off until the        |
 |                               | deadline, then Rejected                           |
@@ -24,6 +27,12 @@ Fynd unanswered, or met IN403), its Shipment Info is read. What the read proves
 | IN403 (waiting)   | not yet confirmed    | RetryLater IN403 on the back-off (deadline too)|
 | any               | anything else        | send, as without the read                      |
 
+IN453 says the *shipment* is at or beyond invoiced (docs/fynd-update-invoice.md). For a sale
+that is the invoice; a returned shipment is beyond invoiced whether or not its credit note
+exists, so for a return IN453 is no proof and must not mark it INVOICED. It is retried as an
+unknown code is: the retry's Shipment Info read proves the credit note (or not) before any
+resend, and one that never proves it ends in the dead-letter queue, where an operator sees it.
+
 Codes and reasons become metric dimensions only through `dimension()`, so an unknown code
 Fynd invents tomorrow lands in "other" instead of minting a new CloudWatch metric.
 """
@@ -32,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.domain.fynd import FyndCallError, OrderError
+from relay.domain.invoice import InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.shipment import ShipmentState
 
@@ -121,11 +131,24 @@ class CodePolicy:
     outage: Backoff
     """Whole-call failures and ledger outages, by receive count."""
 
-    def for_order(self, error: OrderError | None, *, attempt: int, accepted_at: float, now: float) -> Verdict:
+    def for_order(
+        self,
+        error: OrderError | None,
+        *,
+        invoice_type: InvoiceType,
+        attempt: int,
+        accepted_at: float,
+        now: float,
+    ) -> Verdict:
         if error is None:
             return Invoiced()
-        if error.code == ALREADY_INVOICED:
+        if error.code == ALREADY_INVOICED and invoice_type is InvoiceType.SALE:
             return Invoiced(already=True, confirmed_by=ALREADY_INVOICED)
+        if error.code == ALREADY_INVOICED:
+            message = (
+                "IN453 on a credit note proves nothing (the shipment is past invoiced); Shipment Info decides"
+            )
+            return RetryLater(ALREADY_INVOICED, f"{message}: {error.message}", self.backoff.delay(attempt))
         if error.code in TERMINAL_CODES:
             return Rejected(error.code, error.message)
         if error.code == TOO_EARLY:
