@@ -234,6 +234,18 @@ class InMemoryLedger:
         ]
         return sorted(found, key=lambda entry: entry.updated_at)[:limit]
 
+    def dead_lettered(self, *, marked_before: float, limit: int) -> list[LedgerEntry]:
+        """The DEAD_LETTERED partition of the ByStatus index, last written by `marked_before`."""
+        self._faults.hit("ledger.dead_lettered")
+        found = [
+            entry
+            for entry in self.entries.values()
+            if entry.dead_lettered_at is not None
+            and not entry.status.is_final
+            and entry.updated_at <= marked_before
+        ]
+        return sorted(found, key=lambda entry: entry.updated_at)[:limit]
+
     def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
         self._faults.hit("ledger.mark_reconciled")
         current = self.entries.get(entry.key)

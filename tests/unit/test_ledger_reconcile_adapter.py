@@ -384,3 +384,17 @@ def test_the_dead_letter_mark_is_refused_when_the_entry_moved_on(ledger: Invoice
     assert not ledger.mark_dead_lettered(done, message_id="m-3", now=NOW + 2)
     assert not ledger.mark_dead_lettered(stale, message_id="m-2", now=NOW + 2)
     assert all(ledger.get(invoice(order).key).dead_lettered_at is None for order in ("FY-1", "FY-2"))  # type: ignore[union-attr]
+
+
+def test_breach_18_5_dead_lettered_lists_marked_entries_by_the_age_of_their_mark(
+    ledger: InvoiceLedger,
+) -> None:
+    # Given one entry whose message left for the dead-letter queue at NOW + 10, and one that did not
+    item = invoice("FY-1")
+    accept(ledger, item, invoice("FY-2"))
+    message = QueuedInvoice(invoice=item, content_hash=item.content_hash(), accepted_at=NOW)
+    assert ledger.mark_dead_lettered(message, message_id="m-1", now=NOW + 10)
+    # When the reconciler asks for the entries marked by a time, Then only the marked one, once its mark is that old
+    assert ledger.dead_lettered(marked_before=NOW + 9, limit=10) == []
+    (found,) = ledger.dead_lettered(marked_before=NOW + 10, limit=10)
+    assert (found.key, found.dead_lettered_at, found.status) == (item.key, NOW + 10, InvoiceStatus.QUEUED)

@@ -16,7 +16,7 @@ from relay.domain.intake import Action
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
-from relay.domain.reconcile import is_stalled
+from relay.domain.reconcile import DEAD_LETTER_RETENTION_SECONDS, is_stalled
 
 MINUTE = 60.0
 WINDOW = 15 * MINUTE
@@ -400,3 +400,29 @@ def test_a_ledger_outage_as_the_message_leaves_costs_one_reconciled_copy_not_the
     assert report.requeued == {"RETRYING": ["FY-1#sale"]}
     assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
     assert world.fynd.applied[key("FY-1")] == 1
+
+
+def test_breach_18_5_a_dead_lettered_invoice_whose_message_expired_is_queued_again(world: World) -> None:
+    # Given an invoice whose retries ran out on Fynd outages: its message is in the dead-letter queue
+    world.accept(invoice("FY-1"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    world.drain()
+    assert len(world.queue.dead_letters) == 1
+    marked_at = world.ledger.entries[key("FY-1")].dead_lettered_at
+    assert marked_at is not None
+    world.faults.clear()
+    # When nobody redrives it: a day before the dead-letter queue's retention is out, the reconciler leaves it
+    world.clock.now = marked_at + DEAD_LETTER_RETENTION_SECONDS - 86_400
+    assert world.reconcile().requeued == {}
+    # And once the retention is out, the dead-letter queue has dropped the message (SQS deletes it unread)
+    world.queue.dead_letters.clear()
+    world.clock.now = marked_at + DEAD_LETTER_RETENTION_SECONDS + 1
+    report = world.reconcile()
+    # Then the reconciler queued it again from its stored invoice, and it reaches Fynd
+    assert report.requeued == {"RETRYING": ["FY-1#sale"]}
+    world.drain()
+    assert world.status(key("FY-1")) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[key("FY-1")] == 1
+    # And the next runs find nothing more to queue
+    world.clock.now += DEAD_LETTER_RETENTION_SECONDS + 1
+    assert world.reconcile().requeued == {}

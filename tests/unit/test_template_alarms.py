@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from relay.domain.reconcile import DEAD_LETTER_RETENTION_SECONDS
 from relay.observability import count, metrics
 from relay_local.stack import TEMPLATE, load_template
 
@@ -27,6 +28,14 @@ ALARMS: dict[str, dict[str, Any]] = {
         "dimensions": {"QueueName": {"Fn::GetAtt": ["InvoiceDeadLetterQueue", "QueueName"]}},
         "statistic": "Maximum",
         "threshold": 0,
+        "missing": "ignore",
+    },
+    "dead-letter-expiring": {
+        "namespace": "AWS/SQS",
+        "metric": "ApproximateAgeOfOldestMessage",
+        "dimensions": {"QueueName": {"Fn::GetAtt": ["InvoiceDeadLetterQueue", "QueueName"]}},
+        "statistic": "Maximum",
+        "threshold": 604800,
         "missing": "ignore",
     },
     "oldest-invoice-waiting-too-long": {
@@ -353,3 +362,12 @@ def test_new_resources_get_no_role_or_policy() -> None:
     # Alarms, dashboard, topic and key act through service principals; nothing new runs code.
     roles = [name for name, r in RESOURCES.items() if r["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy")]
     assert roles == []
+
+
+def test_breach_18_5_the_dead_letter_age_alarm_leaves_a_week_before_the_queue_drops_a_message() -> None:
+    # Given the dead-letter queue's retention (counted from a message's first enqueue) and the age alarm
+    retention = RESOURCES["InvoiceDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"]
+    threshold = alarms()["dead-letter-expiring"]["Threshold"]
+    # Then the reconciler's idea of the retention is the template's, and the alarm leaves a week to act
+    assert retention == DEAD_LETTER_RETENTION_SECONDS
+    assert retention - threshold >= 7 * 86_400

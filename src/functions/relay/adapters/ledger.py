@@ -324,6 +324,11 @@ class InvoiceLedger:
         eventually consistent, which the mark makes harmless."""
         return self.entries_in(status, updated_until=updated_before, idle_by=updated_before, limit=limit)
 
+    def dead_lettered(self, *, marked_before: float, limit: int) -> list[LedgerEntry]:
+        """See relay.domain.reconcile.StalledLedger: the DEAD_LETTERED partition, oldest first.
+        Final entries are never in it (record moves statusKey)."""
+        return self.entries_in(DEAD_LETTERED_KEY, updated_until=marked_before, limit=limit)
+
     def entries_in(
         self,
         status: InvoiceStatus | DeadLettered,

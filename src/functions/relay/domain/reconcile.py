@@ -28,6 +28,14 @@ which keeps it from being found again for N; then the send. A copy too many cost
 nothing: the dispatcher's claim lets one copy through and drops the others. A QUEUED entry
 it cannot queue (no stored invoice, the queue refused) is marked as ingest marks a failed
 send, so the ERP's resend of that invoice queues it again (relay.domain.intake).
+
+An entry whose message went to the dead-letter queue is the operator's (an alarm, a redrive)
+and is not looked at for the window N. But the dead-letter queue keeps a message 14 days from
+its first enqueue (DEAD_LETTER_RETENTION_SECONDS, the template's), then drops it: an entry
+still marked dead-lettered that long after its mark has no message anywhere, and nothing else
+would ever move it. The reconciler queues such an entry again from its stored invoice, as it
+queues a stalled one; it dead-letters again if it still fails, and the alarms fire again. The
+alarm `dead-letter-expiring` (docs/runbook.md) asks for the redrive well before that.
 """
 
 from collections.abc import Callable, Mapping
@@ -48,6 +56,10 @@ RECONCILED_STATUSES = (InvoiceStatus.QUEUED, InvoiceStatus.RETRYING, InvoiceStat
 SECONDS_KEPT_IN_HAND = 5.0
 """A run stops looking for more once this little of the invocation is left."""
 
+DEAD_LETTER_RETENTION_SECONDS = 1_209_600
+"""How long the dead-letter queue keeps a message (14 days, the SQS maximum; template.yaml's
+InvoiceDeadLetterQueue MessageRetentionPeriod), counted from the message's first enqueue."""
+
 
 class StalledLedger(Protocol):
     """What the reconciler needs from the ledger (relay.adapters.ledger.InvoiceLedger)."""
@@ -66,6 +78,10 @@ class StalledLedger(Protocol):
 
     def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
         """As relay.domain.ports.Ledger: a resend of the invoice will queue it again."""
+        ...
+
+    def dead_lettered(self, *, marked_before: float, limit: int) -> list[LedgerEntry]:
+        """Unfinished entries marked dead-lettered and last written by `marked_before`, oldest first."""
         ...
 
 
@@ -109,12 +125,15 @@ class Reconciler:
         clock: Callable[[], float],
         stall_seconds: float,
         max_per_run: int,
+        dead_letter_retention_seconds: float | None = DEAD_LETTER_RETENTION_SECONDS,
     ) -> None:
         self._ledger = ledger
         self._queue = queue
         self._clock = clock
         self._stall_seconds = stall_seconds
         self._max_per_run = max_per_run
+        self._dead_letter_retention = dead_letter_retention_seconds
+        """None: dead-lettered entries are never queued again (their messages never expire)."""
 
     def reconcile(self, seconds_left: Callable[[], float]) -> ReconcileReport:
         """One pass over the unfinished states. A ledger outage while listing ends the run
@@ -133,7 +152,16 @@ class Reconciler:
                     self._requeue(entry, now, report)
             if budget <= 0:
                 report.complete = False
-                break
+                return report
+        if self._dead_letter_retention is not None:
+            now = self._clock()
+            marked_before = now - self._dead_letter_retention
+            for entry in self._ledger.dead_lettered(marked_before=marked_before, limit=budget):
+                if seconds_left() < SECONDS_KEPT_IN_HAND:
+                    report.complete = False
+                    return report
+                if not entry.status.is_final and entry.updated_at <= marked_before:
+                    self._requeue(entry, now, report)
         return report
 
     def _requeue(self, entry: LedgerEntry, now: float, report: ReconcileReport) -> None:
