@@ -61,11 +61,15 @@ def test_too_early_past_the_deadline_is_rejected(relay: RelayClient) -> None:
     # Given an order that never gets confirmed, and a 6-second deadline
     relay.simulator.state.configure_order("NEVER-CONFIRMED", "pending")
     relay.post(invoice_dict("NEVER-CONFIRMED"))
-    # Then it ends REJECTED with the deadline code
+    # Then it ends REJECTED with the deadline code, having been asked about at Fynd and invoiced nowhere
     final = relay.settle("NEVER-CONFIRMED")["NEVER-CONFIRMED"]
     assert final["status"] == "REJECTED"
     assert final["lastError"]["code"] == "IN403_DEADLINE"
-    assert final["attempts"] >= 2
+    assert calls_for(relay, "NEVER-CONFIRMED") >= 1
+    assert relay.simulator.state.invoice_count("NEVER-CONFIRMED") == 0
+    # (How many attempts fit in the 6 s depends on the machine: a loaded one first dispatches the
+    # invoice after its deadline, which rightly rejects it at once, so the count is not asserted.
+    # The polling before the deadline is test_too_early_is_polled_until_the_order_is_confirmed_then_sent_once's.)
 
 
 def test_expired_token_is_refreshed_once(relay: RelayClient) -> None:
