@@ -34,9 +34,20 @@ def template_with_batch_size(directory: Path, batch_size: int) -> Path:
     return copy
 
 
-def batch_sizes(config: PipelineConfig) -> list[int]:
-    """Post 9 invoices in one signed webhook; the Records count of every dispatcher event."""
-    sizes: list[int] = []
+RESENDS = 5
+"""An ERP resends a delivery answered 5xx (the same webhook-id). On a loaded machine the first
+POST to a fresh pipeline can find too little of ingest's 10 s left (503), or run past it (the
+function's timeout: 500); a resend of the same delivery is the sender's remedy (issue 18, item 7)."""
+SETTLED_WITHIN_SECONDS = 300
+"""A safety net only: the test waits for the condition (every invoice invoiced, every batch
+settled), which comes in seconds on an idle machine and much later on a loaded one."""
+
+
+def batches(config: PipelineConfig) -> list[list[str]]:
+    """Post 9 invoices in one signed webhook; the order ids of every dispatcher event's Records.
+    A resent delivery may queue its invoices again (the same webhook-id requeues a QUEUED
+    entry), so an order may come more than once; the dispatcher invoices it once."""
+    seen: list[list[str]] = []
     lock = threading.Lock()
     with LocalPipeline(config) as pipeline:
         assert pipeline.dispatch is not None
@@ -44,31 +55,29 @@ def batch_sizes(config: PipelineConfig) -> list[int]:
 
         def recording(event: dict[str, Any], context: Any) -> Any:
             with lock:
-                sizes.append(len(event["Records"]))
+                seen.append([json.loads(record["body"])["invoice"]["orderId"] for record in event["Records"]])
             return real(event, context)
 
         pipeline.dispatch = replace(pipeline.dispatch, handler=recording)
         body = json.dumps(INVOICES)
         headers = {"Content-Type": "application/json", **signed_headers(config.webhook_secret, body)}
-        for _ in range(
-            5
-        ):  # an ERP resends on 503 (moto on a loaded machine can be slower than ingest allows)
+        for _ in range(1 + RESENDS):
             status = urllib3.request(
                 "POST", f"{pipeline.api_url}/v1/invoices", body=body, headers=headers, timeout=30
             ).status
-            if status != 503:
+            if status < 500:
                 break
             time.sleep(1)
         assert status == 202
         pipeline.start_consumer()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + SETTLED_WITHIN_SECONDS
         # Done when every invoice is invoiced and every batch the dispatcher got is settled.
-        while (tally := pipeline.tally()).invoiced < len(INVOICES) or tally.batches < len(sizes):
-            if time.monotonic() > deadline:
-                break
+        while (tally := pipeline.tally()).invoiced < len(INVOICES) or tally.batches < len(seen):
+            assert time.monotonic() < deadline, f"not settled: {tally}"
             time.sleep(0.1)
-    assert (tally.invoiced, tally.batches) == (len(INVOICES), len(sizes))
-    return sizes
+    assert (tally.invoiced, tally.batches) == (len(INVOICES), len(seen))
+    assert {order_id for batch in seen for order_id in batch} == {item["orderId"] for item in INVOICES}
+    return seen
 
 
 @pytest.mark.parametrize(
@@ -83,9 +92,8 @@ def test_the_consumer_batches_follow_the_template_batch_size(tmp_path: Path, how
     else:
         config = PipelineConfig(secret, parameters={"DispatchBatchSize": "3"}, consume=False)
     # When 9 invoices are queued at once
-    sizes = batch_sizes(config)
-    # Then the dispatcher receives them in batches of at most 3
-    assert sum(sizes) == 9
+    sizes = [len(batch) for batch in batches(config)]
+    # Then the dispatcher receives them (every one: batches() checks) in batches of at most 3
     assert max(sizes) == 3
     assert len(sizes) >= 3
 
@@ -94,6 +102,7 @@ def test_the_shipped_template_batches_them_all_at_once() -> None:
     # Given the template as shipped (DispatchBatchSize 100, a 2 s batching window)
     config = PipelineConfig(new_secret(), consume=False)
     # When 9 invoices are queued at once
-    sizes = batch_sizes(config)
+    seen = batches(config)
     # Then one batch carries them all: the setting above is what made the difference
-    assert sizes == [9]
+    assert len(seen) == 1
+    assert len(seen[0]) >= len(INVOICES)

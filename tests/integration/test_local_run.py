@@ -24,7 +24,7 @@ import pytest
 import urllib3
 
 from fynd_simulator import SimulatorControl
-from relay_client import FAST_RETRIES, FINAL, RESENDS_AFTER_503
+from relay_client import FAST_RETRIES, FINAL, RESENDS_AFTER_5XX
 from relay_local.signing import new_secret, signed_headers, status_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,12 +59,12 @@ class LocalRun:
         raise AssertionError(f"no {pattern!r} within {timeout} s:\n{self.text()}")
 
     def post(self, payload: Any) -> tuple[int, Any]:
-        """Sign and post; a 503 is resent as the same delivery, as an ERP would (RESENDS_AFTER_503)."""
+        """Sign and post; a 5xx is resent as the same delivery, as an ERP would (RESENDS_AFTER_5XX)."""
         body = json.dumps(payload)
         headers = {"Content-Type": "application/json", **signed_headers(self.secret, body)}
-        for _ in range(1 + RESENDS_AFTER_503):
+        for _ in range(1 + RESENDS_AFTER_5XX):
             response = self.http.request("POST", f"{self.api_url}/v1/invoices", body=body, headers=headers)
-            if response.status != 503:
+            if response.status < 500:
                 break
         return response.status, json.loads(response.data)
 
