@@ -459,6 +459,10 @@ def test_stop_does_not_wait_for_a_slow_call(http: urllib3.PoolManager) -> None:
     assert simulator.state.calls() == []
 
 
+SUBPROCESS_SAFETY_NET_SECONDS = 120
+"""How long a test lets a subprocess start or stop before calling it hung: never the expected path."""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_cli_serves_until_signalled_and_exits_cleanly(
     http: urllib3.PoolManager, signum: signal.Signals
@@ -474,13 +478,15 @@ def test_the_cli_serves_until_signalled_and_exits_cleanly(
     )
     try:
         assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 10)
+        # Waits for the line (or the exit) itself; the bound is a safety net only: a loaded machine
+        # took more than 10 s to start the interpreter and import the simulator (issue 18, item 7).
+        ready, _, _ = select.select([process.stdout], [], [], SUBPROCESS_SAFETY_NET_SECONDS)
         assert ready, "the simulator printed no URL"
         url = process.stdout.readline().strip()
         # When it is used, then signalled
         response = request_token(http, url)
         process.send_signal(signum)
-        _, stderr = process.communicate(timeout=10)
+        _, stderr = process.communicate(timeout=SUBPROCESS_SAFETY_NET_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
