@@ -122,7 +122,8 @@ def test_a_submitted_invoice_accepts_only_allow_on_submit_fields(erp: ErpnextSim
     call(erp, "POST", "Sales Invoice", {"name": "SINV-2", "docstatus": 1, "remarks": "x"})
     changed = call(erp, "PUT", "Sales Invoice/SINV-2", {"custom_fynd_status": "INVOICED"})
     refused = call(erp, "PUT", "Sales Invoice/SINV-2", {"remarks": "y"})
-    assert changed.status == 200 and changed.json()["data"]["custom_fynd_status"] == "INVOICED"
+    assert changed.status == 200
+    assert changed.json()["data"]["custom_fynd_status"] == "INVOICED"
     assert refused.status == 417
     assert erp.site.document("Sales Invoice", "SINV-2")["remarks"] == "x"  # type: ignore[index]
 
@@ -132,7 +133,6 @@ def test_put_is_a_partial_update_and_a_stale_modified_is_refused(erp: ErpnextSim
     record = call(erp, "POST", "Fynd Invoice Sync", {"sync_key": "K3", "status": "QUEUED", "attempts": 0})
     seen = record.json()["data"]["modified"]
     updated = call(erp, "PUT", "Fynd Invoice Sync/K3", {"status": "INVOICED", "modified": seen})
-    assert updated.json()["data"] | {} == updated.json()["data"]
     assert (updated.json()["data"]["status"], updated.json()["data"]["attempts"]) == ("INVOICED", 0)
     stale = call(
         erp, "PUT", "Fynd Invoice Sync/K3", {"status": "REJECTED", "modified": "2000-01-01 00:00:00.000000"}
@@ -219,7 +219,8 @@ def test_the_control_api_seeds_documents_and_lists_requests(erp: ErpnextSimulato
         f"{erp.url}/_sim/docs",
         body=json.dumps({"doctype": "Webhook Request Log", "docs": [{"url": "u", "error": "e"}]}).encode(),
     )
-    assert seeded.status == 200 and len(seeded.json()["names"]) == 1
+    assert seeded.status == 200
+    assert len(seeded.json()["names"]) == 1
     call(erp, "GET", "Webhook Request Log")
     requests = HTTP.request("GET", f"{erp.url}/_sim/requests").json()["requests"]
     assert [(r["method"], r["path"], r["status"]) for r in requests] == [

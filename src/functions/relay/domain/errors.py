@@ -115,3 +115,8 @@ class SecretFormatError(Exception):
 
 class SecretUnavailableError(Exception):
     """Secrets Manager could not be read just now (throttled, unreachable, denied): retry later."""
+
+
+class RequestLogUnavailableError(Exception):
+    """The ERP's Webhook Request Log could not be read (down, refused our key, or an answer
+    that is not Frappe's). The message names the status and Frappe's `exc_type`, never a secret."""

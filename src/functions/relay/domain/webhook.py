@@ -32,6 +32,10 @@ MAX_NESTING_DEPTH = 16
 """Levels of objects and arrays in one invoice, the invoice object itself being the first.
 The free-form `packages` needs about five; the queue message's parser stops near 200."""
 MAX_ERRORS_PER_INVOICE = 20
+E_INVOICE_GAP = (
+    "eInvoiceRequired is true but the invoice has no irnNumber: send it once its e-invoice is"
+    " generated (ERPNext: from the e-Invoice Log, docs/erpnext/README.md)"
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -71,9 +75,12 @@ def parse_invoices(body: str) -> list[Invoice]:
             errors.extend(unreadable)
             continue
         try:
-            invoices.append(Invoice.model_validate(item))
+            invoice = Invoice.model_validate(item)
         except ValidationError as error:
             errors.extend(_field_errors(index, error))
+            continue
+        errors.extend(FieldError(index, field, E_INVOICE_GAP) for field in invoice.e_invoice_gaps())
+        invoices.append(invoice)
     if errors:
         raise InvalidInvoices(errors)
     return _unique(invoices)
