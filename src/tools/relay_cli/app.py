@@ -442,6 +442,87 @@ def smoke(
     raise typer.Exit(Exit.OK if result.passed else Exit.ATTENTION)
 
 
+@app.command()
+@_handled
+def recover(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(help="Read rows created since: an ISO date or date-time, in the site's time.")
+    ],
+    erpnext_url: Annotated[
+        str, typer.Option(envvar="ERPNEXT_URL", help="The ERPNext site, e.g. https://erp.example.com.")
+    ],
+    api_key: Annotated[
+        str, typer.Option(envvar="ERPNEXT_API_KEY", help="API key of the relay's ERPNext user.")
+    ],
+    api_secret: Annotated[
+        str, typer.Option(envvar="ERPNEXT_API_SECRET", show_default=False, help="Its API secret.")
+    ],
+    relay_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The Request URL the Webhooks post to (default: the relay's API URL + /v1/invoices)."
+        ),
+    ] = None,
+    site_timezone: Annotated[
+        str | None,
+        typer.Option(envvar="ERPNEXT_TIME_ZONE", help="The site's time zone, for a --since with an offset."),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Take in the invoices ERPNext gave up sending: its failed Webhook Request Log rows for the
+    relay's URL, each body through the same intake as a webhook (never sent twice)."""
+    # The relay's queue adapter brings Powertools (a second of imports): only this command needs it.
+    from relay.domain.errors import RequestLogUnavailableError
+    from relay_cli.recover import recover as run_recovery
+    from relay_cli.recover import site_time
+
+    since_text = site_time(since, site_timezone)
+    target = _aws_target(ctx)
+    try:
+        url, report = run_recovery(
+            target,
+            erpnext_url=erpnext_url,
+            api_key=api_key,
+            api_secret=api_secret,
+            since=since_text,
+            relay_url=relay_url,
+        )
+    except RequestLogUnavailableError as error:
+        _fail(Exit.UNREACHABLE, str(error))
+    summary = {"url": url, "since": since_text, **report.summary()}
+    if as_json:
+        emit_json(
+            {
+                **summary,
+                "rows": [
+                    {
+                        "name": row.name,
+                        "creation": row.creation,
+                        "outcome": row.outcome.value,
+                        "detail": row.detail,
+                        "referenceDocument": row.reference_document,
+                    }
+                    for row in report.rows
+                ],
+            }
+        )
+    else:
+        rows_shown = [
+            (row.creation, row.name, row.reference_document or "", row.outcome.value, row.detail)
+            for row in report.rows
+        ]
+        output.console().print(
+            table(
+                f"recover since {since_text}: found {report.found}, taken in {report.taken_in},"
+                f" already known {report.already_known}, refused {report.refused}, empty {report.empty}",
+                ("created", "row", "document", "outcome", "detail"),
+                rows_shown,
+            )
+        )
+    raise typer.Exit(Exit.OK if report.refused == 0 else Exit.ATTENTION)
+
+
 def _aws_target(ctx: typer.Context) -> Target:
     target = resolve(ctx.obj)
     if not target.queue_url:
