@@ -11,6 +11,8 @@
 | `GET /_sim/faults` / `DELETE /_sim/faults` | the faults still pending / clear them |
 | `GET /_sim/requests` | `{"requests": [{"method", "path", "status", "at"}]}` every REST call, oldest first |
 | `POST /_sim/reset` | forget documents and requests (keeps DocTypes, keys and faults) |
+| `POST /_sim/webhooks` | `{"undelivered_rate": 0.2, "seed": 7}`: that share of Frappe Webhook deliveries never reaches the relay (all attempts fail; rows stay in the Webhook Request Log). Only with a webhook runner (`make run`) |
+| `POST /_sim/webhooks/join` | waits until every webhook delivery queued so far is done |
 """
 
 import json
@@ -101,7 +103,34 @@ def _reset(site: FrappeSite, _: Faults, __: Mapping[str, Any], ___: Mapping[str,
     return {"ok": True}
 
 
+def _webhooks(
+    site: FrappeSite, _: Faults, body: Mapping[str, Any], __: Mapping[str, str]
+) -> Mapping[str, Any]:
+    runner = site.controls.get("webhooks")
+    if runner is None:
+        raise ValueError("no Frappe webhooks run on this site (start it with make run ERPNEXT_SIMULATOR=1)")
+    if "undelivered_rate" in body:
+        rate = float(body["undelivered_rate"])
+        if not 0 <= rate <= 1:
+            raise ValueError("undelivered_rate is a share between 0 and 1")
+        runner.undelivered_rate = rate
+    if "seed" in body:
+        runner.reseed(int(body["seed"]))
+    return {"undelivered_rate": runner.undelivered_rate}
+
+
+def _join_webhooks(
+    site: FrappeSite, _: Faults, __: Mapping[str, Any], ___: Mapping[str, str]
+) -> Mapping[str, Any]:
+    runner = site.controls.get("webhooks")
+    if runner is not None:
+        runner.join()
+    return {"ok": True}
+
+
 _ROUTES: dict[tuple[str, str], _Route] = {
+    ("POST", "webhooks"): _webhooks,
+    ("POST", "webhooks/join"): _join_webhooks,
     ("GET", "health"): lambda *_: {"ok": True},
     ("POST", "docs"): _insert,
     ("GET", "docs"): _docs,

@@ -79,6 +79,8 @@ class FrappeSite:
         self.validate_links = validate_links
         self.requests: list[RequestRecord] = []
         self._listeners: list[DocEventListener] = []
+        self.controls: dict[str, Any] = {}
+        """What the control API may reach beyond the site, by name (e.g. "webhooks": the runner)."""
 
     # ---- configuration ----
 

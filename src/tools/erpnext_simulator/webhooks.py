@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import queue
+import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ class WebhookRunner:
         secret: str | None = None,
         sender: Sender | None = None,
         attempts: int = 3,
-        undelivered: Callable[[Any], bool] = lambda _data: False,
+        undelivered: Callable[[Any], bool] | None = None,
     ) -> None:
         self.site = site
         self.webhooks = [
@@ -160,7 +161,10 @@ class WebhookRunner:
         self.secret = secret
         self._send = sender or http_sender()
         self._attempts = attempts
-        self._undelivered = undelivered
+        self._undelivered = undelivered or self._by_rate
+        self.undelivered_rate = 0.0
+        """Share of deliveries that never reach the relay (set through `/_sim/webhooks`)."""
+        self._random = random.Random(0)  # noqa: S311 - a fault schedule, not a secret
         self._jobs: queue.Queue[tuple[Mapping[str, Any], Mapping[str, Any]] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="frappe-webhooks", daemon=True)
         self._worker.start()
@@ -173,6 +177,12 @@ class WebhookRunner:
                 and condition_holds(webhook, document)
             ):
                 self._jobs.put((webhook, document))
+
+    def reseed(self, seed: int) -> None:
+        self._random = random.Random(seed)  # noqa: S311 - a fault schedule, not a secret
+
+    def _by_rate(self, _data: Any) -> bool:
+        return self.undelivered_rate > 0 and self._random.random() < self.undelivered_rate
 
     def join(self) -> None:
         """Wait until every delivery queued so far has been made (or given up)."""
@@ -205,8 +215,9 @@ class WebhookRunner:
             return
         request = frappe_request(data, self.secret if webhook.get("enable_security") else None)
         timeout = float(webhook.get("timeout") or 5)
+        undelivered = self._undelivered(data)
         for _ in range(self._attempts):
-            if self._undelivered(data):
+            if undelivered:
                 attempt = Attempt(
                     None, None, "Traceback ...\nrequests.exceptions.ConnectionError: Connection refused"
                 )

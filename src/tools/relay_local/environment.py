@@ -7,12 +7,16 @@
 | FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
 | WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
 | FRAPPE_WEBHOOK_SECRET | unset | when set, enables the `frappe` preset with this plain secret (ERPNext's "Webhook Secret") |
+| ERPNEXT_SIMULATOR | unset | `1`: also start the ERPNext simulator (relay_local.erpnext), its Webhooks pointed at the local API; a `frappe` secret is generated unless FRAPPE_WEBHOOK_SECRET is set |
+| ERPNEXT_SIMULATOR_PORT | 8000 | its port (0: any free port) |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
 | RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
 
 A malformed value stops the command before anything starts, with a message naming it.
 """
 
+import base64
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -54,6 +58,8 @@ class RunSettings:
     function_environment: Mapping[str, str] = field(default_factory=dict)
     frappe_webhook_secret: str | None = None
     faults: LocalFaults = field(default_factory=LocalFaults)
+    erpnext_simulator_port: int | None = None
+    """The ERPNext simulator's port when ERPNEXT_SIMULATOR=1 (0: any free one); None: not started."""
 
 
 def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
@@ -80,6 +86,9 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
     frappe_secret = environ.get("FRAPPE_WEBHOOK_SECRET") or None
     if frappe_secret is not None and len(frappe_secret.encode()) < MIN_SECRET_BYTES:
         raise SettingsError(f"FRAPPE_WEBHOOK_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+    erpnext_port = _erpnext_simulator_port(environ)
+    if erpnext_port is not None and frappe_secret is None:
+        frappe_secret = new_frappe_secret()
     passthrough = {name: environ[name] for name in FUNCTION_PASSTHROUGH if environ.get(name)}
     for name, value in passthrough.items():
         try:
@@ -99,4 +108,25 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
         fynd=fynd_settings(environ),
         function_environment=passthrough,
         frappe_webhook_secret=frappe_secret,
+        erpnext_simulator_port=erpnext_port,
     )
+
+
+DEFAULT_ERPNEXT_SIMULATOR_PORT = 8000
+
+
+def _erpnext_simulator_port(environ: Mapping[str, str]) -> int | None:
+    wanted = environ.get("ERPNEXT_SIMULATOR") or ""
+    if wanted not in ("", "0", "1"):
+        raise SettingsError(f"ERPNEXT_SIMULATOR must be 1 (start it) or 0, not {wanted!r}")
+    if wanted != "1":
+        return None
+    port_text = environ.get("ERPNEXT_SIMULATOR_PORT") or str(DEFAULT_ERPNEXT_SIMULATOR_PORT)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(f"ERPNEXT_SIMULATOR_PORT must be a port number, not {port_text!r}")
+    return int(port_text)
+
+
+def new_frappe_secret() -> str:
+    """A plain secret for the `frappe` preset, as `openssl rand -base64 32` makes one."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()

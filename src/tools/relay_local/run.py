@@ -14,11 +14,13 @@ the batches in flight (each by its function's timeout) and never needs forcing.
 """
 
 import json
+import os
 import shlex
 import sys
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,11 +29,19 @@ from relay_local.environment import RunSettings
 from relay_local.pipeline import DISPATCH, LocalPipeline, PipelineConfig
 from relay_local.stopping import StopSignal, tick_until_stopped
 
+if TYPE_CHECKING:
+    from relay_local.erpnext import LocalErpnext
+
 _SAMPLE = "events/invoice.json"
 _SAMPLE_ORDER = "FY-10001"
 
 
-def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str, str]) -> PipelineConfig:
+def pipeline_config(
+    settings: RunSettings,
+    template: Path,
+    parameters: dict[str, str],
+    extra_environment: dict[str, str] | None = None,
+) -> PipelineConfig:
     return PipelineConfig(
         webhook_secret=settings.webhook_secret,
         frappe_webhook_secret=settings.frappe_webhook_secret,
@@ -39,7 +49,7 @@ def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str,
         fynd_base_url=settings.fynd.base_url,
         fynd_username=settings.fynd.username,
         fynd_password=settings.fynd.password,
-        environment=settings.function_environment,
+        environment={**settings.function_environment, **(extra_environment or {})},
         parameters=parameters,
         template_path=template,
         isolated=True,
@@ -112,25 +122,37 @@ def _run(
 ) -> int:
     console = Console(sys.stdout, live=sys.stdout.isatty())
     output = FunctionOutput(console, raw=raw_logs)
-    pipeline = LocalPipeline(pipeline_config(settings, template, parameters))
+    erpnext = _start_erpnext(settings)
+    if erpnext is False:
+        return 1
+    erp_environment = erpnext.environment(os.environ) if erpnext else {}
+    pipeline = LocalPipeline(pipeline_config(settings, template, parameters, erp_environment))
     # The functions write their logs to stdout, as in Lambda; here stdout is the reader.
     with redirect_stdout(output):
         try:
             pipeline.start()
         except OSError as error:
             pipeline.stop()
+            if erpnext:
+                erpnext.stop()
             print(
                 f"run: cannot start: {error} (is RELAY_API_PORT {settings.api_port} in use?)", file=sys.stderr
             )
             return 1
         try:
+            if erpnext:
+                erpnext.connect(pipeline.api_url)
             console.print(banner(pipeline, settings, time.monotonic() - started))
+            if erpnext:
+                console.print(_erpnext_lines(erpnext, settings, pipeline))
             every = 1.0 if sys.stdout.isatty() else 2.0
             tick_until_stopped(stop, lambda: _show_tally(pipeline, console), every)
             _show_tally(pipeline, console)
         finally:
             console.print("stopping: finishing batches in flight, then the API, simulator and AWS endpoint")
             pipeline.stop()
+            if erpnext:
+                erpnext.stop()
     console.close()
     summary = output.metrics_summary()
     if summary:
@@ -138,6 +160,39 @@ def _run(
     console.print("stopped")
     stop.ignore_further()
     return 0
+
+
+def _start_erpnext(settings: RunSettings) -> "LocalErpnext | Literal[False] | None":
+    """The ERPNext simulator when ERPNEXT_SIMULATOR=1 (started before the pipeline, so its URL
+    reaches the functions' environment); False when its port is taken."""
+    if settings.erpnext_simulator_port is None:
+        return None
+    from relay_local.erpnext import LocalErpnext
+
+    assert settings.frappe_webhook_secret is not None  # run_settings generates one
+    try:
+        return LocalErpnext(settings.erpnext_simulator_port, settings.frappe_webhook_secret).start()
+    except OSError as error:
+        print(
+            f"run: cannot start the ERPNext simulator: {error}"
+            f" (is ERPNEXT_SIMULATOR_PORT {settings.erpnext_simulator_port} in use?)",
+            file=sys.stderr,
+        )
+        return False
+
+
+def _erpnext_lines(erpnext: "LocalErpnext", settings: RunSettings, pipeline: LocalPipeline) -> str:
+    site = erpnext.simulator
+    return "\n".join(
+        [
+            f"  ERPNext       {site.url}  (simulator, docs/erpnext/simulator.md; API key {site.api_key}:{site.api_secret})",
+            f"  frappe secret {settings.frappe_webhook_secret}  (the pack's Webhooks sign with it)",
+            'Submit an invoice in it (docs/erpnext/README.md, "Try it locally"), then recover what it failed to send:',
+            f"  ERPNEXT_URL={site.url} ERPNEXT_API_KEY={site.api_key} ERPNEXT_API_SECRET={site.api_secret} \\",
+            f"    .venv/bin/relay --api-url {pipeline.api_url} --endpoint-url {pipeline.moto.url} recover --since 2000-01-01",
+            "",
+        ]
+    )
 
 
 def _show_tally(pipeline: LocalPipeline, console: Console) -> float:
