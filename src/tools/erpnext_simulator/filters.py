@@ -10,7 +10,7 @@ datetimes (`2026-12-06 14:05:00.000000`) order by their text.
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from erpnext_simulator.answers import FrappeError
@@ -81,8 +81,12 @@ def ordered(documents: list[Document], order_by: str | None) -> list[Document]:
     for words in reversed(keys):
         field = words[0].strip("`").split(".")[-1].strip("`")
         descending = len(words) > 1 and words[1].lower() == "desc"
-        documents = sorted(documents, key=lambda doc, f=field: _sortable(doc.get(f)), reverse=descending)
+        documents = sorted(documents, key=_by(field), reverse=descending)
     return documents
+
+
+def _by(field: str) -> Callable[[Document], tuple[int, Any]]:
+    return lambda document: _sortable(document.get(field))
 
 
 def page(documents: list[Document], query: Mapping[str, str]) -> list[Document]:
@@ -142,7 +146,9 @@ def _is(value: Any, wanted: Any) -> bool:
 
 def _between(value: Any, bounds: Any) -> bool:
     low, high = bounds
-    return _ordering(lambda a, b: a >= b)(value, low) and _ordering(lambda a, b: a <= b)(value, high)
+    return bool(_ordering(lambda a, b: a >= b)(value, low)) and bool(
+        _ordering(lambda a, b: a <= b)(value, high)
+    )
 
 
 def _equal(value: Any, wanted: Any) -> bool:
