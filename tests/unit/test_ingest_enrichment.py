@@ -12,7 +12,7 @@ import pytest
 
 from factories import invoice
 from fakes import InMemoryLedger, World
-from relay.domain.errors import ConflictError
+from relay.domain.errors import ConflictError, QueueUnavailableError
 from relay.domain.intake import Action, Admission, InvoiceAcceptance, admit
 from relay.domain.invoice import Invoice
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
@@ -181,3 +181,37 @@ def test_admit_replaces_only_a_queued_entry_whatever_versions_it_is_given(status
     queued = replace(entry, status=InvoiceStatus.QUEUED, attempts=0)
     (admission,) = admit([ENRICHED], {FIRST.key: queued}, queued_versions={FIRST.key: FIRST})
     assert admission.action is Action.REPLACE
+
+
+def test_two_enrichments_racing_settle_on_the_fuller_one_or_refuse_the_other() -> None:
+    # Given the first version QUEUED, and two enrichments: one adds the IRN, the next adds the rest
+    irn_only = invoice("FY-ENR-1", irnNumber=E_INVOICE["irnNumber"])
+    world = World()
+    world.ledger = RacingLedger(world.clock, world.faults)
+    world.acceptance = InvoiceAcceptance(ledger=world.ledger, queue=world.queue, clock=world.clock)
+    world.accept(FIRST)
+    # When the IRN-only version is written between the full version's read and its write
+    assert isinstance(world.ledger, RacingLedger)
+    world.ledger.before_write = lambda: world.accept(irn_only, correlation_id="wh-2")
+    (admission,) = world.accept(ENRICHED, correlation_id="wh-3")
+    # Then the full version, which only adds to the IRN-only one, replaces it in turn
+    assert admission.action is Action.REPLACE
+    world.drain()
+    assert [item for call in world.fynd.calls for item in call.invoices] == [ENRICHED]
+
+
+def test_a_replacement_whose_queue_send_failed_is_sent_once_by_the_reconciler(world: World) -> None:
+    # Given the first version QUEUED
+    world.accept(FIRST)
+    # When the enrichment is recorded but SQS refuses its message (the sender gets a 503)
+    world.faults.fail("queue.send", QueueUnavailableError("SQS down (fake)"))
+    with pytest.raises(QueueUnavailableError):
+        world.accept(ENRICHED, correlation_id="wh-2")
+    # Then the first version's message finds its content superseded and is dropped
+    world.drain()
+    assert world.fynd.calls == []
+    # And the reconciler queues the stored enrichment, which reaches Fynd once
+    world.clock.advance(1_000)
+    world.reconcile()
+    world.drain()
+    assert [item for call in world.fynd.calls for item in call.invoices] == [ENRICHED]
