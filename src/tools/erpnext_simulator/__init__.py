@@ -2,7 +2,7 @@
 
 Beside the Fynd simulator, for the relay's ERPNext write-back and recovery, their tests and
 `make run`; `docs/erpnext/simulator.md` describes it for integrators. What it follows is
-Frappe's REST API as `docs/erpnext/simulator.md` lists it (checked against frappe/frappe):
+Frappe's REST API as `docs/erpnext/simulator.md` lists it:
 
 - `GET /api/resource/<DocType>` with `filters`, `fields`, `order_by`, `limit_start`,
   `limit_page_length` (default 20; 0 for all) -> `{"data": [...]}`;
