@@ -76,3 +76,31 @@ def test_recover_takes_in_each_failed_delivery_once_and_fynd_invoices_each_once(
     again = run_relay(relay, *args).json()
     assert (again["takenIn"], again["alreadyKnown"]) == (0, 15)
     assert [relay.simulator.state.invoice_count(order_id) for order_id in orders] == [1] * 5
+
+
+def test_a_row_frappe_never_sent_makes_recover_ask_for_attention(
+    relay: RelayClient, erp: ErpnextSimulator
+) -> None:
+    # Given a delivery that failed, and a row Frappe wrote without a body (its template failed)
+    failed_delivery(erp, invoice_dict("FY-RCV-OK"), attempts=1)
+    erp.site.insert(
+        "Webhook Request Log", {"url": RELAY_URL, "data": None, "error": "Traceback ...\nUndefinedError"}
+    )
+    # When recovery runs, Then it takes in the one and reports the other as empty, exiting 1
+    run = run_relay(
+        relay,
+        "recover",
+        "--since",
+        "2000-01-01",
+        "--erpnext-url",
+        erp.url,
+        "--api-key",
+        erp.api_key,
+        "--api-secret",
+        erp.api_secret,
+        "--relay-url",
+        RELAY_URL,
+        "--json",
+    )
+    assert run.exit_code == 1, run.stderr
+    assert (run.json()["takenIn"], run.json()["empty"], run.json()["refused"]) == (1, 1, 0)

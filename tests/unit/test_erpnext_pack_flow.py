@@ -136,3 +136,29 @@ def test_an_undelivered_webhook_leaves_three_failed_request_log_rows_with_its_bo
     assert len(rows) == 3
     assert all(row["error"] and row["url"] == RELAY_URL for row in rows)
     assert json.loads(rows[0]["data"])["orderId"] == "FY-30001"
+
+
+def test_on_a_frappe_that_restricts_template_globals_the_b2b_body_fails_loudly_not_silently(
+    site: FrappeSite,
+) -> None:
+    # Given a newer Frappe rendering Webhook bodies without frappe.get_doc (no disable_render_safe_exec)
+    relay = Relay()
+    runner = WebhookRunner(
+        site,
+        [webhook_document(E_INVOICE_WEBHOOK)],
+        request_url=RELAY_URL,
+        sender=relay,
+        restricted_globals=True,
+    )
+    site.on_event(runner)
+    # When India Compliance writes the e-Invoice Log
+    site.insert("Sales Invoice", draft())
+    site.insert("e-Invoice Log", dict(e_invoice_log()))
+    runner.join()
+    runner.close()
+    # Then nothing reaches the relay, and the Webhook Request Log holds a row with no body and the error
+    assert relay.received == []
+    (row,) = site.documents("Webhook Request Log")
+    assert row["data"] is None
+    assert row["error"]
+    assert row["reference_document"] == e_invoice_log().irn

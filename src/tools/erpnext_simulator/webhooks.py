@@ -66,8 +66,16 @@ def condition_holds(webhook: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
     return bool(eval(condition, {"__builtins__": {}, **_SAFE_EVAL_GLOBALS}, {"doc": as_frappe(doc)}))  # noqa: S307
 
 
-def render(webhook: Mapping[str, Any], doc: Mapping[str, Any], get_doc: Callable[[str, str], Any]) -> Any:
-    """get_webhook_data(): the data Frappe sends for `doc` (json.loads of the rendered template)."""
+def render(
+    webhook: Mapping[str, Any],
+    doc: Mapping[str, Any],
+    get_doc: Callable[[str, str], Any],
+    *,
+    restricted_globals: bool = False,
+) -> Any:
+    """get_webhook_data(): the data Frappe sends for `doc` (json.loads of the rendered template).
+    `restricted_globals`: as newer Frappe renders unless `disable_render_safe_exec` is set, with
+    no `frappe.get_doc` and no `frappe.db` (docs/erpnext/README.md)."""
     from jinja2 import DebugUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
@@ -84,7 +92,10 @@ def render(webhook: Mapping[str, Any], doc: Mapping[str, Any], get_doc: Callable
         values = FrappeDict({field: found.get(field) for field in fieldnames})
         return values if as_dict else [values[field] for field in fieldnames]
 
-    environment.globals["frappe"] = FrappeDict(get_doc=get_doc, db=FrappeDict(get_value=get_value))
+    if restricted_globals:
+        environment.globals["frappe"] = FrappeDict(utils=FrappeDict())
+    else:
+        environment.globals["frappe"] = FrappeDict(get_doc=get_doc, db=FrappeDict(get_value=get_value))
     return json.loads(
         environment.from_string(template).render({"doc": as_frappe(doc), "utils": FrappeDict()})
     )
@@ -153,6 +164,7 @@ class WebhookRunner:
         sender: Sender | None = None,
         attempts: int = 3,
         undelivered: Callable[[Any], bool] | None = None,
+        restricted_globals: bool = False,
     ) -> None:
         self.site = site
         self.webhooks = [
@@ -161,6 +173,7 @@ class WebhookRunner:
         self.secret = secret
         self._send = sender or http_sender()
         self._attempts = attempts
+        self._restricted = restricted_globals
         self._undelivered = undelivered or self._by_rate
         self.undelivered_rate = 0.0
         """Share of deliveries that never reach the relay (set through `/_sim/webhooks`)."""
@@ -209,7 +222,7 @@ class WebhookRunner:
     def _deliver(self, webhook: Mapping[str, Any], document: Mapping[str, Any]) -> None:
         url = str(webhook["request_url"])
         try:
-            data = render(webhook, document, self._get_doc)
+            data = render(webhook, document, self._get_doc, restricted_globals=self._restricted)
         except Exception as error:  # Frappe logs any template failure and sends nothing
             self._log(webhook, document, url, None, None, Attempt(None, None, f"Traceback ...\n{error!r}"))
             return

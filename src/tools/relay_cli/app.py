@@ -520,7 +520,8 @@ def recover(
                 rows_shown,
             )
         )
-    raise typer.Exit(Exit.OK if report.refused == 0 else Exit.ATTENTION)
+    # A refused row needs the invoice fixed; an empty one was never sent (a template that failed).
+    raise typer.Exit(Exit.OK if report.refused == 0 and report.empty == 0 else Exit.ATTENTION)
 
 
 def _aws_target(ctx: typer.Context) -> Target:
