@@ -3,6 +3,7 @@ fakes, with faults injected between the steps where they hurt: a write that thro
 answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
 dies after Fynd answered."""
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from fakes import Crash, World, lost_answer
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus
+from relay.domain.ledger import InvoiceStatus, LedgerEvent
 from relay.domain.policy import REFUSED_ALONE
 
 
@@ -435,6 +436,35 @@ def test_an_early_order_is_rejected_at_its_deadline(world: World) -> None:
     assert entry.status is InvoiceStatus.REJECTED
     assert entry.last_error is not None
     assert entry.last_error.code == "IN403_DEADLINE"
+
+
+def test_a_replayed_early_order_waits_a_fresh_deadline_from_its_replay(world: World) -> None:
+    # Given an order rejected at its IN403 deadline, then confirmed by Fynd a day later
+    world.fynd.early_until["A"] = world.clock() + 2 * 86_400
+    world.accept(invoice("A"))
+    world.drain(max_rounds=2000)
+    rejected = world.ledger.entries[key("A")]
+    assert rejected.last_error is not None
+    assert rejected.last_error.code == "IN403_DEADLINE"
+    # When an operator replays it, as InvoiceLedger.replay records it: QUEUED, a replay event,
+    # and acceptedAt still the first acceptance
+    world.clock.now = rejected.accepted_at + 86_400 + 3600
+    world.ledger.entries[key("A")] = replace(
+        rejected,
+        status=InvoiceStatus.QUEUED,
+        attempts=0,
+        last_error=None,
+        retry_at=None,
+        updated_at=world.clock(),
+        history=(LedgerEvent("replay", world.clock(), "ops", "order confirmed late", rejected.last_error),),
+    )
+    world.queue_again(invoice("A"))
+    world.drain(max_rounds=2000)
+    # Then it is not rejected again at once for a deadline counted from the first acceptance:
+    # it waits for Fynd from the replay, and is invoiced once the order is confirmed
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.INVOICED
+    assert entry.accepted_at == rejected.accepted_at
 
 
 def test_breach_14_an_unknown_fynd_code_is_counted_as_other(
