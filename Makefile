@@ -115,7 +115,7 @@ fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=,
 
 chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SEED=n to replay, DROP_SHARE=0.04, SENDERS=1), then 200 real Ctrl-C/SIGTERM stops
 	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED)) $(if $(DROP_SHARE),--drop-share $(DROP_SHARE)) --senders $(or $(SENDERS),1)
-	BREACH_15_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
+	RELAY_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info
