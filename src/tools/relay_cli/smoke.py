@@ -95,11 +95,11 @@ def run_smoke(
         if document and document.get("status") in FINAL:
             break
         now = clock()
-        state = _state_of(document)
-        if state != said or now - said_at >= PROGRESS_EVERY_SECONDS:
-            shown = state[0] or "not recorded yet"
-            progress(f"{now - started:5.0f} s  {shown}" + (f" (last error {state[1]})" if state[1] else ""))
-            said, said_at = state, now
+        seen = _state_of(document)
+        if seen != said or now - said_at >= PROGRESS_EVERY_SECONDS:
+            shown = seen[0] or "not recorded yet"
+            progress(f"{now - started:5.0f} s  {shown}" + (f" (last error {seen[1]})" if seen[1] else ""))
+            said, said_at = seen, now
         sleep(_POLL_SECONDS)
     seconds = clock() - started
     state = document.get("status") if document else None
