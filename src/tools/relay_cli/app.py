@@ -376,7 +376,7 @@ def stats(
             ],
         )
     )
-    output.errors().print(document["note"])
+    output.errors().print(document["note"], soft_wrap=True)
 
 
 REPORT_COLUMNS = (
@@ -462,7 +462,9 @@ def smoke(
             location=location,
             order_id=order,
             timeout=timeout,
-            progress=lambda line: errors.print(f"smoke: {line}", highlight=False, markup=False),
+            progress=lambda line: errors.print(
+                f"smoke: {line}", highlight=False, markup=False, soft_wrap=True
+            ),
         )
     except KeyboardInterrupt:
         _fail(
