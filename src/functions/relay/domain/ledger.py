@@ -42,6 +42,42 @@ _MOVES: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
 }
 
 
+PARK_AFTER_SECONDS = 900
+"""A wait longer than this (SQS's longest DelaySeconds, 15 min) is parked in the ledger, not
+held in flight: the dispatcher records RETRYING with its retryAt, acknowledges the message, and
+the reconciler queues the invoice again when it is due (relay.domain.reconcile). A held
+message counts against SQS's in-flight quota (about 120,000 per queue) for the whole wait."""
+
+
+def is_parked_wait(delay_seconds: float) -> bool:
+    """Whether a retry after `delay_seconds` is parked in the ledger rather than held in flight."""
+    return delay_seconds > PARK_AFTER_SECONDS
+
+
+class WorkList(StrEnum):
+    """The lists of the ledger's work index (relay.adapters.work_index), each sorted by the time
+    its entries are due. INVOICED entries are in none: the index is sparse.
+
+    | list          | holds                                         | due at            |
+    | ---           | ---                                           | ---               |
+    | QUEUED        | QUEUED entries                                | queued at         |
+    | IN_PROGRESS   | IN_PROGRESS entries                           | lease end         |
+    | RETRYING      | RETRYING entries whose message is held        | retryAt           |
+    | PARKED        | RETRYING entries parked, with no message      | retryAt           |
+    | REJECTED      | REJECTED entries (for the operator)           | rejected at       |
+    | DEAD_LETTERED | entries whose message went to the DLQ         | dead-lettered at  |
+
+    The reconciler reads the first four; `relay list` any of them.
+    """
+
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    RETRYING = "RETRYING"
+    PARKED = "PARKED"
+    REJECTED = "REJECTED"
+    DEAD_LETTERED = "DEAD_LETTERED"
+
+
 def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
     """The states an entry may be in for a write to move it to `target` (the DAL's condition)."""
     return frozenset(source for source, targets in _MOVES.items() if target in targets)
@@ -103,6 +139,10 @@ class LedgerEntry:
     """When ingest recorded the invoice but SQS did not take its message: the next duplicate
     of the webhook queues it again (and only then: a QUEUED entry's message is otherwise on
     its way). The next claim clears it."""
+    due_at: float | None = None
+    """When the entry is next due in its work list (WorkList): None when in none (INVOICED)."""
+    parked: bool = False
+    """RETRYING with no message: the reconciler queues it again at retryAt (PARK_AFTER_SECONDS)."""
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
