@@ -361,9 +361,9 @@ def test_a_dead_lettered_entry_leaves_the_reconcilers_lists_until_it_is_claimed_
     # Given an entry RETRYING whose message (m-1) leaves for the dead-letter queue
     message = retrying_after_a_claim(ledger, invoice("FY-1"), message_id="m-1")
     later = NOW + 60 * MINUTE
-    assert [
-        entry.key for entry in stalled(ledger, InvoiceStatus.RETRYING, due_by=later, limit=10)
-    ] == [message.invoice.key]
+    assert [entry.key for entry in stalled(ledger, InvoiceStatus.RETRYING, due_by=later, limit=10)] == [
+        message.invoice.key
+    ]
     # When the dispatcher marks it
     assert ledger.mark_dead_lettered(message, message_id="m-1", now=NOW + 2)
     # Then the status stays RETRYING, marked, and the reconciler's Query no longer finds it

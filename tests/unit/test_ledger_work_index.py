@@ -36,7 +36,9 @@ def operations(dynamodb: Any) -> list[str]:
 
 
 def raw(dynamodb: Any, order_id: str) -> dict[str, Any]:
-    return dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"{order_id}#sale"}}, ConsistentRead=True)["Item"]
+    return dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"{order_id}#sale"}}, ConsistentRead=True)[
+        "Item"
+    ]
 
 
 def accepted(ledger: InvoiceLedger, order_id: str, *, at: float) -> QueuedInvoice:
@@ -77,11 +79,15 @@ def test_every_move_puts_the_entry_in_its_list_and_shard_due_at_its_own_clock(
     assert ledger.claim(message, message_id="m-1", owner="w-1", now=NOW + 10, lease_seconds=120).granted
     assert work() == (f"IN_PROGRESS#{shard}", NOW + 130)
     # When recorded for a short retry, Then RETRYING (held in flight), due at retryAt
-    ledger.record(message.invoice.key, RetryLater("fynd_unavailable", "503", 60), owner="w-1", now=NOW + 20, ack_id=None)
+    ledger.record(
+        message.invoice.key, RetryLater("fynd_unavailable", "503", 60), owner="w-1", now=NOW + 20, ack_id=None
+    )
     assert work() == (f"RETRYING#{shard}", NOW + 80)
     # When claimed again and recorded for a wait past 15 minutes, Then PARKED, due at retryAt
     assert ledger.claim(message, message_id="m-2", owner="w-1", now=NOW + 80, lease_seconds=120).granted
-    ledger.record(message.invoice.key, RetryLater("IN403", "too early", 901), owner="w-1", now=NOW + 90, ack_id=None)
+    ledger.record(
+        message.invoice.key, RetryLater("IN403", "too early", 901), owner="w-1", now=NOW + 90, ack_id=None
+    )
     assert work() == (f"PARKED#{shard}", NOW + 991)
     entry = ledger.get(message.invoice.key)
     assert entry is not None and (entry.parked, entry.due_at) == (True, NOW + 991)
@@ -122,7 +128,9 @@ def test_due_reads_each_shard_by_due_time_with_queries_on_the_work_index_only(
         accepted(ledger, f"Q-{age}", at=NOW - age * MINUTE)
     settled(ledger, "INV-1", Invoiced(), at=NOW - 50 * MINUTE)
     requests: list[dict[str, Any]] = []
-    dynamodb.meta.events.register("provide-client-params.dynamodb.*", lambda params, **_: requests.append(params))
+    dynamodb.meta.events.register(
+        "provide-client-params.dynamodb.*", lambda params, **_: requests.append(params)
+    )
     # When the entries due by 15 minutes ago are asked for
     found, more = ledger.due(WorkList.QUEUED, due_by=NOW - 15 * MINUTE, limit=10, out_of_time=never)
     # Then the three due ones come back, earliest first, from one Query per shard of ByDue
@@ -172,7 +180,9 @@ def test_due_parked_entries_come_due_at_retry_at(ledger: InvoiceLedger) -> None:
     # Given an entry parked for 30 minutes
     message = accepted(ledger, "FY-1", at=NOW)
     assert ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120).granted
-    ledger.record(message.invoice.key, RetryLater("IN403", "too early", 1800), owner="w-1", now=NOW, ack_id=None)
+    ledger.record(
+        message.invoice.key, RetryLater("IN403", "too early", 1800), owner="w-1", now=NOW, ack_id=None
+    )
     # Then it is not due before retryAt, and is due from then on, in PARKED (not RETRYING)
     assert ledger.due(WorkList.PARKED, due_by=NOW + 1799, limit=10, out_of_time=never)[0] == []
     (entry,), _ = ledger.due(WorkList.PARKED, due_by=NOW + 1800, limit=10, out_of_time=never)
@@ -184,7 +194,9 @@ def test_mark_reconciled_moves_a_parked_entry_to_retrying_due_now(ledger: Invoic
     # Given a parked entry that came due
     message = accepted(ledger, "FY-1", at=NOW)
     assert ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120).granted
-    ledger.record(message.invoice.key, RetryLater("IN403", "too early", 1800), owner="w-1", now=NOW, ack_id=None)
+    ledger.record(
+        message.invoice.key, RetryLater("IN403", "too early", 1800), owner="w-1", now=NOW, ack_id=None
+    )
     (entry,), _ = ledger.due(WorkList.PARKED, due_by=NOW + 1800, limit=10, out_of_time=never)
     # When the reconciler marks it as queued again
     assert ledger.mark_reconciled(entry, now=NOW + 1860)
