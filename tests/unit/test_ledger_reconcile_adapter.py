@@ -355,7 +355,7 @@ def retrying_after_a_claim(ledger: InvoiceLedger, item: Invoice, *, message_id: 
     return message
 
 
-def test_a_dead_lettered_entry_leaves_the_reconcilers_lists_until_it_is_claimed_again(
+def test_a_dead_lettered_entry_leaves_the_reconcilers_index_partition_until_it_is_claimed_again(
     ledger: InvoiceLedger, dynamodb: "DynamoDBClient"
 ) -> None:
     # Given an entry RETRYING whose message (m-1) leaves for the dead-letter queue

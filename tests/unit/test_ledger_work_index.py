@@ -90,7 +90,8 @@ def test_every_move_puts_the_entry_in_its_list_and_shard_due_at_its_own_clock(
     )
     assert work() == (f"PARKED#{shard}", NOW + 991)
     entry = ledger.get(message.invoice.key)
-    assert entry is not None and (entry.parked, entry.due_at) == (True, NOW + 991)
+    assert entry is not None
+    assert (entry.parked, entry.due_at) == (True, NOW + 991)
     # When claimed and invoiced, Then it leaves the index (sparse): no workShard, no dueAt
     assert ledger.claim(message, message_id="m-3", owner="w-1", now=NOW + 991, lease_seconds=120).granted
     ledger.record(message.invoice.key, Invoiced(), owner="w-1", now=NOW + 995, ack_id=None)

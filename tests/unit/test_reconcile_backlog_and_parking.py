@@ -157,7 +157,8 @@ def test_wall_6_a_long_wait_is_parked_in_the_ledger_not_held_in_flight(counted: 
     entry = world.ledger.entries[key("A")]
     assert world.queue.messages == {}
     assert (entry.status, entry.parked) == (InvoiceStatus.RETRYING, True)
-    assert entry.retry_at is not None and entry.retry_at - world.clock.now > 15 * MINUTE
+    assert entry.retry_at is not None
+    assert entry.retry_at - world.clock.now > 15 * MINUTE
     # When the reconciler runs before it is due, Then nothing is queued
     assert world.reconcile().returned == []
     # When it runs once it is due, Then it is queued again, as returned (not as lost: no alarm)
@@ -176,7 +177,8 @@ def parked_and_due(world: World) -> LedgerEntry:
     world.accept(invoice("A"))
     world.run()
     entry = world.ledger.entries[key("A")]
-    assert entry.parked and entry.retry_at is not None
+    assert entry.parked
+    assert entry.retry_at is not None
     world.clock.now = entry.retry_at + 1
     return entry
 
