@@ -285,7 +285,7 @@ class InMemoryLedger:
                     last_error=LastError(reason, message),
                     retry_at=now + delay,
                     due_at=now + delay,
-                    parked=is_parked_wait(delay),
+                    parked=is_parked_wait(delay, reason),
                 )
         self.entries[key] = moved
         self.writes["record"] += 1

@@ -33,7 +33,7 @@ import relay.domain.intake as intake_module
 import relay.domain.reconcile as reconcile_module
 from factories import invoice
 from fakes import IndexMeter, World
-from relay.domain.ledger import PARK_AFTER_SECONDS
+from relay.domain.ledger import PARK_AFTER_SECONDS, is_parked_wait
 
 for _module in (dispatch_module, intake_module, reconcile_module):
     if hasattr(_module, "count"):
@@ -62,8 +62,11 @@ def index_peaks(rate: int, seconds: int, shards: int) -> dict[str, object]:
     }
 
 
-def in_flight(rate: int, seconds: int, *, park_after: float | None, seed: int = 19) -> dict[str, object]:
-    """`park_after`: waits longer than this are parked (PARK_AFTER_SECONDS today); None: none is."""
+def in_flight(
+    rate: int, seconds: int, *, park_after: float | str | None, seed: int = 19
+) -> dict[str, object]:
+    """`park_after`: waits longer than this are parked; "today": relay.domain.ledger.is_parked_wait;
+    None: none is."""
     rng = random.Random(seed)
     world = World()
     world.policy = fakes.CodePolicy(
@@ -73,8 +76,10 @@ def in_flight(rate: int, seconds: int, *, park_after: float | None, seed: int = 
     serial = 0
     started = world.clock.now
 
-    def parks(delay: float) -> bool:
-        return park_after is not None and delay > park_after
+    def parks(delay: float, reason: str | None = None) -> bool:
+        if park_after == "today":
+            return is_parked_wait(delay, reason)
+        return park_after is not None and delay > float(park_after)
 
     with ExitStack() as patched:
         patched.enter_context(mock.patch.object(dispatch_module, "is_parked_wait", parks))
@@ -119,7 +124,7 @@ def main() -> None:
     began = time.perf_counter()
     for rate, shards in ((500, 16), (2000, 16), (500, 1)):
         print(index_peaks(rate, 5, shards), flush=True)
-    for park_after in (PARK_AFTER_SECONDS, 300, None):
+    for park_after in ("today", PARK_AFTER_SECONDS, None):
         print(in_flight(5, 3600, park_after=park_after), flush=True)
     print(f"run time {time.perf_counter() - began:.0f} s")
 

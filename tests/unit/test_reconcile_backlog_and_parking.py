@@ -8,10 +8,11 @@ import relay.domain.reconcile as reconcile_module
 from factories import invoice
 from fakes import Crash, World
 from relay.domain.errors import LedgerUnavailableError
+from relay.domain.fynd import FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import EARLY_ORDER_CODE, InvoiceStatus, LedgerEntry, is_parked_wait
 from relay.domain.messages import QueuedInvoice
-from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.policy import TOO_EARLY, Backoff, CodePolicy, outage_backoff
 
 MINUTE = 60.0
 WINDOW = 15 * MINUTE
@@ -244,3 +245,38 @@ def test_wall_6_a_dispatcher_that_dies_after_parking_leaves_a_copy_that_waits_an
     # Then the invoice is invoiced, applied once
     assert world.status(key("A")) is InvoiceStatus.INVOICED
     assert world.fynd.applied[key("A")] == 1
+
+
+@pytest.mark.parametrize(
+    ("reason", "delay", "parked"),
+    [
+        ("IN403", 299, False),  # shorter than the reconciler's period: held, back on time
+        ("IN403", 300, True),  # an early order's wait from 5 minutes
+        ("fynd_unavailable", 900, False),  # an outage's back-off spends receives: a lasting one dead-letters
+        ("fynd_throttled", 901, True),  # past SQS's longest delay: parked whatever the reason
+        ("IN777", 1800, True),
+    ],
+)
+def test_wall_6_which_waits_are_parked(reason: str, delay: int, parked: bool) -> None:
+    assert is_parked_wait(delay, reason) is parked
+    # And the early order's code is the policy's own
+    assert EARLY_ORDER_CODE == TOO_EARLY
+
+
+def test_wall_6_an_early_orders_five_minute_wait_is_parked_and_an_outages_is_held(world: World) -> None:
+    # Given an early order whose back-off has reached 6 minutes, and an order whose Fynd call
+    # failed on an outage on its seventh receive (a 15-minute back-off)
+    world.policy = CodePolicy(Backoff(480, 3600, lambda: 0.5), 86_400, outage_backoff(30, lambda: 0.5))
+    world.fynd.early_until["EARLY"] = world.clock.now + 3600
+    world.accept(invoice("EARLY"))
+    world.run()
+    # Then the early order's message is gone and the entry parked
+    assert world.queue.messages == {}
+    assert world.ledger.entries[key("EARLY")].parked
+    # And the outage's message is held in flight (it comes back and spends its receives)
+    world.accept(invoice("DOWN"))
+    (held,) = world.queue.messages.values()
+    held.receive_count = 6
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    assert len(world.run()) == 1
+    assert not world.ledger.entries[key("DOWN")].parked

@@ -327,7 +327,7 @@ class InvoiceLedger:
                 values |= {":code": _s(reason), ":message": _s(message or reason)}
                 # A long wait is parked: the dispatcher acknowledges the message and the
                 # reconciler queues the invoice again at retryAt (relay.domain.ledger).
-                listed = WorkList.PARKED if is_parked_wait(delay) else WorkList.RETRYING
+                listed = WorkList.PARKED if is_parked_wait(delay, reason) else WorkList.RETRYING
                 work, work_values = set_work(listed, key, now + delay, self._shards)
                 values |= work_values
                 update = f"SET #status = :status, statusKey = :status, retryAt = :retry_at, {work}"

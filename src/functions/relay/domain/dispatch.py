@@ -37,7 +37,7 @@ Rules that keep the promises:
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
   receives would last: before its last receive it is queued afresh (a new message starts
   at receive count 1), and so is a message held back for a reason that is no failure.
-- A wait longer than SQS's longest delay (15 min: an IN403 back-off, a long Retry-After) is
+- A long wait (an IN403 back-off from 5 min, any wait past SQS's longest delay of 15 min) is
   parked, not held: the record put the entry in the ledger's PARKED list at retryAt, so its
   message is acknowledged and the reconciler queues the invoice again when it is due
   (relay.domain.reconcile). A held message would count against SQS's in-flight quota (about
@@ -384,7 +384,7 @@ class Dispatcher:
                 logger.error("invoice rejected by Fynd", extra={**log, "code": code, "fynd_message": message})
                 return []
             case RetryLater(reason=reason, delay_seconds=delay):
-                if is_parked_wait(delay):
+                if is_parked_wait(delay, reason):
                     # Recorded in the PARKED list (relay.adapters.ledger.record): the reconciler
                     # queues it again at retryAt, so the message need not wait in flight.
                     count("Parked", reason=dimension(reason, _OUR_REASONS))
