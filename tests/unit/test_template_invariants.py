@@ -183,6 +183,11 @@ def test_the_ledger_has_the_sharded_work_index_and_the_legacy_index_only_while_m
     assert legacy["GlobalSecondaryIndexes"] == [BY_DUE, BY_STATUS]
     assert {"AttributeName": "statusKey", "AttributeType": "S"} in legacy["AttributeDefinitions"]
     assert (WORK_INDEX, BY_STATUS_INDEX) == ("ByDue", "ByStatus")
+    # And it is pre-warmed with the table: an index warms apart, and back-pressures the table
+    warm = table_properties("InvoiceLedgerTable", {"LedgerWarmWriteUnitsPerSecond": "12000"})
+    assert warm["GlobalSecondaryIndexes"][0]["WarmThroughput"] == {
+        "WriteUnitsPerSecond": {"Ref": "LedgerWarmWriteUnitsPerSecond"}
+    }
     # And every function gets the shard count, which `relay` reads from the stack's outputs
     variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["WORK_INDEX_SHARDS"] == {"Ref": "WorkIndexShards"}
