@@ -321,9 +321,11 @@ def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> Non
     ledger, sqs = target.ledger(), target.sqs()
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
     counts: Counter[tuple[str, str]] = Counter()
+    parked = 0
     for status in ledger_index.INDEXED:
         for entry in ledger_index.by_status(ledger, status, since=since_at):
             counts[(status.value, entry.last_error.code if entry.last_error else "")] += 1
+            parked += entry.parked
     document = {
         "byStatus": {
             status.value: sum(n for (s, _), n in counts.items() if s == status)
@@ -332,6 +334,7 @@ def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> Non
         "byStatusAndCode": [
             {"status": s, "code": c or None, "count": n} for (s, c), n in sorted(counts.items())
         ],
+        "parked": parked,
         "invoiced": None,
         "queue": depth(sqs, target.queue_url),
         "deadLetterQueue": depth(sqs, target.dead_letter_queue_url),

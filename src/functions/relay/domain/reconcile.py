@@ -63,8 +63,9 @@ RECONCILED_STATUSES = (InvoiceStatus.QUEUED, InvoiceStatus.RETRYING, InvoiceStat
 VISITS = (WorkList.IN_PROGRESS, WorkList.RETRYING, WorkList.QUEUED, WorkList.PARKED)
 """The lists a run visits, in order: the rare lost ones first, the many parked ones last."""
 
-SECONDS_KEPT_IN_HAND = 5.0
-"""A run stops looking for more once this little of the invocation is left."""
+SECONDS_KEPT_IN_HAND = 10.0
+"""A run starts no page and no wave once this little of the invocation is left: a wave of
+WAVE marks, reads and sends fits in it even when AWS makes botocore retry."""
 
 QUEUE_AGE_MARGIN_SECONDS = 60.0
 """Kept between the oldest message's send time and a QUEUED entry called lost: the age is
