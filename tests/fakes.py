@@ -239,6 +239,7 @@ class InMemoryLedger:
             lease_until=now + lease_seconds,
             last_error=entry.last_error if entry else None,
             correlation_id=entry.correlation_id if entry else None,
+            history=entry.history if entry else (),  # as DynamoDB's claim: an update keeps it
             retry_at=entry.retry_at if entry else None,
             claim_message_id=message_id,
             claimed_from=entry.status if entry else InvoiceStatus.QUEUED,

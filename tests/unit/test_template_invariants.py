@@ -241,7 +241,7 @@ def sam_translated() -> dict[str, Any]:
     return transform(document, {}, NoManagedPolicies())  # type: ignore[no-any-return]
 
 
-def test_breach_14_the_api_stage_is_throttled_and_logged() -> None:
+def test_the_api_stage_is_throttled_and_logged() -> None:
     # Given the HTTP API's stage as SAM creates it
     resources = sam_translated()["Resources"]
     (stage,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]

@@ -28,9 +28,9 @@ from relay.domain.ledger import InvoiceStatus
 from relay_cli import ledger_index, output
 from relay_cli.backfill import backfill
 from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, pairs, table
-from relay_cli.redrive import depth, redrive
-from relay_cli.smoke import run_smoke
-from relay_cli.target import Target, TargetError, TargetOptions, resolve
+from relay_cli.redrive import depth, in_flight, redrive
+from relay_cli.smoke import new_order_id, run_smoke
+from relay_cli.target import Target, TargetError, TargetNotGiven, TargetOptions, resolve
 from relay_cli.webhook import RelayApi
 
 app = typer.Typer(
@@ -61,6 +61,8 @@ def _handled[**P](command: Callable[P, None]) -> Callable[P, None]:
         except ledger_index.NotIndexed as error:
             _fail(Exit.USAGE, str(error))
         except ValueError as error:  # a malformed --since/--from/--to
+            _fail(Exit.USAGE, str(error))
+        except TargetNotGiven as error:
             _fail(Exit.USAGE, str(error))
         except TargetError as error:
             _fail(Exit.UNREACHABLE, str(error))
@@ -315,8 +317,19 @@ def replay(
 
 @app.command()
 @_handled
-def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> None:
-    """Counts by state and code (from the index), and what waits on the queues."""
+def stats(
+    ctx: typer.Context,
+    since: Since = None,
+    invoiced: Annotated[
+        bool,
+        typer.Option(
+            "--invoiced/--no-invoiced",
+            help="Count INVOICED entries too: a Scan of the whole table (counts only); skip it on a large one.",
+        ),
+    ] = True,
+    as_json: Json = False,
+) -> None:
+    """Counts by state and code (INVOICED by a counting scan), and what is on the queues and in flight."""
     target = _aws_target(ctx)
     ledger, sqs = target.ledger(), target.sqs()
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
@@ -326,39 +339,51 @@ def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> Non
         for entry in ledger_index.by_status(ledger, status, since=since_at):
             counts[(status.value, entry.last_error.code if entry.last_error else "")] += 1
             parked += entry.parked
+    invoiced_count = (
+        ledger_index.count_invoiced(target.dynamodb(), target.table_name, since=since_at)
+        if invoiced
+        else None
+    )
+    by_status = {
+        status.value: sum(n for (s, _), n in counts.items() if s == status) for status in ledger_index.INDEXED
+    }
+    if invoiced_count is not None:
+        by_status[InvoiceStatus.INVOICED.value] = invoiced_count
     document = {
-        "byStatus": {
-            status.value: sum(n for (s, _), n in counts.items() if s == status)
-            for status in ledger_index.INDEXED
-        },
+        "byStatus": by_status,
         "byStatusAndCode": [
             {"status": s, "code": c or None, "count": n} for (s, c), n in sorted(counts.items())
         ],
         "parked": parked,
-        "invoiced": None,
+        "invoiced": invoiced_count,
         "queue": depth(sqs, target.queue_url),
+        "inFlight": in_flight(sqs, target.queue_url),
         "deadLetterQueue": depth(sqs, target.dead_letter_queue_url),
-        "note": "INVOICED is not counted: the work index is sparse (see `relay list --help`)",
+        "note": (
+            "INVOICED counted by a Scan of the table (counts only; --no-invoiced skips it)"
+            if invoiced
+            else "INVOICED not counted (--no-invoiced): the work index is sparse (see `relay list --help`)"
+        ),
     }
     if as_json:
         emit_json(document)
         return
     out = output.console()
-    out.print(
-        table(
-            "by state and code",
-            ("status", "code", "count"),
-            [(s, c, n) for (s, c), n in sorted(counts.items())],
-        )
-    )
+    rows: list[tuple[str, str, int]] = [(s, c, n) for (s, c), n in sorted(counts.items())]
+    if invoiced_count is not None:
+        rows.append((InvoiceStatus.INVOICED.value, "", invoiced_count))
+    out.print(table("by state and code", ("status", "code", "count"), rows))
     out.print(
         table(
             "queues",
-            ("queue", "messages"),
-            [("invoice queue", document["queue"]), ("dead-letter queue", document["deadLetterQueue"])],
+            ("queue", "waiting", "in flight"),
+            [
+                ("invoice queue", document["queue"], document["inFlight"]),
+                ("dead-letter queue", document["deadLetterQueue"], ""),
+            ],
         )
     )
-    output.errors().print(document["note"])
+    output.errors().print(document["note"], soft_wrap=True)
 
 
 @app.command("backfill-work-index")
@@ -455,12 +480,25 @@ def smoke(
 ) -> None:
     """One signed test invoice through the stack end to end, then its status."""
     target = resolve(ctx.obj)
-    result = run_smoke(
-        RelayApi(target.api_url, target.signing_secret()),
-        location=location,
-        order_id=order_id,
-        timeout=timeout,
-    )
+    api = RelayApi(target.api_url, target.signing_secret())
+    order = order_id or new_order_id()
+    errors = output.errors()
+    try:
+        result = run_smoke(
+            api,
+            location=location,
+            order_id=order,
+            timeout=timeout,
+            progress=lambda line: errors.print(
+                f"smoke: {line}", highlight=False, markup=False, soft_wrap=True
+            ),
+        )
+    except KeyboardInterrupt:
+        _fail(
+            Exit.ATTENTION,
+            f"smoke stopped while waiting: the test invoice is order {order};"
+            f" ask for it later with `relay status {order}`",
+        )
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -472,7 +510,7 @@ def smoke(
 def _aws_target(ctx: typer.Context) -> Target:
     target = resolve(ctx.obj)
     if not target.queue_url:
-        raise TargetError(
+        raise TargetNotGiven(
             "this command reads the ledger and the queues: pass --stack NAME, or for `make run`"
             " --endpoint-url (RELAY_AWS_ENDPOINT) with the `AWS endpoint` its banner prints"
         )
@@ -577,5 +615,49 @@ class _stdout:
         sys.stdout.flush()
 
 
-def main() -> None:
-    app()
+GLOBAL_OPTIONS = frozenset({"--stack", "--region", "--api-url", "--endpoint-url", "--secret"})
+"""The options of `relay` itself (each takes a value); accepted before or after the command."""
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`relay status X --stack S` as `relay --stack S status X`: Click takes a group's options
+    only before the command, but people add `--stack` wherever they remember it. Every global
+    option after the command (as `--name value` or `--name=value`, up to a `--`) moves before it."""
+    command_at = _command_index(argv)
+    if command_at is None:
+        return argv
+    moved: list[str] = []
+    rest: list[str] = []
+    index = command_at + 1
+    while index < len(argv):
+        item = argv[index]
+        if item == "--":
+            rest.extend(argv[index:])
+            break
+        name = item.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and "=" in item:
+            moved.append(item)
+        elif item in GLOBAL_OPTIONS and index + 1 < len(argv):
+            moved.extend(argv[index : index + 2])
+            index += 1
+        else:
+            rest.append(item)
+        index += 1
+    return [*argv[:command_at], *moved, argv[command_at], *rest]
+
+
+def _command_index(argv: list[str]) -> int | None:
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        if item in GLOBAL_OPTIONS:
+            index += 2
+        elif item.startswith("-"):
+            index += 1
+        else:
+            return index
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=hoist_global_options(list(sys.argv[1:] if argv is None else argv)), prog_name="relay")

@@ -14,11 +14,14 @@ many invoices went through. INVOICED entries therefore cannot be listed from it;
 says so, and `relay status ORDER_ID` reads any single entry.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.work_index import WORK_INDEX
 from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 INDEXED = tuple(status for status in InvoiceStatus if status is not InvoiceStatus.INVOICED)
 
@@ -65,6 +68,27 @@ def by_status(
     ]
     found.sort(key=lambda entry: (entry.due_at or 0, str(entry.key)), reverse=True)
     return found if limit is None else found[:limit]
+
+
+def count_invoiced(dynamodb: "DynamoDBClient", table_name: str, *, since: float | None = None) -> int:
+    """How many entries are INVOICED (updated since `since`): the one count the sparse index
+    cannot give, so it is a Scan that returns counts only (`Select=COUNT`). It reads the whole
+    table, so `relay stats --no-invoiced` skips it on a large one."""
+    condition = "#status = :invoiced" + (" AND updatedAt >= :since" if since is not None else "")
+    values: dict[str, Any] = {":invoiced": {"S": InvoiceStatus.INVOICED.value}}
+    if since is not None:
+        values[":since"] = {"N": repr(since)}
+    total = 0
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table_name,
+        Select="COUNT",
+        FilterExpression=condition,
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=values,
+    )
+    for page in pages:
+        total += int(page.get("Count", 0))
+    return total
 
 
 def dead_lettered(

@@ -5,7 +5,8 @@
 | RELAY_API_PORT | 3000 | port of the local HTTP API (0: any free port; the banner shows it) |
 | FYND_BASE_URL | the built-in simulator | send to this Fynd instead |
 | FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
-| WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
+| WEBHOOK_SECRET | kept from the last run, else generated; printed | the whsec_... secret the local API verifies |
+| RELAY_LOCAL_STATE | .local/run.json | where `run` keeps its secret and ports between runs (relay_local.saved_run) |
 | FRAPPE_WEBHOOK_SECRET | unset | when set, enables the `frappe` preset with this plain secret (ERPNext's "Webhook Secret") |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
 | RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
@@ -15,10 +16,12 @@ A malformed value stops the command before anything starts, with a message namin
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from relay.domain.standard_webhooks import MIN_SECRET_BYTES
 from relay_local.faults import LocalFaults
+from relay_local.saved_run import SavedRun
 from relay_local.signing import check_secret, new_secret
 
 DEFAULT_API_PORT = 3000
@@ -45,15 +48,32 @@ class FyndSettings:
     password: str
 
 
+class SecretOrigin(StrEnum):
+    ENVIRONMENT = "environment"
+    """WEBHOOK_SECRET was set."""
+    KEPT = "kept"
+    """Read back from the last run (relay_local.saved_run)."""
+    GENERATED = "generated"
+    """Made for this run (the first, or after `--fresh`)."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     api_port: int
     webhook_secret: str
-    secret_generated: bool
+    secret_origin: SecretOrigin
     fynd: FyndSettings
     function_environment: Mapping[str, str] = field(default_factory=dict)
     frappe_webhook_secret: str | None = None
     faults: LocalFaults = field(default_factory=LocalFaults)
+    aws_port: int = 0
+    """The local AWS endpoint's port: the last run's when kept, else 0 (any free one)."""
+    simulator_port: int = 0
+    """The Fynd simulator's port, likewise."""
+
+    @property
+    def secret_generated(self) -> bool:
+        return self.secret_origin is SecretOrigin.GENERATED
 
 
 def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
@@ -67,7 +87,9 @@ def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
     )
 
 
-def run_settings(environ: Mapping[str, str]) -> RunSettings:
+def run_settings(environ: Mapping[str, str], saved: SavedRun | None = None) -> RunSettings:
+    """The run's settings from the environment, and from `saved` (the last run's secret and
+    ports, relay_local.saved_run) where the environment says nothing."""
     port_text = environ.get("RELAY_API_PORT") or str(DEFAULT_API_PORT)
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise SettingsError(f"RELAY_API_PORT must be a port number (0 for any free one), not {port_text!r}")
@@ -91,11 +113,19 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
         faults = LocalFaults.from_environ(environ)
     except ValueError as error:
         raise SettingsError(str(error)) from None
+    if secret:
+        origin = SecretOrigin.ENVIRONMENT
+    elif saved is not None:
+        secret, origin = saved.webhook_secret, SecretOrigin.KEPT
+    else:
+        secret, origin = new_secret(), SecretOrigin.GENERATED
     return RunSettings(
         faults=faults,
         api_port=int(port_text),
-        webhook_secret=secret or new_secret(),
-        secret_generated=not secret,
+        webhook_secret=secret,
+        secret_origin=origin,
+        aws_port=saved.aws_port if saved else 0,
+        simulator_port=saved.simulator_port if saved else 0,
         fynd=fynd_settings(environ),
         function_environment=passthrough,
         frappe_webhook_secret=frappe_secret,

@@ -478,9 +478,10 @@ class InvoiceLedger:
         Only from the states relay.domain.ledger allows into QUEUED (REJECTED), and only if the
         entry is still exactly the one the operator looked at (same content, same last update):
         an ERP's corrected resubmission in between wins, and None says so. The entry starts
-        over as a new acceptance would (attempts 0, a fresh IN403 deadline from `now`); the
-        caller puts the invoice back on the queue after this write, never before, so the
-        dispatcher cannot find the entry still final and drop the message.
+        over (attempts 0, a fresh IN403 deadline from `now` through the replay event, see
+        LedgerEntry.waiting_since) but keeps `acceptedAt`, the first acceptance. The caller
+        puts the invoice back on the queue after this write, never before, so the dispatcher
+        cannot find the entry still final and drop the message.
         """
         sources = sorted(sources_of(InvoiceStatus.QUEUED))
         work, work_values = set_work(WorkList.QUEUED, entry.key, now, self._shards)
@@ -509,7 +510,7 @@ class InvoiceLedger:
                 TableName=self._table,
                 Key=_pk(entry.key),
                 UpdateExpression=(
-                    "SET #status = :queued, statusKey = :queued, updatedAt = :now, acceptedAt = :now,"
+                    "SET #status = :queued, statusKey = :queued, updatedAt = :now,"
                     " attempts = :zero, history = list_append(if_not_exists(history, :none), :event), "
                     + work
                     + _FORGET_OUTCOME

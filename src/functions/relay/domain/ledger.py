@@ -157,6 +157,14 @@ class LedgerEntry:
     parked: bool = False
     """RETRYING with no message: the reconciler queues it again at retryAt (PARK_AFTER_SECONDS)."""
 
+    @property
+    def waiting_since(self) -> float:
+        """Where the IN403 deadline (TooEarlyDeadlineSeconds) counts from: the acceptance, or
+        the latest replay, which starts the wait over. `accepted_at` itself stays the moment
+        the relay first accepted the invoice, replays or not."""
+        replays = [event.at for event in self.history if event.action == "replay"]
+        return max([self.accepted_at, *replays])
+
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
 
