@@ -378,7 +378,7 @@ def build_stack(
         props = table_properties(logical_id, params, template)
         # The sparse index the reconciler and `relay list` query (on demand: no throughput of its
         # own; a pre-warming, which moto does not model, is left out).
-        indexes = (
+        indexes: dict[str, Any] = (
             {
                 "GlobalSecondaryIndexes": [
                     {name: value for name, value in index.items() if name != "WarmThroughput"}
