@@ -96,6 +96,14 @@ def work_list(entry: LedgerEntry) -> WorkList | None:
     return WorkList(str(entry.status))
 
 
+def work_partition(entry: LedgerEntry | None, shards: int = DEFAULT_WORK_SHARDS) -> str | None:
+    """The work index partition (`workShard`) an entry is in: "<list>#<shard>"; None: in none."""
+    listed = work_list(entry) if entry is not None else None
+    if entry is None or listed is None:
+        return None
+    return f"{listed}#{shard_of(entry.key, shards)}"
+
+
 def due_of(entry: LedgerEntry) -> float:
     """The entry's dueAt; for an entry a test put in place without one, its status' clock."""
     return entry.due_at if entry.due_at is not None else due_at(entry)
@@ -135,10 +143,8 @@ class IndexMeter:
                 meter[(second, key[0])] += 1
 
     def _work_key(self, entry: LedgerEntry | None) -> tuple[str, float] | None:
-        listed = work_list(entry) if entry is not None else None
-        if entry is None or listed is None:
-            return None
-        return (f"{listed}#{shard_of(entry.key, self._shards)}", due_of(entry))
+        partition = work_partition(entry, self._shards)
+        return None if entry is None or partition is None else (partition, due_of(entry))
 
     @staticmethod
     def _status_key(entry: LedgerEntry | None) -> tuple[str, float] | None:
@@ -747,4 +753,6 @@ __all__ = [
     "ScriptedFynd",
     "World",
     "lost_answer",
+    "work_list",
+    "work_partition",
 ]
