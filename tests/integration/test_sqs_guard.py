@@ -100,7 +100,7 @@ def test_messages_sent_while_others_are_deleted_are_all_kept(sqs: tuple["SQSClie
 
 
 @pytest.mark.parametrize("character", ["\ufffe", "\uffff", "\u0001", "\ud83d"])
-def test_breach_18_1_the_local_queue_refuses_a_character_sqs_cannot_carry_as_aws_does(
+def test_the_local_queue_refuses_a_character_sqs_cannot_carry_as_aws_does(
     sqs: tuple["SQSClient", str], character: str
 ) -> None:
     client, queue_url = sqs
@@ -116,7 +116,7 @@ def test_breach_18_1_the_local_queue_refuses_a_character_sqs_cannot_carry_as_aws
     assert receive_all(client, queue_url) == {}
 
 
-def test_breach_18_1_a_batch_entry_sqs_cannot_carry_fails_alone(sqs: tuple["SQSClient", str]) -> None:
+def test_a_batch_entry_sqs_cannot_carry_fails_alone(sqs: tuple["SQSClient", str]) -> None:
     client, queue_url = sqs
     # When a batch holds one entry with U+FFFF among good ones
     answer = client.send_message_batch(
@@ -135,7 +135,7 @@ def test_breach_18_1_a_batch_entry_sqs_cannot_carry_fails_alone(sqs: tuple["SQSC
     assert len(receive_all(client, queue_url)) == 2
 
 
-def test_breach_18_1_the_queue_adapter_names_the_invoice_the_local_queue_refused(
+def test_the_queue_adapter_names_the_invoice_the_local_queue_refused(
     sqs: tuple["SQSClient", str],
 ) -> None:
     client, queue_url = sqs

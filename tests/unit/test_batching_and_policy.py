@@ -70,7 +70,7 @@ def test_success_and_in453_are_invoiced() -> None:
     ) == Invoiced(already=True, confirmed_by="IN453")
 
 
-def test_breach_18_5_in453_on_a_credit_note_is_no_proof_and_is_retried_for_shipment_info() -> None:
+def test_in453_on_a_credit_note_is_no_proof_and_is_retried_for_shipment_info() -> None:
     # Given Fynd answers IN453 ("shipment at or beyond invoiced") to a credit note
     verdict = policy().for_order(
         error("IN453"), invoice_type=InvoiceType.RETURN, attempt=1, accepted_at=0, now=1
@@ -142,7 +142,7 @@ def test_breach_14_unknown_codes_become_other_as_a_metric_dimension() -> None:
     assert dimension("fynd_throttled", frozenset({"fynd_throttled"})) == "fynd_throttled"
 
 
-def test_breach_18_5_a_credit_note_answered_in453_is_not_marked_invoiced() -> None:
+def test_a_credit_note_answered_in453_is_not_marked_invoiced() -> None:
     # Given a credit note Fynd answers IN453 (its shipment is past invoiced, as every return is)
     world = World()
     credit_note = invoice("R-1", invoiceType="return")

@@ -222,7 +222,7 @@ def test_whole_call_failures_are_typed(
 
 
 @pytest.mark.parametrize("status", [408, 409, 423, 425])
-def test_breach_18_5_a_transient_whole_call_4xx_is_retried_not_refused(status: int) -> None:
+def test_a_transient_whole_call_4xx_is_retried_not_refused(status: int) -> None:
     # Given Fynd (or a gateway before it) answers the whole call with a "not now" 4xx and Retry-After
     answer = reply(status, {"message": "locked, try again"}, {"Retry-After": "12"})
     # When the call is sent

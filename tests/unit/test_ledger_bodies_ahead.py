@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from factories import invoice
-from fakes import FakeClock, RecordingQueue
+from fakes import FakeClock, FakeQueueAge, RecordingQueue
 from ingest_harness import StaleFirstRead
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.domain.errors import ConflictError
@@ -35,7 +35,7 @@ def acceptance(ledger: Any, queue: RecordingQueue) -> InvoiceAcceptance:
     )
 
 
-def test_breach_18_5_a_racer_refused_409_leaves_the_winners_body_for_the_reconciler(dynamodb: Any) -> None:
+def test_a_racer_refused_409_leaves_the_winners_body_for_the_reconciler(dynamodb: Any) -> None:
     ledger = InvoiceLedger(TABLE, dynamodb)
     winner_queue, loser_queue = RecordingQueue(FakeClock(NOW)), RecordingQueue(FakeClock(NOW))
     shared = invoice("SHARED-1")
@@ -50,9 +50,12 @@ def test_breach_18_5_a_racer_refused_409_leaves_the_winners_body_for_the_reconci
     # And the winner's messages are lost (e.g. acknowledged by a worker that then died)
     winner_queue.messages.clear()
     # Then, once stalled, the reconciler queues the winner's own content for the shared key
-    healed = RecordingQueue(FakeClock(NOW))
+    later = FakeClock(NOW + STALL + 1)
+    healed = RecordingQueue(later)
+    queue_age = FakeQueueAge(healed, later)
+    queue_age.known = False  # the window alone decides
     report = Reconciler(
-        ledger=ledger, queue=healed, clock=FakeClock(NOW + STALL + 1), stall_seconds=STALL, max_per_run=500
+        ledger=ledger, queue=healed, queue_age=queue_age, clock=later, stall_seconds=STALL
     ).reconcile(lambda: 60.0)
     assert report.failed == []
     queued = {message.invoice.key: message for message in map(QueuedInvoice.from_body, bodies(healed))}

@@ -44,7 +44,7 @@ def rejected_after_a_claim(ledger: Ledger, order_id: str) -> QueuedInvoice:
     return first
 
 
-def test_breach_18_2_a_corrected_resubmission_starts_as_a_new_entry_and_its_dead_letter_mark_succeeds(
+def test_a_corrected_resubmission_starts_as_a_new_entry_and_its_dead_letter_mark_succeeds(
     ledger: Ledger,
 ) -> None:
     # Given an invoice claimed by message m-1 and rejected
@@ -66,7 +66,7 @@ def test_breach_18_2_a_corrected_resubmission_starts_as_a_new_entry_and_its_dead
 
 
 @pytest.mark.parametrize("after", [0.0, 0.001, 5.0])
-def test_breach_18_2_a_lease_has_ended_at_its_lease_until(ledger: Ledger, after: float) -> None:
+def test_a_lease_has_ended_at_its_lease_until(ledger: Ledger, after: float) -> None:
     # Given an invoice claimed under a lease until NOW + LEASE
     message = accepted(ledger, invoice("LEASE-1"))
     assert ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=LEASE).granted
@@ -92,7 +92,7 @@ def dynamodb_ledger(dynamodb: Any) -> InvoiceLedger:
     return InvoiceLedger(TABLE, dynamodb)
 
 
-def test_breach_18_2_a_replayed_invoice_forgets_its_last_claim_and_its_dead_letter_mark_succeeds(
+def test_a_replayed_invoice_forgets_its_last_claim_and_its_dead_letter_mark_succeeds(
     dynamodb_ledger: InvoiceLedger, dynamodb: Any
 ) -> None:
     # Given an invoice claimed by message m-1 and rejected
