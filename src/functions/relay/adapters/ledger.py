@@ -442,8 +442,9 @@ class InvoiceLedger:
         return True
 
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
-        """Move the entry to the DEAD_LETTERED work list, which the reconciler never reads, while
-        its status stays what it was; see relay.domain.ports.Ledger."""
+        """Move the entry to the DEAD_LETTERED work list, while its status stays what it was; the
+        reconciler reads that list only for marks older than the dead-letter queue's retention
+        (relay.domain.reconcile). See relay.domain.ports.Ledger."""
         work, values = set_work(WorkList.DEAD_LETTERED, message.invoice.key, now, self._shards)
         try:
             self._client.update_item(

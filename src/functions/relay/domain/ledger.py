@@ -80,7 +80,8 @@ class WorkList(StrEnum):
     | REJECTED      | REJECTED entries (for the operator)           | rejected at       |
     | DEAD_LETTERED | entries whose message went to the DLQ         | dead-lettered at  |
 
-    The reconciler reads the first four; `relay list` any of them.
+    The reconciler reads the first four, and DEAD_LETTERED for marks older than the dead-letter
+    queue's retention (relay.domain.reconcile); `relay list` any of them.
     """
 
     QUEUED = "QUEUED"
