@@ -109,3 +109,44 @@ def test_a_replayed_invoice_forgets_its_last_claim_and_its_dead_letter_mark_succ
     assert forgotten & set(item) == set()
     assert [event.action for event in replayed.history] == ["replay"]
     assert marked
+
+
+class AnswerLostThenRetried:
+    """The DynamoDB client as botocore drives it when an UpdateItem's answer times out: the
+    request was applied, and botocore sends it again; the caller sees the retry's answer."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        self._client.update_item(**request)  # applied; its answer never arrives
+        return self._client.update_item(**request)
+
+
+def test_a_claim_whose_answer_was_lost_and_retried_is_still_granted(dynamodb: Any) -> None:
+    # Given a queued invoice, and a ledger whose UpdateItem answers are lost and retried (a loaded moto, or DynamoDB)
+    message = accepted(InvoiceLedger(TABLE, dynamodb), invoice("RETRIED-1"))
+    ledger = InvoiceLedger(TABLE, AnswerLostThenRetried(dynamodb))
+    # When a worker claims it: the first attempt takes it, the retry finds it taken
+    claim = ledger.claim(message, message_id="m-1", owner="w-1", now=NOW + 1, lease_seconds=LEASE)
+    # Then the claim is granted (it is this request's own), and the worker can record its verdict
+    assert claim.granted
+    assert claim.entry is not None
+    assert (claim.entry.lease_owner, claim.entry.claim_message_id, claim.entry.attempts) == ("w-1", "m-1", 1)
+    assert InvoiceLedger(TABLE, dynamodb).record(
+        message.invoice.key, Rejected("IN422", "bad"), owner="w-1", now=NOW + 2, ack_id=None
+    )
+
+
+def test_the_same_message_claimed_again_by_a_later_request_is_still_busy(dynamodb: Any) -> None:
+    # Given an invoice another worker holds
+    ledger = InvoiceLedger(TABLE, dynamodb)
+    message = accepted(ledger, invoice("HELD-1"))
+    assert ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=LEASE).granted
+    # When a later request for the same message is retried after a lost answer, Then it is BUSY (not its token)
+    retried = InvoiceLedger(TABLE, AnswerLostThenRetried(dynamodb))
+    claim = retried.claim(message, message_id="m-1", owner="w-1", now=NOW + 1, lease_seconds=LEASE)
+    assert claim.refusal is ClaimRefusal.BUSY

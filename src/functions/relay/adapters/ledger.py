@@ -17,6 +17,7 @@ so a method added later cannot forget it.
 
 import functools
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
@@ -257,8 +258,15 @@ class InvoiceLedger:
         self, message: QueuedInvoice, *, message_id: str, owner: str, now: float, lease_seconds: float
     ) -> Claim:
         """The domain's rule (relay.domain.ledger.claim_refusal) as one conditional write; a
-        refused claim returns the entry as it stands, read by the same request."""
+        refused claim returns the entry as it stands, read by the same request.
+
+        botocore retries a request whose answer timed out (read_timeout), and the first attempt
+        may have been applied: the retry then finds the entry already claimed and would refuse
+        it, leaving the invoice IN_PROGRESS under this worker's lease with no one working on it
+        until the lease ends (seen under load). Each call writes a token of its own
+        (`claimToken`); a refusal that finds it is this call's own claim, granted."""
         key = message.invoice.key
+        token = uuid.uuid4().hex
         work, work_values = set_work(WorkList.IN_PROGRESS, key, now + lease_seconds, self._shards)
         values: dict[str, AttributeValueTypeDef] = {
             **work_values,
@@ -276,6 +284,7 @@ class InvoiceLedger:
             ":accepted": _n(message.accepted_at),
             ":order": _s(message.invoice.orderId),
             ":type": _s(message.invoice.invoiceType),
+            ":token": _s(token),
         }
         try:
             answer = self._client.update_item(
@@ -283,7 +292,7 @@ class InvoiceLedger:
                 Key=_pk(key),
                 UpdateExpression=(
                     "SET #status = :in_progress, statusKey = :in_progress, leaseOwner = :owner,"
-                    " leaseUntil = :until, claimMessageId = :message, updatedAt = :now,"
+                    " leaseUntil = :until, claimMessageId = :message, claimToken = :token, updatedAt = :now,"
                     " claimedFrom = if_not_exists(#status, :queued),"
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
@@ -301,6 +310,8 @@ class InvoiceLedger:
                 raise
             # ReturnValuesOnConditionCheckFailure puts the entry in the error: no second read.
             item = cast("Mapping[str, Any] | None", error.response.get("Item"))
+            if item and item.get("claimToken", {}).get("S") == token:
+                return Claim(_entry(item))  # an earlier attempt of this very request took it
             entry = _entry(item) if item else self.get(key)
             return Claim(entry, claim_refusal(entry, message.content_hash, now) or ClaimRefusal.BUSY)
         return Claim(_entry(answer["Attributes"]))
@@ -589,7 +600,8 @@ _FORGET_OUTCOME = (
     # no claim or its own) would be refused and the reconciler would queue again an invoice
     # that waits in the dead-letter queue.
     " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy,"
-    " claimMessageId, claimedFrom, leaseOwner, leaseUntil, deadLetteredAt, sendFailedAt, reconciledAt, reconciles"
+    " claimMessageId, claimedFrom, leaseOwner, leaseUntil, deadLetteredAt, sendFailedAt, reconciledAt, reconciles,"
+    " claimToken"
 )
 
 
