@@ -11,7 +11,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from relay.api import _status_document
+from relay.domain.status import status_document as _status_document
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType, OrderItem
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, LedgerEvent
 

@@ -44,6 +44,7 @@ def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str,
         template_path=template,
         isolated=True,
         faults=settings.faults,
+        writeback=settings.writeback,
     )
 
 
