@@ -50,7 +50,7 @@ class _Server:
 
 
 class FrappeStub(_Server):
-    def __init__(self, api_key: str = "relay-key", api_secret: str = "relay-secret") -> None:
+    def __init__(self, api_key: str = "relay-key", api_secret: str = "relay-secret") -> None:  # noqa: S107
         self.token = f"token {api_key}:{api_secret}"
         self.records: dict[str, dict[str, Any]] = {}
         self.writes: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -31,6 +31,7 @@ from writeback_world import CallbackReceiver, FifoQueue, FrappeStub, InProcessHt
 
 HOUR = 3600.0
 SECRET = new_secret()
+API_TOKEN = "relay-key:relay-secret"
 
 
 def entry(order: str, status: InvoiceStatus, at: float, **fields: object) -> LedgerEntry:
@@ -61,7 +62,7 @@ def receiver() -> CallbackReceiver:
     return CallbackReceiver(SECRET)
 
 
-def erpnext(frappe: FrappeStub, token: str = "relay-key:relay-secret") -> ErpNextSync:
+def erpnext(frappe: FrappeStub, token: str = API_TOKEN) -> ErpNextSync:
     return ErpNextSync("http://erp.example", lambda: token, http=InProcessHttp(frappe))  # type: ignore[arg-type]
 
 
