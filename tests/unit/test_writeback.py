@@ -454,3 +454,43 @@ def test_the_feed_skips_stored_bodies_and_resumes_at_the_first_change_not_queued
 
     assert forward(changes, RefusesFromFour()) == changes[1]  # type: ignore[arg-type]
     assert forward(changes, type("All", (), {"send": lambda self, sent: []})()) is None
+
+
+def test_each_target_reads_its_own_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given both targets configured, each with its own secret
+    from relay import wiring
+    from relay.settings import WritebackSettings
+
+    monkeypatch.setattr(wiring, "erpnext_token", lambda arn: f"token-from-{arn}")
+    monkeypatch.setattr(wiring, "callback_key", lambda arn: f"key-from-{arn}".encode())
+    settings = WritebackSettings.model_validate(
+        {
+            "LEDGER_TABLE_NAME": "t",
+            "INVOICE_QUEUE_URL": "q",
+            "WRITEBACK_QUEUE_URL": "w",
+            "ERPNEXT_URL": "https://erp.example",
+            "ERPNEXT_CREDENTIALS_SECRET_ARN": "erp-arn",
+            "RELAY_CALLBACK_URL": "https://hooks.example/fynd",
+            "CALLBACK_SECRET_ARN": "callback-arn",
+        }
+    )
+    erp_target, callback_target = wiring._writeback_targets(settings)
+    # Then ERPNext authenticates with the ERPNext secret and the callback signs with its own
+    assert erp_target._token() == "token-from-erp-arn"  # type: ignore[attr-defined]
+    assert callback_target._secret_key() == b"key-from-callback-arn"  # type: ignore[attr-defined]
+
+
+def test_a_target_without_its_url_is_not_written_to() -> None:
+    from relay import wiring
+    from relay.settings import WritebackSettings
+
+    settings = WritebackSettings.model_validate(
+        {
+            "LEDGER_TABLE_NAME": "t",
+            "INVOICE_QUEUE_URL": "q",
+            "WRITEBACK_QUEUE_URL": "w",
+            "ERPNEXT_URL": "",
+            "RELAY_CALLBACK_URL": "",
+        }
+    )
+    assert wiring._writeback_targets(settings) == []

@@ -294,11 +294,15 @@ def _writeback_targets(settings: WritebackSettings) -> list[WritebackTarget]:
     timeout = urllib3.Timeout(connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds)
     targets: list[WritebackTarget] = []
     if settings.erpnext_url and settings.erpnext_credentials_secret_arn:
-        arn = settings.erpnext_credentials_secret_arn
-        targets.append(ErpNextSync(str(settings.erpnext_url), lambda: erpnext_token(arn), timeout=timeout))
+        erpnext_arn = settings.erpnext_credentials_secret_arn
+        targets.append(
+            ErpNextSync(str(settings.erpnext_url), lambda: erpnext_token(erpnext_arn), timeout=timeout)
+        )
     if settings.callback_url and settings.callback_secret_arn:
-        arn = settings.callback_secret_arn
-        targets.append(SignedCallback(str(settings.callback_url), lambda: callback_key(arn), timeout=timeout))
+        callback_arn = settings.callback_secret_arn
+        targets.append(
+            SignedCallback(str(settings.callback_url), lambda: callback_key(callback_arn), timeout=timeout)
+        )
     return targets
 
 
