@@ -354,11 +354,7 @@ def build_stack(
             BillingMode=props["BillingMode"],
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
             **indexes,
-            **(
-                {"StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]}}
-                if streams and "StreamSpecification" in props
-                else {}
-            ),
+            **_stream(props, streams),
         )["TableDescription"]
         attributes[f"{logical_id}.StreamArn"] = str(table.get("LatestStreamArn", ""))
         if ttl := props.get("TimeToLiveSpecification"):
@@ -374,6 +370,13 @@ def build_stack(
         arn = secretsmanager.create_secret(Name=logical_id, SecretString=value)["ARN"]
         references[logical_id] = arn
     return LocalStack(endpoint_url, REGION, template, params, references, attributes)
+
+
+def _stream(props: Mapping[str, Any], enabled: bool) -> dict[str, Any]:
+    """The table's StreamSpecification as CreateTable takes it, or nothing."""
+    if not enabled or "StreamSpecification" not in props:
+        return {}
+    return {"StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]}}
 
 
 def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:

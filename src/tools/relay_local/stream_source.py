@@ -107,7 +107,7 @@ class DynamoDbStreamSource:
                 iterators[shard_id] = self._streams.get_shard_iterator(
                     StreamArn=self._config.stream_arn,
                     ShardId=shard_id,
-                    ShardIteratorType=self._config.starting_position,  # type: ignore[arg-type]
+                    ShardIteratorType=self._config.starting_position,
                 )["ShardIterator"]
             answer = self._streams.get_records(ShardIterator=iterators[shard_id], Limit=1000)
             iterators[shard_id] = answer.get("NextShardIterator", iterators[shard_id])
