@@ -97,7 +97,9 @@ class InMemoryLedger:
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
         self._faults.hit("ledger.accept")
         writes = [
-            admission for admission in admissions if admission.action in (Action.CREATE, Action.RESUBMIT)
+            admission
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT, Action.REPLACE)
         ]
         for admission in writes:
             entry = self.entries.get(admission.invoice.key)
@@ -106,6 +108,12 @@ class InMemoryLedger:
             if admission.action is Action.RESUBMIT and (
                 entry is None
                 or entry.status not in sources_of(InvoiceStatus.QUEUED)
+                or entry.content_hash != admission.previous_hash
+            ):
+                raise AcceptRaceError("an invoice key changed while this request was being accepted")
+            if admission.action is Action.REPLACE and (
+                entry is None
+                or entry.status is not InvoiceStatus.QUEUED
                 or entry.content_hash != admission.previous_hash
             ):
                 raise AcceptRaceError("an invoice key changed while this request was being accepted")
@@ -151,6 +159,7 @@ class InMemoryLedger:
             lease_until=now + lease_seconds,
             last_error=entry.last_error if entry else None,
             correlation_id=entry.correlation_id if entry else None,
+            history=entry.history if entry else (),  # as DynamoDB's claim: an update keeps it
             retry_at=entry.retry_at if entry else None,
             claim_message_id=message_id,
             claimed_from=entry.status if entry else InvoiceStatus.QUEUED,

@@ -65,7 +65,7 @@ def test_breach_11_an_accepted_invoice_whose_message_never_arrived_reaches_fynd(
 
 
 @pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)
-def test_breach_2_a_retrying_invoice_whose_message_vanished_reaches_fynd(relay: RelayClient) -> None:
+def test_a_retrying_invoice_whose_message_vanished_reaches_fynd(relay: RelayClient) -> None:
     # Given an invoice the dispatcher recorded RETRYING, due 20 minutes ago, whose message is gone
     # (a copy deleted as BUSY while the holder's visibility change failed)
     assert (

@@ -111,7 +111,7 @@ def test_breach_11_stalled_means_no_progress_for_the_window_on_the_status_own_cl
 # ---- healing, end to end over the fakes ----
 
 
-def test_breach_11_an_invoice_whose_queue_send_never_happened_reaches_fynd_once(world: World) -> None:
+def test_an_invoice_whose_queue_send_never_happened_reaches_fynd_once(world: World) -> None:
     # Given ingest dies between the ledger transaction and the queue send
     world.faults.fail("queue.send", Crash())
     with pytest.raises(Crash):

@@ -10,10 +10,13 @@ and stays small however many invoices went through. INVOICED entries therefore c
 listed from it; `NotIndexed` says so, and `relay status ORDER_ID` reads any single entry.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.adapters.ledger import BY_STATUS_INDEX, DEAD_LETTERED_KEY, InvoiceLedger
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 INDEXED = tuple(status for status in InvoiceStatus if status is not InvoiceStatus.INVOICED)
 
@@ -45,6 +48,27 @@ def by_status(
     return ledger.entries_in(
         status, updated_since=since, updated_until=until, error_code=code, newest_first=True, limit=limit
     )
+
+
+def count_invoiced(dynamodb: "DynamoDBClient", table_name: str, *, since: float | None = None) -> int:
+    """How many entries are INVOICED (updated since `since`): the one count the sparse index
+    cannot give, so it is a Scan that returns counts only (`Select=COUNT`). It reads the whole
+    table, so `relay stats --no-invoiced` skips it on a large one."""
+    condition = "#status = :invoiced" + (" AND updatedAt >= :since" if since is not None else "")
+    values: dict[str, Any] = {":invoiced": {"S": InvoiceStatus.INVOICED.value}}
+    if since is not None:
+        values[":since"] = {"N": repr(since)}
+    total = 0
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table_name,
+        Select="COUNT",
+        FilterExpression=condition,
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=values,
+    )
+    for page in pages:
+        total += int(page.get("Count", 0))
+    return total
 
 
 def dead_lettered(

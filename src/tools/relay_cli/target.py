@@ -36,6 +36,11 @@ class TargetError(Exception):
     """The relay cannot be found or reached; the message says what to set or start."""
 
 
+class TargetNotGiven(TargetError):
+    """The command line (or the environment behind it) lacks what the command needs: the
+    signing secret, the AWS endpoint, the region. Bad usage (exit 2), not an unreachable relay."""
+
+
 @dataclass(frozen=True)
 class TargetOptions:
     """What the user said (options, or the environment variables behind them)."""
@@ -79,7 +84,7 @@ class Target:
 
     def signing_secret(self) -> str:
         if not self.secret:
-            raise TargetError(
+            raise TargetNotGiven(
                 "no signing secret: set WEBHOOK_SECRET (the whsec_... secret `make run` printed) or --secret"
             )
         return self.secret
@@ -125,7 +130,7 @@ def _deployed(options: TargetOptions) -> Target:
     session = boto3.Session(region_name=options.region) if options.region else boto3.Session()
     region = session.region_name
     if not region:
-        raise TargetError("no AWS region: pass --region or set AWS_REGION")
+        raise TargetNotGiven("no AWS region: pass --region or set AWS_REGION")
     try:
         cloudformation = session.client("cloudformation", endpoint_url=options.endpoint_url)
         stacks = cloudformation.describe_stacks(StackName=options.stack)["Stacks"]

@@ -123,7 +123,7 @@ class InvoiceLedger:
         writes: list[Any] = [
             self._accept_write(admission, now, correlation_id)
             for admission in admissions
-            if admission.action in (Action.CREATE, Action.RESUBMIT)
+            if admission.action in _WRITTEN
         ]
         if not writes:
             return
@@ -133,7 +133,7 @@ class InvoiceLedger:
         bodies = [
             self._body_write(admission, now, correlation_id)
             for admission in admissions
-            if admission.action in (Action.CREATE, Action.RESUBMIT)
+            if admission.action in _WRITTEN
         ]
         if len(writes) + len(bodies) <= TRANSACTION_LIMIT:
             writes += bodies
@@ -197,8 +197,22 @@ class InvoiceLedger:
                     "ExpressionAttributeValues": values,
                 }
             }
-        values[":rejected"] = _s(InvoiceStatus.REJECTED)
         values[":previous"] = _s(admission.previous_hash or "")
+        if admission.action is Action.REPLACE:
+            # An enrichment (relay.domain.intake): only while nothing has claimed the recorded
+            # version. A claim's condition wants QUEUED with the claimed content, so on this one
+            # item exactly one of the two writes wins.
+            return {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _pk(invoice.key),
+                    "UpdateExpression": _SET_QUEUED + " REMOVE sendFailedAt, deadLetteredAt",
+                    "ConditionExpression": "#status = :queued AND contentHash = :previous",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        values[":rejected"] = _s(InvoiceStatus.REJECTED)
         return {
             "Update": {
                 "TableName": self._table,
@@ -473,9 +487,10 @@ class InvoiceLedger:
         Only from the states relay.domain.ledger allows into QUEUED (REJECTED), and only if the
         entry is still exactly the one the operator looked at (same content, same last update):
         an ERP's corrected resubmission in between wins, and None says so. The entry starts
-        over as a new acceptance would (attempts 0, a fresh IN403 deadline from `now`); the
-        caller puts the invoice back on the queue after this write, never before, so the
-        dispatcher cannot find the entry still final and drop the message.
+        over (attempts 0, a fresh IN403 deadline from `now` through the replay event, see
+        LedgerEntry.waiting_since) but keeps `acceptedAt`, the first acceptance. The caller
+        puts the invoice back on the queue after this write, never before, so the dispatcher
+        cannot find the entry still final and drop the message.
         """
         sources = sorted(sources_of(InvoiceStatus.QUEUED))
         event: dict[str, AttributeValueTypeDef] = {
@@ -502,7 +517,7 @@ class InvoiceLedger:
                 TableName=self._table,
                 Key=_pk(entry.key),
                 UpdateExpression=(
-                    "SET #status = :queued, statusKey = :queued, updatedAt = :now, acceptedAt = :now,"
+                    "SET #status = :queued, statusKey = :queued, updatedAt = :now,"
                     " attempts = :zero, history = list_append(if_not_exists(history, :none), :event)"
                     + _FORGET_OUTCOME
                 ),
@@ -530,6 +545,9 @@ def _cancellation(error: ClientError) -> Exception:
     named = ", ".join(sorted(codes - {"None"})) or "no reason given"
     return LedgerUnavailableError(f"invoice ledger cancelled the write ({named})")
 
+
+_WRITTEN = (Action.CREATE, Action.RESUBMIT, Action.REPLACE)
+"""The admissions that write an entry (and its body); the others only answer or queue again."""
 
 _CLAIMABLE = (
     # relay.domain.ledger.claim_refusal, as DynamoDB states it: a missing entry, or the same

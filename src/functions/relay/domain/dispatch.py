@@ -262,7 +262,7 @@ class Dispatcher:
             state,
             waiting=_waiting(item.entry),
             attempt=item.entry.attempts,
-            accepted_at=item.entry.accepted_at,
+            accepted_at=item.entry.waiting_since,
             now=self._clock(),
         )
         logger.info(
@@ -347,7 +347,7 @@ class Dispatcher:
             return self._policy.for_order(
                 answer.error_for(item.entry.key.order_id),
                 attempt=item.entry.attempts,
-                accepted_at=item.entry.accepted_at,
+                accepted_at=item.entry.waiting_since,
                 now=self._clock(),
             )
         return answer

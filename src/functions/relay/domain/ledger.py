@@ -104,6 +104,14 @@ class LedgerEntry:
     of the webhook queues it again (and only then: a QUEUED entry's message is otherwise on
     its way). The next claim clears it."""
 
+    @property
+    def waiting_since(self) -> float:
+        """Where the IN403 deadline (TooEarlyDeadlineSeconds) counts from: the acceptance, or
+        the latest replay, which starts the wait over. `accepted_at` itself stays the moment
+        the relay first accepted the invoice, replays or not."""
+        replays = [event.at for event in self.history if event.action == "replay"]
+        return max([self.accepted_at, *replays])
+
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now
 
