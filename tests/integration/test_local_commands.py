@@ -158,7 +158,7 @@ def test_invoke_runs_the_reconciler_on_the_scheduled_event() -> None:
     result = command("invoke", "ReconcileFunction", "events/reconcile-scheduled.json")
     # Then it ran over the ledger's index and found nothing stalled
     assert result.returncode == 0, result.stderr
-    assert answers_of(result.stdout) == [{"requeued": {}, "failed": [], "complete": True}]
+    assert answers_of(result.stdout) == [{"requeued": {}, "returned": 0, "failed": [], "complete": True}]
 
 
 def test_invoke_never_re_signs_another_secrets_event(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ def test_stats_counts_by_state_and_code_and_reads_the_queues(relay: RelayClient)
     assert run.exit_code == 0
     document = run.json()
     assert document["byStatus"]["REJECTED"] == 3
+    assert document["parked"] == 0  # RETRYING entries parked in the ledger, none here
     assert (document["byStatus"]["INVOICED"], document["invoiced"]) == (1, 1)
     counts = {(row["status"], row["code"]): row["count"] for row in document["byStatusAndCode"]}
     assert counts == {("REJECTED", "IN400"): 1, ("REJECTED", "IN401"): 2}

@@ -26,6 +26,7 @@ from relay.domain.errors import LedgerUnavailableError
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay_cli import ledger_index, output
+from relay_cli.backfill import backfill
 from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, pairs, table
 from relay_cli.redrive import depth, in_flight, redrive
 from relay_cli.smoke import new_order_id, run_smoke
@@ -43,7 +44,10 @@ app = typer.Typer(
 Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of a table.")]
 Type = Annotated[InvoiceType, typer.Option("--type", help="sale (invoice) or return (credit note).")]
 Since = Annotated[
-    str | None, typer.Option(help="Only entries updated since: 30m, 24h, 7d, a date or a date-time.")
+    str | None,
+    typer.Option(
+        help="Only entries due since (rejected, queued, retrying, lease ending): 30m, 24h, 7d, a date or a date-time."
+    ),
 ]
 
 
@@ -185,7 +189,7 @@ def list_entries(
     ] = False,
     as_json: Json = False,
 ) -> None:
-    """Invoices in one state, newest first, from the ledger's ByStatus index (never a scan)."""
+    """Invoices in one state, latest first, from the ledger's work index (never a scan)."""
     target = _aws_target(ctx)
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
     if dead_lettered:
@@ -330,9 +334,11 @@ def stats(
     ledger, sqs = target.ledger(), target.sqs()
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
     counts: Counter[tuple[str, str]] = Counter()
+    parked = 0
     for status in ledger_index.INDEXED:
         for entry in ledger_index.by_status(ledger, status, since=since_at):
             counts[(status.value, entry.last_error.code if entry.last_error else "")] += 1
+            parked += entry.parked
     invoiced_count = (
         ledger_index.count_invoiced(target.dynamodb(), target.table_name, since=since_at)
         if invoiced
@@ -348,6 +354,7 @@ def stats(
         "byStatusAndCode": [
             {"status": s, "code": c or None, "count": n} for (s, c), n in sorted(counts.items())
         ],
+        "parked": parked,
         "invoiced": invoiced_count,
         "queue": depth(sqs, target.queue_url),
         "inFlight": in_flight(sqs, target.queue_url),
@@ -355,7 +362,7 @@ def stats(
         "note": (
             "INVOICED counted by a Scan of the table (counts only; --no-invoiced skips it)"
             if invoiced
-            else "INVOICED not counted (--no-invoiced): the ByStatus index is sparse (see `relay list --help`)"
+            else "INVOICED not counted (--no-invoiced): the work index is sparse (see `relay list --help`)"
         ),
     }
     if as_json:
@@ -377,6 +384,26 @@ def stats(
         )
     )
     output.errors().print(document["note"], soft_wrap=True)
+
+
+@app.command("backfill-work-index")
+@_handled
+def backfill_work_index(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the entries the index lacks; write nothing.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Step 2 of moving a deployed stack to the work index: index the entries written before it
+    (docs/runbook.md#moving-to-the-work-index). Safe to repeat; done when it writes 0."""
+    target = _aws_target(ctx)
+    result = backfill(target.dynamodb(), target.table_name, shards=target.work_index_shards, dry_run=dry_run)
+    line = (
+        f"{result.written} entr{'y' if result.written == 1 else 'ies'} {'to index' if dry_run else 'indexed'}"
+        f", {result.already} already indexed, {result.moved} indexed by a dispatcher meanwhile"
+    )
+    _print_summary({"dryRun": dry_run, **result.as_dict()}, as_json, line)
 
 
 REPORT_COLUMNS = (
@@ -416,7 +443,7 @@ def report(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """A CSV for finance: rejected (with the reason) and pending invoices updated in [--from, --to]."""
+    """A CSV for finance: rejected (with the reason) and pending invoices due in [--from, --to]."""
     now = datetime.now(UTC)
     start, end = output.parse_when(from_, now=now), output.parse_when(to, now=now, end_of_day=True)
     if end < start:

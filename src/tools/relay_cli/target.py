@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.ledger import InvoiceLedger
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS
 from relay_local.identity import REGION
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class Target:
     endpoint_url: str | None
     secret: str | None
     description: str
+    work_index_shards: int = DEFAULT_WORK_SHARDS
+    """The stack's WorkIndexShards (its output of that name); the template's default locally."""
 
     @cached_property
     def _session(self) -> boto3.Session:
@@ -80,7 +83,7 @@ class Target:
         return self._session.client("sqs", endpoint_url=self.endpoint_url, config=_AWS_CONFIG)
 
     def ledger(self) -> InvoiceLedger:
-        return InvoiceLedger(self.table_name, self.dynamodb())
+        return InvoiceLedger(self.table_name, self.dynamodb(), shards=self.work_index_shards)
 
     def signing_secret(self) -> str:
         if not self.secret:
@@ -153,6 +156,7 @@ def _deployed(options: TargetOptions) -> Target:
         options.endpoint_url,
         secret,
         f"stack {options.stack} ({region})",
+        int(outputs.get("WorkIndexShards", DEFAULT_WORK_SHARDS)),
     )
 
 
