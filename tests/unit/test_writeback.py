@@ -494,3 +494,44 @@ def test_a_target_without_its_url_is_not_written_to() -> None:
         }
     )
     assert wiring._writeback_targets(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "complaint"),
+    [
+        ({"ERPNEXT_URL": "http://127.0.0.1:8000"}, "ERPNEXT_API_KEY"),
+        ({"ERPNEXT_URL": "erp.local", "ERPNEXT_API_KEY": "k", "ERPNEXT_API_SECRET": "s"}, "http"),
+        ({"RELAY_CALLBACK_URL": "http://127.0.0.1:9000/hook"}, "RELAY_CALLBACK_SECRET"),
+        ({"RELAY_CALLBACK_URL": "http://127.0.0.1:9000/hook", "RELAY_CALLBACK_SECRET": "plain"}, "whsec_"),
+    ],
+)
+def test_a_half_configured_local_write_back_stops_the_run(environ: dict[str, str], complaint: str) -> None:
+    from relay_local.environment import SettingsError, writeback_targets
+
+    with pytest.raises(SettingsError, match=complaint):
+        writeback_targets(environ)
+
+
+def test_the_local_write_back_takes_the_spec_variables() -> None:
+    from relay_local.environment import writeback_targets
+
+    targets = writeback_targets(
+        {
+            "ERPNEXT_URL": "http://127.0.0.1:8000/",
+            "ERPNEXT_API_KEY": "k",
+            "ERPNEXT_API_SECRET": "s",
+            "RELAY_CALLBACK_URL": "http://127.0.0.1:9000/hook",
+            "RELAY_CALLBACK_SECRET": SECRET,
+        }
+    )
+    assert (targets.erpnext_url, targets.erpnext_api_key, targets.erpnext_api_secret) == (
+        "http://127.0.0.1:8000",
+        "k",
+        "s",
+    )
+    assert (targets.callback_url, targets.callback_secret, targets.any) == (
+        "http://127.0.0.1:9000/hook",
+        SECRET,
+        True,
+    )
+    assert writeback_targets({}).any is False
