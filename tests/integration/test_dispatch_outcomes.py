@@ -28,12 +28,18 @@ def test_terminal_codes_are_rejected_once_and_never_retried(
     relay.post(invoice_dict(order_id))
     # When the relay has delivered it
     final = relay.settle(order_id)[order_id]
-    # Then it is REJECTED with Fynd's code and message, after exactly one call
+    # Then it is REJECTED with Fynd's code and message, and Fynd answered that code once: no call
+    # came after it. (A call that failed before it, an outage on a loaded machine, is retried as
+    # it should be, so the count of attempts is not asserted: issue 18, item 7.)
     assert final["status"] == "REJECTED"
     assert final["lastError"]["code"] == code
     assert final["lastError"]["message"]
-    assert final["attempts"] == 1
-    assert calls_for(relay, order_id) == 1
+    calls = [call for call in relay.simulator.state.calls() if order_id in call.order_ids]
+    answered = [
+        call for call in calls if any(o.order_id == order_id and o.code == code for o in call.outcomes)
+    ]
+    assert len(answered) == 1
+    assert calls[-1] is answered[0]
 
 
 def test_in453_means_invoiced_already(relay: RelayClient) -> None:
