@@ -45,6 +45,7 @@ from botocore.config import Config
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
+from relay.adapters.rate import DynamoRateLimiter
 from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.intake import InvoiceAcceptance
@@ -76,7 +77,9 @@ __all__ = [
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
-FYND_CONNECTIONS = 4
+FYND_CALLS_IN_FLIGHT = 8
+"""Fynd calls of one invocation in flight at once; the shared rate limiter paces them all."""
+FYND_CONNECTIONS = FYND_CALLS_IN_FLIGHT
 """Connections to Fynd per instance, and so its Shipment Info reads in flight at once."""
 
 INGEST_CONNECT_TIMEOUT = 0.4
@@ -119,7 +122,9 @@ def ingest_worst_case_seconds() -> float:
 @cache
 def _dynamodb() -> "DynamoDBClient":
     # A connection per concurrent write, so none waits for a free one.
-    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=LEDGER_CONCURRENCY)))
+    # A connection per concurrent ledger write, and per call or read asking the rate limiter.
+    connections = LEDGER_CONCURRENCY + 2 * FYND_CALLS_IN_FLIGHT
+    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=connections)))
 
 
 @cache
@@ -232,10 +237,21 @@ def dispatcher() -> Dispatcher:
             record_reserve_seconds=settings.record_reserve_seconds,
             ledger_concurrency=LEDGER_CONCURRENCY,
             fynd_concurrency=FYND_CONNECTIONS,
+            call_concurrency=FYND_CALLS_IN_FLIGHT,
         ),
+        limiter=_rate_limiter(),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",
         clock=time.time,
+    )
+
+
+def _rate_limiter() -> DynamoRateLimiter | None:
+    settings = dispatch_settings()
+    if settings.fynd_rate_table_name is None:
+        return None
+    return DynamoRateLimiter(
+        settings.fynd_rate_table_name, _dynamodb(), calls_per_second=settings.fynd_calls_per_second
     )
 
 
