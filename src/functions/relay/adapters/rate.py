@@ -32,7 +32,7 @@ unpaced: Fynd's own 429 still holds it back).
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,6 +50,9 @@ RACE_ATTEMPTS = 4
 """Conditional writes per request before giving up (each lost one means another dispatcher won)."""
 
 _CONFLICT = "ConditionalCheckFailedException"
+
+type _State = tuple[float, float, float]
+"""(nextAt, intervalS, slowUntil) as last seen."""
 
 
 def _unavailable_is_typed[**P, R](method: Callable[P, R]) -> Callable[P, R]:
@@ -94,7 +97,7 @@ class DynamoRateLimiter:
         except ClientError as error:
             if error.response["Error"]["Code"] != _CONFLICT:
                 raise
-            seen = _state(error.response.get("Item"))
+            seen = _state(cast("Mapping[str, Any] | None", error.response.get("Item")))
         for _ in range(RACE_ATTEMPTS):
             next_at, interval, slow_until = seen or (now, self._interval, 0.0)
             if interval > self._interval and slow_until <= now:
@@ -102,12 +105,11 @@ class DynamoRateLimiter:
             start = max(next_at, now)
             if start > not_after:
                 return Reservation(False, start)
-            written = self._write(
+            won, seen = self._write(
                 credential, seen, next_at=start + interval, interval=interval, slow_until=slow_until
             )
-            if written is True:
+            if won:
                 return Reservation(True, start)
-            seen = written
         raise RateLimiterUnavailableError("Fynd rate limiter: too many lost races")
 
     @_unavailable_is_typed
@@ -123,24 +125,23 @@ class DynamoRateLimiter:
             if next_at >= until:
                 return  # another dispatcher already answered this 429
             slower = min(self._interval * MAX_SLOWDOWN, interval * SLOW_FACTOR)
-            written = self._write(
+            won, seen = self._write(
                 credential, seen, next_at=until, interval=slower, slow_until=until + SLOW_SECONDS
             )
-            if written is True:
+            if won:
                 return
-            seen = written
         raise RateLimiterUnavailableError("Fynd rate limiter: too many lost races")
 
     def _write(
         self,
         credential: str,
-        seen: tuple[float, float, float] | None,
+        seen: _State | None,
         *,
         next_at: float,
         interval: float,
         slow_until: float,
-    ) -> "bool | tuple[float, float, float] | None":
-        """Write the item if it still holds `seen`: True, or the state that won the race."""
+    ) -> tuple[bool, "_State | None"]:
+        """Write the item if it still holds `seen`: (True, None), or (False, the state that won)."""
         values: dict[str, Any] = {":next": _n(next_at), ":interval": _n(interval), ":slow": _n(slow_until)}
         if seen is None:
             condition = "attribute_not_exists(pk)"
@@ -159,15 +160,15 @@ class DynamoRateLimiter:
         except ClientError as error:
             if error.response["Error"]["Code"] != _CONFLICT:
                 raise
-            return _state(error.response.get("Item"))
-        return True
+            return False, _state(cast("Mapping[str, Any] | None", error.response.get("Item")))
+        return True, None
 
 
 def _n(value: float) -> dict[str, str]:
     return {"N": repr(float(value))}
 
 
-def _state(item: Mapping[str, Any] | None) -> tuple[float, float, float] | None:
+def _state(item: Mapping[str, Any] | None) -> _State | None:
     """(nextAt, intervalS, slowUntil) of an item, or None when there is none (or it is partial)."""
     if not item or "nextAt" not in item or "intervalS" not in item:
         return None
