@@ -2,18 +2,22 @@
 
 The steps, in order:
 1. collapse copies of the same invoice inside the batch (ERPs retry blindly);
-2. claim each key in the ledger, naming the message that claims it. Copies of final keys and
+2. plan the batch's Fynd calls from the messages, oldest invoices first (one location and type,
+   20 at most, a byte cap), and work the calls in parallel (`call_concurrency`); for each call:
+3. claim each key in the ledger, naming the message that claims it. Copies of final keys and
    of stale content are acknowledged. A copy of a key another worker holds comes back after
    the lease, whether or not it is the holder's own message delivered twice (SQS delivers at
    least once, so the holder's message may already have been acknowledged by another worker):
    an invoice never loses its last message while it is unfinished. Every copy of a key
    waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
-3. group the claimed invoices into Fynd calls (one location and type, 20 at most, a byte cap);
-4. before sending an invoice again, read its Shipment Info (an earlier attempt may have reached
-   Fynd with its answer lost, or met IN403): proof that it is invoiced records it with no second send; an
-   order still waiting for confirmation keeps waiting without a send (relay.domain.policy);
-5. map every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429)
-   splits the call in halves, down to single invoices; one refused alone is rejected;
+4. before sending an invoice again, read its Shipment Info when an earlier attempt may have
+   reached Fynd with its answer lost, or met IN403: proof that it is invoiced records it with
+   no second send; an order still waiting for confirmation keeps waiting without a send
+   (relay.domain.policy). No read follows an attempt whose error proves nothing was sent (a
+   429, a request that never left, no time or no rate slot), unless an earlier one is in doubt;
+5. take the credential's next rate slot (the RateLimiter every dispatcher shares), send, map
+   every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429) splits
+   the call in halves, down to single invoices; one refused alone is rejected;
 6. answer the messages: final verdicts are deleted, retries come back after their back-off
    (the message's visibility is changed), and only messages of this batch are ever named.
 
@@ -21,8 +25,21 @@ Rules that keep the promises:
 - Once a Fynd call has returned, nothing raises out of `dispatch`: every outcome is recorded,
   or its message is held back until its lease ends (then the retry meets IN453, or the same
   refusal). A failed requeue returns the message instead of raising.
-- A Fynd call starts only when the invocation has time for it, and gets one total time budget
-  (token, call, one refresh) that leaves room to record its outcome; the rest come back at once.
+- The budget is computed again before every send and every read, never carried over: a call
+  starts only while the invocation and every claim's lease leave it a whole request, and gets
+  one total time budget (token, call, one refresh) that leaves room to record its outcome. A
+  read may take only what leaves the send a whole request after it, so reads in waves of
+  `fynd_concurrency` never outlast the lease or the invocation. A call with no time left is
+  not even claimed: its messages wait, unwritten.
+- Waiting for time, a lease, a back-off or a rate slot never spends a receive: such a message
+  is queued afresh with the wait as its delay (at most SQS's 15 minutes; longer waits are
+  queued afresh before the last receive only), and this one is acknowledged. A copy of an
+  unfinished invoice is never acknowledged without a fresh one in its place: the message a
+  claim named may be a stale delivery of one already replaced.
+- One pace per Fynd credential across every dispatcher (relay.adapters.rate): a request waits
+  (sleeps) for its slot when it comes in time, else the call is deferred as above. A 429
+  holds the rest of the batch, and every dispatcher on the credential, for Retry-After, and
+  slows the pace; the throttled call itself backs off as a failure.
 - Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
   so a call costs about three sequential ledger round trips (claim, call, record) whatever
   its size. Each write keeps its own condition; nothing is batched across keys.
@@ -34,7 +51,7 @@ Rules that keep the promises:
   early return below either releases the claim first (records RETRYING) or waits out the lease.
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
   receives would last: before its last receive it is queued afresh (a new message starts
-  at receive count 1), and so is a message held back for a reason that is no failure.
+  at receive count 1).
 - A message held on its last receive leaves for the dead-letter queue, a terminal state: its
   entry is marked (`mark_dead_lettered`) so the reconciler does not queue it again; an
   operator's redrive brings it back, and its next claim clears the mark.
