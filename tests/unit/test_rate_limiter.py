@@ -1,8 +1,9 @@
 """The RateLimiter port's behaviour, one suite run against the in-memory fake and the DynamoDB
 adapter on moto (FyndRateTable built from template.yaml), so the two cannot drift."""
 
+import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -44,7 +45,26 @@ def limiters(request: pytest.FixtureRequest) -> Iterator[Limiters]:
         KeySchema=props["KeySchema"],
         BillingMode=props["BillingMode"],
     )
-    yield lambda: DynamoRateLimiter(TABLE, client, calls_per_second=RATE)
+    atomic = Atomic(client)
+    yield lambda: DynamoRateLimiter(TABLE, cast("DynamoDBClient", atomic), calls_per_second=RATE)
+
+
+class Atomic:
+    """A client whose requests run one at a time: DynamoDB applies each conditional write
+    atomically, in-process moto does not when threads share it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
 
 
 def starts(limiter: RateLimiter, count: int, *, now: float = NOW, credential: str = "company") -> list[float]:
@@ -134,3 +154,63 @@ def test_an_unreachable_table_is_the_limiters_own_outage(dynamodb: Any) -> None:
         limiter.acquire("company", now=NOW, not_after=NOW + 1)
     with pytest.raises(RateLimiterUnavailableError):
         limiter.throttled("company", now=NOW, retry_after=1)
+
+
+def test_dispatchers_racing_for_an_idle_pace_all_get_a_slot_of_their_own(limiters: Limiters) -> None:
+    # Given eight threads (eight calls of one invocation) asking an idle pace at once
+    handles = [limiters() for _ in range(8)]
+    got: list[float] = []
+    lock = threading.Lock()
+
+    def take(limiter: RateLimiter) -> None:
+        slot = limiter.acquire("company", now=NOW, not_after=NOW + 60)
+        assert slot.granted
+        with lock:
+            got.append(slot.at)
+
+    threads = [threading.Thread(target=take, args=(handle,)) for handle in handles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then each got a slot, one interval apart from the next, none lost to the race
+    assert sorted(got) == near([NOW + n * STEP for n in range(8)])
+
+
+class Racing:
+    """A client on which, just before the first conditional write of an idle pace, another
+    dispatcher takes a slot: the write is refused and the limiter must try again."""
+
+    def __init__(self, client: Any, rival: Callable[[], object]) -> None:
+        self._client = client
+        self._rival: Callable[[], object] | None = rival
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        if self._rival is not None and "nextAt = :next" in request["UpdateExpression"]:
+            rival, self._rival = self._rival, None
+            rival()
+        return self._client.update_item(**request)
+
+
+def test_a_lost_race_for_an_idle_pace_takes_the_next_slot(dynamodb: Any) -> None:
+    # Given an idle credential, and a rival dispatcher that takes a slot in between our read
+    # of the idle pace and our write
+    props = load_template()["Resources"][TABLE]["Properties"]
+    dynamodb.create_table(
+        TableName=TABLE,
+        AttributeDefinitions=props["AttributeDefinitions"],
+        KeySchema=props["KeySchema"],
+        BillingMode=props["BillingMode"],
+    )
+    rival = DynamoRateLimiter(TABLE, dynamodb, calls_per_second=RATE)
+    rival_slots: list[float] = []
+    racing = Racing(dynamodb, lambda: rival_slots.append(starts(rival, 1)[0]))
+    mine = DynamoRateLimiter(TABLE, cast("DynamoDBClient", racing), calls_per_second=RATE)
+    # When we ask for a slot
+    slot = mine.acquire("company", now=NOW, not_after=NOW + 60)
+    # Then the rival has the first slot and we the next, not the same one
+    assert rival_slots == near([NOW])
+    assert (slot.granted, slot.at) == (True, near(NOW + STEP))
