@@ -79,8 +79,10 @@ LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
 FYND_CALLS_IN_FLIGHT = 8
 """Fynd calls of one invocation in flight at once; the shared rate limiter paces them all."""
-FYND_CONNECTIONS = FYND_CALLS_IN_FLIGHT
-"""Connections to Fynd per instance, and so its Shipment Info reads in flight at once."""
+FYND_READS_IN_FLIGHT = FYND_CALLS_IN_FLIGHT
+"""Shipment Info reads in flight at once per instance (for all its calls together)."""
+FYND_CONNECTIONS = FYND_CALLS_IN_FLIGHT + FYND_READS_IN_FLIGHT
+"""Connections to Fynd per instance: every call and every read in flight has its own."""
 
 INGEST_CONNECT_TIMEOUT = 0.4
 INGEST_READ_TIMEOUT = 1.5
@@ -236,7 +238,7 @@ def dispatcher() -> Dispatcher:
             call_budget_seconds=2 * request_seconds,
             record_reserve_seconds=settings.record_reserve_seconds,
             ledger_concurrency=LEDGER_CONCURRENCY,
-            fynd_concurrency=FYND_CONNECTIONS,
+            fynd_concurrency=FYND_READS_IN_FLIGHT,
             call_concurrency=FYND_CALLS_IN_FLIGHT,
         ),
         limiter=_rate_limiter(),

@@ -22,8 +22,10 @@ epoch seconds), `intervalS` (seconds between starts: 1 / FyndCallsPerSecond) and
   After a quiet SLOW_SECONDS the pace goes back to the configured rate: Fynd's limit is not
   published, so the configured rate is the ceiling and a 429 the only signal below it.
 
-Load: one write (about 1 WCU) per Fynd request, plus one per lost race when idle: at 20 to 50
-calls a second, one hot item stays far below a partition's 1,000 WCU/s. Clocks of Lambda
+Load: one write (about 1 WCU) per Fynd request while the pace is busy (a backlog); on an idle
+pace two (the refused atomic step, then the write), three for a dispatcher that loses the
+race to write it. At 20 to 50 calls a second, one hot item stays far below a partition's
+1,000 WCU/s. Clocks of Lambda
 instances agree to milliseconds, well inside one interval.
 
 Every DynamoDB error leaves as RateLimiterUnavailableError (the dispatcher then sends
