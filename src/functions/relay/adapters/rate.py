@@ -48,8 +48,8 @@ SLOW_SECONDS = 60.0
 """How long a pace slowed by a 429 stays slow after its Retry-After."""
 SLOW_FACTOR = 2.0
 MAX_SLOWDOWN = 8.0
-RACE_ATTEMPTS = 4
-"""Conditional writes per request before giving up (each lost one means another dispatcher won)."""
+RACE_ATTEMPTS = 8
+"""Rounds per request before giving up (each lost one means another dispatcher took a slot)."""
 
 _CONFLICT = "ConditionalCheckFailedException"
 
@@ -81,6 +81,30 @@ class DynamoRateLimiter:
     @_unavailable_is_typed
     def acquire(self, credential: str, *, now: float, not_after: float) -> Reservation:
         """The credential's next slot if it comes by `not_after` (module docstring)."""
+        for _ in range(RACE_ATTEMPTS):
+            granted, seen = self._next_slot(credential, now=now, not_after=not_after)
+            if granted is not None:
+                return Reservation(True, granted)
+            next_at, interval, slow_until = seen or (now, self._interval, 0.0)
+            if interval > self._interval and slow_until <= now:
+                interval = self._interval  # a quiet spell after the last 429: back to the set pace
+            start = max(next_at, now)
+            if start > not_after:
+                return Reservation(False, start)
+            if seen is not None and next_at >= now and interval == seen[1]:
+                continue  # busy again since the refusal: the atomic step serialises us
+            won, _ = self._write(
+                credential, seen, next_at=start + interval, interval=interval, slow_until=slow_until
+            )
+            if won:
+                return Reservation(True, start)
+            # Lost the race to set an idle pace: the winner left it busy, so the atomic step follows.
+        raise RateLimiterUnavailableError("Fynd rate limiter: too many lost races")
+
+    def _next_slot(
+        self, credential: str, *, now: float, not_after: float
+    ) -> tuple[float | None, "_State | None"]:
+        """The atomic step while the pace is busy: (the slot taken, None), or (None, the state seen)."""
         try:
             answer = self._client.update_item(
                 TableName=self._table,
@@ -95,24 +119,11 @@ class DynamoRateLimiter:
                 ReturnValues="UPDATED_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-            return Reservation(True, float(answer["Attributes"]["nextAt"]["N"]))
         except ClientError as error:
             if error.response["Error"]["Code"] != _CONFLICT:
                 raise
-            seen = _state(cast("Mapping[str, Any] | None", error.response.get("Item")))
-        for _ in range(RACE_ATTEMPTS):
-            next_at, interval, slow_until = seen or (now, self._interval, 0.0)
-            if interval > self._interval and slow_until <= now:
-                interval = self._interval  # a quiet spell after the last 429: back to the set pace
-            start = max(next_at, now)
-            if start > not_after:
-                return Reservation(False, start)
-            won, seen = self._write(
-                credential, seen, next_at=start + interval, interval=interval, slow_until=slow_until
-            )
-            if won:
-                return Reservation(True, start)
-        raise RateLimiterUnavailableError("Fynd rate limiter: too many lost races")
+            return None, _state(cast("Mapping[str, Any] | None", error.response.get("Item")))
+        return float(answer["Attributes"]["nextAt"]["N"]), None
 
     @_unavailable_is_typed
     def throttled(self, credential: str, *, now: float, retry_after: float) -> None:
