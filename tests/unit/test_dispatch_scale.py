@@ -98,6 +98,19 @@ def test_an_invoice_deferred_for_time_batch_after_batch_is_never_dead_lettered()
     assert world.status(key("A")) is InvoiceStatus.INVOICED
 
 
+def test_every_copy_of_a_call_with_no_time_left_is_kept() -> None:
+    # Given two copies of one invoice in a batch with no time for a call (either may be the
+    # invoice's only live message: the other may be a stale delivery of one already replaced)
+    world = World()
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    # When the batch is dispatched with 20 s left
+    assert world.run(seconds_left=20) == []
+    # Then both are queued afresh, none acknowledged without a fresh one in its place
+    assert world.queue.live_keys()[key("A")] == 2
+    assert all(m.receive_count == 0 for m in world.queue.messages.values())
+
+
 def no_rate_slot_for(world: World, seconds: float) -> None:
     """Every dispatcher on the company credential must wait `seconds` for its next slot."""
     assert world.limiter is not None
