@@ -170,7 +170,7 @@ class RelayMachine(RuleBasedStateMachine):
         another worker takes its messages meanwhile (and finishes, or is killed holding them)."""
         batch = self.world.queue.receive(limit)
         if twice:
-            batch += self._redelivered(exclude={item.message_id for item in batch})
+            batch += self._redelivered(batch)
         if batch:
             self._run(batch, worker, fault, held_up=held_up)
 
@@ -317,14 +317,17 @@ class RelayMachine(RuleBasedStateMachine):
         if plan is not None:
             self.world.faults.fail(*plan)
 
-    def _redelivered(self, exclude: set[str]) -> list[ReceivedMessage]:
-        """At-least-once: one message in flight with another worker, handed out again."""
+    def _redelivered(self, batch: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """At-least-once: a message in flight with another worker, handed out again, one of an
+        invoice this batch carries if there is one (where a second delivery does harm)."""
+        keys = {item.message.invoice.key for item in batch}
+        taken = {item.message_id for item in batch}
         in_flight = sorted(
-            held.message_id
+            (QueuedInvoice.from_body(held.body).invoice.key not in keys, held.message_id)
             for held in self.world.queue.messages.values()
-            if held.receive_count and held.message_id not in exclude
+            if held.receive_count and held.message_id not in taken
         )
-        again = self.world.queue.redeliver(in_flight[0]) if in_flight else None
+        again = self.world.queue.redeliver(in_flight[0][1]) if in_flight else None
         return [again] if again is not None else []
 
     def _run(self, batch: list[ReceivedMessage], worker: str, fault: str, *, held_up: str = "no") -> None:
