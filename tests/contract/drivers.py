@@ -16,7 +16,7 @@ from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.ports import InvoiceQueue, Ledger
-from relay_local.stack import load_template
+from relay_local.stack import load_template, table_properties
 
 TABLE = "InvoiceLedgerTable"
 QUEUE = "InvoiceQueue"
@@ -35,7 +35,7 @@ class LedgerUnderTest:
 
 
 def create_table(client: Any) -> None:
-    props = load_template()["Resources"][TABLE]["Properties"]
+    props = table_properties(TABLE)
     client.create_table(
         TableName=TABLE,
         AttributeDefinitions=props["AttributeDefinitions"],

@@ -9,7 +9,7 @@ from factories import invoice
 from relay.domain.errors import AcceptRaceError, LedgerUnavailableError
 from relay.domain.intake import admit
 from relay.domain.invoice import Invoice, InvoiceKey
-from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry
+from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Rejected, RetryLater
 
@@ -191,53 +191,27 @@ def test_only_the_claims_own_message_marks_the_entry_dead_lettered_and_the_next_
     assert not under_test.ledger.mark_dead_lettered(message, message_id="m-9", now=NOW + 2)
     assert under_test.ledger.mark_dead_lettered(message, message_id="m-1", now=NOW + 2)
     assert entry_of(under_test, message.invoice.key).dead_lettered_at == NOW + 2
-    # The reconciler no longer sees it, however long it waits
-    stalled = under_test.ledger.stalled(  # type: ignore[attr-defined]
-        InvoiceStatus.RETRYING, updated_before=NOW + 10_000, limit=10
+    # The reconciler no longer sees it, however long it waits: it is in the dead-lettered list
+    due, _ = under_test.ledger.due(  # type: ignore[attr-defined]
+        WorkList.RETRYING, due_by=NOW + 10_000, limit=10, out_of_time=lambda: False
     )
-    assert message.invoice.key not in [entry.key for entry in stalled]
+    assert message.invoice.key not in [entry.key for entry in due]
+    dead = under_test.ledger.listed(WorkList.DEAD_LETTERED)  # type: ignore[attr-defined]
+    assert [entry.key for entry in dead] == [message.invoice.key]
     # An operator's redrive brings the message back: its claim clears the mark
     under_test.ledger.claim(message, message_id="m-1", owner="w-2", now=NOW + 100, lease_seconds=LEASE)
     assert entry_of(under_test, message.invoice.key).dead_lettered_at is None
 
 
-def test_the_reconciler_sees_only_stalled_entries_and_its_mark_loses_to_any_write(
-    under_test: LedgerUnderTest,
-) -> None:
-    old, fresh = accepted(under_test, invoice("C-12"), invoice("C-13"))
-    under_test.ledger.claim(fresh, message_id="m-2", owner="w-1", now=NOW + 500, lease_seconds=LEASE)
-    stalled = under_test.ledger.stalled(  # type: ignore[attr-defined]
-        InvoiceStatus.QUEUED, updated_before=NOW + 100, limit=10
-    )
-    assert [entry.key for entry in stalled] == [old.invoice.key]
-    (seen,) = stalled
+def test_the_reconcilers_mark_loses_to_any_write_since_its_read(under_test: LedgerUnderTest) -> None:
+    old, untouched = accepted(under_test, invoice("C-12"), invoice("C-13"))
+    seen, kept = entry_of(under_test, old.invoice.key), entry_of(under_test, untouched.invoice.key)
     # A write after the read (a claim) wins over the reconciler's mark
     under_test.ledger.claim(old, message_id="m-1", owner="w-1", now=NOW + 200, lease_seconds=LEASE)
     assert not under_test.ledger.mark_reconciled(seen, now=NOW + 201)  # type: ignore[attr-defined]
-
-
-def test_the_reconcilers_mark_moves_an_untouched_entry_out_of_the_stall_window(
-    under_test: LedgerUnderTest,
-) -> None:
-    (message,) = accepted(under_test, invoice("C-14"))
-    (seen,) = under_test.ledger.stalled(  # type: ignore[attr-defined]
-        InvoiceStatus.QUEUED, updated_before=NOW + 100, limit=10
-    )
-    assert under_test.ledger.mark_reconciled(seen, now=NOW + 1000)  # type: ignore[attr-defined]
-    assert entry_of(under_test, message.invoice.key).updated_at == NOW + 1000
-    assert not under_test.ledger.stalled(  # type: ignore[attr-defined]
-        InvoiceStatus.QUEUED, updated_before=NOW + 999, limit=10
-    )
-
-
-def test_stalled_includes_an_entry_last_written_at_the_bound(under_test: LedgerUnderTest) -> None:
-    """DynamoDB's BETWEEN is inclusive, and so are the idle filters (<=): the fake agrees, and
-    the domain's is_stalled decides what the reconciler does with the entry."""
-    (message,) = accepted(under_test, invoice("C-17"))
-    stalled = under_test.ledger.stalled(  # type: ignore[attr-defined]
-        InvoiceStatus.QUEUED, updated_before=NOW, limit=10
-    )
-    assert [entry.key for entry in stalled] == [message.invoice.key]
+    # An entry nobody wrote meanwhile takes it
+    assert under_test.ledger.mark_reconciled(kept, now=NOW + 1000)  # type: ignore[attr-defined]
+    assert not under_test.ledger.mark_reconciled(kept, now=NOW + 1001)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -91,24 +91,30 @@ pytest_add_cli_args_test_selection = [{tests}]
 """
 
 
-def stage(modules: list[str], tests_from: str | None = None) -> None:
+def stage(modules: list[str], revision: str | None = None) -> None:
     """The staging copy: relay at the top, the tools, tests and template where tests look for them."""
     shutil.rmtree(STAGE, ignore_errors=True)
     STAGE.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "src" / "functions" / "relay", STAGE / "relay", ignore=ignore)
-    shutil.copytree(ROOT / "src" / "tools", STAGE / "src" / "tools", ignore=ignore)
-    if tests_from:
-        # Another revision's tests (e.g. `--tests-from main` for the score before a change).
+    source = ROOT
+    if revision:
+        # Another revision, code and tests (e.g. `--revision main` for the score before a change).
+        source = STAGE.with_name(STAGE.name + "-source")
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
         archive = subprocess.run(
-            ["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True
+            ["git", "archive", revision, "src", "tests", "events", "docs", "template.yaml"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
         )
-        subprocess.run(["tar", "-x", "-C", str(STAGE)], input=archive.stdout, check=True)
-    else:
-        shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=ignore)
-    shutil.copytree(ROOT / "events", STAGE / "events", ignore=ignore)
-    shutil.copytree(ROOT / "docs", STAGE / "docs", ignore=ignore)
-    shutil.copy(ROOT / "template.yaml", STAGE / "template.yaml")
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    shutil.copytree(source / "src" / "functions" / "relay", STAGE / "relay", ignore=ignore)
+    shutil.copytree(source / "src" / "tools", STAGE / "src" / "tools", ignore=ignore)
+    shutil.copytree(source / "tests", STAGE / "tests", ignore=ignore)
+    shutil.copytree(source / "events", STAGE / "events", ignore=ignore)
+    shutil.copytree(source / "docs", STAGE / "docs", ignore=ignore)
+    shutil.copy(source / "template.yaml", STAGE / "template.yaml")
     (STAGE / "conftest.py").write_text(STAGED_CONFTEST.replace("MUTATE_EXAMPLES", str(MUTATE_EXAMPLES)))
     domain = "relay/domain"
     paths = [f"{domain}/{module}.py" for module in modules] if modules else [domain]
@@ -155,7 +161,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--threshold", type=float, default=90.0, help="least score, in percent")
     parser.add_argument("--keep", action="store_true", help="reuse build/mutate's results (no new run)")
-    parser.add_argument("--tests-from", default=None, help="a git revision whose tests/ to run instead")
+    parser.add_argument("--revision", default=None, help="a git revision's code and tests, not the work tree")
     parser.add_argument("--stage", default="", help="another staging directory, build/mutate-STAGE")
     args = parser.parse_args()
     if args.stage:
@@ -163,7 +169,7 @@ def main() -> int:
         STAGE = STAGE.with_name(f"mutate-{args.stage}")
     started = time.monotonic()
     if not args.keep:
-        stage(args.modules, args.tests_from)
+        stage(args.modules, args.revision)
         subprocess.run(
             [str(ROOT / ".venv" / "bin" / "mutmut"), "run", "--max-children", str(args.jobs)],
             cwd=STAGE,

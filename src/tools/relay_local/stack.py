@@ -53,6 +53,70 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     return cast(dict[str, Any], yaml.load(path.read_text(), Loader=_TemplateLoader))  # noqa: S506
 
 
+def template_conditions(template: Mapping[str, Any], parameters: Mapping[str, str]) -> dict[str, bool]:
+    """The template's Conditions under `parameters` (Fn::Equals, Fn::Not, Fn::And, Fn::Or of Refs
+    and literals: what this template uses)."""
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and "Ref" in node:
+            return parameters[node["Ref"]]
+        return node
+
+    def holds(node: Any) -> bool:
+        if isinstance(node, dict) and "Condition" in node:
+            return holds(template["Conditions"][node["Condition"]])
+        ((name, argument),) = node.items()
+        match name:
+            case "Fn::Equals":
+                return str(value(argument[0])) == str(value(argument[1]))
+            case "Fn::Not":
+                return not holds(argument[0])
+            case "Fn::And":
+                return all(holds(item) for item in argument)
+            case "Fn::Or":
+                return any(holds(item) for item in argument)
+        raise ValueError(f"condition function {name} is not supported locally")
+
+    return {name: holds(node) for name, node in template.get("Conditions", {}).items()}
+
+
+_NO_VALUE = object()
+
+
+def with_conditions(value: Any, conditions: Mapping[str, bool]) -> Any:
+    """`value` with every Fn::If chosen by `conditions` and every AWS::NoValue left out."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, argument),) = value.items()
+        if name == "Fn::If":
+            condition, when_true, when_false = argument
+            return with_conditions(when_true if conditions[condition] else when_false, conditions)
+        if name == "Ref" and argument == "AWS::NoValue":
+            return _NO_VALUE
+    if isinstance(value, dict):
+        pairs = ((key, with_conditions(item, conditions)) for key, item in value.items())
+        return {key: item for key, item in pairs if item is not _NO_VALUE}
+    if isinstance(value, list):
+        items = (with_conditions(item, conditions) for item in value)
+        return [item for item in items if item is not _NO_VALUE]
+    return value
+
+
+def table_properties(
+    logical_id: str = "InvoiceLedgerTable",
+    parameters: Mapping[str, str] | None = None,
+    template: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A table's Properties as CloudFormation would create it under the parameters' defaults
+    overlaid by `parameters` (its conditional indexes chosen)."""
+    template = template if template is not None else load_template()
+    params = {
+        name: str(spec["Default"]) for name, spec in template["Parameters"].items() if "Default" in spec
+    }
+    params.update(parameters or {})
+    props = template["Resources"][logical_id]["Properties"]
+    return cast(dict[str, Any], with_conditions(props, template_conditions(template, params)))
+
+
 @dataclass(frozen=True)
 class EventSourceConfig:
     """An SQS event source mapping's settings, as the template declares them."""
@@ -61,6 +125,18 @@ class EventSourceConfig:
     batch_size: int
     batching_window_seconds: int
     max_concurrency: int
+    function_response_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StreamSourceConfig:
+    """A DynamoDB stream event source mapping's settings, as the template declares them."""
+
+    stream_arn: str
+    batch_size: int
+    starting_position: str
+    filters: tuple[dict[str, Any], ...]
+    """The FilterCriteria patterns, parsed: a record is delivered when it matches any."""
     function_response_types: tuple[str, ...]
 
 
@@ -243,6 +319,19 @@ class LocalStack:
             function_response_types=tuple(props.get("FunctionResponseTypes", ())),
         )
 
+    def stream_source(self, logical_id: str) -> StreamSourceConfig:
+        """The function's one DynamoDB stream event, as Lambda's mapping would read it."""
+        events = self._function(logical_id)["Events"].values()
+        (props,) = [self.resolve(event["Properties"]) for event in events if event["Type"] == "DynamoDB"]
+        filters = props.get("FilterCriteria", {}).get("Filters", [])
+        return StreamSourceConfig(
+            stream_arn=str(props["Stream"]),
+            batch_size=int(props.get("BatchSize", 100)),
+            starting_position=str(props.get("StartingPosition", "LATEST")),
+            filters=tuple(json.loads(item["Pattern"]) for item in filters),
+            function_response_types=tuple(props.get("FunctionResponseTypes", ())),
+        )
+
 
 def _resolve(value: Any, references: Mapping[str, str], attributes: Mapping[str, str]) -> Any:
     if isinstance(value, dict) and len(value) == 1:
@@ -270,11 +359,14 @@ def build_stack(
     template_path: Path = TEMPLATE,
     parameters: Mapping[str, str] | None = None,
     secret_values: Mapping[str, str] | None = None,
+    streams: bool = True,
 ) -> LocalStack:
     """Create the template's queues, table and secrets on `endpoint_url` and describe them.
 
     `parameters` override the template's parameter defaults; `secret_values` give a secret's
     string instead of the template's (e.g. the local webhook secret or the simulator's credentials).
+    `streams` False leaves a table's stream off (moto keeps every stream record in memory: a
+    run that does not read it, with no write-back, need not hold them).
     """
     template = load_template(template_path)
     params = {
@@ -303,17 +395,26 @@ def build_stack(
     # Dead-letter queues first: a redrive policy names its target's ARN.
     queues = sorted(create("AWS::SQS::Queue"), key=lambda item: "RedrivePolicy" in item[1])
     for logical_id, props in queues:
+        # CloudFormation names a FIFO queue with the .fifo suffix SQS demands.
+        name = f"{logical_id}.fifo" if props.get("FifoQueue") else logical_id
         url = sqs.create_queue(
-            QueueName=logical_id, Attributes=_queue_attributes(_resolve(props, references, attributes))
+            QueueName=name, Attributes=_queue_attributes(_resolve(props, references, attributes))
         )["QueueUrl"]
         references[logical_id] = url
-        attributes[f"{logical_id}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{logical_id}"
+        attributes[f"{logical_id}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
-    for logical_id, props in create("AWS::DynamoDB::Table"):
-        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its own).
-        indexes = (
-            {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+    for logical_id, _ in create("AWS::DynamoDB::Table"):
+        props = table_properties(logical_id, params, template)
+        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its
+        # own; a pre-warming, which moto does not model, is left out).
+        indexes: dict[str, Any] = (
+            {
+                "GlobalSecondaryIndexes": [
+                    {name: value for name, value in index.items() if name != "WarmThroughput"}
+                    for index in props["GlobalSecondaryIndexes"]
+                ]
+            }
             if "GlobalSecondaryIndexes" in props
             else {}
         )
@@ -324,7 +425,9 @@ def build_stack(
             BillingMode=props["BillingMode"],
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
             **indexes,
+            **_stream(props, streams),
         )["TableDescription"]
+        attributes[f"{logical_id}.StreamArn"] = str(table.get("LatestStreamArn", ""))
         if ttl := props.get("TimeToLiveSpecification"):
             dynamodb.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
         if pitr := props.get("PointInTimeRecoverySpecification"):
@@ -340,6 +443,13 @@ def build_stack(
     return LocalStack(endpoint_url, REGION, template, params, references, attributes)
 
 
+def _stream(props: Mapping[str, Any], enabled: bool) -> dict[str, Any]:
+    """The table's StreamSpecification as CreateTable takes it, or nothing."""
+    if not enabled or "StreamSpecification" not in props:
+        return {}
+    return {"StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]}}
+
+
 def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
     attributes: dict[Any, str] = {
         name: _as_env(props[name])
@@ -349,6 +459,8 @@ def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
             "ReceiveMessageWaitTimeSeconds",
             "DelaySeconds",
             "MaximumMessageSize",
+            "FifoQueue",
+            "ContentBasedDeduplication",
         )
         if name in props
     }
