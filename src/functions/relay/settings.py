@@ -46,6 +46,10 @@ class DispatchSettings(SharedSettings):
     fynd_read_timeout_seconds: float = Field(15, alias="FYND_READ_TIMEOUT_SECONDS", gt=0)
     record_reserve_seconds: float = Field(5, alias="RECORD_RESERVE_SECONDS", gt=0)
     """Kept back from every Fynd call's time budget to record its outcome."""
+    fynd_rate_table_name: str | None = Field(None, alias="FYND_RATE_TABLE_NAME", min_length=1)
+    """The shared rate limiter's table (relay.adapters.rate); unset, calls go out unpaced."""
+    fynd_calls_per_second: float = Field(20, alias="FYND_CALLS_PER_SECOND", gt=0)
+    """Fynd requests a second per credential, across every dispatcher (template FyndCallsPerSecond)."""
 
 
 class ReconcileSettings(SharedSettings):

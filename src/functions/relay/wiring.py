@@ -49,6 +49,7 @@ from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.queue_age import CloudWatchQueueAge
+from relay.adapters.rate import DynamoRateLimiter
 from relay.adapters.secrets import SecretsCredentials, callback_key, erpnext_token, webhook_secret_entries
 from relay.adapters.writeback_queue import SqsWritebackQueue
 from relay.domain.dispatch import Dispatcher, DispatchLimits
@@ -99,8 +100,12 @@ __all__ = [
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
-FYND_CONNECTIONS = 4
-"""Connections to Fynd per instance, and so its Shipment Info reads in flight at once."""
+FYND_CALLS_IN_FLIGHT = 8
+"""Fynd calls of one invocation in flight at once; the shared rate limiter paces them all."""
+FYND_READS_IN_FLIGHT = FYND_CALLS_IN_FLIGHT
+"""Shipment Info reads in flight at once per instance (for all its calls together)."""
+FYND_CONNECTIONS = FYND_CALLS_IN_FLIGHT + FYND_READS_IN_FLIGHT
+"""Connections to Fynd per instance: every call and every read in flight has its own."""
 
 INGEST_CONNECT_TIMEOUT = 0.4
 INGEST_READ_TIMEOUT = 1.5
@@ -142,7 +147,9 @@ def ingest_worst_case_seconds() -> float:
 @cache
 def _dynamodb() -> "DynamoDBClient":
     # A connection per concurrent write, so none waits for a free one.
-    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=LEDGER_CONCURRENCY)))
+    # A connection per concurrent ledger write, and per call or read asking the rate limiter.
+    connections = LEDGER_CONCURRENCY + 2 * FYND_CALLS_IN_FLIGHT
+    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=connections)))
 
 
 @cache
@@ -263,11 +270,22 @@ def dispatcher() -> Dispatcher:
             call_budget_seconds=2 * request_seconds,
             record_reserve_seconds=settings.record_reserve_seconds,
             ledger_concurrency=LEDGER_CONCURRENCY,
-            fynd_concurrency=FYND_CONNECTIONS,
+            fynd_concurrency=FYND_READS_IN_FLIGHT,
+            call_concurrency=FYND_CALLS_IN_FLIGHT,
         ),
+        limiter=_rate_limiter(),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",
         clock=time.time,
+    )
+
+
+def _rate_limiter() -> DynamoRateLimiter | None:
+    settings = dispatch_settings()
+    if settings.fynd_rate_table_name is None:
+        return None
+    return DynamoRateLimiter(
+        settings.fynd_rate_table_name, _dynamodb(), calls_per_second=settings.fynd_calls_per_second
     )
 
 

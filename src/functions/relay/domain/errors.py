@@ -100,6 +100,10 @@ class LedgerUnavailableError(Exception):
     boundary, so the domain never sees botocore's types."""
 
 
+class RateLimiterUnavailableError(Exception):
+    """The shared Fynd rate limiter could not be read or written (a DynamoDB outage)."""
+
+
 class AcceptRaceError(Exception):
     """Another request changed one of these keys between our read and our write."""
 
