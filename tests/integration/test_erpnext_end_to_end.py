@@ -34,7 +34,7 @@ from relay_local.stack import TEMPLATE
 
 INVOICES = 200
 E_INVOICE_FIELDS = {"irnNumber", "ackNumber", "ackDate", "signedInvoice", "invoiceQrCode"}
-SCHEDULE_SECONDS = 5.0
+SCHEDULE_SECONDS = 15.0
 OUTAGE_SECONDS = 20
 FAST_WRITEBACK = {"WRITEBACK_RETRY_BASE_SECONDS": "1", "WRITEBACK_RETRY_MAX_SECONDS": "4"}
 
