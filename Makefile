@@ -18,7 +18,7 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install install-run test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos clean
+.PHONY: help install install-run test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos mutate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -125,6 +125,9 @@ bench: build ## measure against the targets and a naive peer: one table, bench/r
 
 fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=, SEED= to change or replay)
 	$(BIN)/python tests/ingest_fuzz.py --requests $(or $(REQUESTS),100000) $(if $(SEED),--seed $(SEED))
+
+mutate: $(STAMP) ## mutation testing of relay/domain by the fast tests: score and survivors (MODULES="dispatch policy", JOBS=2; never part of make test)
+	nice -n 10 $(BIN)/python tests/mutation/run.py $(if $(MODULES),--modules $(MODULES)) --jobs $(or $(JOBS),2)
 
 chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SEED=n to replay, DROP_SHARE=0.04, SENDERS=1), then 200 real Ctrl-C/SIGTERM stops
 	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED)) $(if $(DROP_SHARE),--drop-share $(DROP_SHARE)) --senders $(or $(SENDERS),1)

@@ -6,6 +6,15 @@ domain's own state rules (`claim_refusal`, `sources_of`), the queue behaves as S
 (visibility, receive counts, receipt handles that go stale, a dead-letter queue after
 maxReceiveCount), and Fynd applies each order once and answers IN453 after that.
 
+Where AWS is stricter than the happy path, so are the fakes (each rule is named in a test,
+tests/unit/test_fake_strictness.py, and checked against the adapters on moto by the contract
+suite, tests/contract): a cancelled transaction's CancellationReasons decide the error as the
+adapter reads them (`InMemoryLedger.cancel_next`), one transaction holds at most 100 actions,
+SendMessageBatch may refuse some entries and take the rest (`RecordingQueue.refuse_next`),
+SQS refuses characters outside its set, a stale receipt handle may still delete on a standard
+queue (`RecordingQueue.stale_handles_delete`), and messages expire after the queue's retention
+(the dead-letter queue's counted from the first send, as SQS does).
+
 Faults are named steps: `faults.fail("ledger.record", LedgerUnavailableError("throttled"))`
 makes the next record raise; `nth=3` the third; `times=None` every one. A `Crash` is a
 BaseException: it stops the worker where it stands, as Lambda's timeout or an OOM would,
@@ -14,15 +23,17 @@ and nothing after it runs.
 
 import itertools
 import math
+import re
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from relay.adapters.rate import SLOW_SECONDS
 from relay.adapters.work_index import DEFAULT_WORK_SHARDS, shard_of
 from relay.domain.dispatch import Dispatcher, DispatchLimits
-from relay.domain.errors import AcceptRaceError, QueueUnavailableError
+from relay.domain.errors import AcceptRaceError, LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
 from relay.domain.intake import Action, Admission, InvoiceAcceptance
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
@@ -65,9 +76,10 @@ class FakeClock:
 
 @dataclass
 class _Plan:
-    error: BaseException
+    error: BaseException | None
     nth: int
     times: int | None
+    action: Callable[[], None] | None = None
 
 
 class Faults:
@@ -81,16 +93,49 @@ class Faults:
         """Raise `error` at the nth next call of `step` (counted from now), `times` times (None: always)."""
         self._plans[step].append(_Plan(error, self.calls[step] + nth, times))
 
+    def meanwhile(self, step: str, action: Callable[[], None], *, nth: int = 1) -> None:
+        """Run `action` once, at the nth next call of `step`, before the step goes on: what other
+        workers and the clock do while this one is held up there (a slow call, a GC pause)."""
+        self._plans[step].append(_Plan(None, self.calls[step] + nth, 1, action))
+
     def clear(self) -> None:
         self._plans.clear()
 
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """No planned fault fires inside the block (another worker's steps); they stand after it."""
+        plans, self._plans = self._plans, defaultdict(list)
+        try:
+            yield
+        finally:
+            self._plans = plans
+
     def hit(self, step: str) -> None:
         self.calls[step] += 1
-        for plan in self._plans.get(step, []):
+        for plan in list(self._plans.get(step, [])):
             if self.calls[step] >= plan.nth and (plan.times is None or plan.times > 0):
                 if plan.times is not None:
                     plan.times -= 1
+                if plan.action is not None:
+                    plan.action()
+                    continue
+                assert plan.error is not None
                 raise plan.error
+
+
+TRANSACTION_LIMIT = 100
+"""Actions in one DynamoDB TransactWriteItems call; more is a ValidationException."""
+
+
+def cancellation(reasons: Sequence[str]) -> Exception:
+    """What a transaction cancelled with these CancellationReasons codes (one per action, "None"
+    for an action that would have succeeded) means to the ledger port, as the adapter reads it:
+    any ConditionalCheckFailed is a race (read again and decide again), even beside a throttle;
+    only throttles, conflicts or no reason at all are an outage."""
+    if "ConditionalCheckFailed" in reasons:
+        return AcceptRaceError("an invoice key changed while this request was being accepted")
+    named = ", ".join(sorted(set(reasons) - {"None"})) or "no reason given"
+    return LedgerUnavailableError(f"invoice ledger cancelled the write ({named})")
 
 
 def work_list(entry: LedgerEntry) -> WorkList | None:
@@ -186,6 +231,18 @@ class InMemoryLedger:
         self.shards = shards
         self._clock = clock
         self._faults = faults or Faults()
+        self.cancellations: list[list[str]] = []
+        self.claimants: dict[InvoiceKey, str] = {}
+        """The owner of each key's latest granted claim (the entry forgets it once recorded)."""
+        self.claimed: set[tuple[InvoiceKey, str]] = set()
+        """Every (key, owner) that was granted a claim."""
+        self.refused_records: list[tuple[InvoiceKey, str, Verdict]] = []
+        """Verdicts a worker came to record after it had lost the key: (key, owner, verdict)."""
+
+    def cancel_next(self, *reasons: str) -> None:
+        """DynamoDB cancels the next accept transaction with these CancellationReasons codes
+        (e.g. "None", "ConditionalCheckFailed", "ThrottlingError", "TransactionConflict")."""
+        self.cancellations.append(list(reasons))
 
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         self._faults.hit("ledger.get")
@@ -202,6 +259,10 @@ class InMemoryLedger:
             for admission in admissions
             if admission.action in (Action.CREATE, Action.RESUBMIT, Action.REPLACE)
         ]
+        if len(writes) > TRANSACTION_LIMIT:
+            raise LedgerUnavailableError(f"a transaction holds at most {TRANSACTION_LIMIT} actions")
+        if writes and self.cancellations:
+            raise cancellation(self.cancellations.pop(0))
         for admission in writes:
             entry = self.entries.get(admission.invoice.key)
             if admission.action is Action.CREATE and entry is not None:
@@ -270,6 +331,8 @@ class InMemoryLedger:
             due_at=now + lease_seconds,
         )
         self.entries[key] = claimed
+        self.claimants[key] = owner
+        self.claimed.add((key, owner))
         self.writes["claim"] += 1
         self._faults.hit("ledger.claim.after")
         return Claim(claimed)
@@ -280,6 +343,7 @@ class InMemoryLedger:
         self._faults.hit("ledger.record")
         entry = self.entries.get(key)
         if entry is None or entry.status not in sources_of(verdict.status) or entry.lease_owner != owner:
+            self.refused_records.append((key, owner, verdict))
             return False
         moved = replace(
             entry,
@@ -430,8 +494,22 @@ class QueuedMessage:
     sent_at: float = 0.0
 
 
+_SQS_REFUSES = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""SendMessage: "#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF. Any
+characters not included in this list will be rejected" (InvalidMessageContents). moto takes them."""
+
+
+def sqs_refuses(body: str) -> bool:
+    """SQS answers InvalidMessageContents to this body."""
+    return _SQS_REFUSES.search(body) is not None
+
+
 class RecordingQueue:
-    """The InvoiceQueue port with SQS's semantics, and the event source's side of it."""
+    """The InvoiceQueue port with SQS's semantics, and the event source's side of it.
+
+    `retention_seconds` and `dead_letter_retention_seconds` are the template's
+    MessageRetentionPeriod of the queue (4 days) and of its dead-letter queue (14 days).
+    """
 
     def __init__(
         self,
@@ -440,27 +518,55 @@ class RecordingQueue:
         *,
         visibility_timeout: float = 660,
         max_receive_count: int = 8,
+        retention_seconds: float = 345_600,
+        dead_letter_retention_seconds: float = 1_209_600,
     ) -> None:
         self.messages: dict[str, QueuedMessage] = {}
         self.dead_letters: list[QueuedMessage] = []
+        self.expired: list[QueuedMessage] = []
+        """Messages SQS deleted because they outlived their queue's retention."""
         self.requests: Counter[str] = Counter()
+        self.stale_handles_delete = False
+        """A standard queue may delete a message named by a receipt handle from an earlier
+        receive, even while another consumer holds it ("Amazon SQS can delete a message from a
+        queue even if a visibility timeout setting causes the message to be locked by another
+        consumer", DeleteMessage). Off: a stale handle deletes nothing, as it usually does."""
         self._clock = clock
         self._faults = faults or Faults()
         self._visibility_timeout = visibility_timeout
         self._max_receive_count = max_receive_count
+        self._retention = retention_seconds
+        self._dead_letter_retention = dead_letter_retention_seconds
+        self.refusals: list[Callable[[int, QueuedInvoice], bool]] = []
         self._ids = itertools.count(1)
+
+    def refuse_next(self, refuses: Callable[[int, QueuedInvoice], bool]) -> None:
+        """The next send's SendMessageBatch refuses the entries `refuses(index, message)` names
+        and takes the rest (a partial failure): `send` raises naming the refused invoices."""
+        self.refusals.append(refuses)
 
     # ---- the port ----
     def send(self, messages: Sequence[QueuedInvoice]) -> None:
+        """The adapter's contract: every message queued, or QueueUnavailableError naming the
+        invoices SQS did not take (the rest are queued: SendMessageBatch is not atomic)."""
         self._faults.hit("queue.send")
         self.requests["send"] += 1
-        for message in messages:
-            self._put(message, 0)
+        refuses = self.refusals.pop(0) if self.refusals else None
+        unsent = []
+        for index, message in enumerate(messages):
+            if sqs_refuses(message.to_body()) or (refuses is not None and refuses(index, message)):
+                unsent.append(message.invoice.key)
+            else:
+                self._put(message, 0)
         self._faults.hit("queue.send.after")
+        if unsent:
+            raise QueueUnavailableError(f"{len(unsent)} invoice(s) could not be queued", unsent)
 
     def send_later(self, message: QueuedInvoice, delay_seconds: int) -> None:
         self._faults.hit("queue.send_later")
         self.requests["send_later"] += 1
+        if sqs_refuses(message.to_body()):
+            raise QueueUnavailableError("an invoice could not be queued again (InvalidMessageContents)")
         self._put(message, delay_seconds)
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
@@ -477,6 +583,7 @@ class RecordingQueue:
     def receive(self, limit: int = 10) -> list[ReceivedMessage]:
         """Take up to `limit` visible messages, as the poller does; over-received ones go to the DLQ."""
         now = self._clock()
+        self.expire()
         batch: list[ReceivedMessage] = []
         for held in sorted(self.messages.values(), key=lambda item: (item.visible_at, item.sent_at)):
             if len(batch) >= limit or held.visible_at > now:
@@ -501,11 +608,25 @@ class RecordingQueue:
         for delivery in batch:
             if delivery.message_id not in failures:
                 held = self._by_handle(delivery.receipt_handle)
-                if held is not None:  # a stale receipt handle deletes nothing, as in SQS
+                if held is None and self.stale_handles_delete:
+                    held = self.messages.get(delivery.message_id)
+                if held is not None:  # a stale receipt handle usually deletes nothing
                     del self.messages[held.message_id]
 
     def crash(self, batch: Sequence[ReceivedMessage]) -> None:
         """The invocation died: nothing is deleted, every message returns after its visibility."""
+
+    def expire(self) -> None:
+        """SQS deletes a message once it outlives its queue's retention; a dead letter's age
+        counts from its first send, not from its move to the dead-letter queue."""
+        now = self._clock()
+        for held in list(self.messages.values()):
+            if held.sent_at + self._retention <= now:
+                del self.messages[held.message_id]
+                self.expired.append(held)
+        kept = [held for held in self.dead_letters if held.sent_at + self._dead_letter_retention > now]
+        self.expired += [held for held in self.dead_letters if held not in kept]
+        self.dead_letters = kept
 
     # ---- reading the state ----
     def live_keys(self) -> Counter[InvoiceKey]:

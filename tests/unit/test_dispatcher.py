@@ -266,7 +266,7 @@ def test_each_call_gets_a_budget_that_leaves_time_to_record(world: World) -> Non
     assert world.fynd.budgets == [25]
 
 
-def test_breach_07_no_call_starts_without_time_for_one_request(world: World) -> None:
+def test_no_call_starts_without_time_for_one_request(world: World) -> None:
     world.accept(invoice("A"))
     # When 20 s remain: less than one request (18 s) after the 5 s reserve
     assert world.run(seconds_left=20) == []

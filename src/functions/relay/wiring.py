@@ -44,6 +44,7 @@ from botocore.config import Config
 
 from relay.adapters.callback import SignedCallback
 from relay.adapters.erpnext import ErpNextSync
+from relay.adapters.frappe_request_log import FrappeRequestLog
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
@@ -56,15 +57,18 @@ from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.reconcile import Budgets, Reconciler
+from relay.domain.recovery import Recovery
 from relay.domain.signatures import RequestVerifier, SigningSecrets
 from relay.domain.standard_webhooks import WebhookVerifier
 from relay.domain.writeback import Writeback, WritebackTarget
 from relay.observability import count, logger
 from relay.settings import (
+    RecoverSettings,
     WritebackSettings,
     dispatch_settings,
     ingest_settings,
     reconcile_settings,
+    recover_settings,
     shared_settings,
     writeback_feed_settings,
     writeback_settings,
@@ -85,6 +89,8 @@ __all__ = [
     "ingest_worst_case_seconds",
     "ledger",
     "reconciler",
+    "recover_settings",
+    "recovery",
     "request_verifier",
     "webhook_verifier",
     "writeback",
@@ -297,6 +303,34 @@ def reconciler() -> Reconciler:
     )
 
 
+@cache
+def _recovery_intake() -> InvoiceAcceptance:
+    """The intake a webhook goes through, with the standard clients: a scheduled run is not
+    answering a sender, so it has no ingest budget to keep."""
+    return InvoiceAcceptance(ledger=ledger(), queue=_queue(), clock=time.time)
+
+
+@cache
+def _recovery_http() -> urllib3.PoolManager:
+    return urllib3.PoolManager(retries=urllib3.Retry(total=2, backoff_factor=0.5))
+
+
+def recovery(settings: RecoverSettings) -> Recovery:
+    """Recovery over the site of `settings` (ERPNEXT_URL set), its key pair read now from the
+    secret (cached five minutes): TargetDown when it cannot be read, and the run fails."""
+    assert settings.erpnext_url is not None, "no ERPNEXT_URL: nothing to recover from"
+    token = erpnext_token(settings.erpnext_credentials_secret_arn or "")
+    api_key, _, api_secret = token.partition(":")
+    log = FrappeRequestLog(
+        str(settings.erpnext_url),
+        api_key,
+        api_secret,
+        http=_recovery_http(),
+        timeout_seconds=settings.read_timeout_seconds,
+    )
+    return Recovery(log=log, intake=_recovery_intake())
+
+
 WRITEBACK_REQUESTS_PER_MESSAGE = {"erpnext": 4, "callback": 1}
 """The most requests one outcome costs a target: ERPNext GET, POST answered 409, GET, PUT."""
 
@@ -368,6 +402,8 @@ def forget() -> None:
         ingest_ledger,
         writeback,
         writeback_feed_queue,
+        _recovery_intake,
+        _recovery_http,
     ):
         cached.cache_clear()
     for settings_cache in (
@@ -377,6 +413,7 @@ def forget() -> None:
         reconcile_settings,
         writeback_settings,
         writeback_feed_settings,
+        recover_settings,
     ):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

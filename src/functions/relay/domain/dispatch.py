@@ -9,7 +9,9 @@ The steps, in order:
    the lease, whether or not it is the holder's own message delivered twice (SQS delivers at
    least once, so the holder's message may already have been acknowledged by another worker):
    an invoice never loses its last message while it is unfinished. Every copy of a key
-   waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
+   waiting out its back-off (RETRYING before retryAt) comes back at retryAt, and every copy
+   comes back when its claim meets a ledger outage; a worker that lost its lease acknowledges
+   its message only once the entry is final (the new holder may hold that same message);
 4. before sending an invoice again, read its Shipment Info when an earlier attempt may have
    reached Fynd with its answer lost, or met IN403: proof that it is invoiced records it with
    no second send; an order still waiting for confirmation keeps waiting without a send
@@ -353,7 +355,10 @@ class Dispatcher:
                 lease_seconds=self._settings.lease_seconds,
             )
         except LedgerUnavailableError:
-            return self._hold(first, LEDGER_UNAVAILABLE, self._outage_wait(first)), None
+            # Every copy comes back, not only the first: another may be the holder's own message
+            # (as for a back-off below), which acknowledging could delete under its holder.
+            wait = self._outage_wait(first)
+            return [held for copy in copies for held in self._hold(copy, LEDGER_UNAVAILABLE, wait)], None
         if claim.granted and claim.entry is not None:
             return [], _Pending(claim.entry, first, _may_be_at_fynd(claim.entry), copies[1:])
         return self._refused(copies, claim.entry, claim.refusal, now), None
@@ -589,15 +594,25 @@ class Dispatcher:
         return answer
 
     def _lease_lost(self, item: _Pending, verdict: Verdict) -> list[str]:
-        """Another worker took the key after our lease ran out; it holds its own message and will
-        record the outcome itself (a resend meets IN453). Only a retry keeps this message."""
+        """Another worker took the key after our lease ran out, and records the outcome itself
+        (a resend meets IN453). This message is acknowledged only once the entry is final: SQS
+        delivers at least once, so that worker may hold this very message, and a delete by our
+        older receipt handle may still remove it from under it (a standard queue may), leaving
+        the invoice no message if that worker then dies. A retry's message comes back after its
+        back-off, any other unfinished one after the new lease, and meets the outcome then."""
         logger.warning(
             "lease lost before the outcome was recorded",
             extra={**_about(item.delivery, item.entry), "verdict": type(verdict).__name__},
         )
         if isinstance(verdict, RetryLater):
             return self._hold(item.delivery, verdict.reason, verdict.delay_seconds)
-        return []
+        try:
+            current = self._ledger.get(item.entry.key)
+        except LedgerUnavailableError:
+            current = None
+        if current is not None and current.status.is_final:
+            return []
+        return self._hold(item.delivery, WAITING, self._settings.lease_seconds + 1)
 
     def _answer(self, item: _Pending, verdict: Verdict) -> list[str]:
         log = {**_about(item.delivery, item.entry), "attempt": item.entry.attempts}

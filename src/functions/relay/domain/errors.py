@@ -141,3 +141,8 @@ class OutcomeRefused(WritebackFailed):
 class RequestLogUnavailableError(Exception):
     """The ERP's Webhook Request Log could not be read (down, refused our key, or an answer
     that is not Frappe's). The message names the status and Frappe's `exc_type`, never a secret."""
+
+
+class RecoveryIncompleteError(Exception):
+    """A scheduled recovery ran out of time before its window's last row: what it reached is
+    taken in, the next run reads the rest (relay.handlers.recover)."""

@@ -1,0 +1,92 @@
+"""No worker acknowledges a message another worker may hold: a copy of a key it lost, or one
+whose claim it could not even try.
+
+SQS delivers at least once: the worker that takes an expired lease may have been handed this
+very message, and a batch may carry a second delivery of the holder's own message. A standard queue may still delete a message by an older receipt handle ("Amazon
+SQS can delete a message from a queue even if a visibility timeout setting causes the message
+to be locked by another consumer", DeleteMessage), so the late worker's acknowledgement could
+remove the new holder's only message; if that worker then dies, the invoice has no message
+until the reconciler runs. Both found by the stateful property test (issue 18).
+"""
+
+import pytest
+
+from factories import invoice
+from fakes import Crash, World
+from relay.domain.errors import LedgerUnavailableError
+from relay.domain.fynd import FyndUnavailable
+from relay.domain.ledger import InvoiceStatus
+from relay.domain.messages import ReceivedMessage
+
+
+@pytest.fixture
+def world() -> World:
+    world = World()
+    world.queue.stale_handles_delete = True
+    return world
+
+
+def held_up_while_another_worker_takes_the_same_message(world: World, *, killed: bool) -> ReceivedMessage:
+    """Worker 1 claims and calls Fynd, then stalls before recording; meanwhile its lease runs
+    out and SQS hands the same message to worker 2, which claims it and finishes, or dies
+    after Fynd answered it, holding the claim."""
+    world.accept(invoice("A"))
+    (mine,) = world.queue.receive(1)
+
+    def take_over() -> None:
+        world.clock.advance(world.settings.lease_seconds + 1)
+        again = world.queue.redeliver(mine.message_id)
+        assert again is not None
+        with world.faults.suspended():
+            if killed:
+                world.faults.fail("ledger.record", Crash())
+            try:
+                world.dispatch([again], owner="worker-2")
+            except Crash:
+                world.queue.crash([again])
+
+    world.faults.meanwhile("ledger.record", take_over)
+    return mine
+
+
+def test_a_lost_lease_with_a_final_answer_keeps_the_message_while_the_new_holder_is_unfinished(
+    world: World,
+) -> None:
+    # Given worker 2 holds the invoice with this same message, and died before recording
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=True)
+    # When worker 1's final answer meets the lost lease
+    world.dispatch([mine], owner="worker-1")
+    # Then the invoice keeps a message: worker 1 keeps its own (its old handle could delete the
+    # one worker 2 holds), or queues a fresh copy in its place
+    assert world.queue.live_keys()[mine.message.invoice.key] >= 1
+    # And the invoice ends INVOICED through it, sent to Fynd once
+    world.drain()
+    assert world.status(mine.message.invoice.key) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[mine.message.invoice.key] == 1
+
+
+def test_a_lost_lease_acknowledges_once_the_new_holder_has_finished(world: World) -> None:
+    # Given worker 2 took the same message and recorded the invoice final
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=False)
+    # When worker 1's answer meets the lost lease
+    assert world.dispatch([mine], owner="worker-1") == []
+    # Then nothing is left to do
+    assert world.status(mine.message.invoice.key) is InvoiceStatus.INVOICED
+    assert world.queue.messages == {}
+
+
+def test_a_claim_outage_keeps_every_copy_of_the_batch_not_only_the_first(world: World) -> None:
+    # Given an invoice RETRYING after Fynd was down, claimed with message A, and its copy B
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    holder, copy = world.queue.receive(2)
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    assert world.dispatch([holder]) == [holder.message_id]
+    # When a batch carries B beside a second delivery of A, and the claim meets an outage
+    again = world.queue.redeliver(holder.message_id)
+    assert again is not None
+    world.faults.fail("ledger.claim", LedgerUnavailableError("throttled"))
+    failures = world.dispatch([copy, again], owner="worker-2")
+    # Then both come back: A may be in a late worker's hands, B may be all it has left
+    assert sorted(failures) == sorted([copy.message_id, holder.message_id])
+    assert set(world.queue.messages) == {copy.message_id, holder.message_id}
