@@ -124,6 +124,41 @@ class Latencies:
         return self._table[kind].draw(self._rng[kind])
 
 
+class PerSecond:
+    """Units used per whole second of the clock, against a limit per second.
+
+    Invocations run out of order on the clock (each to its end at its start time), so a limit
+    shared by several of them is kept per second, whatever order the seconds are charged in:
+    a token bucket refilled from the last charge would starve an invocation that starts
+    before another's later charges. Old seconds are forgotten as the clock moves on.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.used: dict[int, float] = {}
+        self.peak = 0.0
+        self._newest = 0
+
+    def fits(self, now: float, amount: float = 1) -> bool:
+        return self.used.get(int(now), 0.0) + amount <= self.limit
+
+    def add(self, now: float, amount: float = 1) -> None:
+        second = int(now)
+        used = self.used.get(second, 0.0) + amount
+        self.used[second] = used
+        if used > self.peak:
+            self.peak = used
+        if second > self._newest + 600:
+            self._newest = second
+            self.used = {at: value for at, value in self.used.items() if at > second - 600}
+
+    def take(self, now: float, amount: float = 1) -> bool:
+        if not self.fits(now, amount):
+            return False
+        self.add(now, amount)
+        return True
+
+
 class EventLoop:
     """A heap of (time, seq, action): `run` pops the earliest, sets the clock, calls it."""
 

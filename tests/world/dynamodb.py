@@ -32,7 +32,7 @@ from relay.domain.ledger import InvoiceStatus, LedgerEntry
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Verdict
 from relay.domain.ports import Claim
-from world.clock import Latencies, WorldClock
+from world.clock import Latencies, PerSecond, WorldClock
 
 PARTITION_WCU = 1_000
 PARTITION_RCU = 3_000
@@ -64,34 +64,38 @@ class Capacity:
     """True: a table pre-warmed (WarmThroughput) or long in use, so the table limit never binds."""
     table_wru: float = NEW_TABLE_WRU
     table_rru: float = NEW_TABLE_RRU
-    _second: dict[str, tuple[int, float]] = field(default_factory=dict)
-    peak: dict[str, float] = field(default_factory=dict)
-    """Highest units in any one second, per resource (`table.write`, `ByStatus/QUEUED`, ...)."""
+    _seconds: dict[str, PerSecond] = field(default_factory=dict)
     throttles: Counter[str] = field(default_factory=Counter)
     _window_start: float = 0.0
     _window_peak: float = 0.0
 
+    @property
+    def peak(self) -> dict[str, float]:
+        """Highest units in any one second, per resource (`table.write`, `ByStatus/QUEUED`, ...)."""
+        return {resource: seconds.peak for resource, seconds in self._seconds.items()}
+
     def fits(self, charges: dict[str, float]) -> str | None:
         """Charge every resource, or none: the throttle's reason when one is full."""
-        second = int(self.clock.now)
-        self._warm_up(second)
-        for resource, amount in charges.items():
-            used = self._used(resource, second)
-            if used + amount > self._limit(resource):
+        now = self.clock.now
+        self._warm_up(int(now))
+        meters = [(self._meter(resource), resource, amount) for resource, amount in charges.items()]
+        for meter, resource, amount in meters:
+            if not meter.fits(now, amount):
                 self.throttles[resource] += 1
                 return INDEX_THROTTLE if resource.startswith("ByStatus/") else TABLE_THROTTLE
-        for resource, amount in charges.items():
-            used = self._used(resource, second) + amount
-            self._second[resource] = (second, used)
-            if used > self.peak.get(resource, 0):
-                self.peak[resource] = used
-            if resource == "table.write" and used > self._window_peak:
-                self._window_peak = used
+        for meter, resource, amount in meters:
+            meter.add(now, amount)
+            if resource == "table.write":
+                self._window_peak = max(self._window_peak, meter.used[int(now)])
         return None
 
-    def _used(self, resource: str, second: int) -> float:
-        at, used = self._second.get(resource, (second, 0.0))
-        return used if at == second else 0.0
+    def _meter(self, resource: str) -> PerSecond:
+        meter = self._seconds.get(resource)
+        if meter is None:
+            meter = self._seconds[resource] = PerSecond(self._limit(resource))
+        elif resource.startswith("table."):
+            meter.limit = self._limit(resource)
+        return meter
 
     def _limit(self, resource: str) -> float:
         if resource == "table.write":

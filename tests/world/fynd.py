@@ -4,8 +4,8 @@ lost answers, and Lambda's timeout cutting a call after Fynd applied it.
 The relay's `Fynd` port (relay.domain.ports.Fynd) is played below the HTTP client: a call
 costs its drawn latency on the world's clock, capped by the budget the dispatcher gave it
 (the client's total deadline). Rules:
-- every request (Update Invoice, Shipment Info) takes a token from the credential's bucket
-  (`rate_per_second`, burst of one second); none left: 429 with `Retry-After: 1`
+- every request (Update Invoice, Shipment Info) counts against the credential's limit
+  (`rate_per_second`, per second of the clock); past it: 429 with `Retry-After: 1`
   (FyndThrottled), after a short round trip. Fynd publishes no limit: a parameter;
 - an order is applied once; a later send of it answers IN453 and counts as a second send,
   labelled with what happened to the send that applied it: `answer lost` (the 5% whose answer
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable, OrderError
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.shipment import ShipmentInfo
-from world.clock import Latencies, WorldClock
+from world.clock import Latencies, PerSecond, WorldClock
 
 ANSWER_LOST = "answer lost"
 KILLED = "killed after Fynd applied it"
@@ -75,7 +75,8 @@ class WorldFynd:
     confirmed_at: dict[InvoiceKey, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.bucket = TokenBucket(self.rate_per_second, max(1.0, self.rate_per_second))
+        # Per second rather than a bucket: invocations charge it out of order (world.clock.PerSecond).
+        self.bucket = PerSecond(self.rate_per_second)
         self._rng = random.Random(f"{self.seed}:fynd")
 
     def session(self) -> "FyndSession":
