@@ -209,6 +209,8 @@ class Simulation:
         self._ingest_ends: list[float] = []
         # What happened, for the report.
         self.first_sent: dict[str, float] = {}
+        self.acknowledged: set[str] = set()
+        """Orders whose webhook was answered 202 (whether or not the ERP waited for it)."""
         self.answers: Counter[str] = Counter()
         self.lambda_metrics: Counter[str] = Counter()
         self.ingest_peak = 0
@@ -272,6 +274,8 @@ class Simulation:
         took = self.clock.now - started
         self.answers[status] += 1
         self.clock.now = started
+        if status == "202":
+            self.acknowledged.update(webhook.order_ids)
         ok = status == "202" and took <= self.sender.timeout_seconds
         if ok or status in ("409", "422", "400"):
             self._webhook_done(webhook)
@@ -459,6 +463,20 @@ class Report:
         )
         dead_lettered += dead_unmarked
         final = statuses[InvoiceStatus.INVOICED] + statuses[InvoiceStatus.REJECTED]
+        # Never lost, counted from other sources than the ledger's own tally: every order
+        # answered 202 has an entry, and every unfinished entry still has a message on its
+        # way (or sits in the dead-letter queue).
+        recorded = {key.order_id for key in entries}
+        acknowledged_missing = len(sim.acknowledged - recorded)
+        live = {_key(held.body) for held in sim.queue.messages.values()}
+        stranded = sum(
+            1
+            for key, entry in entries.items()
+            if not entry.status.is_final
+            and entry.dead_lettered_at is None
+            and str(key) not in live
+            and key not in dlq_keys
+        )
         unfinished = accepted - final - dead_lettered
         lost = generated - accepted
         early = sim.fynd.early_until
@@ -537,7 +555,11 @@ class Report:
                 "DispatchBatchSize": sim.template.batch_size,
                 "IngestReservedConcurrency": sim.template.ingest_reserved_concurrency,
             },
-            "accounting_ok": generated == lost + final + dead_lettered + unfinished,
+            "acknowledged_but_missing": acknowledged_missing,
+            "stranded": stranded,
+            "accounting_ok": generated == lost + final + dead_lettered + unfinished
+            and acknowledged_missing == 0
+            and stranded == 0,
         }
         lines = [
             f"== {scenario.name} (seed {scenario.seed}; {sim.sender.name}; Fynd {scenario.fynd_rate:g} calls/s)",
@@ -554,7 +576,8 @@ class Report:
             f"  in-flight peak {sim.queue.in_flight_peak}; reconciler copies {reconciled}"
             f" {figures['reconciled_by_status']}",
             f"  alarms fired: {', '.join(alarms) or 'none'}",
-            f"  ERP answers {dict(sim.answers)}",
+            f"  ERP answers {dict(sim.answers)}; answered 202 but not in the ledger {acknowledged_missing};"
+            f" unfinished with no message on its way {stranded}",
             f"  simulated {figures['simulated_hours']} h in {figures['wall_seconds']} s"
             f" ({sim.loop.handled} events); accounting {'adds up' if figures['accounting_ok'] else 'DOES NOT ADD UP'}",
         ]

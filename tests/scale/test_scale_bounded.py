@@ -20,13 +20,15 @@ def test_a_bounded_sale_day_accounts_for_every_invoice() -> None:
     report = Simulation(scenario).run()
     figures = report.figures
 
-    # Then every invoice is accounted for once, nothing is left unfinished, and every second
-    # send has a named cause
+    # Then every invoice is accounted for once, every one answered 202 is in the ledger, none is
+    # left unfinished (nor without a message on its way), and every second send has a named cause
     assert figures["invoices"] == INVOICES
     parts = ("lost_at_edge", "final", "dead_lettered", "unfinished")
     assert sum(figures[name] for name in parts) == INVOICES, figures
     assert figures["accounting_ok"]
     assert figures["unfinished"] == 0, figures
+    assert figures["acknowledged_but_missing"] == 0, figures
+    assert figures["stranded"] == 0, figures
     assert figures["final"] == figures["invoiced"] + figures["rejected"]
     assert set(figures["sent_twice_by_reason"]) <= {ANSWER_LOST, KILLED, ANSWERED}
     assert sum(figures["sent_twice_by_reason"].values()) == figures["sent_twice"]
