@@ -49,7 +49,7 @@ from world.clock import EventLoop, Invocation, Killed, Latencies, WorldClock
 from world.dynamodb import Capacity, WorldLedger
 from world.fynd import TokenBucket, WorldFynd
 from world.senders import SENDERS, InvoiceMaker, SenderKind, Webhook
-from world.sqs import WorldQueue
+from world.sqs import IN_FLIGHT_QUOTA, WorldQueue
 from world.template import TemplateFigures, read_template
 
 T = TypeVar("T")
@@ -77,6 +77,8 @@ class Scenario:
     warm_table: bool = False
     signature_sample: float = 0.01
     max_hours: float = 48
+    in_flight_quota: int = IN_FLIGHT_QUOTA
+    """SQS's ~120,000; scaled down with the invoices to see a scaled run meet it."""
 
     def rate_at(self, elapsed: float) -> float:
         if self.burst_rate and elapsed % self.burst_every_seconds < self.burst_seconds:
@@ -150,6 +152,7 @@ class Simulation:
             visibility_timeout=self.template.visibility_timeout,
             max_receive_count=self.template.max_receive_count,
             retention_seconds=self.template.retention_seconds,
+            in_flight_quota=scenario.in_flight_quota,
         )
         dispatch_defaults = DispatchSettings.model_fields
         self.read_timeout = float(dispatch_defaults["fynd_read_timeout_seconds"].default)

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], help="a template parameter, Name=Value")
     parser.add_argument("--warm-table", action="store_true", help="a pre-warmed (or old) table")
     parser.add_argument("--max-hours", type=float, default=48.0, help="stop the clock here")
+    parser.add_argument(
+        "--in-flight-quota", type=int, help="SQS's in-flight quota (~120,000), scaled for a smaller run"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.param)
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         scenario.parameters = overrides
         scenario.warm_table = args.warm_table
         scenario.max_hours = args.max_hours
+        if args.in_flight_quota:
+            scenario.in_flight_quota = args.in_flight_quota
         report = Simulation(scenario).run()
         print("\n".join(report.lines), flush=True)
         results.append(report.figures)

@@ -132,6 +132,7 @@ class WorldLedger:
         self.body_bytes: dict[InvoiceKey, int] = {}
         self.invoiced_at: dict[InvoiceKey, float] = {}
         self.requests: Counter[str] = Counter()
+        self.unfinished: set[InvoiceKey] = set()
 
     def with_attempts(self, attempts: int) -> "WorldLedger":
         """The same table through a client making `attempts` attempts (ingest's makes one)."""
@@ -204,6 +205,8 @@ class WorldLedger:
             self._charge("dynamodb.transact", {"table.write": table, **index})
         self.inner.accept(admissions, now=now, correlation_id=correlation_id)
         self.body_bytes.update(sizes)
+        for admission in writes:
+            self.unfinished.add(admission.invoice.key)
 
     def claim(
         self, message: QueuedInvoice, *, message_id: str, owner: str, now: float, lease_seconds: float
@@ -211,9 +214,11 @@ class WorldLedger:
         before = self.inner.entries.get(message.invoice.key)
         charges = {"table.write": units(ENTRY_BYTES), **self._moves(before, "IN_PROGRESS", size=ENTRY_BYTES)}
         self._charge("dynamodb.write", charges)
-        return self.inner.claim(
+        claim = self.inner.claim(
             message, message_id=message_id, owner=owner, now=self.clock.now, lease_seconds=lease_seconds
         )
+        self._touched(message.invoice.key)
+        return claim
 
     def record(
         self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
@@ -223,6 +228,7 @@ class WorldLedger:
         charges = {"table.write": units(ENTRY_BYTES), **self._moves(before, after, size=ENTRY_BYTES)}
         self._charge("dynamodb.write", charges)
         held = self.inner.record(key, verdict, owner=owner, now=self.clock.now, ack_id=ack_id)
+        self._touched(key)
         if held and isinstance(verdict, Invoiced):
             self.invoiced_at[key] = self.clock.now
         return held
@@ -241,8 +247,30 @@ class WorldLedger:
         return self.inner.mark_dead_lettered(message, message_id=message_id, now=self.clock.now)
 
     # ---- the reconciler's view ----
+    def _touched(self, key: InvoiceKey) -> None:
+        """Keep the set of unfinished keys (the index's view) up to date after a write."""
+        entry = self.inner.entries.get(key)
+        if entry is None or entry.status.is_final:
+            self.unfinished.discard(key)
+        else:
+            self.unfinished.add(key)
+
     def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        found = self.inner.stalled(status, updated_before=updated_before, limit=limit)
+        """InMemoryLedger.stalled's rule over the unfinished entries only (INVOICED ones are
+        not in the index), so a run does not walk a million final entries."""
+        entries = self.inner.entries
+        found = sorted(
+            (
+                entry
+                for entry in (entries[key] for key in self.unfinished)
+                if entry.status is status
+                and entry.dead_lettered_at is None
+                and entry.updated_at < updated_before
+                and (entry.retry_at is None or entry.retry_at < updated_before)
+                and (entry.lease_until is None or entry.lease_until < updated_before)
+            ),
+            key=lambda entry: (entry.updated_at, entry.key),
+        )[:limit]
         read = sum(units(ENTRY_BYTES, 4096) for _ in found) / 2
         self._charge("dynamodb.query", {f"ByStatus/{status}:read": max(0.5, read)})
         return found
