@@ -4,6 +4,9 @@ SHELL := /bin/bash
 
 VENV := .venv
 BIN := $(VENV)/bin
+# Two installs: `make run` (and send/status/invoke) needs only the relay, the local runtime and
+# the `relay` command (the `run` extra); everything else adds the development tools (`dev`).
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
@@ -15,22 +18,35 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos scale clean
+.PHONY: help install install-run test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos scale clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+define make_venv
 	@if [ -z "$(PYTHON313)" ]; then \
 		echo "error: Python 3.13 is needed (the Lambda runtime is python3.13)." >&2; \
 		echo "       Install it (e.g. 'pyenv install 3.13', or your OS package) so that 'python3.13' runs, then retry." >&2; \
 		exit 1; fi
-	@[ -x $(BIN)/python ] || { echo "creating $(VENV) with $(PYTHON313)"; "$(PYTHON313)" -m venv $(VENV); }
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@[ -x $(BIN)/python ] || { echo "creating $(VENV) with $(PYTHON313)"; "$(PYTHON313)" -m venv $(VENV) && \
+		$(BIN)/python -m pip install --quiet --upgrade pip; }
+endef
+
+$(STAMP): pyproject.toml
+	$(make_venv)
 	$(BIN)/python -m pip install --quiet --constraint src/functions/requirements.txt -e '.[dev]'
-	@touch $@
+	@touch $@ $(RUN_STAMP)
+
+# A venv that already has the development tools has everything `run` needs.
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+		echo "installing what make run needs (make test adds the development tools)"; \
+		$(BIN)/python -m pip install --quiet --constraint src/functions/requirements.txt -e '.[run]' && touch $@; fi
 
 install: $(STAMP) ## create .venv (python3.13) and install the relay with its dev tools
+
+install-run: $(RUN_STAMP) ## only what make run needs (the relay, the local runtime, the relay command)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check src tests
@@ -59,6 +75,7 @@ build: $(STAMP) ## sam build (no Docker; python3.13 from the venv)
 
 # The stack name, region and Fynd URL: from STACK, REGION and FYND_BASE_URL, else asked for on a
 # terminal, else an error naming the variable. Everything else comes from samconfig.toml.
+# The region and the AWS credentials are checked (relay_cli.preflight) before anything is built.
 deploy: $(STAMP) ## sam build + sam deploy, non-interactive (STACK=... REGION=... FYND_BASE_URL=https://... [ALARM_EMAIL=...])
 	@stack="$(STACK)"; region="$(or $(REGION),$(AWS_REGION))"; fynd="$(FYND_BASE_URL)"; \
 	ask() { if [ -t 0 ]; then read -r -p "$$1: " answer && printf '%s' "$$answer"; \
@@ -67,6 +84,7 @@ deploy: $(STAMP) ## sam build + sam deploy, non-interactive (STACK=... REGION=..
 	[ -n "$$region" ] || region=$$(ask "AWS region (e.g. ap-south-1)" REGION) || exit 2; \
 	[ -n "$$fynd" ] || fynd=$$(ask "Fynd base URL (https://...)" FYND_BASE_URL) || exit 2; \
 	case "$$fynd" in https://?*) ;; *) echo "deploy: FYND_BASE_URL must be an https:// URL, not '$$fynd'" >&2; exit 2;; esac; \
+	$(BIN)/python -m relay_cli.preflight --region "$$region" || exit $$?; \
 	overrides="FyndBaseUrl=$$fynd"; [ -z "$(ALARM_EMAIL)" ] || overrides="$$overrides AlarmEmail=$(ALARM_EMAIL)"; \
 	$(MAKE) --no-print-directory build && \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam deploy --stack-name "$$stack" --region "$$region" \
@@ -74,18 +92,18 @@ deploy: $(STAMP) ## sam build + sam deploy, non-interactive (STACK=... REGION=..
 	echo && echo "Deployed $$stack. Put the Fynd credentials in place (README: Deploying), then prove it end to end:" && \
 	echo "  $(BIN)/relay --stack $$stack --region $$region smoke [--location CODE]"
 
-run: $(STAMP) ## the whole pipeline on 127.0.0.1 until Ctrl-C
-	$(BIN)/python -m relay_local run
+run: $(RUN_STAMP) ## the whole pipeline on 127.0.0.1 until Ctrl-C (FRESH=1: a new secret and ports)
+	$(BIN)/python -m relay_local run $(if $(FRESH),--fresh)
 
-send: $(STAMP) ## sign FILE with WEBHOOK_SECRET and post it to the local API
+send: $(RUN_STAMP) ## sign FILE with WEBHOOK_SECRET and post it to the local API
 	@[ -n "$(FILE)" ] || { echo "usage: make send FILE=events/invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local send "$(FILE)"
 
-status: $(STAMP) ## ask the local API for ORDER's status (TYPE=return for a credit note)
+status: $(RUN_STAMP) ## ask the local API for ORDER's status (TYPE=return for a credit note)
 	@[ -n "$(ORDER)" ] || { echo "usage: make status ORDER=FY-10001 [TYPE=return]" >&2; exit 2; }
 	$(BIN)/python -m relay_local status "$(ORDER)" --type "$(or $(TYPE),sale)"
 
-invoke: $(STAMP) ## run FN (IngestFunction|DispatchFunction|ReconcileFunction) once on EVENT, as sam local invoke would
+invoke: $(RUN_STAMP) ## run FN (IngestFunction|DispatchFunction|ReconcileFunction) once on EVENT, as sam local invoke would
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=IngestFunction EVENT=events/ingest-post-invoice.json" >&2; exit 2; }
 	$(BIN)/python -m relay_local invoke "$(FN)" "$(EVENT)"
 
@@ -97,7 +115,7 @@ fuzz: $(STAMP) ## 100,000 hostile requests against ingest in-process (REQUESTS=,
 
 chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SEED=n to replay, DROP_SHARE=0.04, SENDERS=1), then 200 real Ctrl-C/SIGTERM stops
 	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED)) $(if $(DROP_SHARE),--drop-share $(DROP_SHARE)) --senders $(or $(SENDERS),1)
-	BREACH_15_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
+	RELAY_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
 
 scale: $(STAMP) ## issue 19's sale-day scenarios in the discrete-event world (INVOICES=1000000 SEED=1 SCENARIO=all FYND_RATE=20 PARAMS="Name=Value ...")
 	$(BIN)/python tests/scale/run.py --invoices $(or $(INVOICES),1000000) --seed $(or $(SEED),1) --scenario $(or $(SCENARIO),all) --fynd-rate $(or $(FYND_RATE),20) $(foreach p,$(PARAMS),--param $(p))

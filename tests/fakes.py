@@ -13,20 +13,30 @@ and nothing after it runs.
 """
 
 import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS, shard_of
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.errors import AcceptRaceError, QueueUnavailableError
 from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndCallRefused, FyndReceipt, OrderError
 from relay.domain.intake import Action, Admission, InvoiceAcceptance
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, claim_refusal, sources_of
+from relay.domain.ledger import (
+    InvoiceStatus,
+    LastError,
+    LedgerEntry,
+    WorkList,
+    claim_refusal,
+    is_parked_wait,
+    sources_of,
+)
 from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
 from relay.domain.ports import Claim
-from relay.domain.reconcile import Reconciler, ReconcileReport
+from relay.domain.reconcile import Budgets, Reconciler, ReconcileReport, due_at
 from relay.domain.shipment import ShipmentInfo
 
 
@@ -75,14 +85,97 @@ class Faults:
                 raise plan.error
 
 
-class InMemoryLedger:
-    """The Ledger port over a dict, with the DynamoDB adapter's conditions."""
+def work_list(entry: LedgerEntry) -> WorkList | None:
+    """The work index list an entry is in (relay.adapters.work_index); None: not indexed."""
+    if entry.status is InvoiceStatus.INVOICED:
+        return None
+    if entry.dead_lettered_at is not None:
+        return WorkList.DEAD_LETTERED
+    if entry.parked:
+        return WorkList.PARKED
+    return WorkList(str(entry.status))
 
-    def __init__(self, clock: Callable[[], float], faults: Faults | None = None) -> None:
-        self.entries: dict[InvoiceKey, LedgerEntry] = {}
+
+def work_partition(entry: LedgerEntry | None, shards: int = DEFAULT_WORK_SHARDS) -> str | None:
+    """The work index partition (`workShard`) an entry is in: "<list>#<shard>"; None: in none."""
+    listed = work_list(entry) if entry is not None else None
+    if entry is None or listed is None:
+        return None
+    return f"{listed}#{shard_of(entry.key, shards)}"
+
+
+def due_of(entry: LedgerEntry) -> float:
+    """The entry's dueAt; for an entry a test put in place without one, its status' clock."""
+    return entry.due_at if entry.due_at is not None else due_at(entry)
+
+
+class IndexMeter:
+    """Index write units per partition and second, as DynamoDB counts them on a GSI: an item
+    that changes its index key costs a delete and a put (1 WCU each per KB; the fake's items
+    are under 1 KB), one that keeps its key but changes a projected attribute costs 1.
+
+    Both the work index (workShard, dueAt) and the legacy ByStatus (statusKey, updatedAt) are
+    metered, so a run shows what each would have taken (docs/scale.md)."""
+
+    def __init__(self, clock: Callable[[], float], shards: int) -> None:
+        self.work: Counter[tuple[int, str]] = Counter()
+        self.by_status: Counter[tuple[int, str]] = Counter()
+        self._clock = clock
+        self._shards = shards
+
+    def record(self, old: LedgerEntry | None, new: LedgerEntry) -> None:
+        second = int(self._clock())
+        self._count(self.work, second, self._work_key(old), self._work_key(new))
+        self._count(self.by_status, second, self._status_key(old), self._status_key(new))
+
+    @staticmethod
+    def _count(
+        meter: Counter[tuple[int, str]],
+        second: int,
+        old: tuple[str, float] | None,
+        new: tuple[str, float] | None,
+    ) -> None:
+        if old == new and new is not None:
+            meter[(second, new[0])] += 1
+            return
+        for key in (old, new):
+            if key is not None:
+                meter[(second, key[0])] += 1
+
+    def _work_key(self, entry: LedgerEntry | None) -> tuple[str, float] | None:
+        partition = work_partition(entry, self._shards)
+        return None if entry is None or partition is None else (partition, due_of(entry))
+
+    @staticmethod
+    def _status_key(entry: LedgerEntry | None) -> tuple[str, float] | None:
+        if entry is None or entry.status is InvoiceStatus.INVOICED:
+            return None
+        return (
+            "DEAD_LETTERED" if entry.dead_lettered_at is not None else str(entry.status),
+            entry.updated_at,
+        )
+
+    @staticmethod
+    def peak(meter: Counter[tuple[int, str]]) -> tuple[int, str]:
+        """The most units one partition took in one second, and which partition."""
+        if not meter:
+            return 0, ""
+        (_, partition), units = max(meter.items(), key=lambda item: item[1])
+        return units, partition
+
+
+class InMemoryLedger:
+    """The Ledger port over a dict, with the DynamoDB adapter's conditions, and its work index."""
+
+    def __init__(
+        self, clock: Callable[[], float], faults: Faults | None = None, *, shards: int = DEFAULT_WORK_SHARDS
+    ) -> None:
+        self.meter = IndexMeter(clock, shards)
+        self.entries: dict[InvoiceKey, LedgerEntry] = _MeteredEntries(self.meter)
         self.bodies: dict[InvoiceKey, str] = {}
         """The queued message body of every accepted invoice, as the reconciler reads it."""
         self.writes: Counter[str] = Counter()
+        self.shards = shards
         self._clock = clock
         self._faults = faults or Faults()
 
@@ -97,7 +190,9 @@ class InMemoryLedger:
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
         self._faults.hit("ledger.accept")
         writes = [
-            admission for admission in admissions if admission.action in (Action.CREATE, Action.RESUBMIT)
+            admission
+            for admission in admissions
+            if admission.action in (Action.CREATE, Action.RESUBMIT, Action.REPLACE)
         ]
         for admission in writes:
             entry = self.entries.get(admission.invoice.key)
@@ -106,6 +201,12 @@ class InMemoryLedger:
             if admission.action is Action.RESUBMIT and (
                 entry is None
                 or entry.status not in sources_of(InvoiceStatus.QUEUED)
+                or entry.content_hash != admission.previous_hash
+            ):
+                raise AcceptRaceError("an invoice key changed while this request was being accepted")
+            if admission.action is Action.REPLACE and (
+                entry is None
+                or entry.status is not InvoiceStatus.QUEUED
                 or entry.content_hash != admission.previous_hash
             ):
                 raise AcceptRaceError("an invoice key changed while this request was being accepted")
@@ -120,6 +221,7 @@ class InMemoryLedger:
                 accepted_at=now,
                 updated_at=now,
                 correlation_id=correlation_id,
+                due_at=now,
             )
             self.bodies[invoice.key] = QueuedInvoice(
                 invoice=invoice,
@@ -151,9 +253,11 @@ class InMemoryLedger:
             lease_until=now + lease_seconds,
             last_error=entry.last_error if entry else None,
             correlation_id=entry.correlation_id if entry else None,
+            history=entry.history if entry else (),  # as DynamoDB's claim: an update keeps it
             retry_at=entry.retry_at if entry else None,
             claim_message_id=message_id,
             claimed_from=entry.status if entry else InvoiceStatus.QUEUED,
+            due_at=now + lease_seconds,
         )
         self.entries[key] = claimed
         self.writes["claim"] += 1
@@ -174,6 +278,8 @@ class InMemoryLedger:
             lease_owner=None,
             lease_until=None,
             dead_lettered_at=None,
+            due_at=now,
+            parked=False,
         )
         match verdict:
             case Invoiced(already=already, confirmed_by=confirmed_by):
@@ -184,11 +290,18 @@ class InMemoryLedger:
                     already_invoiced=already,
                     fynd_ack_id=ack_id,
                     confirmed_by=confirmed_by,
+                    due_at=None,
                 )
             case Rejected(code=code, message=message):
                 moved = replace(moved, last_error=LastError(code, message), retry_at=None)
             case RetryLater(reason=reason, message=message, delay_seconds=delay):
-                moved = replace(moved, last_error=LastError(reason, message), retry_at=now + delay)
+                moved = replace(
+                    moved,
+                    last_error=LastError(reason, message),
+                    retry_at=now + delay,
+                    due_at=now + delay,
+                    parked=is_parked_wait(delay, reason),
+                )
         self.entries[key] = moved
         self.writes["record"] += 1
         self._faults.hit("ledger.record.after")
@@ -213,24 +326,57 @@ class InMemoryLedger:
             or entry.claim_message_id not in (None, message_id)
         ):
             return False
-        self.entries[entry.key] = replace(entry, dead_lettered_at=now, updated_at=now)
+        self.entries[entry.key] = replace(entry, dead_lettered_at=now, updated_at=now, due_at=now)
         self.writes["mark_dead_lettered"] += 1
         return True
 
-    # ---- the reconciler's view (relay.domain.reconcile.StalledLedger) ----
-    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        """The ByStatus Query and its filter: last written, due and leased before `updated_before`."""
-        self._faults.hit("ledger.stalled")
+    # ---- the work index (relay.domain.reconcile.WorkLedger; relay_cli's lists) ----
+    def due(
+        self, work: WorkList, *, due_by: float, limit: int, out_of_time: Callable[[], bool]
+    ) -> tuple[list[LedgerEntry], bool]:
+        """The adapter's Query per shard: each shard's earliest, an equal share of `limit` each;
+        a shard is one page here, and `out_of_time` is asked before each."""
+        self._faults.hit("ledger.due")
+        if limit <= 0:
+            return [], True
+        share = math.ceil(limit / self.shards)
+        found: list[LedgerEntry] = []
+        more = False
+        for n in range(self.shards):
+            if out_of_time():
+                more = True
+                continue
+            in_shard = sorted(
+                (e for e in self._in(work) if shard_of(e.key, self.shards) == n and due_of(e) <= due_by),
+                key=due_of,
+            )
+            found += in_shard[:share]
+            more = more or len(in_shard) > share
+        found.sort(key=due_of)
+        return found[:limit], more or len(found) > limit
+
+    def listed(
+        self,
+        work: WorkList,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        error_code: str | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[LedgerEntry]:
         found = [
             entry
-            for entry in self.entries.values()
-            if entry.status is status
-            and entry.dead_lettered_at is None  # the DEAD_LETTERED partition is never queried
-            and entry.updated_at < updated_before
-            and (entry.retry_at is None or entry.retry_at < updated_before)
-            and (entry.lease_until is None or entry.lease_until < updated_before)
+            for entry in self._in(work)
+            if (since is None or due_of(entry) >= since)
+            and (until is None or due_of(entry) <= until)
+            and (error_code is None or (entry.last_error is not None and entry.last_error.code == error_code))
         ]
-        return sorted(found, key=lambda entry: entry.updated_at)[:limit]
+        found.sort(key=lambda entry: (due_of(entry), str(entry.key)), reverse=newest_first)
+        return found if limit is None else found[:limit]
+
+    def _in(self, work: WorkList) -> list[LedgerEntry]:
+        return [entry for entry in self.entries.values() if work_list(entry) is work]
 
     def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
         self._faults.hit("ledger.mark_reconciled")
@@ -241,7 +387,7 @@ class InMemoryLedger:
             entry.content_hash,
         ):
             return False
-        self.entries[entry.key] = replace(current, updated_at=now)
+        self.entries[entry.key] = replace(current, updated_at=now, due_at=now, parked=False)
         self.writes["mark_reconciled"] += 1
         return True
 
@@ -249,6 +395,19 @@ class InMemoryLedger:
         self._faults.hit("ledger.body")
         text = self.bodies.get(key)
         return QueuedInvoice.from_body(text) if text else None
+
+
+class _MeteredEntries(dict[InvoiceKey, LedgerEntry]):
+    """The ledger's entries; every assignment (a ledger write, or a test putting an entry in
+    place) is metered on the indexes, as DynamoDB would bill the index writes."""
+
+    def __init__(self, meter: IndexMeter) -> None:
+        super().__init__()
+        self._meter = meter
+
+    def __setitem__(self, key: InvoiceKey, entry: LedgerEntry) -> None:
+        self._meter.record(self.get(key), entry)
+        super().__setitem__(key, entry)
 
 
 @dataclass
@@ -342,6 +501,10 @@ class RecordingQueue:
     def live_keys(self) -> Counter[InvoiceKey]:
         return Counter(QueuedInvoice.from_body(held.body).invoice.key for held in self.messages.values())
 
+    def oldest_sent_at(self) -> float:
+        """When the oldest message still on the queue (in flight or not) was sent; now if none."""
+        return min((held.sent_at for held in self.messages.values()), default=self._clock())
+
     def next_visible_at(self) -> float | None:
         return min((held.visible_at for held in self.messages.values()), default=None)
 
@@ -364,6 +527,33 @@ class RecordingQueue:
         message_id = receipt_handle.split("/", 1)[0]
         held = self.messages.get(message_id)
         return held if held is not None and held.receipt_handle == receipt_handle else None
+
+
+class FakeQueueAge:
+    """The QueueAge port (relay.adapters.queue_age) over the fake queue: the send time of its
+    oldest message, as CloudWatch's ApproximateAgeOfOldestMessage says it `lag_seconds` late.
+    `known = False` is CloudWatch unreachable (None)."""
+
+    def __init__(
+        self, queue: "RecordingQueue", clock: Callable[[], float], *, lag_seconds: float = 60
+    ) -> None:
+        self.known = True
+        self._queue = queue
+        self._clock = clock
+        self._lag = lag_seconds
+        self._seen: list[tuple[float, float]] = []
+
+    def observe(self) -> None:
+        """Take a datapoint now (a world that runs the clock calls this each minute)."""
+        self._seen.append((self._clock(), self._queue.oldest_sent_at()))
+
+    def oldest_sent_at(self) -> float | None:
+        if not self.known:
+            return None
+        self.observe()
+        reported = [sent for at, sent in self._seen if at <= self._clock() - self._lag]
+        # No datapoint old enough yet: the latest one, less the lag (what the lag could hide).
+        return reported[-1] if reported else self._seen[-1][1] - self._lag
 
 
 @dataclass
@@ -475,6 +665,7 @@ class World:
             Backoff(30, 3600, lambda: 0.5), deadline_seconds, outage_backoff(30, lambda: 0.5)
         )
         self.acceptance = InvoiceAcceptance(ledger=self.ledger, queue=self.queue, clock=self.clock)
+        self.queue_age = FakeQueueAge(self.queue, self.clock)
 
     def dispatcher(self, owner: str = "worker-1") -> Dispatcher:
         return Dispatcher(
@@ -508,12 +699,25 @@ class World:
         batch = self.queue.receive(limit)
         return self.dispatch(batch, owner=owner, seconds_left=seconds_left) if batch else []
 
+    RECONCILE_PERIOD = 300.0
+    """The reconciler's schedule (template.yaml: rate(5 minutes))."""
+
     def drain(self, *, limit: int = 10, max_rounds: int = 500) -> None:
-        """Run batches, moving the clock to the next visible message, until the queue is empty."""
+        """Run batches, moving the clock to the next visible message, until the queue is empty
+        and nothing is parked; a parked entry comes back by the reconciler's next scheduled run
+        after it is due, as in AWS."""
         for _ in range(max_rounds):
-            if not self.queue.messages:
+            parked = [due_of(entry) for entry in self.ledger.listed(WorkList.PARKED)]
+            if not self.queue.messages and not parked:
                 return
             visible_at = self.queue.next_visible_at()
+            if parked:
+                period = self.RECONCILE_PERIOD
+                next_run = math.ceil(max(min(parked), self.clock.now) / period) * period
+                if visible_at is None or next_run < visible_at:
+                    self.clock.now = max(self.clock.now, next_run)
+                    self.reconcile()
+                    continue
             if visible_at is not None and visible_at > self.clock.now:
                 self.clock.now = visible_at
             self.run(limit)
@@ -524,27 +728,39 @@ class World:
         return entry.status if entry else None
 
     def reconcile(
-        self, *, stall_seconds: float = 900, max_per_run: int = 500, seconds_left: float = 60.0
+        self,
+        *,
+        stall_seconds: float = 900,
+        max_per_run: int = 500,
+        max_parked_per_run: int = 10_000,
+        seconds_left: float | Callable[[], float] = 60.0,
     ) -> ReconcileReport:
-        """One scheduled reconciler run over the same ledger and queue."""
+        """One scheduled reconciler run over the same ledger and queue, the queue's age read
+        from the fake queue (`queue_age`)."""
         reconciler = Reconciler(
             ledger=self.ledger,
             queue=self.queue,
+            queue_age=self.queue_age,
             clock=self.clock,
             stall_seconds=stall_seconds,
-            max_per_run=max_per_run,
+            budgets=Budgets(lost=max_per_run, parked=max_parked_per_run),
         )
-        return reconciler.reconcile(lambda: seconds_left)
+        left = seconds_left if callable(seconds_left) else (lambda: float(seconds_left))  # type: ignore[misc]
+        return reconciler.reconcile(left)
 
 
 __all__ = [
     "Crash",
     "FakeClock",
+    "FakeQueueAge",
     "Faults",
     "InMemoryLedger",
+    "IndexMeter",
     "QueuedMessage",
     "RecordingQueue",
     "ScriptedFynd",
     "World",
     "lost_answer",
+    "work_list",
+    "work_partition",
 ]

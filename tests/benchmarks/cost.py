@@ -19,6 +19,8 @@ PRICES = {
     "logs_ingest_gb": 0.50,
     "xray_trace": 5.00 / 1e6,  # recorded traces
     "secrets_api_call": 0.05 / 10_000,
+    "dynamodb_storage_gb_month": 0.25,
+    "dynamodb_pitr_gb_month": 0.20,
 }
 MONTHLY = {
     "custom_metric": 0.30,
@@ -29,6 +31,10 @@ MONTHLY = {
 MEMORY_GB = 0.5  # template Globals MemorySize 512
 PLATFORM_LOG_BYTES = 350
 """Lambda's own START, END and REPORT lines per invocation."""
+ACCESS_LOG_BYTES = 400
+"""The HTTP API's access log line per request (template.yaml's format, with CloudWatch's envelope)."""
+STATE_ITEM_KB = 1
+"""The ledger's state item: under 1 KB, so 1 write unit per write, on the table and on an index."""
 
 # Capacity per invoice, for items under 1 KB (the ledger's state item, and the body item of
 # the bench's small invoices; a body of k KB costs k units). Single-item writes: 1 WRU per
@@ -36,16 +42,38 @@ PLATFORM_LOG_BYTES = 350
 # each: transactions cost twice) whatever the number of requests; strongly consistent reads
 # cost 1 RRU per item (BatchGetItem, when ingest reads: one item per invoice).
 WRU_PER_REQUEST = {"UpdateItem": 1, "PutItem": 1, "DeleteItem": 1}
-TRANSACTION_ITEMS_PER_INVOICE = 2
-"""The state item and the body item the reconciler queues again from."""
 RRU_PER_REQUEST = {"GetItem": 1}
 
 
-def _dynamodb(per_invoice: dict[str, float]) -> float:
+def ledger_write_units(body_kb: float, *, naive: bool = False) -> dict[str, float]:
+    """Write units one invoice costs the ledger table and its ByStatus index, by step.
+
+    DynamoDB bills each item write 1 unit per KB, rounded up, and a transaction twice. An index
+    write costs the same per projected item (ByStatus projects ALL), and a write that changes an
+    item's index key costs two: the old index entry deleted, the new one put. The relay's entry
+    moves QUEUED → IN_PROGRESS → final, so it writes QUEUED in (1), moves to IN_PROGRESS (2) and
+    leaves the index when INVOICED (1): 4 units. The naive peer shares ingest (the same accept
+    transaction and QUEUED put) and leaves QUEUED for INVOICED once (1 delete), but writes its
+    idempotency record twice (put, update).
+    """
+    body_units = max(1, -(-body_kb // 1))
+    accept = 2 * (STATE_ITEM_KB + body_units)  # the state item and the body item, transactionally
+    if naive:
+        return {"accept": accept, "idempotency": 2, "ledger": 1, "index": 1 + 1}
+    return {"accept": accept, "claim": 1, "record": 1, "index": 1 + 2 + 1}
+
+
+def storage_gb_per_million(body_kb: float) -> float:
+    """What a million invoices keep in the table while they live: the state item and the body
+    item (kept 35 days), plus the index's copy of unfinished ones (gone once final)."""
+    return 1e6 * (STATE_ITEM_KB + body_kb) / 1e6
+
+
+def _dynamodb(per_invoice: dict[str, float], body_kb: float = 1) -> float:
     wru = sum(n * WRU_PER_REQUEST.get(op, 0) for op, n in per_invoice.items())
     rru = sum(n * RRU_PER_REQUEST.get(op, 0) for op, n in per_invoice.items())
     if per_invoice.get("TransactWriteItems"):
-        wru += 2 * TRANSACTION_ITEMS_PER_INVOICE
+        wru += ledger_write_units(body_kb)["accept"]
     if per_invoice.get("BatchGetItem"):
         rru += 1
     return wru * PRICES["dynamodb_wru"] + rru * PRICES["dynamodb_rru"]
@@ -64,9 +92,11 @@ def estimate(
     dispatch_invocations_per_invoice: float,
     dispatch_log_bytes_per_invoice: float,
     fynd_calls_per_invoice: float,
+    index_write_units: float,
     traced_share: float = 1.0,
 ) -> dict[str, Any]:
-    """Dollars per 1 million invoices by service, and Fynd calls per 1 million."""
+    """Dollars per 1 million invoices by service, and Fynd calls per 1 million. `index_write_units`:
+    what one invoice writes to the ByStatus index (`ledger_write_units`), which no request count shows."""
     n = 1e6
     webhooks = n / invoices_per_webhook
     ingest_invocations = webhooks
@@ -75,7 +105,7 @@ def estimate(
         webhooks * ingest_seconds_per_webhook + n * dispatch_seconds_per_invoice
     ) * MEMORY_GB * PRICES["lambda_gb_second_arm64"]
     log_bytes = (
-        webhooks * (ingest_log_bytes_per_webhook + PLATFORM_LOG_BYTES)
+        webhooks * (ingest_log_bytes_per_webhook + PLATFORM_LOG_BYTES + ACCESS_LOG_BYTES)
         + n * dispatch_log_bytes_per_invoice
         + dispatch_invocations * PLATFORM_LOG_BYTES
     )
@@ -83,7 +113,12 @@ def estimate(
         "Lambda (requests + GB-s)": lambda_cost,
         "API Gateway HTTP API": webhooks * PRICES["http_api_request"],
         "SQS": n * (sum(ingest_sqs.values()) + sum(dispatch_sqs.values())) * PRICES["sqs_request"],
-        "DynamoDB": n * (_dynamodb(ingest_dynamodb) + _dynamodb(dispatch_dynamodb)),
+        "DynamoDB": n
+        * (
+            _dynamodb(ingest_dynamodb)
+            + _dynamodb(dispatch_dynamodb)
+            + index_write_units * PRICES["dynamodb_wru"]
+        ),
         "CloudWatch Logs ingestion": log_bytes / 1e9 * PRICES["logs_ingest_gb"],
         "X-Ray traces": (ingest_invocations + dispatch_invocations) * traced_share * PRICES["xray_trace"],
     }
@@ -98,8 +133,19 @@ def estimate(
     }
 
 
+def alarm_metrics(template: dict[str, Any]) -> int:
+    """CloudWatch bills an alarm per metric it reads: a metric-math alarm over five series is five."""
+    total = 0
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            series = resource["Properties"].get("Metrics")
+            total += sum(1 for query in series if "MetricStat" in query) if series else 1
+    return total
+
+
 def fixed_monthly(custom_metrics: int, alarms: int, secrets: int = 3, kms_keys: int = 1) -> float:
-    """What the stack costs per month whatever the volume (metrics, alarms, secrets, the topic's key)."""
+    """What the stack costs per month whatever the volume (metrics, alarm metrics, secrets, the
+    topic's key)."""
     return round(
         custom_metrics * MONTHLY["custom_metric"]
         + alarms * MONTHLY["alarm"]

@@ -54,7 +54,7 @@ def main() -> None:
         doc["custom_fynd_shipment_id"] = f"FY-BENCH-{number:05d}"
         for row in doc["items"]:
             row["custom_fynd_order_item_id"] = f"FY-BENCH-{number:05d}-1"
-        requests.append(frappe_request(render(webhook, doc, {}), SECRET))
+        requests.append(frappe_request(render(webhook, doc), SECRET))
     http = urllib3.PoolManager()
     config = pipeline_config(settings, TEMPLATE, {"LogLevel": "WARNING"})
     with LocalPipeline(dataclasses.replace(config, consume=not arguments.no_consumer)) as pipeline:

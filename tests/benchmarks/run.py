@@ -145,6 +145,8 @@ def compare(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def costs(results: dict[str, Any], cost: Any) -> dict[str, Any]:
+    from relay_local.stack import load_template
+
     latency = results["ingest_latency"]
     relay = results["local_relay"]
     naive = results["local_naive"]
@@ -181,6 +183,7 @@ def costs(results: dict[str, Any], cost: Any) -> dict[str, Any]:
             dispatch_invocations_per_invoice=relay["batches"] / max(1, relay["backlog_drained"]),
             dispatch_log_bytes_per_invoice=relay["dispatch_log_bytes_per_invoice"],
             fynd_calls_per_invoice=1 / relay["orders_per_call_bench"],
+            index_write_units=cost.ledger_write_units(1)["index"],
         )
         out[f"naive_{per_webhook}_per_webhook"] = cost.estimate(
             **shared,
@@ -190,8 +193,11 @@ def costs(results: dict[str, Any], cost: Any) -> dict[str, Any]:
             dispatch_invocations_per_invoice=naive["batches"] / naive["invoices"],
             dispatch_log_bytes_per_invoice=naive["dispatch_log_bytes_per_invoice"],
             fynd_calls_per_invoice=naive["fynd_calls"] / naive["invoices"],
+            index_write_units=cost.ledger_write_units(1, naive=True)["index"],
         )
-    out["fixed_monthly_usd"] = cost.fixed_monthly(custom_metrics=20, alarms=9)
+    out["fixed_monthly_usd"] = cost.fixed_monthly(
+        custom_metrics=20, alarms=cost.alarm_metrics(load_template())
+    )
     return out
 
 

@@ -17,7 +17,7 @@ from frappe_sender import (
     E_INVOICE_WEBHOOK,
     SALE_WEBHOOK,
     FrappeRequest,
-    e_invoice_logs,
+    e_invoice_log,
     frappe_request,
     render,
     sales_invoice,
@@ -50,12 +50,12 @@ def erpnext_relay(request: pytest.FixtureRequest) -> Iterator[RelayClient]:
 
 
 def sale_request(secret: str = SECRET) -> FrappeRequest:
-    data = render(webhook_document(E_INVOICE_WEBHOOK), sales_invoice(), e_invoice_logs())
+    data = render(webhook_document(E_INVOICE_WEBHOOK), e_invoice_log(), sales_invoice())
     return frappe_request(data, secret)
 
 
 def return_request(secret: str = SECRET) -> FrappeRequest:
-    data = render(webhook_document(SALE_WEBHOOK), sales_invoice("sales-invoice-return.json"), {})
+    data = render(webhook_document(SALE_WEBHOOK), sales_invoice("sales-invoice-return.json"))
     return frappe_request(data, secret)
 
 

@@ -63,9 +63,11 @@ def test_a_replay_queues_the_entry_afresh_and_records_who_when_why(
     entry = rejected(ledger, "REPLAY-1")
     # When an operator replays it
     replayed = ledger.replay(entry, by="ops@example", reason="order reinstated", now=NOW + 100)
-    # Then it is QUEUED again as a new acceptance would be, back in the status index
+    # Then it is QUEUED again as a new acceptance would be, back in the status index, its
+    # IN403 wait counted from the replay; acceptedAt still says when the relay first accepted it
     assert replayed is not None
-    assert (replayed.status, replayed.attempts, replayed.accepted_at) == (InvoiceStatus.QUEUED, 0, NOW + 100)
+    assert (replayed.status, replayed.attempts) == (InvoiceStatus.QUEUED, 0)
+    assert (replayed.accepted_at, replayed.waiting_since) == (NOW, NOW + 100)
     assert replayed.last_error is None
     item = client.get_item(
         TableName=stack.table_name, Key={"pk": {"S": "REPLAY-1#sale"}}, ConsistentRead=True

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS, work_shard
+from relay.domain.invoice import InvoiceKey
+from relay.domain.ledger import WorkList
 from relay_client import RelayClient
 from relay_local.events import EVENTS_DIR
 
@@ -23,7 +26,8 @@ def reconcile(relay: RelayClient) -> Any:
 
 
 def age_entry(relay: RelayClient, pk: str, *, minutes: float, **timestamps: float) -> None:
-    """Move the entry's updatedAt (and any other timestamp given) `minutes` into the past."""
+    """Move the entry's updatedAt (and any other timestamp given) `minutes` into the past, and
+    its place in the work index (dueAt) with its status' clock: retryAt if given, else updatedAt."""
     stack = relay.pipeline.stack
     assert stack is not None
     now = time.time()
@@ -31,6 +35,7 @@ def age_entry(relay: RelayClient, pk: str, *, minutes: float, **timestamps: floa
         "updatedAt": now - minutes * MINUTE,
         **{name: now - ago * MINUTE for name, ago in timestamps.items()},
     }
+    values["dueAt"] = values.get("retryAt", values["updatedAt"])
     relay.pipeline.dynamodb().update_item(
         TableName=stack.table_name,
         Key={"pk": {"S": pk}},
@@ -57,7 +62,12 @@ def test_breach_11_an_accepted_invoice_whose_message_never_arrived_reaches_fynd(
     # When the scheduled reconciler runs
     answer = reconcile(relay)
     # Then it queued the invoice again, and Fynd gets it once
-    assert answer == {"requeued": {"QUEUED": ["FY-REC-1#sale"]}, "failed": [], "complete": True}
+    assert answer == {
+        "requeued": {"QUEUED": ["FY-REC-1#sale"]},
+        "returned": 0,
+        "failed": [],
+        "complete": True,
+    }
     assert relay.settle("FY-REC-1")["FY-REC-1"]["status"] == "INVOICED"
     assert relay.simulator.state.invoice_count("FY-REC-1") == 1
     # And the next run finds nothing left to do
@@ -65,7 +75,7 @@ def test_breach_11_an_accepted_invoice_whose_message_never_arrived_reaches_fynd(
 
 
 @pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)
-def test_breach_2_a_retrying_invoice_whose_message_vanished_reaches_fynd(relay: RelayClient) -> None:
+def test_a_retrying_invoice_whose_message_vanished_reaches_fynd(relay: RelayClient) -> None:
     # Given an invoice the dispatcher recorded RETRYING, due 20 minutes ago, whose message is gone
     # (a copy deleted as BUSY while the holder's visibility change failed)
     assert (
@@ -77,9 +87,15 @@ def test_breach_2_a_retrying_invoice_whose_message_vanished_reaches_fynd(relay: 
     relay.pipeline.dynamodb().update_item(
         TableName=stack.table_name,
         Key={"pk": {"S": "FY-REC-2#sale"}},
-        UpdateExpression="SET #s = :r, statusKey = :r, lastErrorCode = :c, lastErrorMessage = :c",
+        UpdateExpression="SET #s = :r, workShard = :w, lastErrorCode = :c, lastErrorMessage = :c",
         ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":r": {"S": "RETRYING"}, ":c": {"S": "fynd_unavailable"}},
+        ExpressionAttributeValues={
+            ":r": {"S": "RETRYING"},
+            ":w": {
+                "S": work_shard(WorkList.RETRYING, InvoiceKey.parse("FY-REC-2#sale"), DEFAULT_WORK_SHARDS)
+            },
+            ":c": {"S": "fynd_unavailable"},
+        },
     )
     age_entry(relay, "FY-REC-2#sale", minutes=40, retryAt=20)
     relay.pipeline.start_consumer()
@@ -97,5 +113,5 @@ def test_breach_11_an_invoice_waiting_in_the_queue_is_not_requeued(relay: RelayC
         relay.post({"orderId": "FY-REC-3", "invoiceNumber": "INV-REC-3", "invoiceType": "sale"}).status == 202
     )
     # When the reconciler runs, Then it leaves it alone: it is within the window
-    assert reconcile(relay) == {"requeued": {}, "failed": [], "complete": True}
+    assert reconcile(relay) == {"requeued": {}, "returned": 0, "failed": [], "complete": True}
     assert len(relay.receive(1)) == 1

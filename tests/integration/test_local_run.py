@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -85,7 +86,16 @@ class LocalRun:
 
 def start_run(extra_env: dict[str, str] | None = None, *args: str) -> LocalRun:
     secret = new_secret()
-    env = {**os.environ, "RELAY_API_PORT": "0", "WEBHOOK_SECRET": secret, **FAST_RETRIES, **(extra_env or {})}
+    # The run keeps its state in a file of the test's, never in the user's .local/run.json.
+    state = Path(tempfile.mkdtemp(prefix="relay-run-")) / "run.json"
+    env = {
+        **os.environ,
+        "RELAY_API_PORT": "0",
+        "WEBHOOK_SECRET": secret,
+        "RELAY_LOCAL_STATE": str(state),
+        **FAST_RETRIES,
+        **(extra_env or {}),
+    }
     env.pop("FYND_BASE_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "relay_local", "run", *args],

@@ -6,12 +6,12 @@ tests stop many times at random moments, in three states: idle, busy (work flowi
 taken on several threads) and shutting down (more signals while stopping). Each stop must
 end with exit 0 within a bound, no process of the run's session alive, no port bound.
 
-- `test_breach_15_...drill`: 200 stops of tests/integration/stop_drill.py, which starts in a
+- `test_..._drill_cleanly`: 200 stops of tests/integration/stop_drill.py, which starts in a
   tenth of a second and stops through the same relay_local.stopping code as `run`.
-- `test_breach_15_...real_run`: the real `python -m relay_local run` (moto, simulator, worker
-  processes), BREACH_15_REAL_STOPS times (6 in `make test`, 200 in `make chaos`).
+- `test_..._real_run`: the real `python -m relay_local run` (moto, simulator, worker
+  processes), RELAY_REAL_STOPS times (6 in `make test`, 200 in `make chaos`).
 
-The seed of each test's random moments is in its failure message; set BREACH_15_SEED to replay.
+The seed of each test's random moments is in its failure message; set RELAY_STOP_SEED to replay.
 """
 
 import os
@@ -38,7 +38,7 @@ STATES = ("idle", "busy", "slow-stop")
 
 
 def _seed() -> int:
-    return int(os.environ.get("BREACH_15_SEED") or random.SystemRandom().randrange(2**32))
+    return int(os.environ.get("RELAY_STOP_SEED") or random.SystemRandom().randrange(2**32))
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def _settle(
     return result if result.clean else replace(result, last_lines=tuple(lines[-8:]))
 
 
-def test_breach_15_signals_at_random_moments_always_stop_the_drill_cleanly() -> None:
+def test_signals_at_random_moments_always_stop_the_drill_cleanly() -> None:
     # Given 200 stand-in runs, each stopped at a random moment by SIGINT or SIGTERM to its group,
     # in equal shares idle, busy, and shutting down with 1-3 more signals arriving meanwhile
     seed = _seed()
@@ -163,7 +163,7 @@ def test_breach_15_signals_at_random_moments_always_stop_the_drill_cleanly() -> 
     assert {result.state for result in results} == set(STATES)
 
 
-def test_breach_15_a_signal_at_every_step_of_the_wait_loop_stops_the_drill_cleanly() -> None:
+def test_a_signal_at_every_step_of_the_wait_loop_stops_the_drill_cleanly() -> None:
     # Given the drill, signalling itself at the 1st, 2nd, ... 120th line or call its main thread
     # executes in the wait loop (some dozen passes through it), so that a signal lands inside
     # every lock the loop takes; the old Event-based loop hangs at most of these steps
@@ -227,10 +227,10 @@ def _feed(run: LocalRun, stop: threading.Event) -> None:
             return
 
 
-def test_breach_15_signals_at_random_moments_always_stop_the_real_run() -> None:
-    # Given `python -m relay_local run` started BREACH_15_REAL_STOPS times, stopped at random moments
+def test_signals_at_random_moments_always_stop_the_real_run() -> None:
+    # Given `python -m relay_local run` started RELAY_REAL_STOPS times, stopped at random moments
     # while idle, while invoices flow, and while shutting down (more signals meanwhile)
-    count = int(os.environ.get("BREACH_15_REAL_STOPS") or 6)
+    count = int(os.environ.get("RELAY_REAL_STOPS") or 6)
     seed = _seed()
     chances = [random.Random(f"{seed}:{index}") for index in range(count)]
     # When each is stopped (two at a time: each is moto, a simulator and worker processes)

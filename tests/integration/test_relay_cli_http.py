@@ -117,8 +117,8 @@ def test_ledger_commands_without_an_aws_endpoint_say_what_is_missing(
     target = ("--api-url", relay.pipeline.api_url, "--secret", relay.secret)
     # When a command that reads the ledger or the queues runs
     run = run_relay(relay, *command.split(), target=target)
-    # Then it exits 3 and names the option to pass
-    assert run.exit_code == 3
+    # Then it is bad usage (exit 2, as the exit codes say) and names the option to pass
+    assert run.exit_code == 2
     assert "--endpoint-url" in run.stderr
 
 

@@ -63,15 +63,35 @@ def test_stats_counts_by_state_and_code_and_reads_the_queues(relay: RelayClient)
     # When an operator asks for stats
     run = run_relay(relay, "stats", "--json")
     shown = run_relay(relay, "stats")
-    # Then the counts are by state and code, and the queues are empty
+    # Then the counts are by state and code, INVOICED included, and the queues are empty,
+    # nothing in flight
     assert run.exit_code == 0
     document = run.json()
     assert document["byStatus"]["REJECTED"] == 3
+    assert document["parked"] == 0  # RETRYING entries parked in the ledger, none here
+    assert (document["byStatus"]["INVOICED"], document["invoiced"]) == (1, 1)
     counts = {(row["status"], row["code"]): row["count"] for row in document["byStatusAndCode"]}
     assert counts == {("REJECTED", "IN400"): 1, ("REJECTED", "IN401"): 2}
-    assert (document["queue"], document["deadLetterQueue"]) == (0, 0)
+    assert (document["queue"], document["inFlight"], document["deadLetterQueue"]) == (0, 0, 0)
     assert shown.exit_code == 0
     assert "IN401" in shown.stdout
+    assert "INVOICED" in shown.stdout
+    assert "in flight" in shown.stdout
+
+
+@pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)
+def test_stats_counts_the_messages_a_dispatcher_holds_as_in_flight(relay: RelayClient) -> None:
+    # Given two invoices on the queue, one of them received by a dispatcher that has not finished
+    relay.post([invoice_dict("FY-F1"), invoice_dict("FY-F2")])
+    (held,) = relay.receive(1)
+    assert held
+    # When an operator asks for stats, skipping the INVOICED scan
+    run = run_relay(relay, "stats", "--no-invoiced", "--json")
+    # Then one message waits and one is in flight; INVOICED is not counted
+    assert run.exit_code == 0
+    document = run.json()
+    assert (document["queue"], document["inFlight"], document["invoiced"]) == (1, 1, None)
+    assert document["byStatus"]["QUEUED"] == 2
 
 
 @pytest.mark.parametrize("pipeline_config", [{"consume": False}], indirect=True)

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from relay_local.stack import load_template
+from relay_local.stack import table_properties
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -32,7 +32,7 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator["DynamoDBClient"]:
         monkeypatch.setenv(name, "testing")
     with mock_aws():
         client = boto3.client("dynamodb", region_name="ap-south-1")
-        props = load_template()["Resources"][TABLE]["Properties"]
+        props = table_properties(TABLE)
         client.create_table(
             TableName=TABLE,
             AttributeDefinitions=props["AttributeDefinitions"],

@@ -226,12 +226,13 @@ class RelayMachine(RuleBasedStateMachine):
         )
 
     def _stalled(self) -> list[InvoiceKey]:
-        """Entries that made no progress for STALLED_SECONDS: what the reconciler queues again."""
+        """Entries that made no progress for STALLED_SECONDS, or parked until a due time: what
+        the reconciler queues again."""
         now = self.world.clock()
         return [
             key
             for key, entry in self.world.ledger.entries.items()
-            if is_stalled(entry, now=now, stall_seconds=STALLED_SECONDS)
+            if is_stalled(entry, now=now, stall_seconds=STALLED_SECONDS) or entry.parked
         ]
 
     def _reconcile(self) -> None:

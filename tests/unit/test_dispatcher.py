@@ -3,6 +3,7 @@ fakes, with faults injected between the steps where they hurt: a write that thro
 answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
 dies after Fynd answered."""
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from fakes import Crash, World, lost_answer
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus
+from relay.domain.ledger import InvoiceStatus, LedgerEvent
 from relay.domain.policy import REFUSED_ALONE
 
 
@@ -119,7 +120,7 @@ def test_a_copy_of_a_busy_invoice_waits_for_the_lease_as_the_holders_message_may
     assert world.fynd.applied[key("A")] == 1
 
 
-def test_breach_02_the_holders_own_message_delivered_twice_waits_for_the_lease(world: World) -> None:
+def test_the_holders_own_message_delivered_twice_waits_for_the_lease(world: World) -> None:
     # Given worker 1 claimed the invoice with its message
     world.accept(invoice("A"))
     (held,) = world.queue.receive(1)
@@ -141,7 +142,7 @@ def test_breach_02_the_holders_own_message_delivered_twice_waits_for_the_lease(w
     assert world.fynd.sent[key("A")] == 1
 
 
-def test_breach_16_a_copy_of_a_retrying_invoice_waits_for_its_retry_at(world: World) -> None:
+def test_a_copy_of_a_retrying_invoice_waits_for_its_retry_at(world: World) -> None:
     # Given Fynd was down, so the invoice is RETRYING with a back-off
     world.accept(invoice("A"))
     world.queue_again(invoice("A"))
@@ -221,7 +222,7 @@ def test_calls_group_by_location_and_type(world: World) -> None:
     assert groups == [("", "return", 1), ("", "sale", 1), ("WH-2", "sale", 1)]
 
 
-def test_breach_06_a_whole_call_4xx_splits_the_call_down_to_the_refused_invoice(world: World) -> None:
+def test_a_whole_call_4xx_splits_the_call_down_to_the_refused_invoice(world: World) -> None:
     # Given ten invoices, and Fynd refusing any call that carries order R (a 422 naming no order)
     world.fynd.refuse_alone.add("R")
     world.accept(*[invoice(f"O-{n}") for n in range(9)], invoice("R"))
@@ -247,7 +248,7 @@ def test_breach_06_an_oversized_call_is_split_until_fynd_takes_it(world: World) 
     assert world.fynd.applied.total() == 10
 
 
-def test_breach_07_each_call_gets_a_budget_that_leaves_time_to_record(world: World) -> None:
+def test_each_call_gets_a_budget_that_leaves_time_to_record(world: World) -> None:
     world.accept(invoice("A"))
     # When the invocation has 30 s left (call budget 36 s, reserve 5 s)
     world.run(seconds_left=30)
@@ -268,7 +269,7 @@ def test_breach_07_no_call_starts_without_time_for_one_request(world: World) -> 
 # ---- recording outcomes: once Fynd has answered, nothing raises ----
 
 
-def test_breach_01_a_record_that_throttles_holds_the_message_until_the_lease_ends(world: World) -> None:
+def test_a_record_that_throttles_holds_the_message_until_the_lease_ends(world: World) -> None:
     # Given two invoices in one call, and the ledger throttling the first record after Fynd answered
     world.accept(invoice("A"), invoice("B"))
     world.faults.fail("ledger.record", LedgerUnavailableError("throttled"))
@@ -288,7 +289,7 @@ def test_breach_01_a_record_that_throttles_holds_the_message_until_the_lease_end
     assert world.fynd.applied[key("A")] == 1
 
 
-def test_breach_01_a_failed_requeue_returns_the_message_instead_of_raising(world: World) -> None:
+def test_a_failed_requeue_returns_the_message_instead_of_raising(world: World) -> None:
     # Given an order Fynd calls too early, at its second-to-last receive
     world.fynd.early_until["A"] = world.clock() + 3600
     world.accept(invoice("A"))
@@ -376,9 +377,7 @@ def test_a_ledger_outage_at_claim_fails_only_the_messages_it_touched(world: Worl
     ("step", "error"),
     [("ledger.claim", LedgerUnavailableError("down")), ("fynd.before", FyndUnavailable("503"))],
 )
-def test_breach_08_a_thirty_minute_outage_dead_letters_nothing(
-    world: World, step: str, error: Exception
-) -> None:
+def test_a_thirty_minute_outage_dead_letters_nothing(world: World, step: str, error: Exception) -> None:
     # Given the ledger (or Fynd) is down for 30 minutes from the first attempt
     world.accept(invoice("A"), invoice("B"))
     world.faults.fail(step, error, times=None)
@@ -435,6 +434,35 @@ def test_an_early_order_is_rejected_at_its_deadline(world: World) -> None:
     assert entry.status is InvoiceStatus.REJECTED
     assert entry.last_error is not None
     assert entry.last_error.code == "IN403_DEADLINE"
+
+
+def test_a_replayed_early_order_waits_a_fresh_deadline_from_its_replay(world: World) -> None:
+    # Given an order rejected at its IN403 deadline, then confirmed by Fynd a day later
+    world.fynd.early_until["A"] = world.clock() + 2 * 86_400
+    world.accept(invoice("A"))
+    world.drain(max_rounds=2000)
+    rejected = world.ledger.entries[key("A")]
+    assert rejected.last_error is not None
+    assert rejected.last_error.code == "IN403_DEADLINE"
+    # When an operator replays it, as InvoiceLedger.replay records it: QUEUED, a replay event,
+    # and acceptedAt still the first acceptance
+    world.clock.now = rejected.accepted_at + 86_400 + 3600
+    world.ledger.entries[key("A")] = replace(
+        rejected,
+        status=InvoiceStatus.QUEUED,
+        attempts=0,
+        last_error=None,
+        retry_at=None,
+        updated_at=world.clock(),
+        history=(LedgerEvent("replay", world.clock(), "ops", "order confirmed late", rejected.last_error),),
+    )
+    world.queue_again(invoice("A"))
+    world.drain(max_rounds=2000)
+    # Then it is not rejected again at once for a deadline counted from the first acceptance:
+    # it waits for Fynd from the replay, and is invoiced once the order is confirmed
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.INVOICED
+    assert entry.accepted_at == rejected.accepted_at
 
 
 def test_breach_14_an_unknown_fynd_code_is_counted_as_other(

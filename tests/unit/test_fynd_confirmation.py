@@ -106,7 +106,7 @@ def b_refused(code: str = "IN401") -> dict[str, str]:
         pytest.param({"status": "SUCCESS", "errors": [], "success": False}, id="SUCCESS-contradicted"),
     ],
 )
-def test_breach_5_a_2xx_that_does_not_confirm_order_a_leaves_it_ambiguous(body: Any) -> None:
+def test_a_2xx_that_does_not_confirm_order_a_leaves_it_ambiguous(body: Any) -> None:
     # Given a call for A and B, and a 200 whose body does not positively confirm A
     # When the client reads the answer
     with pytest.raises(FyndAmbiguous) as doubt:

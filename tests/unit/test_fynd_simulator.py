@@ -751,3 +751,34 @@ def test_control_route_config_and_credentials_take_effect(state: SimulatorState)
     admin(state, "POST", "credentials", {"username": "b", "password": "p", "location_code": "B"})
     reply = state.token_request("b", "p")
     assert body_of(reply)["expires_in"] == 5
+
+
+# --- keyed by order and invoice type, as the relay's ledger is ------------------------------
+
+
+def test_a_credit_note_for_an_order_invoiced_here_succeeds_and_a_second_gets_in453(
+    state: SimulatorState,
+) -> None:
+    # Given an order the simulator invoiced (its sale invoice applied)
+    token = token_for(state)
+    assert codes(send(state, token, [invoice("ORD-CN")])) == {}
+    # When its credit note arrives, then the same credit note again, then the sale again
+    credit_note = send(state, token, [invoice("ORD-CN", "return")])
+    second_credit_note = send(state, token, [invoice("ORD-CN", "return")])
+    second_sale = send(state, token, [invoice("ORD-CN")])
+    # Then the credit note is applied (a document of its own, not a duplicate), and only a
+    # repeat of the same (order, type) is IN453
+    assert codes(credit_note) == {}
+    assert codes(second_credit_note) == {"ORD-CN": "IN453"}
+    assert codes(second_sale) == {"ORD-CN": "IN453"}
+    view = state.order("ORD-CN")
+    assert view is not None
+    assert [applied.invoice_type for applied in view.invoices] == ["sale", "return"]
+
+
+def test_an_order_invoiced_elsewhere_answers_in453_to_a_credit_note_too(state: SimulatorState) -> None:
+    # Given an order named as invoiced elsewhere (no invoice applied here)
+    # When its credit note arrives / Then it is IN453, as the prefix table says
+    assert codes(send(state, token_for(state), [invoice("INVOICED-CN", "return")])) == {
+        "INVOICED-CN": "IN453"
+    }

@@ -81,7 +81,7 @@ def client(pool: TimedPool, clock: FakeMonotonic, timeout: urllib3.Timeout | Non
 CALL = FyndCall(None, InvoiceType.SALE, (invoice("A"),))
 
 
-def test_breach_7_each_request_gets_what_is_left_of_one_deadline() -> None:
+def test_each_request_gets_what_is_left_of_one_deadline() -> None:
     # Given a 20 s budget, and Fynd that takes 2 s for a token, 3 s to refuse it (401),
     # 1 s for a fresh token and 4 s to answer
     clock = FakeMonotonic()

@@ -48,9 +48,7 @@ def body_with_packages(packages: str) -> str:
 
 
 @pytest.mark.parametrize("depth", [17, 198, 255])
-def test_breach_03_packages_nested_past_the_cap_answer_422_and_write_nothing(
-    ingest: Ingest, depth: int
-) -> None:
+def test_packages_nested_past_the_cap_answer_422_and_write_nothing(ingest: Ingest, depth: int) -> None:
     # Given an invoice whose packages nest `depth` levels (198-255 passed the model and broke the parser)
     body = json.dumps({**SALE, "packages": [{"dims": nested(depth)}]})
     # When it is posted, correctly signed
@@ -79,7 +77,7 @@ def test_packages_within_the_nesting_cap_are_accepted_and_carried_unchanged(inge
         [{"blob": "x" * 262_144}],  # larger than one SQS message
     ],
 )
-def test_breach_03_a_message_that_would_not_round_trip_is_refused_before_the_ledger_write(
+def test_a_message_that_would_not_round_trip_is_refused_before_the_ledger_write(
     packages: list[dict[str, Any]],
 ) -> None:
     # Given an invoice the model takes but one queue message could not carry back unchanged
@@ -98,7 +96,7 @@ def test_breach_03_a_message_that_would_not_round_trip_is_refused_before_the_led
 # ---- breach 4: signed input that got a 5xx ----
 
 
-def test_breach_04_top_level_nesting_answers_400(ingest: Ingest) -> None:
+def test_top_level_nesting_answers_400(ingest: Ingest) -> None:
     # Given a correctly signed body of 20,000 nested arrays
     body = "[" * 20_000 + "]" * 20_000
     # When posted
@@ -109,7 +107,7 @@ def test_breach_04_top_level_nesting_answers_400(ingest: Ingest) -> None:
 
 
 @pytest.mark.parametrize("depth", [256, 400, 900])
-def test_breach_04_deep_packages_answer_422_not_a_hashing_error(ingest: Ingest, depth: int) -> None:
+def test_deep_packages_answer_422_not_a_hashing_error(ingest: Ingest, depth: int) -> None:
     # Given packages nested `depth` levels (content hashing raised at 256 and more)
     body = body_with_packages('[{"dims": ' + "[" * depth + "]" * depth + "}]")
     # When posted
@@ -123,9 +121,7 @@ def test_breach_04_deep_packages_answer_422_not_a_hashing_error(ingest: Ingest, 
     "packages",
     ['[{"note": "\\ud83d"}]', '[{"\\udc00": 1}]', '[{"deep": [[["a\\ud800b"]]]}]'],
 )
-def test_breach_04_lone_surrogate_in_packages_answers_422_before_any_write(
-    ingest: Ingest, packages: str
-) -> None:
+def test_lone_surrogate_in_packages_answers_422_before_any_write(ingest: Ingest, packages: str) -> None:
     # Given packages holding a lone surrogate escape (valid JSON, not valid Unicode)
     body = body_with_packages(packages)
     # When posted twice, as a retrying ERP would
@@ -185,7 +181,7 @@ def test_breach_09_unreadable_secret_is_a_typed_secret_unavailable_error(error: 
         read_json_secret("WebhookSigningSecret", FailingSecrets(error))  # type: ignore[arg-type]
 
 
-def test_breach_09_ingest_answers_503_with_retry_after_when_the_signing_secret_is_unreadable(
+def test_ingest_answers_503_with_retry_after_when_the_signing_secret_is_unreadable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from relay import wiring
@@ -212,7 +208,7 @@ _real_verifier = __import__("relay.wiring", fromlist=["webhook_verifier"]).webho
 _real_request_verifier = __import__("relay.wiring", fromlist=["request_verifier"]).request_verifier
 
 
-def test_breach_09_unreadable_fynd_credentials_are_fynd_unavailable() -> None:
+def test_unreadable_fynd_credentials_are_fynd_unavailable() -> None:
     from relay.adapters.secrets import SecretsCredentials
     from relay.domain.fynd import FyndUnavailable
 
@@ -231,7 +227,7 @@ def test_breach_09_unreadable_fynd_credentials_are_fynd_unavailable() -> None:
 # ---- breach 10: every cancelled transaction answered 409 ----
 
 
-def test_breach_10_identical_copy_winning_the_race_is_a_duplicate_answered_202() -> None:
+def test_identical_copy_winning_the_race_is_a_duplicate_answered_202() -> None:
     clock = FakeClock()
     ledger = InMemoryLedger(clock)
     # Given an identical copy of the webhook recorded between our read and our write
@@ -292,7 +288,7 @@ def _admissions() -> Any:
     "codes",
     [("None", "ThrottlingError"), ("TransactionConflict", "None"), ("ProvisionedThroughputExceeded",)],
 )
-def test_breach_10_throttled_or_conflicting_transaction_is_unavailable(codes: tuple[str, ...]) -> None:
+def test_throttled_or_conflicting_transaction_is_unavailable(codes: tuple[str, ...]) -> None:
     ledger = InvoiceLedger("InvoiceLedger", CancellingDynamoDB(*codes))  # type: ignore[arg-type]
     # When DynamoDB cancels the accept transaction for throttling or a conflicting transaction
     # Then the ledger says it is unavailable (503, retry), not that a key changed (409)
@@ -339,7 +335,7 @@ def test_breach_12_status_signed_over_its_request_line_is_answered(ingest: Inges
 
 
 @pytest.mark.parametrize("order_id", ["FY-1", "FY-2"])
-def test_breach_12_status_signed_over_an_empty_body_is_refused(ingest: Ingest, order_id: str) -> None:
+def test_status_signed_over_an_empty_body_is_refused(ingest: Ingest, order_id: str) -> None:
     _recorded(ingest, "FY-1", "FY-2")
     # Given a GET signed the old way, over an empty body (one captured signature read every order)
     answer = ingest.get(order_id, "invoiceType=sale", signed_content="")
@@ -381,7 +377,7 @@ def test_a_captured_status_signature_reads_no_other_request(
         unicodedata.normalize("NFD", "FYé"),
     ],
 )
-def test_breach_13_order_id_outside_the_documented_set_is_422(ingest: Ingest, order_id: str) -> None:
+def test_order_id_outside_the_documented_set_is_422(ingest: Ingest, order_id: str) -> None:
     # When an invoice with that orderId is posted
     answer = ingest.post(json.dumps({**SALE, "orderId": order_id}))
     # Then 422 naming orderId, and nothing written
@@ -420,7 +416,7 @@ PREVIOUS_FORMAT = json.loads(
 
 
 @pytest.mark.parametrize("body", PREVIOUS_FORMAT)
-def test_breach_16a_messages_written_by_the_previous_format_are_read(body: str) -> None:
+def test_messages_written_by_the_previous_format_are_read(body: str) -> None:
     from relay.domain.messages import QueuedInvoice
 
     # Given a body today's main wrote (no schema version)
@@ -441,7 +437,7 @@ def test_breach_16a_a_message_written_now_carries_its_version_and_reads_back() -
     assert QueuedInvoice.from_body(sent.to_body()) == sent
 
 
-def test_breach_16a_fields_of_a_later_format_are_ignored_on_read() -> None:
+def test_fields_of_a_later_format_are_ignored_on_read() -> None:
     from relay.domain.messages import QueuedInvoice
 
     # Given a body from a later deploy: a higher version and an envelope field we do not know
@@ -454,7 +450,7 @@ def test_breach_16a_fields_of_a_later_format_are_ignored_on_read() -> None:
 # ---- breach 16c and 16d: signature header and secret ----
 
 
-def test_breach_16c_a_malformed_first_signature_does_not_hide_a_valid_second() -> None:
+def test_a_malformed_first_signature_does_not_hide_a_valid_second() -> None:
     from relay.domain.standard_webhooks import WebhookVerifier
     from relay_local.signing import new_secret, signed_headers
 

@@ -14,12 +14,12 @@ from relay.domain.errors import AcceptRaceError, ConflictError
 from relay.domain.intake import Action, InvoiceAcceptance, admit
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import QueuedInvoice
-from relay_local.stack import load_template
+from relay_local.stack import table_properties
 
 
 @pytest.fixture
 def ledger() -> Iterator[InvoiceLedger]:
-    table = load_template()["Resources"]["InvoiceLedgerTable"]["Properties"]
+    table = table_properties("InvoiceLedgerTable")
     with mock_aws():
         client = boto3.client("dynamodb", region_name="ap-south-1")
         client.create_table(

@@ -17,7 +17,7 @@ def ingest_timeout() -> float:
     return float(load_template()["Resources"]["IngestFunction"]["Properties"]["Timeout"])
 
 
-def test_breach_11_ingest_worst_case_fits_the_template_timeout() -> None:
+def test_ingest_worst_case_fits_the_template_timeout() -> None:
     from relay import wiring
 
     # Given ingest's AWS client configuration, as wiring builds it

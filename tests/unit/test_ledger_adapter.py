@@ -90,7 +90,7 @@ def test_a_failed_send_is_marked_on_a_queued_entry_only_and_the_claim_clears_it(
     assert "sendFailedAt" not in raw_item(dynamodb, "SEND-1")
 
 
-def test_breach_16_a_retrying_entry_cannot_be_claimed_before_its_retry_at(ledger: InvoiceLedger) -> None:
+def test_a_retrying_entry_cannot_be_claimed_before_its_retry_at(ledger: InvoiceLedger) -> None:
     message = accepted(ledger, "CLAIM-3")
     ledger.claim(message, message_id="m-1", owner="w-1", now=NOW, lease_seconds=120)
     ledger.record(
@@ -114,7 +114,7 @@ def test_breach_16_a_retrying_entry_cannot_be_claimed_before_its_retry_at(ledger
     ],
     ids=["unreachable", "timeout", "throttled", "throttling"],
 )
-def test_breach_01_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
+def test_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
     dynamodb: Any, fault: Exception | str
 ) -> None:
     # No SDK retries: this is about what leaves the adapter, not how long botocore tries.

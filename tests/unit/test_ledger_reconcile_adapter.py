@@ -1,6 +1,6 @@
 """The DynamoDB ledger's reconciler side against in-process moto, the table built from
-template.yaml's own properties (its keys and the ByStatus index): what accept stores for the
-reconciler, the index Query (never a Scan), the conditional mark, and the stored invoice."""
+template.yaml's own properties (its keys and the ByDue work index): what accept stores for the
+reconciler, the index Queries (never a Scan), the conditional mark, and the stored invoice."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -9,10 +9,11 @@ from botocore.exceptions import ClientError
 
 from factories import invoice
 from relay.adapters.ledger import BODY_RETENTION_SECONDS, InvoiceLedger
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS, work_shard
 from relay.domain.errors import LedgerUnavailableError
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import Invoice, InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, RetryLater
 
@@ -59,6 +60,16 @@ def accept(ledger: InvoiceLedger, *items: Invoice, at: float = NOW, correlation_
     ledger.accept([create(item) for item in items], now=at, correlation_id=correlation_id)
 
 
+def stalled(ledger: InvoiceLedger, status: InvoiceStatus, *, due_by: float, limit: int) -> list[LedgerEntry]:
+    """The reconciler's read of one list: the entries due by `due_by`."""
+    found, _ = ledger.due(WorkList(str(status)), due_by=due_by, limit=limit, out_of_time=lambda: False)
+    return found
+
+
+def shard(status: str, pk: str) -> dict[str, Any]:
+    return {"S": work_shard(WorkList(status), InvoiceKey.parse(pk), DEFAULT_WORK_SHARDS)}
+
+
 def raw(dynamodb: "DynamoDBClient", pk: str) -> dict[str, Any]:
     return dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item", {})
 
@@ -73,14 +84,14 @@ def test_breach_11_accept_stores_the_queued_message_beside_the_entry_with_a_ttl(
     item = invoice("FY-1")
     # When ingest accepts it
     accept(ledger, item)
-    # Then one transaction wrote the entry, with its statusKey for the index, and the body item
+    # Then one transaction wrote the entry, in the work index's QUEUED list, and the body item
     ((operation, request),) = recording.calls
     assert operation == "transact_write_items"
     assert [write["Update"]["Key"]["pk"]["S"] for write in request["TransactItems"]] == [
         "FY-1#sale",
         "body#FY-1#sale",
     ]
-    assert raw(dynamodb, "FY-1#sale")["statusKey"] == {"S": "QUEUED"}
+    assert raw(dynamodb, "FY-1#sale")["workShard"] == shard("QUEUED", "FY-1#sale")
     body = raw(dynamodb, "body#FY-1#sale")
     assert float(body["expiresAt"]["N"]) == NOW + BODY_RETENTION_SECONDS
     # And the body is exactly the message ingest queues: the reconciler's copy reads the same
@@ -100,9 +111,9 @@ def test_breach_11_a_corrected_invoice_replaces_the_stored_one(
     dynamodb.update_item(
         TableName=TABLE,
         Key={"pk": {"S": "FY-1#sale"}},
-        UpdateExpression="SET #s = :r, statusKey = :r",
+        UpdateExpression="SET #s = :r, statusKey = :r, workShard = :shard",
         ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":r": {"S": "REJECTED"}},
+        ExpressionAttributeValues={":r": {"S": "REJECTED"}, ":shard": shard("REJECTED", "FY-1#sale")},
     )
     # When the ERP sends corrected content, which starts over
     fixed = invoice("FY-1", invoiceNumber="INV-FIXED")
@@ -112,7 +123,7 @@ def test_breach_11_a_corrected_invoice_replaces_the_stored_one(
         correlation_id="wh-2",
     )
     # Then the entry is QUEUED in the index and the stored invoice is the corrected one
-    assert raw(dynamodb, "FY-1#sale")["statusKey"] == {"S": "QUEUED"}
+    assert raw(dynamodb, "FY-1#sale")["workShard"] == shard("QUEUED", "FY-1#sale")
     stored = ledger.body(fixed.key)
     assert stored is not None
     assert (stored.invoice, stored.content_hash, stored.correlation_id) == (
@@ -150,39 +161,40 @@ def test_breach_11_a_failed_accept_leaves_no_entry_without_its_body(ledger: Invo
 # ---- the index Query ----
 
 
-def test_breach_11_stalled_queries_the_sparse_index_oldest_first_and_never_scans(
+def test_breach_11_due_queries_the_sparse_work_index_oldest_first_and_never_scans(
     ledger: InvoiceLedger, dynamodb: "DynamoDBClient", recording: RecordingClient
 ) -> None:
     # Given QUEUED entries written 30, 20 and 5 minutes ago, a body item, and an INVOICED one
-    # (INVOICED entries have no statusKey: they are not in the index)
+    # (INVOICED entries have no workShard: they are not in the index)
     accept(ledger, invoice("OLD"), at=NOW - 30 * MINUTE)
     accept(ledger, invoice("MID"), at=NOW - 20 * MINUTE)
     accept(ledger, invoice("NEW"), at=NOW - 5 * MINUTE)
     dynamodb.update_item(
         TableName=TABLE,
         Key={"pk": {"S": "MID#sale"}},
-        UpdateExpression="SET #s = :i REMOVE statusKey",
+        UpdateExpression="SET #s = :i REMOVE workShard, dueAt",
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues={":i": {"S": "INVOICED"}},
     )
     recording.calls.clear()
     # When the reconciler asks for QUEUED entries not written for 15 minutes
-    found = ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW - 15 * MINUTE, limit=10)
-    # Then only the old QUEUED one comes back, read with one Query on ByStatus
+    found = stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW - 15 * MINUTE, limit=10)
+    # Then only the old QUEUED one comes back, read with Queries on ByDue alone (one per shard)
     assert [str(entry.key) for entry in found] == ["OLD#sale"]
-    assert [name for name, _ in recording.calls] == ["query"]
-    assert recording.calls[0][1]["IndexName"] == "ByStatus"
+    assert {name for name, _ in recording.calls} == {"query"}
+    assert {request["IndexName"] for _, request in recording.calls} == {"ByDue"}
 
 
-def test_breach_11_stalled_pages_through_the_index_up_to_its_limit(ledger: InvoiceLedger) -> None:
+def test_breach_11_due_reads_at_most_its_limit_in_due_order(ledger: InvoiceLedger) -> None:
     # Given seven stalled QUEUED entries
     for index in range(7):
         accept(ledger, invoice(f"FY-{index}"), at=NOW - (60 - index) * MINUTE)
-    # When at most five are asked for, Then the five oldest come back, in order
-    found = ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW, limit=5)
-    assert [entry.key.order_id for entry in found] == [f"FY-{index}" for index in range(5)]
+    # When at most five are asked for, Then five come back, in due order
+    found = stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW, limit=5)
+    assert len(found) == 5
+    assert [entry.due_at for entry in found] == sorted(entry.due_at or 0 for entry in found)
     # And a limit of zero reads nothing
-    assert ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW, limit=0) == []
+    assert stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW, limit=0) == []
 
 
 def test_breach_11_entries_waiting_out_a_back_off_or_a_lease_do_not_use_up_the_limit(
@@ -196,16 +208,17 @@ def test_breach_11_entries_waiting_out_a_back_off_or_a_lease_do_not_use_up_the_l
         dynamodb.update_item(
             TableName=TABLE,
             Key={"pk": {"S": pk}},
-            UpdateExpression="SET #s = :r, statusKey = :r, updatedAt = :at, retryAt = :due",
+            UpdateExpression="SET #s = :r, workShard = :shard, updatedAt = :at, retryAt = :due, dueAt = :due",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
                 ":r": {"S": "RETRYING"},
+                ":shard": shard("RETRYING", pk),
                 ":at": {"N": str(NOW - (60 - index) * MINUTE)},
                 ":due": {"N": str(NOW + retry_in * MINUTE)},
             },
         )
     # When one stalled RETRYING entry is asked for
-    found = ledger.stalled(InvoiceStatus.RETRYING, updated_before=NOW - 15 * MINUTE, limit=1)
+    found = stalled(ledger, InvoiceStatus.RETRYING, due_by=NOW - 15 * MINUTE, limit=1)
     # Then it is the one whose retry time ran out, not the first three by age
     assert [str(entry.key) for entry in found] == ["FY-3#sale"]
 
@@ -218,19 +231,20 @@ def test_breach_11_mark_moves_an_unchanged_entry_out_of_the_window_once(
 ) -> None:
     # Given a stalled entry as the reconciler listed it
     accept(ledger, invoice("FY-1"), at=NOW - 30 * MINUTE)
-    (entry,) = ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW - 15 * MINUTE, limit=10)
+    (entry,) = stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW - 15 * MINUTE, limit=10)
     # When it is marked, and marked again with the same (now stale) reading
     first = ledger.mark_reconciled(entry, now=NOW)
     second = ledger.mark_reconciled(entry, now=NOW + 1)
     # Then only the first mark lands; the entry left the window and records the requeue
     assert (first, second) == (True, False)
-    assert ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW - 15 * MINUTE, limit=10) == []
+    assert stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW - 15 * MINUTE, limit=10) == []
     item = raw(dynamodb, "FY-1#sale")
     assert (float(item["updatedAt"]["N"]), float(item["reconciledAt"]["N"]), item["reconciles"]["N"]) == (
         NOW,
         NOW,
         "1",
     )
+    assert float(item["dueAt"]["N"]) == NOW
     assert item["status"] == {"S": "QUEUED"}
 
 
@@ -239,9 +253,9 @@ def dispatcher_writes(dynamodb: "DynamoDBClient", pk: str, status: str, *, at: f
     dynamodb.update_item(
         TableName=TABLE,
         Key={"pk": {"S": pk}},
-        UpdateExpression="SET #s = :s, statusKey = :s, updatedAt = :at",
+        UpdateExpression="SET #s = :s, workShard = :shard, updatedAt = :at, dueAt = :at",
         ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":s": {"S": status}, ":at": {"N": str(at)}},
+        ExpressionAttributeValues={":s": {"S": status}, ":shard": shard(status, pk), ":at": {"N": str(at)}},
     )
 
 
@@ -256,7 +270,7 @@ def test_breach_11_mark_refuses_an_entry_that_moved_since_it_was_listed(
     # Given a stalled entry the reconciler listed
     accept(ledger, invoice("FY-1"), at=NOW - 60 * MINUTE)
     dispatcher_writes(dynamodb, "FY-1#sale", listed_as, at=NOW - 40 * MINUTE)
-    (entry,) = ledger.stalled(InvoiceStatus(listed_as), updated_before=NOW - 15 * MINUTE, limit=10)
+    (entry,) = stalled(ledger, InvoiceStatus(listed_as), due_by=NOW - 15 * MINUTE, limit=10)
     # And a dispatcher writes it before the reconciler marks it
     dispatcher_writes(dynamodb, "FY-1#sale", then, at=NOW - MINUTE)
     # When the reconciler marks what it listed, Then it is refused: the entry is moving
@@ -268,7 +282,7 @@ def test_breach_11_mark_refuses_an_entry_whose_content_was_replaced(
 ) -> None:
     # Given a listed entry whose content hash changes under the same status and time
     accept(ledger, invoice("FY-1"), at=NOW - 60 * MINUTE)
-    (entry,) = ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW - 15 * MINUTE, limit=10)
+    (entry,) = stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW - 15 * MINUTE, limit=10)
     dynamodb.update_item(
         TableName=TABLE,
         Key={"pk": {"S": "FY-1#sale"}},
@@ -314,11 +328,11 @@ ANY_ENTRY = LedgerEntry(
 @pytest.mark.parametrize(
     "call",
     [
-        lambda ledger: ledger.stalled(InvoiceStatus.QUEUED, updated_before=NOW, limit=10),
+        lambda ledger: stalled(ledger, InvoiceStatus.QUEUED, due_by=NOW, limit=10),
         lambda ledger: ledger.mark_reconciled(ANY_ENTRY, now=NOW),
         lambda ledger: ledger.body(InvoiceKey.parse("FY-1#sale")),
     ],
-    ids=["stalled", "mark_reconciled", "body"],
+    ids=["due", "mark_reconciled", "body"],
 )
 def test_breach_11_reconciler_methods_leave_an_outage_as_ledger_unavailable(call: Any) -> None:
     # Given DynamoDB throttling past botocore's retries
@@ -347,23 +361,23 @@ def test_a_dead_lettered_entry_leaves_the_reconcilers_index_partition_until_it_i
     # Given an entry RETRYING whose message (m-1) leaves for the dead-letter queue
     message = retrying_after_a_claim(ledger, invoice("FY-1"), message_id="m-1")
     later = NOW + 60 * MINUTE
-    assert [
-        entry.key for entry in ledger.stalled(InvoiceStatus.RETRYING, updated_before=later, limit=10)
-    ] == [message.invoice.key]
+    assert [entry.key for entry in stalled(ledger, InvoiceStatus.RETRYING, due_by=later, limit=10)] == [
+        message.invoice.key
+    ]
     # When the dispatcher marks it
     assert ledger.mark_dead_lettered(message, message_id="m-1", now=NOW + 2)
     # Then the status stays RETRYING, marked, and the reconciler's Query no longer finds it
     entry = ledger.get(message.invoice.key)
     assert entry is not None
     assert (entry.status, entry.dead_lettered_at) == (InvoiceStatus.RETRYING, NOW + 2)
-    assert raw(dynamodb, "FY-1#sale")["statusKey"] == {"S": "DEAD_LETTERED"}
-    assert ledger.stalled(InvoiceStatus.RETRYING, updated_before=later, limit=10) == []
+    assert raw(dynamodb, "FY-1#sale")["workShard"] == shard("DEAD_LETTERED", "FY-1#sale")
+    assert stalled(ledger, InvoiceStatus.RETRYING, due_by=later, limit=10) == []
     # And a redriven message's claim clears the mark, and its record puts it back in the partition
     assert ledger.claim(message, message_id="m-9", owner="w-2", now=NOW + 120, lease_seconds=120).granted
     assert "deadLetteredAt" not in raw(dynamodb, "FY-1#sale")
     verdict = RetryLater("fynd_unavailable", "Fynd answered 503", 60)
     assert ledger.record(message.invoice.key, verdict, owner="w-2", now=NOW + 121, ack_id=None)
-    assert len(ledger.stalled(InvoiceStatus.RETRYING, updated_before=later, limit=10)) == 1
+    assert len(stalled(ledger, InvoiceStatus.RETRYING, due_by=later, limit=10)) == 1
 
 
 def test_the_dead_letter_mark_is_refused_when_the_entry_moved_on(ledger: InvoiceLedger) -> None:

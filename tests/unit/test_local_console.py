@@ -5,7 +5,9 @@ import json
 import threading
 from typing import Any
 
-from relay_local.console import Console, FunctionOutput
+import pytest
+
+from relay_local.console import Console, FunctionOutput, wants_colour
 from relay_local.invocation import traced
 
 LOG = {
@@ -157,3 +159,43 @@ def test_on_a_terminal_the_tally_is_redrawn_in_place_under_the_logs() -> None:
     console.status("tally 2")
     console.close()
     assert screen.getvalue() == "\r\x1b[Ktally 1\r\x1b[Ka log line\ntally 1\r\x1b[Ktally 2\n"
+
+
+class Terminal(io.StringIO):
+    """A screen that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_error_and_warning_lines_stand_out_in_colour() -> None:
+    # Given the run's console on a terminal that wants colour
+    screen = Terminal()
+    functions = FunctionOutput(Console(screen, live=False, colour=wants_colour(screen, {"TERM": "xterm"})))
+    # When the functions log an ERROR, a WARNING and an INFO line
+    for level in ("ERROR", "WARNING", "INFO"):
+        functions.write(json.dumps({**LOG, "level": level}) + "\n")
+    # Then ERROR is red, WARNING yellow (level and message), INFO plain
+    error, warning, info = screen.getvalue().splitlines()
+    assert "\x1b[1;31mERROR  \x1b[0m \x1b[1;31minvoice rejected by Fynd\x1b[0m" in error
+    assert "\x1b[1;33mWARNING\x1b[0m" in warning
+    assert "\x1b[" not in info
+
+
+@pytest.mark.parametrize(
+    ("screen", "environ"),
+    [
+        (io.StringIO(), {"TERM": "xterm"}),  # a pipe, a file, a test
+        (Terminal(), {"TERM": "xterm", "NO_COLOR": "1"}),  # no-color.org
+        (Terminal(), {"TERM": "dumb"}),
+    ],
+)
+def test_no_colour_off_a_terminal_or_when_the_user_says_no(
+    screen: io.StringIO, environ: dict[str, str]
+) -> None:
+    # Given a console where colour is not wanted
+    functions = FunctionOutput(Console(screen, live=False, colour=wants_colour(screen, environ)))
+    # When an ERROR line is logged / Then it is plain text
+    functions.write(json.dumps(LOG) + "\n")
+    assert "ERROR" in screen.getvalue()
+    assert "\x1b" not in screen.getvalue()

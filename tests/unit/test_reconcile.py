@@ -3,6 +3,7 @@ count as stalled, that each is queued again from its stored invoice at most once
 that one entry's failure never stops the others, and that what it heals reaches Fynd once
 (breach 11, part 2; and breach 2's vanished message)."""
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndUnavailable
 from relay.domain.intake import Action
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
 from relay.domain.reconcile import is_stalled
 
@@ -111,7 +112,7 @@ def test_breach_11_stalled_means_no_progress_for_the_window_on_the_status_own_cl
 # ---- healing, end to end over the fakes ----
 
 
-def test_breach_11_an_invoice_whose_queue_send_never_happened_reaches_fynd_once(world: World) -> None:
+def test_an_invoice_whose_queue_send_never_happened_reaches_fynd_once(world: World) -> None:
     # Given ingest dies between the ledger transaction and the queue send
     world.faults.fail("queue.send", Crash())
     with pytest.raises(Crash):
@@ -188,25 +189,30 @@ def test_breach_11_each_unfinished_status_is_healed_and_nothing_else(world: Worl
 
 
 def test_breach_11_an_entry_is_queued_again_at_most_once_per_window(world: World) -> None:
-    # Given a stalled entry whose requeued message is merely slow to be dispatched
+    # Given a stalled entry queued again, whose copy is merely slow to be dispatched
     stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
     world.reconcile()
-    # When the reconciler runs again every 5 minutes within the window
-    for _ in range(2):
+    # When the reconciler runs every 5 minutes for longer than the window, the copy still waiting
+    for _ in range(5):
         world.clock.advance(5 * MINUTE)
         assert world.reconcile().requeued == {}
-    # Then it was queued once; and once more only after a whole window without progress
+    # Then it was queued once: its copy is on the queue, which the queue's age says
     assert world.queue.live_keys()[key("FY-1")] == 1
-    world.clock.advance(6 * MINUTE)
+    # And once that copy is gone without the entry moving, once more (after a run has seen it gone)
+    world.queue.messages.clear()
     world.reconcile()
-    assert world.queue.live_keys()[key("FY-1")] == 2
+    world.clock.advance(2 * MINUTE)
+    assert world.reconcile().requeued == {"QUEUED": ["FY-1#sale"]}
+    assert world.queue.live_keys()[key("FY-1")] == 1
 
 
 class ClaimedAfterListing(InMemoryLedger):
     """A dispatcher claims every entry right after the reconciler listed it."""
 
-    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        found = super().stalled(status, updated_before=updated_before, limit=limit)
+    def due(
+        self, work: WorkList, *, due_by: float, limit: int, out_of_time: Callable[[], bool]
+    ) -> tuple[list[LedgerEntry], bool]:
+        found, more = super().due(work, due_by=due_by, limit=limit, out_of_time=out_of_time)
         for entry in found:
             self.entries[entry.key] = replace(
                 entry,
@@ -214,7 +220,7 @@ class ClaimedAfterListing(InMemoryLedger):
                 updated_at=self._clock(),
                 lease_until=self._clock() + 120,
             )
-        return found
+        return found, more
 
 
 def test_breach_11_an_entry_that_moves_after_it_was_listed_is_left_alone(world: World) -> None:
@@ -231,8 +237,8 @@ def test_breach_11_an_entry_that_moves_after_it_was_listed_is_left_alone(world: 
 def test_breach_11_two_reconcilers_racing_queue_an_entry_once(world: World) -> None:
     # Given a second reconciler run that listed the same stalled entry before the first marked it
     stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    (listed_by_other,) = world.ledger.stalled(
-        InvoiceStatus.QUEUED, updated_before=world.clock.now - WINDOW, limit=10
+    (listed_by_other,), _ = world.ledger.due(
+        WorkList.QUEUED, due_by=world.clock.now - WINDOW, limit=10, out_of_time=lambda: False
     )
     # When the first run requeues it, and then the second marks what it listed
     world.reconcile()
@@ -283,27 +289,43 @@ def test_a_queued_entry_the_reconciler_cannot_queue_is_queued_by_the_erps_resend
     assert world.fynd.sent[key("OLD-1")] == 1
 
 
-def test_breach_11_a_refused_send_or_ledger_outage_on_one_entry_does_not_stop_the_others(
+def test_breach_11_a_ledger_outage_on_one_entry_does_not_stop_the_others(
     world: World, counted: list[tuple[str, dict[str, str]]]
 ) -> None:
-    # Given three stalled entries: the queue refuses the first send, the ledger fails the second mark
-    stored(world, "A-REFUSED", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
+    # Given three stalled entries, and the ledger failing the second mark
+    stored(world, "A-FINE", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
     stored(world, "B-THROTTLED", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
     stored(world, "C-FINE", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    world.faults.fail("queue.send", QueueUnavailableError("1 invoice(s) could not be queued"))
     world.faults.fail("ledger.mark_reconciled", LedgerUnavailableError("throttled"), nth=2)
     # When the reconciler runs
     report = world.reconcile()
-    # Then the third is queued, the two failures are reported, and each is counted as what it is
-    assert queued_orders(world) == ["C-FINE"]
-    assert report.failed == ["A-REFUSED#sale", "B-THROTTLED#sale"]
-    assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {}), ("Reconciled", {"status": "QUEUED"})]
+    # Then the other two are queued, the failure is reported and counted as what it is
+    assert queued_orders(world) == ["A-FINE", "C-FINE"]
+    assert report.failed == ["B-THROTTLED#sale"]
+    assert sorted(name for name, _ in counted) == ["ReconcileFailed", "Reconciled", "Reconciled"]
+    # And, unmarked, it is found again by the next run
+    assert world.reconcile().requeued == {"QUEUED": ["B-THROTTLED#sale"]}
+
+
+def test_breach_11_a_refused_send_is_reported_and_the_erps_resend_will_queue_it(
+    world: World, counted: list[tuple[str, dict[str, str]]]
+) -> None:
+    # Given two stalled QUEUED entries, and the queue refusing the one SendMessageBatch they go in
+    stored(world, "A-REFUSED", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
+    stored(world, "B-REFUSED", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
+    world.faults.fail("queue.send", QueueUnavailableError("2 invoice(s) could not be queued"))
+    # When the reconciler runs
+    report = world.reconcile()
+    # Then both are reported, counted as failures (not as queued), and marked as ingest marks a failed send
+    assert (world.queue.messages, sorted(report.failed)) == ({}, ["A-REFUSED#sale", "B-REFUSED#sale"])
+    assert counted == [("ReconcileFailed", {}), ("ReconcileFailed", {})]
+    assert all(world.ledger.entries[key(o)].send_failed_at is not None for o in ("A-REFUSED", "B-REFUSED"))
 
 
 def test_breach_11_a_ledger_outage_while_listing_fails_the_run_for_the_next_schedule(world: World) -> None:
     # Given a ledger that cannot be queried
     stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
-    world.faults.fail("ledger.stalled", LedgerUnavailableError("unreachable"))
+    world.faults.fail("ledger.due", LedgerUnavailableError("unreachable"))
     # When the reconciler runs, Then the run fails (Lambda counts an error; the alarm sees it)
     with pytest.raises(LedgerUnavailableError):
         world.reconcile()
@@ -343,7 +365,7 @@ def test_breach_11_requeues_are_counted_by_the_status_they_were_found_in(
     stored(world, "R-1", InvoiceStatus.RETRYING, updated_ago=40 * MINUTE, retry_at=now - 20 * MINUTE)
     stored(world, "P-1", InvoiceStatus.IN_PROGRESS, updated_ago=40 * MINUTE, lease_until=now - 38 * MINUTE)
     world.reconcile()
-    assert counted == [("Reconciled", {"status": "RETRYING"}), ("Reconciled", {"status": "IN_PROGRESS"})]
+    assert counted == [("Reconciled", {"status": "IN_PROGRESS"}), ("Reconciled", {"status": "RETRYING"})]
 
 
 def test_a_dead_lettered_invoice_is_left_to_the_operator_not_queued_again(world: World) -> None:

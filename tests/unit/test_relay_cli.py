@@ -95,6 +95,7 @@ def test_a_listed_entry_is_one_flat_json_row() -> None:
         updated_at=1_800_000_060.5,
         last_error=LastError("IN401", "Order already cancelled"),
         history=(LedgerEvent("replay", 1_800_000_030.0, "ops", "fixed in Fynd"),),
+        due_at=1_800_000_060.5,
     )
     # When `relay list --json` shows it, Then it is this row
     assert as_row(entry) == {
@@ -108,6 +109,8 @@ def test_a_listed_entry_is_one_flat_json_row() -> None:
         "acceptedAt": 1_800_000_000.0,
         "updatedAt": 1_800_000_060.5,
         "retryAt": None,
+        "dueAt": 1_800_000_060.5,
+        "parked": False,
         "replays": 1,
     }
 

@@ -70,6 +70,14 @@ ALARMS: dict[str, dict[str, Any]] = {
         "threshold": 0,
         "missing": "notBreaching",
     },
+    "api-throttled": {
+        "namespace": RELAY_NAMESPACE,
+        "metric": "WebhooksThrottled",
+        "dimensions": {},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
     "already-invoiced-at-fynd": {
         "namespace": RELAY_NAMESPACE,
         "metric": "AlreadyInvoiced",
@@ -155,7 +163,7 @@ def test_each_alarm_watches_its_metric(section: str) -> None:
     expected, properties = ALARMS[section], alarms()[section]
     assert properties["Namespace"] == expected["namespace"]
     assert properties["MetricName"] == expected["metric"]
-    assert {d["Name"]: d["Value"] for d in properties["Dimensions"]} == expected["dimensions"]
+    assert {d["Name"]: d["Value"] for d in properties.get("Dimensions", [])} == expected["dimensions"]
     assert properties["Statistic"] == expected["statistic"]
     assert properties["Threshold"] == expected["threshold"]
     assert properties["TreatMissingData"] == expected["missing"]
@@ -185,12 +193,36 @@ def test_the_rejection_alarm_sums_every_terminal_code_and_conflicts() -> None:
     assert (properties["Threshold"], properties["TreatMissingData"]) == (0, "notBreaching")
 
 
+def log_metrics() -> dict[str, dict[str, Any]]:
+    """The metrics CloudWatch Logs counts from a log group (metric filters), by name."""
+    return {
+        transformation["MetricName"]: {"filter": resource["Properties"], **transformation}
+        for resource in RESOURCES.values()
+        if resource["Type"] == "AWS::Logs::MetricFilter"
+        for transformation in resource["Properties"]["MetricTransformations"]
+    }
+
+
+def test_the_throttle_alarm_counts_the_api_access_logs_429_answers_alone() -> None:
+    # Given the metric the api-throttled alarm watches
+    metric = log_metrics()["WebhooksThrottled"]
+    # Then CloudWatch Logs counts it from the API's access log, one per 429 answer: HTTP APIs
+    # publish only one 4xx count, which 401s and 422s (the ERP's own mistakes) would drown
+    assert metric["filter"]["LogGroupName"] == {"Ref": "HttpApiAccessLogGroup"}
+    assert metric["filter"]["FilterPattern"] == '{ $.status = "429" }'
+    assert (metric["MetricNamespace"], metric["MetricValue"]) == (RELAY_NAMESPACE, "1")
+    # And the access log writes the field the filter reads, as the string it compares
+    log_format = TEMPLATE_DATA["Globals"]["HttpApi"]["AccessLogSettings"]["Format"]
+    assert '"status":"$context.status"' in log_format.replace(" ", "")
+
+
 def test_relay_metric_alarms_use_the_dimensions_powertools_emits(capsys: pytest.CaptureFixture[str]) -> None:
-    # Given every relay metric an alarm watches, with the dimensions it is watched under
+    # Given every relay metric an alarm watches, with the dimensions it is watched under (those
+    # counted from logs by a metric filter are not the code's)
     watched = [
         (properties["MetricName"], {d["Name"]: d["Value"] for d in properties["Dimensions"]})
         for properties in alarms().values()
-        if properties.get("Namespace") == RELAY_NAMESPACE
+        if properties.get("Namespace") == RELAY_NAMESPACE and properties["MetricName"] not in log_metrics()
     ] + [
         (
             query["MetricStat"]["Metric"]["MetricName"],
@@ -254,7 +286,7 @@ BOUNDED_DIMENSIONS = {"service", "reason", "code", "stage", "status", "kind"}
 """Dimension names the relay's metrics may carry: each takes values from a closed set."""
 
 
-def test_breach_14_no_metric_dimension_takes_unbounded_values() -> None:
+def test_no_metric_dimension_takes_unbounded_values() -> None:
     # Given every dimension the relay's code counts a metric under
     code = "\n".join(path.read_text() for path in SRC.rglob("*.py"))
     used = set(re.findall(r'count\(\s*"\w+"[^)]*?,\s*(\w+)=', code))
@@ -266,11 +298,11 @@ def test_breach_14_no_metric_dimension_takes_unbounded_values() -> None:
     for section, properties in alarms().items():
         series = (
             [properties]
-            if "Dimensions" in properties
+            if "MetricName" in properties
             else [query["MetricStat"]["Metric"] for query in properties["Metrics"] if "MetricStat" in query]
         )
         for metric in series:
-            for dimension in metric["Dimensions"]:
+            for dimension in metric.get("Dimensions", []):
                 assert dimension["Name"] in BOUNDED_DIMENSIONS | {"QueueName", "FunctionName", "ApiId"}, (
                     section
                 )

@@ -93,7 +93,10 @@ def invoice_status(order_id: str) -> Response[str]:
         raise MalformedBody(f"invoiceType must be 'sale' or 'return', not {requested!r}")
     order_id = unquote(order_id, errors="replace")
     if not is_key_part(order_id):
-        raise InvalidInvoices([FieldError(None, "orderId", f"an orderId matches {KEY_PATTERN}")])
+        raise InvalidInvoices(
+            [FieldError(None, "orderId", f"an orderId matches {KEY_PATTERN}")],
+            detail="the order id in the path breaks the orderId rule; no invoice was looked up",
+        )
     entry = wiring.ingest_ledger().get(InvoiceKey(order_id, InvoiceType(requested)))
     if entry is None:
         return _problem(

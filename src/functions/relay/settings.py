@@ -17,6 +17,9 @@ class SharedSettings(BaseModel):
 
     ledger_table_name: str = Field(alias="LEDGER_TABLE_NAME", min_length=1)
     invoice_queue_url: str = Field(alias="INVOICE_QUEUE_URL", min_length=1)
+    work_index_shards: int = Field(16, alias="WORK_INDEX_SHARDS", ge=1, le=64)
+    """Shards per list of the ledger's work index (relay.adapters.work_index); the same for
+    every function, and only ever raised (docs/runbook.md#moving-to-the-work-index)."""
 
 
 class IngestSettings(SharedSettings):
@@ -48,7 +51,9 @@ class DispatchSettings(SharedSettings):
 class ReconcileSettings(SharedSettings):
     reconcile_after_minutes: float = Field(alias="RECONCILE_AFTER_MINUTES", gt=0)
     max_per_run: int = Field(500, alias="RECONCILE_MAX_PER_RUN", gt=0)
-    """Requeues per run at most, so a backlog is worked off over a few runs, not in one burst."""
+    """Lost entries queued again per run at most, per list (IN_PROGRESS, RETRYING, QUEUED)."""
+    max_parked_per_run: int = Field(10_000, alias="RECONCILE_MAX_PARKED_PER_RUN", gt=0)
+    """Parked entries that came due queued again per run at most."""
 
     @property
     def stall_seconds(self) -> float:

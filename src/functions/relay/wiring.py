@@ -45,17 +45,19 @@ from botocore.config import Config
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
+from relay.adapters.queue_age import CloudWatchQueueAge
 from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
-from relay.domain.reconcile import Reconciler
+from relay.domain.reconcile import Budgets, Reconciler
 from relay.domain.signatures import RequestVerifier, SigningSecrets
 from relay.domain.standard_webhooks import WebhookVerifier
 from relay.observability import logger
 from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
@@ -127,6 +129,11 @@ def _sqs() -> "SQSClient":
     return boto3.client("sqs", config=_AWS_CONFIG)
 
 
+@cache
+def _cloudwatch() -> "CloudWatchClient":
+    return boto3.client("cloudwatch", config=_AWS_CONFIG)
+
+
 def _ingest_aws_config() -> Config:
     """_INGEST_AWS_CONFIG, with a longer read timeout only where IngestSettings says so (never in AWS)."""
     slower = ingest_settings().aws_read_timeout_seconds
@@ -150,14 +157,18 @@ def _ingest_secrets() -> SecretsProvider:
 
 @cache
 def ledger() -> InvoiceLedger:
-    return InvoiceLedger(shared_settings().ledger_table_name, _dynamodb())
+    settings = shared_settings()
+    return InvoiceLedger(settings.ledger_table_name, _dynamodb(), shards=settings.work_index_shards)
 
 
 @cache
 def ingest_ledger() -> InvoiceLedger:
     """The ledger as ingest reads and writes it: within ingest's time budget (see above);
     one BatchGetItem per read, keys it leaves unread are an outage (503), not a second call."""
-    return InvoiceLedger(shared_settings().ledger_table_name, _ingest_dynamodb(), read_rounds=1)
+    settings = shared_settings()
+    return InvoiceLedger(
+        settings.ledger_table_name, _ingest_dynamodb(), read_rounds=1, shards=settings.work_index_shards
+    )
 
 
 @cache
@@ -245,9 +256,11 @@ def reconciler() -> Reconciler:
     return Reconciler(
         ledger=ledger(),
         queue=_queue(),
+        queue_age=CloudWatchQueueAge(settings.invoice_queue_url, _cloudwatch()),
         clock=time.time,
         stall_seconds=settings.stall_seconds,
-        max_per_run=settings.max_per_run,
+        budgets=Budgets(lost=settings.max_per_run, parked=settings.max_parked_per_run),
+        concurrency=LEDGER_CONCURRENCY,
     )
 
 
@@ -257,6 +270,7 @@ def forget() -> None:
     for cached in (
         _dynamodb,
         _sqs,
+        _cloudwatch,
         ledger,
         _queue,
         acceptance,

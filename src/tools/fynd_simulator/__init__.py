@@ -32,11 +32,14 @@ send anything and still reach every code:
 | `INVOICED-` | `IN453` (already invoiced elsewhere) |
 | `EARLY-` | `IN403` (not yet confirmed) for the first 2 contacts (invoices or Shipment Info reads), then success |
 | `RETURN-` | a return shipment awaiting its credit note: a `return` invoice succeeds, a `sale` one gets `IN453`; return states in Shipment Info |
-| anything else | success, once; a second invoice for the same order gets `IN453` |
+| anything else | success, once per `invoiceType`: a second `sale` invoice for the order gets `IN453`, and so does a second credit note; a credit note for an order invoiced here succeeds |
 
 Orders configured through `/_sim/orders` (or `SimulatorState.configure_orders`) ignore
-their prefix. The simulator keys orders by `orderId` alone: any invoice, `sale` or
-`return`, invoices the order; an `invoiceType` other than those two gets `IN422`. An
+their prefix. The simulator keys what it applied by `orderId` and `invoiceType`, as the
+relay keys its ledger: the first `sale` invoice and the first `return` (credit note) of an
+order each succeed, and a repeat of either gets `IN453`. An order configured or named as
+invoiced (`invoiced`, `INVOICED-`) was invoiced elsewhere and answers `IN453` to both; an
+`invoiceType` other than those two gets `IN422`. An
 order configured with a `location` answers `IN400` to a token scoped to another
 location (a location-level token, or a company-level one with a `locationCode`).
 

@@ -112,14 +112,32 @@ class Order:
         if self.kind == "return" and invoice_type == "sale":
             # A return shipment's forward leg was invoiced long ago, as Shipment Info shows.
             return ErrorCode.IN453
+        if self.state is OrderState.INVOICED and self._invoiced_only_by_the_other_type(invoice_type):
+            # The relay keys an invoice by (orderId, invoiceType): a credit note for an order
+            # invoiced here is a document of its own (the return leg), not a duplicate.
+            self._apply(invoice_number, invoice_type)
+            return None
         code = _STATE_CODES.get(self.state)
         if code is not None:
             return code
         if invoice_type not in INVOICE_TYPES:
             return ErrorCode.IN422
+        self._apply(invoice_number, invoice_type)
+        return None
+
+    def _apply(self, invoice_number: str, invoice_type: str) -> None:
         self.state = OrderState.INVOICED
         self.invoices.append({"invoiceNumber": invoice_number, "invoiceType": invoice_type})
-        return None
+
+    def _invoiced_only_by_the_other_type(self, invoice_type: str) -> bool:
+        """True when this simulator applied invoices to the order, none of `invoice_type`: the
+        sale invoice is there and the credit note is not (or the other way round). An order
+        configured or named as invoiced (`INVOICED-`) was invoiced elsewhere, by both."""
+        return (
+            invoice_type in INVOICE_TYPES
+            and bool(self.invoices)
+            and all(applied["invoiceType"] != invoice_type for applied in self.invoices)
+        )
 
     def _confirm_if_due(self, now: float) -> None:
         if self.state is not OrderState.PENDING:

@@ -26,10 +26,11 @@ from relay.domain.errors import LedgerUnavailableError
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay_cli import ledger_index, output
+from relay_cli.backfill import backfill
 from relay_cli.output import EXIT_CODES_HELP, Exit, emit_json, iso, pairs, table
-from relay_cli.redrive import depth, redrive
-from relay_cli.smoke import run_smoke
-from relay_cli.target import Target, TargetError, TargetOptions, resolve
+from relay_cli.redrive import depth, in_flight, redrive
+from relay_cli.smoke import new_order_id, run_smoke
+from relay_cli.target import Target, TargetError, TargetNotGiven, TargetOptions, resolve
 from relay_cli.webhook import RelayApi
 
 app = typer.Typer(
@@ -43,7 +44,10 @@ app = typer.Typer(
 Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of a table.")]
 Type = Annotated[InvoiceType, typer.Option("--type", help="sale (invoice) or return (credit note).")]
 Since = Annotated[
-    str | None, typer.Option(help="Only entries updated since: 30m, 24h, 7d, a date or a date-time.")
+    str | None,
+    typer.Option(
+        help="Only entries due since (rejected, queued, retrying, lease ending): 30m, 24h, 7d, a date or a date-time."
+    ),
 ]
 
 
@@ -57,6 +61,8 @@ def _handled[**P](command: Callable[P, None]) -> Callable[P, None]:
         except ledger_index.NotIndexed as error:
             _fail(Exit.USAGE, str(error))
         except ValueError as error:  # a malformed --since/--from/--to
+            _fail(Exit.USAGE, str(error))
+        except TargetNotGiven as error:
             _fail(Exit.USAGE, str(error))
         except TargetError as error:
             _fail(Exit.UNREACHABLE, str(error))
@@ -183,7 +189,7 @@ def list_entries(
     ] = False,
     as_json: Json = False,
 ) -> None:
-    """Invoices in one state, newest first, from the ledger's ByStatus index (never a scan)."""
+    """Invoices in one state, latest first, from the ledger's work index (never a scan)."""
     target = _aws_target(ctx)
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
     if dead_lettered:
@@ -311,47 +317,93 @@ def replay(
 
 @app.command()
 @_handled
-def stats(ctx: typer.Context, since: Since = None, as_json: Json = False) -> None:
-    """Counts by state and code (from the index), and what waits on the queues."""
+def stats(
+    ctx: typer.Context,
+    since: Since = None,
+    invoiced: Annotated[
+        bool,
+        typer.Option(
+            "--invoiced/--no-invoiced",
+            help="Count INVOICED entries too: a Scan of the whole table (counts only); skip it on a large one.",
+        ),
+    ] = True,
+    as_json: Json = False,
+) -> None:
+    """Counts by state and code (INVOICED by a counting scan), and what is on the queues and in flight."""
     target = _aws_target(ctx)
     ledger, sqs = target.ledger(), target.sqs()
     since_at = output.parse_when(since, now=datetime.now(UTC)) if since else None
     counts: Counter[tuple[str, str]] = Counter()
+    parked = 0
     for status in ledger_index.INDEXED:
         for entry in ledger_index.by_status(ledger, status, since=since_at):
             counts[(status.value, entry.last_error.code if entry.last_error else "")] += 1
+            parked += entry.parked
+    invoiced_count = (
+        ledger_index.count_invoiced(target.dynamodb(), target.table_name, since=since_at)
+        if invoiced
+        else None
+    )
+    by_status = {
+        status.value: sum(n for (s, _), n in counts.items() if s == status) for status in ledger_index.INDEXED
+    }
+    if invoiced_count is not None:
+        by_status[InvoiceStatus.INVOICED.value] = invoiced_count
     document = {
-        "byStatus": {
-            status.value: sum(n for (s, _), n in counts.items() if s == status)
-            for status in ledger_index.INDEXED
-        },
+        "byStatus": by_status,
         "byStatusAndCode": [
             {"status": s, "code": c or None, "count": n} for (s, c), n in sorted(counts.items())
         ],
-        "invoiced": None,
+        "parked": parked,
+        "invoiced": invoiced_count,
         "queue": depth(sqs, target.queue_url),
+        "inFlight": in_flight(sqs, target.queue_url),
         "deadLetterQueue": depth(sqs, target.dead_letter_queue_url),
-        "note": "INVOICED is not counted: the ByStatus index is sparse (see `relay list --help`)",
+        "note": (
+            "INVOICED counted by a Scan of the table (counts only; --no-invoiced skips it)"
+            if invoiced
+            else "INVOICED not counted (--no-invoiced): the work index is sparse (see `relay list --help`)"
+        ),
     }
     if as_json:
         emit_json(document)
         return
     out = output.console()
-    out.print(
-        table(
-            "by state and code",
-            ("status", "code", "count"),
-            [(s, c, n) for (s, c), n in sorted(counts.items())],
-        )
-    )
+    rows: list[tuple[str, str, int]] = [(s, c, n) for (s, c), n in sorted(counts.items())]
+    if invoiced_count is not None:
+        rows.append((InvoiceStatus.INVOICED.value, "", invoiced_count))
+    out.print(table("by state and code", ("status", "code", "count"), rows))
     out.print(
         table(
             "queues",
-            ("queue", "messages"),
-            [("invoice queue", document["queue"]), ("dead-letter queue", document["deadLetterQueue"])],
+            ("queue", "waiting", "in flight"),
+            [
+                ("invoice queue", document["queue"], document["inFlight"]),
+                ("dead-letter queue", document["deadLetterQueue"], ""),
+            ],
         )
     )
-    output.errors().print(document["note"])
+    output.errors().print(document["note"], soft_wrap=True)
+
+
+@app.command("backfill-work-index")
+@_handled
+def backfill_work_index(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the entries the index lacks; write nothing.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Step 2 of moving a deployed stack to the work index: index the entries written before it
+    (docs/runbook.md#moving-to-the-work-index). Safe to repeat; done when it writes 0."""
+    target = _aws_target(ctx)
+    result = backfill(target.dynamodb(), target.table_name, shards=target.work_index_shards, dry_run=dry_run)
+    line = (
+        f"{result.written} entr{'y' if result.written == 1 else 'ies'} {'to index' if dry_run else 'indexed'}"
+        f", {result.already} already indexed, {result.moved} indexed by a dispatcher meanwhile"
+    )
+    _print_summary({"dryRun": dry_run, **result.as_dict()}, as_json, line)
 
 
 REPORT_COLUMNS = (
@@ -391,7 +443,7 @@ def report(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """A CSV for finance: rejected (with the reason) and pending invoices updated in [--from, --to]."""
+    """A CSV for finance: rejected (with the reason) and pending invoices due in [--from, --to]."""
     now = datetime.now(UTC)
     start, end = output.parse_when(from_, now=now), output.parse_when(to, now=now, end_of_day=True)
     if end < start:
@@ -428,12 +480,25 @@ def smoke(
 ) -> None:
     """One signed test invoice through the stack end to end, then its status."""
     target = resolve(ctx.obj)
-    result = run_smoke(
-        RelayApi(target.api_url, target.signing_secret()),
-        location=location,
-        order_id=order_id,
-        timeout=timeout,
-    )
+    api = RelayApi(target.api_url, target.signing_secret())
+    order = order_id or new_order_id()
+    errors = output.errors()
+    try:
+        result = run_smoke(
+            api,
+            location=location,
+            order_id=order,
+            timeout=timeout,
+            progress=lambda line: errors.print(
+                f"smoke: {line}", highlight=False, markup=False, soft_wrap=True
+            ),
+        )
+    except KeyboardInterrupt:
+        _fail(
+            Exit.ATTENTION,
+            f"smoke stopped while waiting: the test invoice is order {order};"
+            f" ask for it later with `relay status {order}`",
+        )
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -442,10 +507,92 @@ def smoke(
     raise typer.Exit(Exit.OK if result.passed else Exit.ATTENTION)
 
 
+@app.command()
+@_handled
+def recover(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(help="Read rows created since: an ISO date or date-time, in the site's time.")
+    ],
+    erpnext_url: Annotated[
+        str, typer.Option(envvar="ERPNEXT_URL", help="The ERPNext site, e.g. https://erp.example.com.")
+    ],
+    api_key: Annotated[
+        str, typer.Option(envvar="ERPNEXT_API_KEY", help="API key of the relay's ERPNext user.")
+    ],
+    api_secret: Annotated[
+        str, typer.Option(envvar="ERPNEXT_API_SECRET", show_default=False, help="Its API secret.")
+    ],
+    relay_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The Request URL the Webhooks post to (default: the relay's API URL + /v1/invoices)."
+        ),
+    ] = None,
+    site_timezone: Annotated[
+        str | None,
+        typer.Option(envvar="ERPNEXT_TIME_ZONE", help="The site's time zone, for a --since with an offset."),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Take in the invoices ERPNext gave up sending: its failed Webhook Request Log rows for the
+    relay's URL, each body through the same intake as a webhook (never sent twice)."""
+    # The relay's queue adapter brings Powertools (a second of imports): only this command needs it.
+    from relay.domain.errors import RequestLogUnavailableError
+    from relay_cli.recover import recover as run_recovery
+    from relay_cli.recover import site_time
+
+    since_text = site_time(since, site_timezone)
+    target = _aws_target(ctx)
+    try:
+        url, report = run_recovery(
+            target,
+            erpnext_url=erpnext_url,
+            api_key=api_key,
+            api_secret=api_secret,
+            since=since_text,
+            relay_url=relay_url,
+        )
+    except RequestLogUnavailableError as error:
+        _fail(Exit.UNREACHABLE, str(error))
+    summary = {"url": url, "since": since_text, **report.summary()}
+    if as_json:
+        emit_json(
+            {
+                **summary,
+                "rows": [
+                    {
+                        "name": row.name,
+                        "creation": row.creation,
+                        "outcome": row.outcome.value,
+                        "detail": row.detail,
+                        "referenceDocument": row.reference_document,
+                    }
+                    for row in report.rows
+                ],
+            }
+        )
+    else:
+        rows_shown = [
+            (row.creation, row.name, row.reference_document or "", row.outcome.value, row.detail)
+            for row in report.rows
+        ]
+        output.console().print(
+            table(
+                f"recover since {since_text}: found {report.found}, taken in {report.taken_in},"
+                f" already known {report.already_known}, refused {report.refused}, empty {report.empty}",
+                ("created", "row", "document", "outcome", "detail"),
+                rows_shown,
+            )
+        )
+    # A refused row needs the invoice fixed; an empty one was never sent (a template that failed).
+    raise typer.Exit(Exit.OK if report.refused == 0 and report.empty == 0 else Exit.ATTENTION)
+
+
 def _aws_target(ctx: typer.Context) -> Target:
     target = resolve(ctx.obj)
     if not target.queue_url:
-        raise TargetError(
+        raise TargetNotGiven(
             "this command reads the ledger and the queues: pass --stack NAME, or for `make run`"
             " --endpoint-url (RELAY_AWS_ENDPOINT) with the `AWS endpoint` its banner prints"
         )
@@ -550,5 +697,49 @@ class _stdout:
         sys.stdout.flush()
 
 
-def main() -> None:
-    app()
+GLOBAL_OPTIONS = frozenset({"--stack", "--region", "--api-url", "--endpoint-url", "--secret"})
+"""The options of `relay` itself (each takes a value); accepted before or after the command."""
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`relay status X --stack S` as `relay --stack S status X`: Click takes a group's options
+    only before the command, but people add `--stack` wherever they remember it. Every global
+    option after the command (as `--name value` or `--name=value`, up to a `--`) moves before it."""
+    command_at = _command_index(argv)
+    if command_at is None:
+        return argv
+    moved: list[str] = []
+    rest: list[str] = []
+    index = command_at + 1
+    while index < len(argv):
+        item = argv[index]
+        if item == "--":
+            rest.extend(argv[index:])
+            break
+        name = item.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and "=" in item:
+            moved.append(item)
+        elif item in GLOBAL_OPTIONS and index + 1 < len(argv):
+            moved.extend(argv[index : index + 2])
+            index += 1
+        else:
+            rest.append(item)
+        index += 1
+    return [*argv[:command_at], *moved, argv[command_at], *rest]
+
+
+def _command_index(argv: list[str]) -> int | None:
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        if item in GLOBAL_OPTIONS:
+            index += 2
+        elif item.startswith("-"):
+            index += 1
+        else:
+            return index
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=hoist_global_options(list(sys.argv[1:] if argv is None else argv)), prog_name="relay")

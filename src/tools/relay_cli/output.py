@@ -4,7 +4,7 @@
 | --- | --- |
 | 0 | done, and the answer is the one asked for |
 | 1 | done, but the outcome needs attention: a refused request, an order not found, an invoice not replayed, a smoke test that did not finish, messages left on the dead-letter queue |
-| 2 | the command line is wrong (or asks for what the relay cannot answer, e.g. INVOICED from the index) |
+| 2 | the command line is wrong or incomplete: no signing secret, no `--endpoint-url`/`--stack` for a command that reads the ledger, no region (relay_cli.target.TargetNotGiven), or it asks for what the relay cannot answer (INVOICED from the index) |
 | 3 | the relay could not be reached or found: no API answering, no stack, no AWS credentials |
 """
 
@@ -29,7 +29,7 @@ class Exit(IntEnum):
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 done but needs attention (refused, not found, not replayed, not final);"
-    " 2 bad usage; 3 relay or AWS not reachable."
+    " 2 bad usage (incl. no secret or endpoint given); 3 relay or AWS not reachable."
 )
 
 

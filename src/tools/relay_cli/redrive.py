@@ -35,6 +35,15 @@ def depth(sqs: "SQSClient", queue_url: str) -> int:
     return int(attributes.get("ApproximateNumberOfMessages", 0))
 
 
+def in_flight(sqs: "SQSClient", queue_url: str) -> int:
+    """Messages received and not yet deleted or back: what dispatchers hold right now (or
+    what waits out a visibility timeout)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+
+
 def redrive(
     sqs: "SQSClient",
     *,

@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.ledger import InvoiceLedger
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS
 from relay_local.identity import REGION
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ _AWS_CONFIG = Config(connect_timeout=3, read_timeout=20, retries={"mode": "stand
 
 class TargetError(Exception):
     """The relay cannot be found or reached; the message says what to set or start."""
+
+
+class TargetNotGiven(TargetError):
+    """The command line (or the environment behind it) lacks what the command needs: the
+    signing secret, the AWS endpoint, the region. Bad usage (exit 2), not an unreachable relay."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Target:
     endpoint_url: str | None
     secret: str | None
     description: str
+    work_index_shards: int = DEFAULT_WORK_SHARDS
+    """The stack's WorkIndexShards (its output of that name); the template's default locally."""
 
     @cached_property
     def _session(self) -> boto3.Session:
@@ -75,11 +83,11 @@ class Target:
         return self._session.client("sqs", endpoint_url=self.endpoint_url, config=_AWS_CONFIG)
 
     def ledger(self) -> InvoiceLedger:
-        return InvoiceLedger(self.table_name, self.dynamodb())
+        return InvoiceLedger(self.table_name, self.dynamodb(), shards=self.work_index_shards)
 
     def signing_secret(self) -> str:
         if not self.secret:
-            raise TargetError(
+            raise TargetNotGiven(
                 "no signing secret: set WEBHOOK_SECRET (the whsec_... secret `make run` printed) or --secret"
             )
         return self.secret
@@ -125,7 +133,7 @@ def _deployed(options: TargetOptions) -> Target:
     session = boto3.Session(region_name=options.region) if options.region else boto3.Session()
     region = session.region_name
     if not region:
-        raise TargetError("no AWS region: pass --region or set AWS_REGION")
+        raise TargetNotGiven("no AWS region: pass --region or set AWS_REGION")
     try:
         cloudformation = session.client("cloudformation", endpoint_url=options.endpoint_url)
         stacks = cloudformation.describe_stacks(StackName=options.stack)["Stacks"]
@@ -148,6 +156,7 @@ def _deployed(options: TargetOptions) -> Target:
         options.endpoint_url,
         secret,
         f"stack {options.stack} ({region})",
+        int(outputs.get("WorkIndexShards", DEFAULT_WORK_SHARDS)),
     )
 
 

@@ -69,7 +69,10 @@ class RelayApi:
         try:
             response = self._http.request(method, url, body=body, headers=headers)
         except urllib3.exceptions.HTTPError as error:
-            raise TargetError(f"no relay answering at {self._url} ({type(error).__name__})") from None
+            raise TargetError(
+                f"no relay answering at {self._url} ({type(error).__name__}): is `make run` serving"
+                " on another port? Pass the `API` its banner prints as --api-url (RELAY_API_URL)"
+            ) from None
         text = response.data.decode(errors="replace")
         try:
             return Answer(response.status, json.loads(text) if text else None)

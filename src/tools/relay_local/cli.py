@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="the whole pipeline on 127.0.0.1 until Ctrl-C")
     _add_stack_options(run)
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget the secret and ports kept from the last run (.local/run.json) and make new ones",
+    )
     send = commands.add_parser("send", help="sign a JSON file with WEBHOOK_SECRET and post it")
     send.add_argument("file", help="an invoice object or an array of 1 to 100")
     status = commands.add_parser("status", help="ask the status API about one invoice")
@@ -91,13 +96,18 @@ def main(argv: list[str] | None = None) -> int:
 
             config = invoke.invoke_config(environ, template, parameters)
             return invoke.main(args.function, args.events, config, raw_logs=args.raw_logs)
-        settings = run_settings(environ)
+        from relay_local import saved_run
+
+        state = saved_run.state_path(environ)
+        if args.fresh and saved_run.forget(state):
+            print(f"run: forgot the secret and ports kept in {state}; making new ones")
+        settings = run_settings(environ, saved_run.load(state))
     except SettingsError as error:
         print(f"{args.command}: {error}", file=sys.stderr)
         return 2
     from relay_local.run import run
 
-    return run(settings, template, parameters, raw_logs=args.raw_logs, started=_STARTED)
+    return run(settings, template, parameters, raw_logs=args.raw_logs, started=_STARTED, state=state)
 
 
 def _events(*, check: bool) -> int:

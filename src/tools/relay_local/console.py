@@ -15,6 +15,10 @@ Logger, whose keys belong to whichever invocation set them last.
 `Console` owns the real stdout. On a TTY the tally is a status line redrawn in place under
 the scrolling logs; otherwise (a pipe, a file, a test) it is printed as a line whenever it
 changes, so a reader of the log still sees progress.
+
+On a terminal the level of each line is coloured so ERROR (red) and WARNING (yellow) stand
+out of a scrolling log; `wants_colour` says when: stdout is a TTY, NO_COLOR (no-color.org)
+is unset or empty and TERM is not `dumb`. A pipe or a file gets plain text, never escapes.
 """
 
 from __future__ import annotations
@@ -24,12 +28,21 @@ import json
 import shutil
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
 from relay_local.invocation import Invocation, current
 
 _CLEAR_LINE = "\r\x1b[K"
+_RESET = "\x1b[0m"
+LEVEL_COLOURS: Mapping[str, str] = {
+    "CRITICAL": "\x1b[1;31m",
+    "ERROR": "\x1b[1;31m",
+    "WARNING": "\x1b[1;33m",
+    "DEBUG": "\x1b[2m",
+}
+"""ANSI styles by log level: bold red, bold yellow, dim; INFO stays plain."""
 # Keys every Powertools log line carries; they are shown in short form or not at all.
 _STANDARD_KEYS = frozenset(
     {
@@ -58,9 +71,11 @@ _MAX_LISTED = 3
 class Console:
     """Thread-safe writer of log lines and one status line to the real stdout."""
 
-    def __init__(self, stream: TextIO, *, live: bool) -> None:
+    def __init__(self, stream: TextIO, *, live: bool, colour: bool = False) -> None:
         self._stream = stream
         self._live = live
+        self.colour = colour
+        """Colour levels (wants_colour); FunctionOutput reads it for the functions' lines."""
         self._lock = threading.Lock()
         self._status = ""
 
@@ -73,6 +88,10 @@ class Console:
             if self._live and self._status:
                 self._stream.write(self._status)
             self._stream.flush()
+
+    def warning(self, text: str) -> None:
+        """A line of the run's own that must not be missed: in WARNING's colour when coloured."""
+        self.print(paint(text, "WARNING") if self.colour else text)
 
     def status(self, text: str) -> None:
         """Show the tally: redrawn in place on a TTY, else printed when it changed.
@@ -139,7 +158,7 @@ class FunctionOutput(io.TextIOBase):
         if "_aws" in document:
             self._add_metrics(document)
         elif "level" in document and "message" in document:
-            self._console.print(readable(document, invocation))
+            self._console.print(readable(document, invocation, colour=self._console.colour))
         else:
             self._console.print(line)
 
@@ -153,11 +172,26 @@ class FunctionOutput(io.TextIOBase):
                         self.metrics[name] += sum(values) if isinstance(values, list) else values
 
 
-def readable(document: dict[str, Any], invocation: Invocation | None = None) -> str:
+def wants_colour(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Colour only for a person at a terminal that can show it, and who has not said no."""
+    if environ.get("NO_COLOR") or environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def paint(text: str, level: str) -> str:
+    """`text` in `level`'s colour (LEVEL_COLOURS); unchanged for a level without one."""
+    style = LEVEL_COLOURS.get(level)
+    return f"{style}{text}{_RESET}" if style else text
+
+
+def readable(document: dict[str, Any], invocation: Invocation | None = None, *, colour: bool = False) -> str:
     """One Powertools log object as `time function LEVEL message key=value ... corr=...`.
 
     With the `invocation` that wrote it, its function and correlation id are taken from
-    there; without (a line from outside any invocation), from the document."""
+    there; without (a line from outside any invocation), from the document. With `colour`,
+    the level and the message are painted in the level's colour (ERROR, WARNING)."""
     if invocation is not None:
         function, correlation_id = invocation.function, invocation.correlation_id
         if correlation_id is None and "invoice_key" in document:
@@ -167,12 +201,11 @@ def readable(document: dict[str, Any], invocation: Invocation | None = None) -> 
         function = str(document.get("function_name") or document.get("service") or "-")
         correlation_id = document.get("correlation_id")
     function = function.removesuffix("Function").lower()
-    parts = [
-        _clock(str(document.get("timestamp", ""))),
-        f"{function:<8}",
-        f"{document.get('level', ''):<7}",
-        str(document.get("message", "")),
-    ]
+    level = str(document.get("level", ""))
+    shown_level, message = f"{level:<7}", str(document.get("message", ""))
+    if colour:
+        shown_level, message = paint(shown_level, level), paint(message, level)
+    parts = [_clock(str(document.get("timestamp", ""))), f"{function:<8}", shown_level, message]
     extra = [key for key in document if key not in _STANDARD_KEYS]
     ordered = [key for key in _FIRST_KEYS if key in extra] + [key for key in extra if key not in _FIRST_KEYS]
     parts += [f"{key}={_value(document[key])}" for key in ordered]

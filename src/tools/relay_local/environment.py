@@ -5,20 +5,27 @@
 | RELAY_API_PORT | 3000 | port of the local HTTP API (0: any free port; the banner shows it) |
 | FYND_BASE_URL | the built-in simulator | send to this Fynd instead |
 | FYND_USERNAME / FYND_PASSWORD | the simulator's | Fynd company-level credentials |
-| WEBHOOK_SECRET | generated, printed | the whsec_... secret the local API verifies |
+| WEBHOOK_SECRET | kept from the last run, else generated; printed | the whsec_... secret the local API verifies |
+| RELAY_LOCAL_STATE | .local/run.json | where `run` keeps its secret and ports between runs (relay_local.saved_run) |
 | FRAPPE_WEBHOOK_SECRET | unset | when set, enables the `frappe` preset with this plain secret (ERPNext's "Webhook Secret") |
+| ERPNEXT_SIMULATOR | unset | `1`: also start the ERPNext simulator (relay_local.erpnext), its Webhooks pointed at the local API; a `frappe` secret is generated unless FRAPPE_WEBHOOK_SECRET is set |
+| ERPNEXT_SIMULATOR_PORT | 8000 | its port (0: any free port) |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
 | RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
 
 A malformed value stops the command before anything starts, with a message naming it.
 """
 
+import base64
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from relay.domain.standard_webhooks import MIN_SECRET_BYTES
 from relay_local.faults import LocalFaults
+from relay_local.saved_run import SavedRun
 from relay_local.signing import check_secret, new_secret
 
 DEFAULT_API_PORT = 3000
@@ -45,15 +52,34 @@ class FyndSettings:
     password: str
 
 
+class SecretOrigin(StrEnum):
+    ENVIRONMENT = "environment"
+    """WEBHOOK_SECRET was set."""
+    KEPT = "kept"
+    """Read back from the last run (relay_local.saved_run)."""
+    GENERATED = "generated"
+    """Made for this run (the first, or after `--fresh`)."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     api_port: int
     webhook_secret: str
-    secret_generated: bool
+    secret_origin: SecretOrigin
     fynd: FyndSettings
     function_environment: Mapping[str, str] = field(default_factory=dict)
     frappe_webhook_secret: str | None = None
     faults: LocalFaults = field(default_factory=LocalFaults)
+    erpnext_simulator_port: int | None = None
+    """The ERPNext simulator's port when ERPNEXT_SIMULATOR=1 (0: any free one); None: not started."""
+    aws_port: int = 0
+    """The local AWS endpoint's port: the last run's when kept, else 0 (any free one)."""
+    simulator_port: int = 0
+    """The Fynd simulator's port, likewise."""
+
+    @property
+    def secret_generated(self) -> bool:
+        return self.secret_origin is SecretOrigin.GENERATED
 
 
 def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
@@ -67,7 +93,9 @@ def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
     )
 
 
-def run_settings(environ: Mapping[str, str]) -> RunSettings:
+def run_settings(environ: Mapping[str, str], saved: SavedRun | None = None) -> RunSettings:
+    """The run's settings from the environment, and from `saved` (the last run's secret and
+    ports, relay_local.saved_run) where the environment says nothing."""
     port_text = environ.get("RELAY_API_PORT") or str(DEFAULT_API_PORT)
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise SettingsError(f"RELAY_API_PORT must be a port number (0 for any free one), not {port_text!r}")
@@ -80,6 +108,9 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
     frappe_secret = environ.get("FRAPPE_WEBHOOK_SECRET") or None
     if frappe_secret is not None and len(frappe_secret.encode()) < MIN_SECRET_BYTES:
         raise SettingsError(f"FRAPPE_WEBHOOK_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+    erpnext_port = _erpnext_simulator_port(environ)
+    if erpnext_port is not None and frappe_secret is None:
+        frappe_secret = new_frappe_secret()
     passthrough = {name: environ[name] for name in FUNCTION_PASSTHROUGH if environ.get(name)}
     for name, value in passthrough.items():
         try:
@@ -91,12 +122,41 @@ def run_settings(environ: Mapping[str, str]) -> RunSettings:
         faults = LocalFaults.from_environ(environ)
     except ValueError as error:
         raise SettingsError(str(error)) from None
+    if secret:
+        origin = SecretOrigin.ENVIRONMENT
+    elif saved is not None:
+        secret, origin = saved.webhook_secret, SecretOrigin.KEPT
+    else:
+        secret, origin = new_secret(), SecretOrigin.GENERATED
     return RunSettings(
         faults=faults,
         api_port=int(port_text),
-        webhook_secret=secret or new_secret(),
-        secret_generated=not secret,
+        webhook_secret=secret,
+        secret_origin=origin,
+        aws_port=saved.aws_port if saved else 0,
+        simulator_port=saved.simulator_port if saved else 0,
         fynd=fynd_settings(environ),
         function_environment=passthrough,
         frappe_webhook_secret=frappe_secret,
+        erpnext_simulator_port=erpnext_port,
     )
+
+
+DEFAULT_ERPNEXT_SIMULATOR_PORT = 8000
+
+
+def _erpnext_simulator_port(environ: Mapping[str, str]) -> int | None:
+    wanted = environ.get("ERPNEXT_SIMULATOR") or ""
+    if wanted not in ("", "0", "1"):
+        raise SettingsError(f"ERPNEXT_SIMULATOR must be 1 (start it) or 0, not {wanted!r}")
+    if wanted != "1":
+        return None
+    port_text = environ.get("ERPNEXT_SIMULATOR_PORT") or str(DEFAULT_ERPNEXT_SIMULATOR_PORT)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(f"ERPNEXT_SIMULATOR_PORT must be a port number, not {port_text!r}")
+    return int(port_text)
+
+
+def new_frappe_secret() -> str:
+    """A plain secret for the `frappe` preset, as `openssl rand -base64 32` makes one."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()

@@ -60,6 +60,10 @@ class PipelineConfig:
     frappe_webhook_secret: str | None = None
     """When set, the `frappe` preset's secret (FRAPPE_WEBHOOK_SECRET): an entry named "frappe"."""
     api_port: int = 0
+    aws_port: int = 0
+    """The local AWS endpoint's port (0: any free one)."""
+    simulator_port: int = 0
+    """The Fynd simulator's port (0: any free one)."""
     fynd_base_url: str | None = None
     """Send to this Fynd instead of starting the simulator."""
     fynd_username: str = DEFAULT_USERNAME
@@ -88,7 +92,7 @@ class PipelineConfig:
 class LocalPipeline:
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.moto = MotoServer()
+        self.moto = MotoServer(port=config.aws_port)
         self.simulator: FyndSimulator | None = None
         self.stack: LocalStack | None = None
         self.api: LocalHttpApi | None = None
@@ -123,7 +127,9 @@ class LocalPipeline:
         self.moto.reset()
         if not self.config.fynd_base_url:
             self.simulator = FyndSimulator(
-                username=self.config.fynd_username, password=self.config.fynd_password
+                port=self.config.simulator_port,
+                username=self.config.fynd_username,
+                password=self.config.fynd_password,
             ).start()
         self.stack = build_stack(
             self.moto.url,

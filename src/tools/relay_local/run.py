@@ -14,32 +14,48 @@ the batches in flight (each by its function's timeout) and never needs forcing.
 """
 
 import json
+import os
 import shlex
 import sys
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from relay_local.console import Console, FunctionOutput
-from relay_local.environment import RunSettings
+from relay_local import saved_run
+from relay_local.console import Console, FunctionOutput, wants_colour
+from relay_local.environment import RunSettings, SecretOrigin
 from relay_local.pipeline import DISPATCH, LocalPipeline, PipelineConfig
+from relay_local.saved_run import SavedRun
 from relay_local.stopping import StopSignal, tick_until_stopped
+
+if TYPE_CHECKING:
+    from relay_local.erpnext import LocalErpnext
 
 _SAMPLE = "events/invoice.json"
 _SAMPLE_ORDER = "FY-10001"
 
 
-def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str, str]) -> PipelineConfig:
+def pipeline_config(
+    settings: RunSettings,
+    template: Path,
+    parameters: dict[str, str],
+    extra_environment: dict[str, str] | None = None,
+) -> PipelineConfig:
+    """The pipeline `settings` ask for; a kept port that is taken now becomes 0 (any free one).
+    `extra_environment` is added to the functions' (the ERPNext simulator's URL and key)."""
     return PipelineConfig(
         webhook_secret=settings.webhook_secret,
         frappe_webhook_secret=settings.frappe_webhook_secret,
         api_port=settings.api_port,
+        aws_port=settings.aws_port if saved_run.port_is_free(settings.aws_port) else 0,
+        simulator_port=settings.simulator_port if saved_run.port_is_free(settings.simulator_port) else 0,
         fynd_base_url=settings.fynd.base_url,
         fynd_username=settings.fynd.username,
         fynd_password=settings.fynd.password,
-        environment=settings.function_environment,
+        environment={**settings.function_environment, **(extra_environment or {})},
         parameters=parameters,
         template_path=template,
         isolated=True,
@@ -47,7 +63,14 @@ def pipeline_config(settings: RunSettings, template: Path, parameters: dict[str,
     )
 
 
-def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: float) -> str:
+def banner(
+    pipeline: LocalPipeline,
+    settings: RunSettings,
+    startup_seconds: float,
+    state: Path = saved_run.DEFAULT_PATH,
+) -> str:
+    """What a user needs to send a first invoice and to point `relay` at this run; `state` is
+    where the secret and ports are kept between runs."""
     assert pipeline.stack is not None
     source = pipeline.stack.event_source(DISPATCH)
     queue = pipeline.sqs().get_queue_attributes(
@@ -59,12 +82,19 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
         if settings.fynd.base_url
         else f"{pipeline.fynd_base_url}  (built-in simulator; its control API is under /_sim/)"
     )
-    secret_note = (
-        "generated for this run; set WEBHOOK_SECRET to choose"
-        if settings.secret_generated
-        else "WEBHOOK_SECRET"
-    )
+    secret_note = {
+        SecretOrigin.GENERATED: f"new, kept in {_shown(state)} for the next runs; FRESH=1 makes a new one",
+        SecretOrigin.KEPT: f"kept from the last run in {_shown(state)}; `make run FRESH=1` makes a new one",
+        SecretOrigin.ENVIRONMENT: "WEBHOOK_SECRET",
+    }[settings.secret_origin]
     env = f"WEBHOOK_SECRET={shlex.quote(settings.webhook_secret)} RELAY_API_URL={pipeline.api_url}"
+    exports = (
+        f"export RELAY_API_URL={pipeline.api_url} RELAY_AWS_ENDPOINT={pipeline.moto.url}"
+        f" WEBHOOK_SECRET={shlex.quote(settings.webhook_secret)}"
+    )
+    aws_note = ""
+    if settings.aws_port and _port_of(pipeline.moto.url) != settings.aws_port:
+        aws_note = f"; port {settings.aws_port} of the last run was taken, so RELAY_AWS_ENDPOINT changed"
     return "\n".join(
         [
             f"Fynd Invoice Relay, local run from {pipeline.config.template_path.name} (no AWS, no Docker)",
@@ -76,7 +106,7 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
                 else []
             ),
             f"  Fynd          {fynd}",
-            f"  AWS endpoint  {pipeline.moto.url}  (moto: queue, dead-letter queue, ledger table, secrets)",
+            f"  AWS endpoint  {pipeline.moto.url}  (moto: queue, dead-letter queue, ledger table, secrets{aws_note})",
             f"  consumer      batch size {source.batch_size}, window {source.batching_window_seconds} s,"
             f" max concurrency {source.max_concurrency}, visibility {queue.get('VisibilityTimeout')} s,"
             f" maxReceiveCount {max_receives}",
@@ -87,6 +117,10 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
             "Then ask for its status (QUEUED, then INVOICED a few seconds later):",
             f"  {env} make status ORDER={_SAMPLE_ORDER}",
             "",
+            "For the `relay` command (.venv/bin/relay: status, list, stats, smoke, ...) in another terminal:",
+            f"  {exports}",
+            "  .venv/bin/relay smoke",
+            "",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -94,11 +128,38 @@ def banner(pipeline: LocalPipeline, settings: RunSettings, startup_seconds: floa
 
 
 def run(
-    settings: RunSettings, template: Path, parameters: dict[str, str], *, raw_logs: bool, started: float
+    settings: RunSettings,
+    template: Path,
+    parameters: dict[str, str],
+    *,
+    raw_logs: bool,
+    started: float,
+    state: Path = saved_run.DEFAULT_PATH,
 ) -> int:
     # Installed first and never removed: a signal at any moment from here to exit is a stop request.
     stop = StopSignal().install()
-    return _run(stop, settings, template, parameters, raw_logs=raw_logs, started=started)
+    return _run(stop, settings, template, parameters, raw_logs=raw_logs, started=started, state=state)
+
+
+def keep(state: Path, settings: RunSettings, pipeline: LocalPipeline) -> None:
+    """Keep this run's secret and ports for the next (relay_local.saved_run). A secret from
+    WEBHOOK_SECRET is the user's to keep, not ours: then nothing is written."""
+    if settings.secret_origin is SecretOrigin.ENVIRONMENT:
+        return
+    simulator = _port_of(pipeline.simulator.url) if pipeline.simulator is not None else 0
+    saved_run.save(state, SavedRun(settings.webhook_secret, _port_of(pipeline.moto.url), simulator))
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is under it (`.local/run.json`)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _run(
@@ -109,28 +170,45 @@ def _run(
     *,
     raw_logs: bool,
     started: float,
+    state: Path,
 ) -> int:
-    console = Console(sys.stdout, live=sys.stdout.isatty())
+    console = Console(sys.stdout, live=sys.stdout.isatty(), colour=wants_colour(sys.stdout, os.environ))
     output = FunctionOutput(console, raw=raw_logs)
-    pipeline = LocalPipeline(pipeline_config(settings, template, parameters))
+    erpnext = _start_erpnext(settings)
+    if erpnext is False:
+        return 1
+    erp_environment = erpnext.environment(os.environ) if erpnext else {}
+    pipeline = LocalPipeline(pipeline_config(settings, template, parameters, erp_environment))
     # The functions write their logs to stdout, as in Lambda; here stdout is the reader.
     with redirect_stdout(output):
         try:
             pipeline.start()
         except OSError as error:
             pipeline.stop()
+            if erpnext:
+                erpnext.stop()
             print(
                 f"run: cannot start: {error} (is RELAY_API_PORT {settings.api_port} in use?)", file=sys.stderr
             )
             return 1
         try:
-            console.print(banner(pipeline, settings, time.monotonic() - started))
+            if erpnext:
+                erpnext.connect(pipeline.api_url)
+            try:
+                keep(state, settings, pipeline)
+            except OSError as error:
+                console.warning(f"run: cannot keep the secret and ports in {state}: {error.strerror}")
+            console.print(banner(pipeline, settings, time.monotonic() - started, state))
+            if erpnext:
+                console.print(_erpnext_lines(erpnext, settings, pipeline))
             every = 1.0 if sys.stdout.isatty() else 2.0
             tick_until_stopped(stop, lambda: _show_tally(pipeline, console), every)
             _show_tally(pipeline, console)
         finally:
             console.print("stopping: finishing batches in flight, then the API, simulator and AWS endpoint")
             pipeline.stop()
+            if erpnext:
+                erpnext.stop()
     console.close()
     summary = output.metrics_summary()
     if summary:
@@ -138,6 +216,39 @@ def _run(
     console.print("stopped")
     stop.ignore_further()
     return 0
+
+
+def _start_erpnext(settings: RunSettings) -> "LocalErpnext | Literal[False] | None":
+    """The ERPNext simulator when ERPNEXT_SIMULATOR=1 (started before the pipeline, so its URL
+    reaches the functions' environment); False when its port is taken."""
+    if settings.erpnext_simulator_port is None:
+        return None
+    from relay_local.erpnext import LocalErpnext
+
+    assert settings.frappe_webhook_secret is not None  # run_settings generates one
+    try:
+        return LocalErpnext(settings.erpnext_simulator_port, settings.frappe_webhook_secret).start()
+    except OSError as error:
+        print(
+            f"run: cannot start the ERPNext simulator: {error}"
+            f" (is ERPNEXT_SIMULATOR_PORT {settings.erpnext_simulator_port} in use?)",
+            file=sys.stderr,
+        )
+        return False
+
+
+def _erpnext_lines(erpnext: "LocalErpnext", settings: RunSettings, pipeline: LocalPipeline) -> str:
+    site = erpnext.simulator
+    return "\n".join(
+        [
+            f"  ERPNext       {site.url}  (simulator, docs/erpnext/simulator.md; API key {site.api_key}:{site.api_secret})",
+            f"  frappe secret {settings.frappe_webhook_secret}  (the pack's Webhooks sign with it)",
+            'Submit an invoice in it (docs/erpnext/README.md, "Try it locally"), then recover what it failed to send:',
+            f"  ERPNEXT_URL={site.url} ERPNEXT_API_KEY={site.api_key} ERPNEXT_API_SECRET={site.api_secret} \\",
+            f"    .venv/bin/relay --api-url {pipeline.api_url} --endpoint-url {pipeline.moto.url} recover --since 2000-01-01",
+            "",
+        ]
+    )
 
 
 def _show_tally(pipeline: LocalPipeline, console: Console) -> float:

@@ -42,6 +42,24 @@ def target(environ: Mapping[str, str]) -> tuple[str, str]:
     return secret, (environ.get("RELAY_API_URL") or DEFAULT_API_URL).rstrip("/")
 
 
+def not_answering(url: str, error: Exception, environ: Mapping[str, str]) -> str:
+    """Why nothing answered, naming the address tried and where it came from: a run on another
+    port (RELAY_API_PORT) is the likely cause, and starting a second one would not help."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 80}"
+    source = (
+        f"RELAY_API_URL={environ['RELAY_API_URL']}"
+        if environ.get("RELAY_API_URL")
+        else f"the default, RELAY_API_URL unset ({DEFAULT_API_URL})"
+    )
+    reason = type(getattr(error, "reason", None) or error).__name__
+    return (
+        f"nothing answered at {where} ({reason}); that address is {source}.\n"
+        "  If `make run` is running, set RELAY_API_URL to the `API` line of its banner"
+        " (it serves on RELAY_API_PORT);\n  otherwise start one with `make run`."
+    )
+
+
 def send(path: Path, environ: Mapping[str, str], out: TextIO) -> int:
     secret, api_url = target(environ)
     try:
@@ -53,7 +71,7 @@ def send(path: Path, environ: Mapping[str, str], out: TextIO) -> int:
     except ValueError as error:
         raise SendError(f"{path} is not JSON ({error}); the relay would answer 400") from None
     headers = {"Content-Type": "application/json", **signed_headers(secret, body)}
-    return _exchange("POST", f"{api_url}/v1/invoices", body, headers, out)
+    return _exchange("POST", f"{api_url}/v1/invoices", body, headers, out, environ)
 
 
 def status(order_id: str, invoice_type: str, environ: Mapping[str, str], out: TextIO) -> int:
@@ -66,10 +84,13 @@ def status(order_id: str, invoice_type: str, environ: Mapping[str, str], out: Te
         None,
         status_headers(secret, path, query),
         out,
+        environ,
     )
 
 
-def _exchange(method: str, url: str, body: str | None, headers: dict[str, str], out: TextIO) -> int:
+def _exchange(
+    method: str, url: str, body: str | None, headers: dict[str, str], out: TextIO, environ: Mapping[str, str]
+) -> int:
     print(f"{method} {url}  (webhook-id {headers['webhook-id']})", file=out)
     try:
         response = urllib3.request(
@@ -81,7 +102,7 @@ def _exchange(method: str, url: str, body: str | None, headers: dict[str, str], 
             retries=False,
         )
     except urllib3.exceptions.HTTPError as error:
-        raise SendError(f"no relay answering at {url}: {error}\n  start one with `make run`") from None
+        raise SendError(not_answering(url, error, environ)) from None
     print(f"{response.status} {_reason(response.status)}", file=out)
     text = response.data.decode(errors="replace")
     try:

@@ -1,7 +1,14 @@
 """The invoice ledger on DynamoDB: one item per invoice key, moved only by conditional writes.
 
 Every write states the states it may start from (relay.domain.ledger.sources_of), so two
-dispatchers racing for one key cannot both win, and a final entry is never reopened.
+dispatchers racing for one key cannot both win, and a final entry is never reopened. Every
+write that moves an entry also moves it in the work index, in the same UpdateItem
+(relay.adapters.work_index); the index's reads are there too.
+
+`statusKey` (the legacy ByStatus index's key) is still written beside the work index's keys:
+the online migration of a deployed stack (docs/runbook.md#moving-to-the-work-index) keeps
+ByStatus until the backfill is done. Once ByStatus is dropped it is an attribute of a few bytes
+that no index reads.
 
 Every public method leaves an outage (throttling past botocore's retries, an unreachable
 endpoint, a timeout) as LedgerUnavailableError: the translation happens once, at the class,
@@ -15,6 +22,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.adapters.work_index import (
+    DEFAULT_WORK_SHARDS,
+    REMOVE_WORK,
+    WorkIndexReader,
+    set_work,
+    work_list_of,
+)
 from relay.domain.errors import AcceptRaceError, LedgerUnavailableError
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
@@ -24,7 +38,9 @@ from relay.domain.ledger import (
     LastError,
     LedgerEntry,
     LedgerEvent,
+    WorkList,
     claim_refusal,
+    is_parked_wait,
     sources_of,
 )
 from relay.domain.messages import QueuedInvoice
@@ -47,12 +63,11 @@ TRANSACTION_LIMIT = 100
 
 type DeadLettered = Literal["DEAD_LETTERED"]
 DEAD_LETTERED_KEY: Final[DeadLettered] = "DEAD_LETTERED"
-"""The ByStatus partition of entries whose message went to the dead-letter queue; the
-reconciler never reads it (relay.domain.ports.Ledger.mark_dead_lettered)."""
+"""The legacy ByStatus partition of entries whose message went to the dead-letter queue."""
 
 BY_STATUS_INDEX = "ByStatus"
-"""Sparse index on (statusKey, updatedAt): every entry but INVOICED ones (template.yaml), in a
-partition per status, except that dead-lettered entries are in DEAD_LETTERED_KEY's."""
+"""The legacy index on (statusKey, updatedAt), one partition per status: kept only while a
+deployed stack moves to the work index (LegacyByStatusIndex in template.yaml)."""
 
 _BATCH_GET_LIMIT = 100
 
@@ -80,12 +95,22 @@ def _outages_are_typed[C: type](cls: C) -> C:
 
 @_outages_are_typed
 class InvoiceLedger:
-    def __init__(self, table_name: str, client: "DynamoDBClient", *, read_rounds: int | None = None) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        client: "DynamoDBClient",
+        *,
+        read_rounds: int | None = None,
+        shards: int = DEFAULT_WORK_SHARDS,
+    ) -> None:
         """`read_rounds` bounds the BatchGetItem calls `get_many` makes per 100 keys (None: until
-        every key is read); keys still unread after them are LedgerUnavailableError."""
+        every key is read); keys still unread after them are LedgerUnavailableError. `shards`:
+        the work index's shards per list (WORK_INDEX_SHARDS), the same for every writer and reader."""
         self._table = table_name
         self._client = client
         self._read_rounds = read_rounds
+        self._shards = shards
+        self._index = WorkIndexReader(table_name, client, shards, _entry)
 
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
@@ -123,7 +148,7 @@ class InvoiceLedger:
         writes: list[Any] = [
             self._accept_write(admission, now, correlation_id)
             for admission in admissions
-            if admission.action in (Action.CREATE, Action.RESUBMIT)
+            if admission.action in _WRITTEN
         ]
         if not writes:
             return
@@ -133,7 +158,7 @@ class InvoiceLedger:
         bodies = [
             self._body_write(admission, now, correlation_id)
             for admission in admissions
-            if admission.action in (Action.CREATE, Action.RESUBMIT)
+            if admission.action in _WRITTEN
         ]
         if len(writes) + len(bodies) <= TRANSACTION_LIMIT:
             writes += bodies
@@ -176,7 +201,9 @@ class InvoiceLedger:
 
     def _accept_write(self, admission: Admission, now: float, correlation_id: str | None) -> dict[str, Any]:
         invoice = admission.invoice
+        work, work_values = set_work(WorkList.QUEUED, invoice.key, now, self._shards)
         values: dict[str, AttributeValueTypeDef] = {
+            **work_values,
             ":queued": _s(InvoiceStatus.QUEUED),
             ":hash": _s(admission.content_hash),
             ":number": _s(invoice.invoiceNumber),
@@ -191,19 +218,33 @@ class InvoiceLedger:
                 "Update": {
                     "TableName": self._table,
                     "Key": _pk(invoice.key),
-                    "UpdateExpression": _SET_QUEUED,
+                    "UpdateExpression": f"{_SET_QUEUED}, {work}",
                     "ConditionExpression": "attribute_not_exists(pk)",
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": values,
                 }
             }
-        values[":rejected"] = _s(InvoiceStatus.REJECTED)
         values[":previous"] = _s(admission.previous_hash or "")
+        if admission.action is Action.REPLACE:
+            # An enrichment (relay.domain.intake): only while nothing has claimed the recorded
+            # version. A claim's condition wants QUEUED with the claimed content, so on this one
+            # item exactly one of the two writes wins.
+            return {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _pk(invoice.key),
+                    "UpdateExpression": _SET_QUEUED + " REMOVE sendFailedAt, deadLetteredAt",
+                    "ConditionExpression": "#status = :queued AND contentHash = :previous",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        values[":rejected"] = _s(InvoiceStatus.REJECTED)
         return {
             "Update": {
                 "TableName": self._table,
                 "Key": _pk(invoice.key),
-                "UpdateExpression": _SET_QUEUED + _FORGET_OUTCOME,
+                "UpdateExpression": f"{_SET_QUEUED}, {work}{_FORGET_OUTCOME}",
                 "ConditionExpression": "#status = :rejected AND contentHash = :previous",
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": values,
@@ -216,7 +257,9 @@ class InvoiceLedger:
         """The domain's rule (relay.domain.ledger.claim_refusal) as one conditional write; a
         refused claim returns the entry as it stands, read by the same request."""
         key = message.invoice.key
+        work, work_values = set_work(WorkList.IN_PROGRESS, key, now + lease_seconds, self._shards)
         values: dict[str, AttributeValueTypeDef] = {
+            **work_values,
             ":hash": _s(message.content_hash),
             ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
             ":queued": _s(InvoiceStatus.QUEUED),
@@ -243,7 +286,7 @@ class InvoiceLedger:
                     " attempts = if_not_exists(attempts, :zero) + :one, contentHash = :hash,"
                     " invoiceNumber = if_not_exists(invoiceNumber, :number),"
                     " acceptedAt = if_not_exists(acceptedAt, :accepted),"
-                    " orderId = :order, invoiceType = :type REMOVE deadLetteredAt, sendFailedAt"
+                    f" orderId = :order, invoiceType = :type, {work} REMOVE deadLetteredAt, sendFailedAt"
                 ),
                 ConditionExpression=_CLAIMABLE,
                 ExpressionAttributeNames={"#status": "status"},
@@ -281,20 +324,27 @@ class InvoiceLedger:
                 update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
                 update += ", confirmedBy = :confirmed"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
-                update += ", statusKey, deadLetteredAt"
+                update += f", statusKey, deadLetteredAt, {REMOVE_WORK}"
             case Rejected(code=code, message=message):
                 values |= {
                     ":status": _s(InvoiceStatus.REJECTED),
                     ":expires": _n(now + RETENTION_SECONDS),
                 }
                 values |= {":code": _s(code), ":message": _s(message or code)}
-                update = "SET #status = :status, statusKey = :status, expiresAt = :expires"
+                work, work_values = set_work(WorkList.REJECTED, key, now, self._shards)
+                values |= work_values
+                update = f"SET #status = :status, statusKey = :status, expiresAt = :expires, {work}"
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, retryAt, deadLetteredAt"
             case RetryLater(reason=reason, message=message, delay_seconds=delay):
                 values |= {":status": _s(InvoiceStatus.RETRYING), ":retry_at": _n(now + delay)}
                 values |= {":code": _s(reason), ":message": _s(message or reason)}
-                update = "SET #status = :status, statusKey = :status, retryAt = :retry_at"
+                # A long wait is parked: the dispatcher acknowledges the message and the
+                # reconciler queues the invoice again at retryAt (relay.domain.ledger).
+                listed = WorkList.PARKED if is_parked_wait(delay, reason) else WorkList.RETRYING
+                work, work_values = set_work(listed, key, now + delay, self._shards)
+                values |= work_values
+                update = f"SET #status = :status, statusKey = :status, retryAt = :retry_at, {work}"
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, deadLetteredAt"
         try:
@@ -312,84 +362,51 @@ class InvoiceLedger:
             raise
         return True
 
-    # ---- The reconciler's view (relay.domain.reconcile) ----
+    # ---- The work index (relay.adapters.work_index): the reconciler's view and `relay list` ----
 
-    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        """Entries in `status` last written by `updated_before`, whose retry time and lease
-        also ran out by then, oldest first (entries_in). The filter keeps entries waiting out a
-        long back-off (IN403) from using up the limit; the domain's rule
-        (relay.domain.reconcile.is_stalled) and the conditional mark decide. The index is
-        eventually consistent, which the mark makes harmless."""
-        return self.entries_in(status, updated_until=updated_before, idle_by=updated_before, limit=limit)
+    def due(
+        self, work: WorkList, *, due_by: float, limit: int, out_of_time: Callable[[], bool]
+    ) -> tuple[list[LedgerEntry], bool]:
+        """See relay.domain.reconcile.WorkLedger.due: one range Query per shard, in parallel,
+        each checking `out_of_time` before every page. The index is eventually consistent,
+        which the conditional mark makes harmless."""
+        return self._index.due(work, due_by=due_by, limit=limit, out_of_time=out_of_time)
 
-    def entries_in(
+    def listed(
         self,
-        status: InvoiceStatus | DeadLettered,
+        work: WorkList,
         *,
-        updated_since: float | None = None,
-        updated_until: float | None = None,
-        idle_by: float | None = None,
+        since: float | None = None,
+        until: float | None = None,
         error_code: str | None = None,
         newest_first: bool = False,
         limit: int | None = None,
     ) -> list[LedgerEntry]:
-        """Entries in `status` last written in [updated_since, updated_until], oldest first (or
-        newest), at most `limit`: one Query on the sparse ByStatus index, page by page, never a
-        Scan. INVOICED entries are not in the index (they drop statusKey): none come back.
-        DEAD_LETTERED_KEY for `status`: the entries whose message went to the dead-letter queue
-        (mark_dead_lettered), whatever status they show.
-
-        `idle_by`: only entries whose retry time and lease, if they have one, ran out by then.
-        `error_code`: only entries whose last error has this code. A list, not a generator:
-        the pages are read inside the call, where an outage becomes LedgerUnavailableError."""
-        values: dict[str, AttributeValueTypeDef] = {
-            ":status": _s(status),
-            ":since": _n(updated_since or 0),
-            ":until": _n(2**40 if updated_until is None else updated_until),  # 2**40 s: the year 36812
-        }
-        filters = []
-        if idle_by is not None:
-            values[":idle"] = _n(idle_by)
-            filters += [
-                "(attribute_not_exists(retryAt) OR retryAt <= :idle)",
-                "(attribute_not_exists(leaseUntil) OR leaseUntil <= :idle)",
-            ]
-        if error_code is not None:
-            values[":code"] = _s(error_code)
-            filters.append("lastErrorCode = :code")
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": BY_STATUS_INDEX,
-            "KeyConditionExpression": "statusKey = :status AND updatedAt BETWEEN :since AND :until",
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": not newest_first,
-        }
-        if filters:
-            request["FilterExpression"] = " AND ".join(filters)
-        found: list[LedgerEntry] = []
-        while limit is None or len(found) < limit:
-            if limit is not None:
-                request["Limit"] = limit - len(found)
-            page = self._client.query(**request)
-            found += [_entry(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                break
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return found
+        """Entries of `work` due in [since, until], merged over the shards (relay_cli's lists).
+        A list, not a generator: the pages are read inside the call, where an outage becomes
+        LedgerUnavailableError."""
+        return self._index.listed(
+            work, since=since, until=until, error_code=error_code, newest_first=newest_first, limit=limit
+        )
 
     def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
-        """Stamp `entry` as requeued, only if nothing wrote it since it was read: its updatedAt
-        moves to now, so it leaves the stall window for as long as a fresh write would."""
+        """Stamp `entry` as queued again at `now`, only if nothing wrote it since it was read: its
+        updatedAt and dueAt move to now, so it is due again only after a whole stall window; a
+        parked entry moves to the RETRYING list (its message is on its way now)."""
+        listed = WorkList.RETRYING if entry.parked else _work_list(entry)
+        work, values = set_work(listed, entry.key, now, self._shards)
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=_pk(entry.key),
                 UpdateExpression=(
-                    "SET updatedAt = :now, reconciledAt = :now, reconciles = if_not_exists(reconciles, :zero) + :one"
+                    "SET updatedAt = :now, reconciledAt = :now, reconciles = if_not_exists(reconciles, :zero) + :one, "
+                    + work
                 ),
                 ConditionExpression="#status = :status AND updatedAt = :seen AND contentHash = :hash",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
+                    **values,
                     ":now": _n(now),
                     ":zero": _n(0),
                     ":one": _n(1),
@@ -423,19 +440,21 @@ class InvoiceLedger:
         return True
 
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
-        """Move the entry out of the reconciler's ByStatus partitions (statusKey DEAD_LETTERED)
-        while its status stays what it was; see relay.domain.ports.Ledger."""
+        """Move the entry to the DEAD_LETTERED work list, which the reconciler never reads, while
+        its status stays what it was; see relay.domain.ports.Ledger."""
+        work, values = set_work(WorkList.DEAD_LETTERED, message.invoice.key, now, self._shards)
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=_pk(message.invoice.key),
-                UpdateExpression="SET statusKey = :dead, deadLetteredAt = :now, updatedAt = :now",
+                UpdateExpression=f"SET statusKey = :dead, deadLetteredAt = :now, updatedAt = :now, {work}",
                 ConditionExpression=(
                     "#status IN (:queued, :retrying, :in_progress) AND contentHash = :hash"
                     " AND (attribute_not_exists(claimMessageId) OR claimMessageId = :message)"
                 ),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
+                    **values,
                     ":dead": _s(DEAD_LETTERED_KEY),
                     ":now": _n(now),
                     ":queued": _s(InvoiceStatus.QUEUED),
@@ -473,11 +492,13 @@ class InvoiceLedger:
         Only from the states relay.domain.ledger allows into QUEUED (REJECTED), and only if the
         entry is still exactly the one the operator looked at (same content, same last update):
         an ERP's corrected resubmission in between wins, and None says so. The entry starts
-        over as a new acceptance would (attempts 0, a fresh IN403 deadline from `now`); the
-        caller puts the invoice back on the queue after this write, never before, so the
-        dispatcher cannot find the entry still final and drop the message.
+        over (attempts 0, a fresh IN403 deadline from `now` through the replay event, see
+        LedgerEntry.waiting_since) but keeps `acceptedAt`, the first acceptance. The caller
+        puts the invoice back on the queue after this write, never before, so the dispatcher
+        cannot find the entry still final and drop the message.
         """
         sources = sorted(sources_of(InvoiceStatus.QUEUED))
+        work, work_values = set_work(WorkList.QUEUED, entry.key, now, self._shards)
         event: dict[str, AttributeValueTypeDef] = {
             "action": _s("replay"),
             "at": _n(now),
@@ -487,6 +508,7 @@ class InvoiceLedger:
         if entry.last_error:
             event |= {"code": _s(entry.last_error.code), "message": _s(entry.last_error.message)}
         values: dict[str, AttributeValueTypeDef] = {
+            **work_values,
             ":queued": _s(InvoiceStatus.QUEUED),
             ":now": _n(now),
             ":zero": _n(0),
@@ -502,8 +524,9 @@ class InvoiceLedger:
                 TableName=self._table,
                 Key=_pk(entry.key),
                 UpdateExpression=(
-                    "SET #status = :queued, statusKey = :queued, updatedAt = :now, acceptedAt = :now,"
-                    " attempts = :zero, history = list_append(if_not_exists(history, :none), :event)"
+                    "SET #status = :queued, statusKey = :queued, updatedAt = :now,"
+                    " attempts = :zero, history = list_append(if_not_exists(history, :none), :event), "
+                    + work
                     + _FORGET_OUTCOME
                 ),
                 ConditionExpression=f"#status IN ({source_list}) AND contentHash = :hash AND updatedAt = :seen",
@@ -530,6 +553,9 @@ def _cancellation(error: ClientError) -> Exception:
     named = ", ".join(sorted(codes - {"None"})) or "no reason given"
     return LedgerUnavailableError(f"invoice ledger cancelled the write ({named})")
 
+
+_WRITTEN = (Action.CREATE, Action.RESUBMIT, Action.REPLACE)
+"""The admissions that write an entry (and its body); the others only answer or queue again."""
 
 _CLAIMABLE = (
     # relay.domain.ledger.claim_refusal, as DynamoDB states it: a missing entry, or the same
@@ -595,7 +621,16 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         confirmed_by=text("confirmedBy"),
         dead_lettered_at=number("deadLetteredAt"),
         send_failed_at=number("sendFailedAt"),
+        due_at=number("dueAt"),
+        parked=work_list_of(item) is WorkList.PARKED,
     )
+
+
+def _work_list(entry: LedgerEntry) -> WorkList:
+    """The list an unfinished entry is in by its status (a parked one aside)."""
+    if entry.dead_lettered_at is not None:
+        return WorkList.DEAD_LETTERED
+    return WorkList(str(entry.status))
 
 
 def _history(item: Mapping[str, Any]) -> tuple[LedgerEvent, ...]:

@@ -15,7 +15,9 @@ The steps, in order:
 5. map every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429)
    splits the call in halves, down to single invoices; one refused alone is rejected;
 6. answer the messages: final verdicts are deleted, retries come back after their back-off
-   (the message's visibility is changed), and only messages of this batch are ever named.
+   (the message's visibility is changed), long waits are parked in the ledger (the message is
+   deleted and the reconciler queues the invoice again when due), and only messages of this
+   batch are ever named.
 
 Rules that keep the promises:
 - Once a Fynd call has returned, nothing raises out of `dispatch`: every outcome is recorded,
@@ -35,6 +37,11 @@ Rules that keep the promises:
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
   receives would last: before its last receive it is queued afresh (a new message starts
   at receive count 1), and so is a message held back for a reason that is no failure.
+- A long wait (an IN403 back-off from 5 min, any wait past SQS's longest delay of 15 min) is
+  parked, not held: the record put the entry in the ledger's PARKED list at retryAt, so its
+  message is acknowledged and the reconciler queues the invoice again when it is due
+  (relay.domain.reconcile). A held message would count against SQS's in-flight quota (about
+  120,000 per queue) for the whole wait. Only a recorded verdict parks: a lost lease holds.
 - A message held on its last receive leaves for the dead-letter queue, a terminal state: its
   entry is marked (`mark_dead_lettered`) so the reconciler does not queue it again; an
   operator's redrive brings it back, and its next claim clears the mark.
@@ -49,7 +56,7 @@ from functools import partial
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt, FyndThrottled, plan_calls
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry
+from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry, is_parked_wait
 from relay.domain.messages import ReceivedMessage
 from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
 from relay.domain.ports import Fynd, InvoiceQueue, Ledger
@@ -262,7 +269,7 @@ class Dispatcher:
             state,
             waiting=_waiting(item.entry),
             attempt=item.entry.attempts,
-            accepted_at=item.entry.accepted_at,
+            accepted_at=item.entry.waiting_since,
             now=self._clock(),
         )
         logger.info(
@@ -347,7 +354,7 @@ class Dispatcher:
             return self._policy.for_order(
                 answer.error_for(item.entry.key.order_id),
                 attempt=item.entry.attempts,
-                accepted_at=item.entry.accepted_at,
+                accepted_at=item.entry.waiting_since,
                 now=self._clock(),
             )
         return answer
@@ -377,6 +384,12 @@ class Dispatcher:
                 logger.error("invoice rejected by Fynd", extra={**log, "code": code, "fynd_message": message})
                 return []
             case RetryLater(reason=reason, delay_seconds=delay):
+                if is_parked_wait(delay, reason):
+                    # Recorded in the PARKED list (relay.adapters.ledger.record): the reconciler
+                    # queues it again at retryAt, so the message need not wait in flight.
+                    count("Parked", reason=dimension(reason, _OUR_REASONS))
+                    logger.info("invoice parked until its next attempt", extra={**log, "retry_in_s": delay})
+                    return []
                 if reason == TOO_EARLY:
                     return self._hold(item.delivery, reason, delay, requeue_before_last=True)
                 return self._hold(item.delivery, reason, delay)

@@ -39,8 +39,11 @@ class FieldError:
 
 
 class InvalidInvoices(WebhookRefused):
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__(f"{len(errors)} problem(s) in the invoices; nothing was queued")
+    """A 422: `errors` names each field. `detail` replaces the POST's summary where nothing
+    could have been queued (the status GET's order id)."""
+
+    def __init__(self, errors: list[FieldError], detail: str | None = None) -> None:
+        super().__init__(detail or f"{len(errors)} problem(s) in the invoices; nothing was queued")
         self.errors = errors
 
 
@@ -115,3 +118,8 @@ class SecretFormatError(Exception):
 
 class SecretUnavailableError(Exception):
     """Secrets Manager could not be read just now (throttled, unreachable, denied): retry later."""
+
+
+class RequestLogUnavailableError(Exception):
+    """The ERP's Webhook Request Log could not be read (down, refused our key, or an answer
+    that is not Frappe's). The message names the status and Frappe's `exc_type`, never a secret."""

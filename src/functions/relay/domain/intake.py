@@ -3,7 +3,19 @@
 Deciding (`admit`) is pure: given what the ledger holds, same key and same content is a
 duplicate (answered with its state, never sent twice); different content for a key the ledger
 holds is a conflict, unless that key was REJECTED, in which case the corrected invoice starts
-over. `InvoiceAcceptance` decides, applies the decisions, and reads the ledger only when it must.
+over, or unless it is an enrichment (below). `InvoiceAcceptance` decides, applies the
+decisions, and reads the ledger only when it must.
+
+An enrichment replaces the recorded version (Action.REPLACE, answered 202 QUEUED): the key is
+still QUEUED, so no dispatcher has claimed it, and the new version is the recorded one with
+fields added and none changed (`Invoice.only_adds_to`; the same `invoiceNumber` follows). An
+ERP that sent an invoice before its IRN existed thus sends the full one and is not refused.
+Never sent twice: the ledger's replacement is conditional on the entry being QUEUED with the
+recorded content, and a claim on it being QUEUED (or idle) with the message's content, both on
+the same item, so exactly one of them wins. A claim first leaves the entry IN_PROGRESS: the
+replacement is refused, read again and answered 409. A replacement first leaves the entry with
+the new content: the first version's message is refused as SUPERSEDED and dropped, and only
+the new version's message can be claimed. Once claimed or final, different content is a 409.
 
 Most invoices are new, so the first decision assumes the ledger holds none of them and goes
 straight to the write, whose conditions (`attribute_not_exists`) are the proof: one ledger
@@ -67,6 +79,9 @@ class Action(StrEnum):
     """Corrected content for a REJECTED key: back to QUEUED and queue it."""
     REQUEUE = "requeue"
     """Duplicate of a QUEUED entry whose sender may not have heard the 202: queue it again."""
+    REPLACE = "replace"
+    """An enrichment of a QUEUED, unclaimed key (fields added, none changed): the new version
+    replaces the recorded one and is queued; the first version's message is then superseded."""
     ANSWER = "answer"
     """Any other duplicate (queued, in flight or final): just report its state."""
 
@@ -85,10 +100,17 @@ class Admission:
 
 
 def admit(
-    invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry], *, webhook_id: str | None = None
+    invoices: Sequence[Invoice],
+    recorded: Mapping[InvoiceKey, LedgerEntry],
+    *,
+    webhook_id: str | None = None,
+    queued_versions: Mapping[InvoiceKey, Invoice] | None = None,
 ) -> list[Admission]:
     """One admission per invoice, in order; raises ConflictError naming every conflict at once.
-    `webhook_id` is the request's: the delivery that accepted an entry, seen again, requeues it."""
+    `webhook_id` is the request's: the delivery that accepted an entry, seen again, requeues it.
+    `queued_versions`: the recorded invoice of QUEUED entries whose content differs (read by
+    `needs_recorded_version`), so an enrichment can be told from a conflict."""
+    versions = queued_versions or {}
     admissions: list[Admission] = []
     conflicts: list[KeyConflict] = []
     for index, invoice in enumerate(invoices):
@@ -105,11 +127,35 @@ def admit(
             admissions.append(
                 Admission(invoice, content_hash, Action.RESUBMIT, InvoiceStatus.QUEUED, entry.content_hash)
             )
+        elif _enriches(invoice, entry, versions.get(invoice.key)):
+            admissions.append(
+                Admission(invoice, content_hash, Action.REPLACE, InvoiceStatus.QUEUED, entry.content_hash)
+            )
         else:
             conflicts.append(KeyConflict(index, invoice.key, entry.status, entry.invoice_number))
     if conflicts:
         raise ConflictError(conflicts)
     return admissions
+
+
+def _enriches(invoice: Invoice, entry: LedgerEntry, recorded: Invoice | None) -> bool:
+    return (
+        entry.status is InvoiceStatus.QUEUED
+        and recorded is not None
+        and invoice.invoiceNumber == entry.invoice_number
+        and invoice.only_adds_to(recorded)
+    )
+
+
+def needs_recorded_version(invoice: Invoice, entry: LedgerEntry | None) -> bool:
+    """Whether deciding `invoice` needs the recorded version of its key: a QUEUED entry with
+    other content for the same invoice number may be enriched rather than conflict."""
+    return (
+        entry is not None
+        and entry.status is InvoiceStatus.QUEUED
+        and entry.content_hash != invoice.content_hash()
+        and entry.invoice_number == invoice.invoiceNumber
+    )
 
 
 ADMIT_ROUNDS = 3
@@ -151,7 +197,9 @@ class InvoiceAcceptance:
         # Round 0, when optimistic, reads nothing: every key is taken for new (see above).
         for round_number in range(0 if optimistic else 1, ADMIT_ROUNDS + 1):
             recorded = self._ledger.get_many(invoice.key for invoice in invoices) if round_number else {}
-            admissions = self._admit(invoices, recorded, correlation_id)
+            admissions = self._admit(
+                invoices, recorded, correlation_id, self._queued_versions(invoices, recorded)
+            )
             now = self._clock()
             to_queue = _messages(admissions, recorded, now, correlation_id)
             if seconds_left() < self._reserve:
@@ -195,11 +243,29 @@ class InvoiceAcceptance:
                 extra={"invoice_keys": [str(key) for key in keys[marked:]]},
             )
 
+    def _queued_versions(
+        self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry]
+    ) -> dict[InvoiceKey, Invoice]:
+        """The recorded invoice of each QUEUED key an invoice may enrich: one read each, only then.
+        A stored body written for other content (a racer's) is no version of this entry."""
+        versions: dict[InvoiceKey, Invoice] = {}
+        for invoice in invoices:
+            entry = recorded.get(invoice.key)
+            if entry is not None and needs_recorded_version(invoice, entry):
+                stored = self._ledger.body(invoice.key)
+                if stored is not None and stored.content_hash == entry.content_hash:
+                    versions[invoice.key] = stored.invoice
+        return versions
+
     def _admit(
-        self, invoices: Sequence[Invoice], recorded: Mapping[InvoiceKey, LedgerEntry], webhook_id: str | None
+        self,
+        invoices: Sequence[Invoice],
+        recorded: Mapping[InvoiceKey, LedgerEntry],
+        webhook_id: str | None,
+        queued_versions: Mapping[InvoiceKey, Invoice],
     ) -> list[Admission]:
         try:
-            return admit(invoices, recorded, webhook_id=webhook_id)
+            return admit(invoices, recorded, webhook_id=webhook_id, queued_versions=queued_versions)
         except ConflictError as conflict:
             count("Conflicts", len(conflict.conflicts))
             logger.warning(

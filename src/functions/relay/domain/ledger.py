@@ -42,6 +42,55 @@ _MOVES: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
 }
 
 
+PARK_AFTER_SECONDS = 900
+"""A wait longer than this (SQS's longest DelaySeconds, 15 min) is parked in the ledger, not
+held in flight: the dispatcher records RETRYING with its retryAt, acknowledges the message, and
+the reconciler queues the invoice again when it is due (relay.domain.reconcile). A held
+message counts against SQS's in-flight quota (about 120,000 per queue) for the whole wait."""
+
+EARLY_ORDER_CODE = "IN403"
+"""Fynd's "order not confirmed yet" (relay.domain.policy.TOO_EARLY)."""
+PARK_EARLY_ORDER_FROM_SECONDS = 300
+"""An early order's wait is parked from this long: the reconciler's period (5 min), so the
+schedule adds at most the wait itself. An early order waits 10 to 60 minutes in a sale day's
+model, and held in flight its waits filled about 160 in-flight messages per invoice/s; parked
+from 5 minutes, about 56 (tests/benchmarks/work_index_load.py). Infrastructure failures are
+not parked below PARK_AFTER_SECONDS: their back-off (at most 15 min) spends receives, so
+a lasting outage still ends in the dead-letter queue."""
+
+
+def is_parked_wait(delay_seconds: float, reason: str | None = None) -> bool:
+    """Whether a retry after `delay_seconds` for `reason` is parked in the ledger rather than
+    held in flight."""
+    if reason == EARLY_ORDER_CODE:
+        return delay_seconds >= PARK_EARLY_ORDER_FROM_SECONDS
+    return delay_seconds > PARK_AFTER_SECONDS
+
+
+class WorkList(StrEnum):
+    """The lists of the ledger's work index (relay.adapters.work_index), each sorted by the time
+    its entries are due. INVOICED entries are in none: the index is sparse.
+
+    | list          | holds                                         | due at            |
+    | ---           | ---                                           | ---               |
+    | QUEUED        | QUEUED entries                                | queued at         |
+    | IN_PROGRESS   | IN_PROGRESS entries                           | lease end         |
+    | RETRYING      | RETRYING entries whose message is held        | retryAt           |
+    | PARKED        | RETRYING entries parked, with no message      | retryAt           |
+    | REJECTED      | REJECTED entries (for the operator)           | rejected at       |
+    | DEAD_LETTERED | entries whose message went to the DLQ         | dead-lettered at  |
+
+    The reconciler reads the first four; `relay list` any of them.
+    """
+
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    RETRYING = "RETRYING"
+    PARKED = "PARKED"
+    REJECTED = "REJECTED"
+    DEAD_LETTERED = "DEAD_LETTERED"
+
+
 def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
     """The states an entry may be in for a write to move it to `target` (the DAL's condition)."""
     return frozenset(source for source, targets in _MOVES.items() if target in targets)
@@ -103,6 +152,18 @@ class LedgerEntry:
     """When ingest recorded the invoice but SQS did not take its message: the next duplicate
     of the webhook queues it again (and only then: a QUEUED entry's message is otherwise on
     its way). The next claim clears it."""
+    due_at: float | None = None
+    """When the entry is next due in its work list (WorkList): None when in none (INVOICED)."""
+    parked: bool = False
+    """RETRYING with no message: the reconciler queues it again at retryAt (PARK_AFTER_SECONDS)."""
+
+    @property
+    def waiting_since(self) -> float:
+        """Where the IN403 deadline (TooEarlyDeadlineSeconds) counts from: the acceptance, or
+        the latest replay, which starts the wait over. `accepted_at` itself stays the moment
+        the relay first accepted the invoice, replays or not."""
+        replays = [event.at for event in self.history if event.action == "replay"]
+        return max([self.accepted_at, *replays])
 
     def lease_is_live(self, now: float) -> bool:
         return self.status is InvoiceStatus.IN_PROGRESS and (self.lease_until or 0) > now

@@ -56,6 +56,10 @@ class Ledger(Protocol):
         """Record a verdict on an entry this owner holds; False when the lease was lost meanwhile."""
         ...
 
+    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
+        """The invoice as its accepting transaction stored it (None when there is none)."""
+        ...
+
     def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
         """Ingest recorded `key` QUEUED but could not queue its message: say so on the entry, so
         the sender's retry queues it again. False when the entry is no longer QUEUED."""

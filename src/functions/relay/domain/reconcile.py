@@ -1,8 +1,9 @@
-"""Finding unfinished invoices that stopped moving, and queueing them again.
+"""Queueing again what lost its message, and what was parked until it is due.
 
-An accepted invoice is QUEUED, RETRYING or IN_PROGRESS until Fynd's answer is recorded,
-and something must always be on its way to move it: its queue message. Two faults leave
-an entry with nothing behind it, and only an ERP resend would heal them:
+An accepted invoice is QUEUED, RETRYING or IN_PROGRESS until Fynd's answer is recorded, and
+something must always be on its way to move it: its queue message, or, for a long wait, the
+ledger's own due time (parked: relay.domain.ledger.PARK_AFTER_SECONDS). Two faults leave an
+entry with nothing behind it, and only an ERP resend would heal them:
 
 - ingest crashed (or timed out) after the ledger transaction and before the queue send:
   the entry stays QUEUED with no message;
@@ -10,54 +11,82 @@ an entry with nothing behind it, and only an ERP resend would heal them:
   visibility change that failed): the entry stays RETRYING, or IN_PROGRESS under a lease
   nobody will renew.
 
-The rule, with N = the stall window (ReconcileAfterMinutes):
+Each run visits the work index's lists (relay.domain.ledger.WorkList), each with its own
+budget, in this order, and queues again, with N = the stall window (ReconcileAfterMinutes):
 
-| status      | stalled when                               |
-| ---         | ---                                        |
-| QUEUED      | updatedAt more than N ago                  |
-| RETRYING    | retryAt (its due time) more than N ago     |
-| IN_PROGRESS | leaseUntil (its lease's end) more than N ago |
+| list        | queued again when                                           | counted as |
+| ---         | ---                                                         | ---        |
+| IN_PROGRESS | its lease ended more than N ago                             | lost       |
+| RETRYING    | its retryAt passed more than N ago                          | lost       |
+| QUEUED      | it was queued more than N ago, and before the oldest        | lost       |
+|             | message still on the queue (less QUEUE_AGE_MARGIN_SECONDS)  |            |
+| PARKED      | its retryAt has come                                        | returned   |
 
-and, whatever the status, no write touched the entry in the last N (the reconciler's own
-mark counts: it sets updatedAt). N exceeds the queue's visibility timeout and the
-dispatcher's lease, so a message still in flight or due back has had its chance first.
+and, for the lost ones, no write touched the entry in the last N (the reconciler's own mark
+counts: it sets updatedAt). N exceeds the queue's visibility timeout and the dispatcher's
+lease, so a message still in flight or due back has had its chance first.
 
-A stalled entry is requeued from the invoice ingest stored beside it (the body item):
-first a conditional mark on the unchanged entry, which only one reconciler run wins and
-which keeps it from being found again for N; then the send. A copy too many costs
-nothing: the dispatcher's claim lets one copy through and drops the others. A QUEUED entry
-it cannot queue (no stored invoice, the queue refused) is marked as ingest marks a failed
-send, so the ERP's resend of that invoice queues it again (relay.domain.intake).
+The backlog rule: in a healthy backlog every QUEUED entry's message is still waiting, however
+old; what tells a backlog from a loss is the queue's own age. Nothing sent before the oldest
+message on the queue is still on it, so a QUEUED entry queued before that has no message. When
+the age is unknown (CloudWatch unreachable, no datapoint), the window alone decides, as if there
+were no backlog: a copy too many, never an invoice lost.
+
+Only lost entries are counted `Reconciled` (the alarm's metric): a parked entry coming due is
+the design working (`ParkedReturned`).
+
+A queued-again entry is sent from the invoice ingest stored beside it (the body item): first a
+conditional mark on the unchanged entry, which only one run wins and which makes it due again
+only after N (a parked entry moves to RETRYING, due now), then the send, 10 messages per
+SendMessageBatch. A run that dies between the two leaves the entry due in N: found again. A copy
+too many costs nothing: the dispatcher's claim lets one copy through and drops the others. A
+QUEUED entry it cannot queue (no stored invoice, the queue refused) is marked as ingest marks a
+failed send, so the ERP's resend of that invoice queues it again (relay.domain.intake).
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
 from relay.domain.ports import InvoiceQueue
 from relay.observability import count, logger
 
 RECONCILED_STATUSES = (InvoiceStatus.QUEUED, InvoiceStatus.RETRYING, InvoiceStatus.IN_PROGRESS)
-"""The unfinished states, in the order each run visits them."""
+"""The unfinished states."""
 
-SECONDS_KEPT_IN_HAND = 5.0
-"""A run stops looking for more once this little of the invocation is left."""
+VISITS = (WorkList.IN_PROGRESS, WorkList.RETRYING, WorkList.QUEUED, WorkList.PARKED)
+"""The lists a run visits, in order: the rare lost ones first, the many parked ones last."""
+
+SECONDS_KEPT_IN_HAND = 10.0
+"""A run starts no page and no wave once this little of the invocation is left: a wave of
+WAVE marks, reads and sends fits in it even when AWS makes botocore retry."""
+
+QUEUE_AGE_MARGIN_SECONDS = 60.0
+"""Kept between the oldest message's send time and a QUEUED entry called lost: the age is
+approximate, and the clocks of SQS and Lambda are not one."""
+
+WAVE = 100
+"""Entries marked, read and sent per wave (the sends go 10 per SendMessageBatch)."""
 
 
-class StalledLedger(Protocol):
+class WorkLedger(Protocol):
     """What the reconciler needs from the ledger (relay.adapters.ledger.InvoiceLedger)."""
 
-    def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        """Entries in `status` last written before `updated_before`, oldest first, at most `limit`."""
+    def due(
+        self, work: WorkList, *, due_by: float, limit: int, out_of_time: Callable[[], bool]
+    ) -> tuple[list[LedgerEntry], bool]:
+        """Entries of `work` due by `due_by`, at most `limit`, earliest first within each shard
+        of the index; and whether more may be left. Reads no further page once `out_of_time()`."""
         ...
 
     def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
-        """Stamp the entry as requeued at `now`, only if it is still as read; False when it moved."""
+        """Stamp the entry as queued again at `now`, only if it is still as read; False when it moved."""
         ...
 
     def body(self, key: InvoiceKey) -> QueuedInvoice | None:
@@ -67,6 +96,28 @@ class StalledLedger(Protocol):
     def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
         """As relay.domain.ports.Ledger: a resend of the invoice will queue it again."""
         ...
+
+
+class QueueAge(Protocol):
+    """How far back the invoice queue reaches (relay.adapters.queue_age)."""
+
+    def oldest_sent_at(self) -> float | None:
+        """A time before which no message still on the queue was sent (from the age of its
+        oldest message); None when unknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Entries each list may queue again per run: one list's backlog never starves another."""
+
+    lost: int = 500
+    """Each of IN_PROGRESS, RETRYING and QUEUED."""
+    parked: int = 10_000
+    """PARKED: every long wait of a sale day comes due here (12% IN403 of 300/s: about 36/s)."""
+
+    def of(self, work: WorkList) -> int:
+        return self.parked if work is WorkList.PARKED else self.lost
 
 
 def due_at(entry: LedgerEntry) -> float:
@@ -80,9 +131,25 @@ def due_at(entry: LedgerEntry) -> float:
             return entry.updated_at
 
 
-def is_stalled(entry: LedgerEntry, *, now: float, stall_seconds: float) -> bool:
+def is_stalled(
+    entry: LedgerEntry, *, now: float, stall_seconds: float, oldest_sent_at: float | None = None
+) -> bool:
+    """Lost: unfinished, not parked, and its status' clock ran out more than the window ago (a
+    QUEUED one also before the oldest message still on the queue, when that is known)."""
     cutoff = now - stall_seconds
-    return entry.status in RECONCILED_STATUSES and entry.updated_at < cutoff and due_at(entry) < cutoff
+    if entry.status is InvoiceStatus.QUEUED and oldest_sent_at is not None:
+        cutoff = min(cutoff, oldest_sent_at - QUEUE_AGE_MARGIN_SECONDS)
+    return (
+        entry.status in RECONCILED_STATUSES
+        and not entry.parked
+        and entry.updated_at < cutoff
+        and due_at(entry) < cutoff
+    )
+
+
+def is_due_parked(entry: LedgerEntry, *, now: float) -> bool:
+    """A parked wait that has come to its end."""
+    return entry.status is InvoiceStatus.RETRYING and entry.parked and (entry.retry_at or 0) <= now
 
 
 @dataclass
@@ -90,95 +157,159 @@ class ReconcileReport:
     """What one run found; the handler returns it, so `make invoke` shows it."""
 
     requeued: dict[str, list[str]] = field(default_factory=dict)
-    """Keys queued again, by the status they were found in."""
+    """Lost keys queued again, by the status they were found in."""
+    returned: list[str] = field(default_factory=list)
+    """Parked keys queued again at their due time."""
     failed: list[str] = field(default_factory=list)
-    """Stalled keys that could not be queued again (no stored invoice, queue refused)."""
+    """Keys that could not be queued again (no stored invoice, queue refused)."""
     complete: bool = True
-    """False when the run stopped early (its limit or its time) with more possibly left."""
+    """False when the run stopped early (a budget or its time) with more possibly left."""
 
     def as_dict(self) -> dict[str, object]:
-        return {"requeued": self.requeued, "failed": self.failed, "complete": self.complete}
+        return {
+            "requeued": self.requeued,
+            "returned": len(self.returned),
+            "failed": self.failed,
+            "complete": self.complete,
+        }
 
 
 class Reconciler:
     def __init__(
         self,
         *,
-        ledger: StalledLedger,
+        ledger: WorkLedger,
         queue: InvoiceQueue,
+        queue_age: QueueAge,
         clock: Callable[[], float],
         stall_seconds: float,
-        max_per_run: int,
+        budgets: Budgets = Budgets(),
+        concurrency: int = 1,
     ) -> None:
         self._ledger = ledger
         self._queue = queue
+        self._queue_age = queue_age
         self._clock = clock
         self._stall_seconds = stall_seconds
-        self._max_per_run = max_per_run
+        self._budgets = budgets
+        self._pool = (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="reconcile") if concurrency > 1 else None
+        )
 
     def reconcile(self, seconds_left: Callable[[], float]) -> ReconcileReport:
-        """One pass over the unfinished states. A ledger outage while listing ends the run
-        (the next scheduled run retries); a failure on one entry is counted and skipped."""
+        """One pass over the lists. A ledger outage while listing ends the run (the next
+        scheduled run retries); a failure on one entry is counted and skipped."""
         report = ReconcileReport()
-        budget = self._max_per_run
-        for status in RECONCILED_STATUSES:
-            now = self._clock()
-            found = self._ledger.stalled(status, updated_before=now - self._stall_seconds, limit=budget)
-            budget -= len(found)
-            for entry in found:
-                if seconds_left() < SECONDS_KEPT_IN_HAND:
-                    report.complete = False
-                    return report
-                if is_stalled(entry, now=now, stall_seconds=self._stall_seconds):
-                    self._requeue(entry, now, report)
-            if budget <= 0:
+        oldest_sent_at = self._queue_age.oldest_sent_at()
+
+        def out_of_time() -> bool:
+            return seconds_left() < SECONDS_KEPT_IN_HAND
+
+        for work in VISITS:
+            if out_of_time():
                 report.complete = False
                 break
+            now = self._clock()
+            due_by = now if work is WorkList.PARKED else now - self._stall_seconds
+            found, more = self._ledger.due(
+                work, due_by=due_by, limit=self._budgets.of(work), out_of_time=out_of_time
+            )
+            report.complete = report.complete and not more
+            if work is WorkList.PARKED:
+                chosen = [entry for entry in found if is_due_parked(entry, now=now)]
+            else:
+                chosen = [
+                    entry
+                    for entry in found
+                    if is_stalled(
+                        entry, now=now, stall_seconds=self._stall_seconds, oldest_sent_at=oldest_sent_at
+                    )
+                ]
+            for wave in _waves(chosen):
+                if out_of_time():
+                    report.complete = False
+                    return report
+                self._requeue(wave, now, report)
         return report
 
-    def _requeue(self, entry: LedgerEntry, now: float, report: ReconcileReport) -> None:
-        key = str(entry.key)
-        context = {"invoice_key": key, "status": str(entry.status), "correlation_id": entry.correlation_id}
+    def _requeue(self, wave: Sequence[LedgerEntry], now: float, report: ReconcileReport) -> None:
+        """Mark each entry of the wave, read its stored invoice, then send those that are ready."""
+        ready: list[tuple[LedgerEntry, QueuedInvoice]] = []
+        for entry, outcome in zip(
+            wave, self._each(lambda entry: self._prepare(entry, now), wave), strict=True
+        ):
+            if isinstance(outcome, QueuedInvoice):
+                ready.append((entry, outcome))
+            elif outcome is not None:
+                self._unqueued(entry, now, report, outcome)
+        if not ready:
+            return
+        try:
+            self._queue.send([message for _, message in ready])
+        except QueueUnavailableError as error:
+            unsent = set(error.unsent) if error.unsent else {entry.key for entry, _ in ready}
+        else:
+            unsent = set()
+        for entry, _ in ready:
+            if entry.key in unsent:
+                self._unqueued(entry, now, report, "queue_unavailable")
+            else:
+                self._queued(entry, now, report)
+
+    def _prepare(self, entry: LedgerEntry, now: float) -> QueuedInvoice | str | None:
+        """The message to send for `entry`; None when it moved since it was read (or another run
+        took it); the reason when it cannot be sent."""
         try:
             if not self._ledger.mark_reconciled(entry, now=now):
-                return  # it moved since we read it (or another run took it): not stalled after all
+                return None
             message = self._ledger.body(entry.key)
         except LedgerUnavailableError:
-            self._failed(key, report, context, "ledger_unavailable")
-            return
+            return "ledger_unavailable"
         if message is None or message.content_hash != entry.content_hash:
             # An entry accepted before bodies were stored, or a body a losing racer overwrote.
-            self._unqueued(entry, now, report, context, "no_stored_invoice")
-            return
-        try:
-            self._queue.send([message])
-        except QueueUnavailableError:
-            self._unqueued(entry, now, report, context, "queue_unavailable")
+            return "no_stored_invoice"
+        return message
+
+    def _queued(self, entry: LedgerEntry, now: float, report: ReconcileReport) -> None:
+        key = str(entry.key)
+        if entry.parked:
+            count("ParkedReturned")
+            report.returned.append(key)
             return
         count("Reconciled", status=str(entry.status))
         report.requeued.setdefault(str(entry.status), []).append(key)
         logger.warning(
             "stalled invoice queued again",
-            extra={**context, "stalled_for_seconds": round(now - due_at(entry)), "attempts": entry.attempts},
+            extra={
+                **_context(entry),
+                "stalled_for_seconds": round(now - due_at(entry)),
+                "attempts": entry.attempts,
+            },
         )
 
-    def _unqueued(
-        self,
-        entry: LedgerEntry,
-        now: float,
-        report: ReconcileReport,
-        context: Mapping[str, object],
-        reason: str,
-    ) -> None:
+    def _unqueued(self, entry: LedgerEntry, now: float, report: ReconcileReport, reason: str) -> None:
         """Not queued again: a QUEUED entry is marked so that the ERP's resend queues it."""
-        self._failed(str(entry.key), report, context, reason)
-        if entry.status is InvoiceStatus.QUEUED:
+        count("ReconcileFailed")
+        report.failed.append(str(entry.key))
+        logger.error("invoice could not be queued again", extra={**_context(entry), "reason": reason})
+        if entry.status is InvoiceStatus.QUEUED and reason != "ledger_unavailable":
             # Unmarked for a ledger outage: the next run finds it again and tries once more.
             with suppress(LedgerUnavailableError):
                 self._ledger.mark_send_failed(entry.key, now=now)
 
-    @staticmethod
-    def _failed(key: str, report: ReconcileReport, context: Mapping[str, object], reason: str) -> None:
-        count("ReconcileFailed")
-        report.failed.append(key)
-        logger.error("stalled invoice could not be queued again", extra={**context, "reason": reason})
+    def _each[T, R](self, work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        return list(self._pool.map(work, items) if self._pool else map(work, items))
+
+
+def _waves(entries: Sequence[LedgerEntry]) -> Iterator[Sequence[LedgerEntry]]:
+    for start in range(0, len(entries), WAVE):
+        yield entries[start : start + WAVE]
+
+
+def _context(entry: LedgerEntry) -> Mapping[str, object]:
+    return {
+        "invoice_key": str(entry.key),
+        "status": str(entry.status),
+        "parked": entry.parked,
+        "correlation_id": entry.correlation_id,
+    }

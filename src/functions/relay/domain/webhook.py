@@ -32,6 +32,10 @@ MAX_NESTING_DEPTH = 16
 """Levels of objects and arrays in one invoice, the invoice object itself being the first.
 The free-form `packages` needs about five; the queue message's parser stops near 200."""
 MAX_ERRORS_PER_INVOICE = 20
+E_INVOICE_GAP = (
+    "eInvoiceRequired is true but the invoice has no irnNumber: send it once its e-invoice is"
+    " generated (ERPNext: from the e-Invoice Log, docs/erpnext/README.md)"
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -51,6 +55,11 @@ def parse_invoices(body: str) -> list[Invoice]:
         document = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise MalformedBody("body is nested too deeply to be read") from None
+    except json.JSONDecodeError as error:
+        # Where, never what: the position lets the sender find the fault, and no byte of the body is echoed.
+        raise MalformedBody(
+            f"body is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from None
     except ValueError:
         raise MalformedBody("body is not valid JSON") from None
     if isinstance(document, dict):
@@ -71,9 +80,12 @@ def parse_invoices(body: str) -> list[Invoice]:
             errors.extend(unreadable)
             continue
         try:
-            invoices.append(Invoice.model_validate(item))
+            invoice = Invoice.model_validate(item)
         except ValidationError as error:
             errors.extend(_field_errors(index, error))
+            continue
+        errors.extend(FieldError(index, field, E_INVOICE_GAP) for field in invoice.e_invoice_gaps())
+        invoices.append(invoice)
     if errors:
         raise InvalidInvoices(errors)
     return _unique(invoices)

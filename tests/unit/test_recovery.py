@@ -1,0 +1,124 @@
+"""Recovery from ERPNext's Webhook Request Log (relay.domain.recovery) over the fakes: every
+failed row is taken in once, a body the relay holds is already known, nothing is sent twice."""
+
+import json
+from collections.abc import Iterable
+
+import pytest
+
+from factories import invoice, invoice_dict
+from fakes import World
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import InvoiceStatus
+from relay.domain.recovery import WEBHOOK_ID_PREFIX, LoggedRequest, Recovery, RowOutcome
+
+RELAY_URL = "https://relay.example/v1/invoices"
+
+
+class ListedRequestLog:
+    """The RequestLog port over rows already filtered, as the adapter's query returns them."""
+
+    def __init__(self, rows: Iterable[LoggedRequest]) -> None:
+        self.rows = list(rows)
+        self.reads: list[tuple[str, str]] = []
+
+    def failed_requests(self, *, url: str, since: str) -> list[LoggedRequest]:
+        self.reads.append((url, since))
+        return [row for row in self.rows if row.creation >= since]
+
+
+def frappe_data(document: object) -> str:
+    """The row's `data` as Frappe stores it: frappe.as_json (indent 1, sorted keys)."""
+    return json.dumps(document, indent=1, sort_keys=True)
+
+
+def attempts(
+    name: str, document: object, creation: str = "2026-12-01 10:00:00.000000"
+) -> list[LoggedRequest]:
+    """Frappe v14/v15: three rows per failed delivery, each with the same body."""
+    return [LoggedRequest(f"{name}-{n}", creation, frappe_data(document), f"SINV-{name}") for n in (1, 2, 3)]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def recover(world: World, log: ListedRequestLog, since: str = "2026-12-01 00:00:00"):  # type: ignore[no-untyped-def]
+    return Recovery(log=log, intake=world.acceptance).recover(url=RELAY_URL, since=since)
+
+
+def test_every_failed_delivery_is_taken_in_once_and_reaches_fynd_once(world: World) -> None:
+    # Given 20 deliveries ERPNext gave up on, three failed rows each
+    log = ListedRequestLog(row for n in range(20) for row in attempts(f"R{n}", invoice_dict(f"FY-REC-{n}")))
+    # When recovery runs
+    report = recover(world, log)
+    # Then it found 60 rows, took in the first of each delivery, and knew the other two
+    assert (report.found, report.taken_in, report.already_known, report.refused) == (60, 20, 40, 0)
+    # And each invoice reaches Fynd exactly once, under the id of the row it came from
+    world.drain()
+    keys = [InvoiceKey(f"FY-REC-{n}", InvoiceType.SALE) for n in range(20)]
+    assert all(world.fynd.sent[key] == 1 for key in keys)
+    assert world.ledger.entries[keys[0]].correlation_id == f"{WEBHOOK_ID_PREFIX}R0-1"
+    # When recovery runs again over the same window, Then everything is already known, nothing sent
+    again = recover(world, log)
+    world.drain()
+    assert (again.found, again.taken_in, again.already_known) == (60, 0, 60)
+    assert sum(world.fynd.sent.values()) == 20
+
+
+def test_a_delivery_the_relay_took_in_before_frappe_timed_out_is_already_known(world: World) -> None:
+    # Given a webhook the relay accepted, whose answer Frappe did not wait for (ReadTimeout row)
+    world_invoice = invoice("FY-REC-T")
+    world.accept(world_invoice)
+    world.drain()
+    log = ListedRequestLog(attempts("T", world_invoice.model_dump(exclude_none=True, mode="json"))[:1])
+    # When recovery reads its failed row
+    report = recover(world, log)
+    # Then it is already known (INVOICED), and Fynd saw the invoice once
+    assert (report.taken_in, report.already_known) == (0, 1)
+    assert report.rows[0].detail == "FY-REC-T#sale INVOICED"
+    world.drain()
+    assert world.fynd.sent[world_invoice.key] == 1
+
+
+def test_bodies_the_intake_refuses_are_reported_with_the_reason_and_change_nothing(world: World) -> None:
+    world.accept(invoice("FY-REC-C"))
+    world.drain()
+    rows = [
+        LoggedRequest("bad-json", "2026-12-01 10:00:00", "{not json", None),
+        LoggedRequest("no-order", "2026-12-01 10:00:01", frappe_data(invoice_dict("")), None),
+        LoggedRequest(
+            "no-irn",
+            "2026-12-01 10:00:02",
+            frappe_data(invoice_dict("FY-REC-E", eInvoiceRequired=True)),
+            None,
+        ),
+        LoggedRequest(
+            "conflict", "2026-12-01 10:00:03", frappe_data(invoice_dict("FY-REC-C", invoiceNumber="X")), None
+        ),
+        LoggedRequest("not-sent", "2026-12-01 10:00:04", None, None),
+    ]
+    report = recover(world, ListedRequestLog(rows))
+    outcomes = {row.name: (row.outcome, row.detail.split(":")[0]) for row in report.rows}
+    assert outcomes == {
+        "bad-json": (RowOutcome.REFUSED, "400"),
+        "no-order": (RowOutcome.REFUSED, "422"),
+        "no-irn": (RowOutcome.REFUSED, "422"),
+        "conflict": (RowOutcome.REFUSED, "409"),
+        "not-sent": (RowOutcome.EMPTY, "no body"),
+    }
+    assert "irnNumber" in report.rows[2].detail
+    assert set(world.ledger.entries) == {InvoiceKey("FY-REC-C", InvoiceType.SALE)}
+    assert world.status(InvoiceKey("FY-REC-C", InvoiceType.SALE)) is InvoiceStatus.INVOICED
+
+
+def test_recovery_reads_only_the_window_it_is_given(world: World) -> None:
+    log = ListedRequestLog(
+        attempts("OLD", invoice_dict("FY-REC-OLD"), "2026-11-01 09:00:00")
+        + attempts("NEW", invoice_dict("FY-REC-NEW"), "2026-12-02 09:00:00")
+    )
+    report = recover(world, log, since="2026-12-01 00:00:00")
+    assert log.reads == [(RELAY_URL, "2026-12-01 00:00:00")]
+    assert (report.found, report.taken_in) == (3, 1)
+    assert set(world.ledger.entries) == {InvoiceKey("FY-REC-NEW", InvoiceType.SALE)}
