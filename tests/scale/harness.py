@@ -10,6 +10,7 @@ dispatcher (ledger writes, Shipment Info reads) runs one item after another on t
 as waves: each wave of `workers` items costs its slowest item (WaveExecutor), as threads do.
 """
 
+import inspect
 import math
 import random
 import statistics
@@ -22,8 +23,10 @@ from typing import Any, TypeVar
 import relay.domain.dispatch as dispatch_module
 import relay.domain.intake as intake_module
 import relay.domain.reconcile as reconcile_module
+from fakes import FakeQueueAge
 from relay import wiring
 from relay.adapters.ledger import TRANSACTION_LIMIT
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.errors import (
     AcceptanceOutOfTime,
@@ -145,7 +148,17 @@ class Simulation:
         self.loop = EventLoop(self.clock)
         self.latencies = Latencies(seed)
         self.capacity = Capacity(self.clock, warm=scenario.warm_table)
-        self.ledger = WorldLedger(self.clock, self.latencies, self.capacity)
+        parameters = self.template.parameters
+        warm_units = float(parameters.get("LedgerWarmWriteUnitsPerSecond", "0") or 0)
+        if warm_units:
+            self.capacity.table_wru = max(self.capacity.table_wru, warm_units)
+        self.ledger = WorldLedger(
+            self.clock,
+            self.latencies,
+            self.capacity,
+            indexes=self.template.indexes,
+            shards=int(parameters.get("WorkIndexShards", DEFAULT_WORK_SHARDS)),
+        )
         self.queue = WorldQueue(
             self.clock,
             self.latencies,
@@ -193,13 +206,8 @@ class Simulation:
             mark_seconds=wiring.INGEST_ATTEMPT_SECONDS,
             optimistic_limit=TRANSACTION_LIMIT // 2,
         )
-        self.reconciler = Reconciler(
-            ledger=self.ledger,
-            queue=self.queue,
-            clock=self.clock,
-            stall_seconds=self.template.reconcile_after_minutes * 60,
-            max_per_run=int(ReconcileSettings.model_fields["max_per_run"].default),
-        )
+        self.queue_age = FakeQueueAge(self.queue, self.clock)  # type: ignore[arg-type]
+        self.reconciler = self._reconciler()
         self.api = TokenBucket(self.template.api_rate, self.template.api_burst)
         secret = new_secret()
         self._secret = secret
@@ -227,6 +235,29 @@ class Simulation:
         self.invocations = Counter[str]()
         self.reconciler_runs: list[dict[str, int]] = []
 
+    def _reconciler(self) -> Reconciler:
+        """As relay.wiring builds it, from the settings' defaults and the template."""
+        reconcile_defaults = ReconcileSettings.model_fields
+        options: dict[str, Any] = {
+            "ledger": self.ledger,
+            "queue": self.queue,
+            "clock": self.clock,
+            "stall_seconds": self.template.reconcile_after_minutes * 60,
+        }
+        accepted = inspect.signature(Reconciler).parameters
+        if "queue_age" in accepted:
+            options["queue_age"] = self.queue_age
+        if "budgets" in accepted:
+            options["budgets"] = reconcile_module.Budgets(
+                lost=int(reconcile_defaults["max_per_run"].default),
+                parked=int(reconcile_defaults["max_parked_per_run"].default),
+            )
+        if "concurrency" in accepted:
+            options["concurrency"] = wiring.LEDGER_CONCURRENCY
+        if "max_per_run" in accepted:
+            options["max_per_run"] = int(reconcile_defaults["max_per_run"].default)
+        return Reconciler(**options)
+
     # ---- wiring the real code to the world ----
     def _install_metrics(self) -> None:
         for module in (dispatch_module, intake_module, reconcile_module):
@@ -238,6 +269,11 @@ class Simulation:
             return WaveExecutor(workers, clock) if workers > 1 else None
 
         dispatch_module._pool = pool  # type: ignore[assignment]
+
+        def executor(workers: int, thread_name_prefix: str = "") -> WaveExecutor:
+            return WaveExecutor(workers, clock)
+
+        reconcile_module.ThreadPoolExecutor = executor  # type: ignore[attr-defined,assignment]
 
     # ---- the senders ----
     def _plan_senders(self) -> None:
@@ -407,7 +443,8 @@ class Simulation:
         with Invocation(self.clock, self.template.reconcile_timeout) as invocation:
             try:
                 report = self.reconciler.reconcile(invocation.seconds_left)
-                self.reconciler_runs.append({status: len(keys) for status, keys in report.requeued.items()})
+                requeued = getattr(report, "requeued", {})
+                self.reconciler_runs.append({str(status): len(keys) for status, keys in requeued.items()})
             except Killed:
                 self.metrics.count("ReconcileFunction.Errors")
             except LedgerUnavailableError:
@@ -418,6 +455,7 @@ class Simulation:
     # ---- watching ----
     def _tick(self) -> None:
         self.dlq_peak = max(self.dlq_peak, len(self.queue.dead_letters))
+        self.queue_age.observe()
         if not self._finished():
             self.loop.at(self.clock.now + 60, self._tick)
 
@@ -493,11 +531,7 @@ class Report:
         calls = sim.fynd.orders_per_call
         requests = sim.fynd.requests
         fynd_requests = requests["calls"] + requests["reads"] + requests["throttled"]
-        index_peaks = {
-            name.removeprefix("ByStatus/"): peak
-            for name, peak in sorted(sim.capacity.peak.items())
-            if name.startswith("ByStatus/") and not name.endswith(":read")
-        }
+        index_peaks = _index_peaks(sim.capacity.peak)
         throttles: Counter[str] = Counter()
         throttles.update({f"dynamodb {name}": value for name, value in sim.capacity.throttles.items()})
         throttles["api gateway 429"] = sim.answers["429"]
@@ -574,7 +608,7 @@ class Report:
             f" {figures['p50_seconds']} s, p99 {figures['p99_seconds']} s",
             f"  Fynd: {requests['calls']} calls ({figures['orders_per_call']} orders/call),"
             f" {requests['reads']} Shipment Info reads, 429 share {figures['fynd_429_share']}",
-            f"  peak WCU per ByStatus partition {index_peaks}; table peak WRU {figures['table_peak_wru']:.0f}",
+            f"  peak WCU per index partition {index_peaks}; table peak WRU {figures['table_peak_wru']:.0f}",
             f"  throttles {dict(throttles)}",
             f"  in-flight peak {sim.queue.in_flight_peak}; reconciler copies {reconciled}"
             f" {figures['reconciled_by_status']}",
@@ -585,6 +619,18 @@ class Report:
             f" ({sim.loop.handled} events); accounting {'adds up' if figures['accounting_ok'] else 'DOES NOT ADD UP'}",
         ]
         return cls(lines, figures)
+
+
+def _index_peaks(peaks: dict[str, float]) -> dict[str, float]:
+    """Peak WCU per index partition: ByStatus's by status; ByDue's highest shard per list."""
+    found: dict[str, float] = {}
+    for name, peak in sorted(peaks.items()):
+        if name.endswith(":read") or "/" not in name or name.startswith("table."):
+            continue
+        index, _, partition = name.partition("/")
+        label = f"{index}/{partition.split('#', 1)[0]}" + ("#max shard" if "#" in partition else "")
+        found[label] = max(found.get(label, 0), peak)
+    return found
 
 
 def _key(body: str) -> str:

@@ -21,14 +21,16 @@ Entry sizes: ~0.6 KB for an entry (1 WCU), the body item the size of the queued 
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from fakes import InMemoryLedger
+from fakes import InMemoryLedger, due_of, work_list, work_partition
+from relay.adapters.work_index import DEFAULT_WORK_SHARDS, shard_of
 from relay.domain.errors import LedgerUnavailableError
 from relay.domain.intake import Action, Admission
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
 from relay.domain.policy import Invoiced, Verdict
 from relay.domain.ports import Claim
@@ -114,7 +116,14 @@ class Capacity:
 
 
 class WorldLedger:
-    """The Ledger port (and the reconciler's StalledLedger) over InMemoryLedger, charged."""
+    """The Ledger port (and the reconciler's view) over InMemoryLedger, charged per request.
+
+    Every write method of the fake runs first; the entries it wrote (seen through the fake's
+    `entries` dict) are then charged: the table, and each index the template deploys
+    (`indexes`: ByDue, sharded by list; ByStatus while `LegacyByStatusIndex` keeps it). A write
+    DynamoDB would have throttled is undone and raised as LedgerUnavailableError, as the
+    adapter raises it. Methods the fake gains later are charged the same way (`__getattr__`).
+    """
 
     def __init__(
         self,
@@ -123,16 +132,30 @@ class WorldLedger:
         capacity: Capacity,
         *,
         attempts: int = 3,
+        indexes: tuple[str, ...] = ("ByDue",),
+        shards: int = DEFAULT_WORK_SHARDS,
     ) -> None:
-        self.inner = InMemoryLedger(clock)
+        self.inner = InMemoryLedger(clock, shards=shards)
         self.clock = clock
         self.latencies = latencies
         self.capacity = capacity
         self.attempts = attempts
+        self.indexes = indexes
+        self.shards = shards
         self.body_bytes: dict[InvoiceKey, int] = {}
         self.invoiced_at: dict[InvoiceKey, float] = {}
         self.requests: Counter[str] = Counter()
         self.unfinished: set[InvoiceKey] = set()
+        self._writes: list[tuple[InvoiceKey, LedgerEntry | None, LedgerEntry]] = []
+        writes = self._writes
+        base = type(self.inner.entries)
+
+        class Recording(base):  # type: ignore[valid-type,misc]
+            def __setitem__(self, key: InvoiceKey, entry: LedgerEntry) -> None:
+                writes.append((key, self.get(key), entry))
+                super().__setitem__(key, entry)
+
+        self.inner.entries.__class__ = Recording
 
     def with_attempts(self, attempts: int) -> "WorldLedger":
         """The same table through a client making `attempts` attempts (ingest's makes one)."""
@@ -158,23 +181,86 @@ class WorldLedger:
                 self.clock.spend(0.05 * 2 ** (attempt - 1))
         raise LedgerUnavailableError(f"invoice ledger throttled the request ({reason})")
 
-    def _moves(self, before: LedgerEntry | None, after_key: str | None, *, size: int) -> dict[str, float]:
-        """Index units of one entry write: out of its old partition, into its new one."""
+    def _index_keys(self, entry: LedgerEntry | None) -> dict[str, tuple[str, float] | None]:
+        keys: dict[str, tuple[str, float] | None] = {}
+        if "ByDue" in self.indexes:
+            partition = work_partition(entry, self.shards)
+            keys["ByDue"] = None if entry is None or partition is None else (partition, due_of(entry))
+        if "ByStatus" in self.indexes:
+            status = index_key(entry)
+            keys["ByStatus"] = None if entry is None or status is None else (status, entry.updated_at)
+        return keys
+
+    def _write_charges(
+        self, writes: list[tuple[InvoiceKey, LedgerEntry | None, LedgerEntry]], *, transact: bool
+    ) -> dict[str, float]:
+        """Units of the entries written: the table's, and each index's (a changed index key is a
+        delete and a put, a changed projected attribute one write; 1 per KB, entries < 1 KB)."""
         charges: dict[str, float] = {}
-        before_key = index_key(before)
-        written = units(size)
-        if before_key is not None:
-            charges[f"ByStatus/{before_key}"] = written
-        if after_key is not None:
-            charges[f"ByStatus/{after_key}"] = charges.get(f"ByStatus/{after_key}", 0) + written
+        factor = 2 if transact else 1
+        for key, old, new in writes:
+            charges["table.write"] = charges.get("table.write", 0) + factor * units(ENTRY_BYTES)
+            before, after = self._index_keys(old), self._index_keys(new)
+            for index, new_key in after.items():
+                old_key = before.get(index)
+                touched = [new_key] if old_key == new_key else [old_key, new_key]
+                for index_entry in touched:
+                    if index_entry is not None:
+                        resource = f"{index}/{index_entry[0]}"
+                        charges[resource] = charges.get(resource, 0) + units(ENTRY_BYTES)
+            self._touched(key, new)
         return charges
 
-    @staticmethod
-    def _add(total: dict[str, float], more: dict[str, float]) -> None:
-        for resource, amount in more.items():
-            total[resource] = total.get(resource, 0) + amount
+    def _touched(self, key: InvoiceKey, entry: LedgerEntry | None) -> None:
+        if entry is None or entry.status.is_final:
+            self.unfinished.discard(key)
+        else:
+            self.unfinished.add(key)
 
-    # ---- the port ----
+    def _undo(self, writes: list[tuple[InvoiceKey, LedgerEntry | None, LedgerEntry]]) -> None:
+        entries = self.inner.entries
+        for key, old, _ in reversed(writes):
+            if old is None:
+                dict.pop(entries, key, None)
+                self.inner.bodies.pop(key, None)
+            else:
+                dict.__setitem__(entries, key, old)
+            self._touched(key, old)
+
+    def _write(
+        self, kind: str, method: Callable[..., Any], *args: Any, extra: float = 0, **kwargs: Any
+    ) -> Any:
+        """Run the fake's write, then charge what it wrote; undo it if DynamoDB throttles."""
+        self._writes.clear()
+        result = method(*args, **kwargs)
+        writes = list(self._writes)
+        self._writes.clear()
+        charges = self._write_charges(writes, transact=kind == "dynamodb.transact")
+        if extra:
+            charges["table.write"] = charges.get("table.write", 0) + extra
+        if not writes and not extra:
+            self.requests[kind] += 1
+            self.clock.spend(self.latencies.draw(kind))
+            return result
+        try:
+            self._charge(kind, charges)
+        except LedgerUnavailableError:
+            self._undo(writes)
+            raise
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        """A method of the fake this wrapper does not name: charged as one write request."""
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def charged(*args: Any, **kwargs: Any) -> Any:
+            return self._write("dynamodb.write", attribute, *args, **kwargs)
+
+        return charged
+
+    # ---- reads ----
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         self._charge("dynamodb.read", {"table.read": 0.5})
         return self.inner.get(key)
@@ -184,80 +270,97 @@ class WorldLedger:
         self._charge("dynamodb.read", {"table.read": 0.5 * len(wanted)})
         return self.inner.get_many(wanted)
 
+    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
+        self._charge("dynamodb.read", {"table.read": units(self.body_bytes.get(key, 1024), 4096) / 2})
+        return self.inner.body(key)
+
+    # ---- writes ----
     def accept(self, admissions: Sequence[Admission], *, now: float, correlation_id: str | None) -> None:
-        writes = [item for item in admissions if item.action in (Action.CREATE, Action.RESUBMIT)]
-        if not writes:
-            return
-        table = 0.0
-        index: dict[str, float] = {}
-        sizes: dict[InvoiceKey, int] = {}
-        for admission in writes:
-            size = len(admission.invoice.model_dump_json()) + 200
-            sizes[admission.invoice.key] = size
-            table += 2 * (units(ENTRY_BYTES) + units(size))  # entry and body, in a transaction
-            before = self.inner.entries.get(admission.invoice.key)
-            self._add(index, self._moves(before, "QUEUED", size=ENTRY_BYTES))
+        bodies = 0.0
+        for admission in admissions:
+            if admission.action in (Action.CREATE, Action.RESUBMIT):
+                size = len(admission.invoice.model_dump_json()) + 200
+                self.body_bytes[admission.invoice.key] = size
+                bodies += 2 * units(size)  # the body item, in the same (or its own) transaction
         # Over 50 new invoices the adapter writes the bodies ahead in their own transactions.
-        if 2 * len(writes) > 100:
-            self._charge("dynamodb.transact", {"table.write": table / 2})
-            self._charge("dynamodb.transact", {"table.write": table / 2, **index})
-        else:
-            self._charge("dynamodb.transact", {"table.write": table, **index})
-        self.inner.accept(admissions, now=now, correlation_id=correlation_id)
-        self.body_bytes.update(sizes)
-        for admission in writes:
-            self.unfinished.add(admission.invoice.key)
+        if bodies > 0 and bodies / 2 > 50:
+            self._charge("dynamodb.transact", {"table.write": bodies})
+            bodies = 0
+        self._write(
+            "dynamodb.transact",
+            self.inner.accept,
+            admissions,
+            now=now,
+            correlation_id=correlation_id,
+            extra=bodies,
+        )
 
     def claim(
         self, message: QueuedInvoice, *, message_id: str, owner: str, now: float, lease_seconds: float
     ) -> Claim:
-        before = self.inner.entries.get(message.invoice.key)
-        charges = {"table.write": units(ENTRY_BYTES), **self._moves(before, "IN_PROGRESS", size=ENTRY_BYTES)}
-        self._charge("dynamodb.write", charges)
-        claim = self.inner.claim(
-            message, message_id=message_id, owner=owner, now=self.clock.now, lease_seconds=lease_seconds
+        return cast(
+            Claim,
+            self._write(
+                "dynamodb.write",
+                self.inner.claim,
+                message,
+                message_id=message_id,
+                owner=owner,
+                now=self.clock.now,
+                lease_seconds=lease_seconds,
+            ),
         )
-        self._touched(message.invoice.key)
-        return claim
 
     def record(
         self, key: InvoiceKey, verdict: Verdict, *, owner: str, now: float, ack_id: str | None
     ) -> bool:
-        before = self.inner.entries.get(key)
-        after = None if isinstance(verdict, Invoiced) else str(verdict.status)
-        charges = {"table.write": units(ENTRY_BYTES), **self._moves(before, after, size=ENTRY_BYTES)}
-        self._charge("dynamodb.write", charges)
-        held = self.inner.record(key, verdict, owner=owner, now=self.clock.now, ack_id=ack_id)
-        self._touched(key)
+        held = bool(
+            self._write(
+                "dynamodb.write",
+                self.inner.record,
+                key,
+                verdict,
+                owner=owner,
+                now=self.clock.now,
+                ack_id=ack_id,
+            )
+        )
         if held and isinstance(verdict, Invoiced):
             self.invoiced_at[key] = self.clock.now
         return held
 
-    def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
-        before = self.inner.entries.get(key)
-        self._charge(
-            "dynamodb.write", {"table.write": 1, **self._moves(before, index_key(before), size=ENTRY_BYTES)}
-        )
-        return self.inner.mark_send_failed(key, now=self.clock.now)
-
-    def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
-        before = self.inner.entries.get(message.invoice.key)
-        charges = {"table.write": 1, **self._moves(before, "DEAD_LETTERED", size=ENTRY_BYTES)}
-        self._charge("dynamodb.write", charges)
-        return self.inner.mark_dead_lettered(message, message_id=message_id, now=self.clock.now)
-
-    # ---- the reconciler's view ----
-    def _touched(self, key: InvoiceKey) -> None:
-        """Keep the set of unfinished keys (the index's view) up to date after a write."""
-        entry = self.inner.entries.get(key)
-        if entry is None or entry.status.is_final:
-            self.unfinished.discard(key)
-        else:
-            self.unfinished.add(key)
+    # ---- the reconciler's queries ----
+    def due(
+        self, work: WorkList, *, due_by: float, limit: int, out_of_time: Callable[[], bool]
+    ) -> tuple[list[LedgerEntry], bool]:
+        """InMemoryLedger.due's rule (per shard, an equal share of `limit`, earliest first) over
+        the unfinished entries only, so a run does not walk a million final ones."""
+        if limit <= 0:
+            return [], True
+        share = math.ceil(limit / self.shards)
+        by_shard: dict[int, list[LedgerEntry]] = {}
+        entries = self.inner.entries
+        for key in self.unfinished:
+            entry = entries[key]
+            if work_list(entry) is work and due_of(entry) <= due_by:
+                by_shard.setdefault(shard_of(key, self.shards), []).append(entry)
+        found: list[LedgerEntry] = []
+        more = False
+        for shard in range(self.shards):
+            if out_of_time():
+                more = True
+                continue
+            in_shard = sorted(by_shard.get(shard, []), key=lambda entry: (due_of(entry), str(entry.key)))
+            self._charge(
+                "dynamodb.query", {f"ByDue/{work}#{shard}:read": max(0.5, min(len(in_shard), share) / 8)}
+            )
+            found += in_shard[:share]
+            more = more or len(in_shard) > share
+        found.sort(key=lambda entry: (due_of(entry), str(entry.key)))
+        return found[:limit], more or len(found) > limit
 
     def stalled(self, status: InvoiceStatus, *, updated_before: float, limit: int) -> list[LedgerEntry]:
-        """InMemoryLedger.stalled's rule over the unfinished entries only (INVOICED ones are
-        not in the index), so a run does not walk a million final entries."""
+        """The ByStatus query (before the work index): the fake's rule over unfinished entries."""
         entries = self.inner.entries
         found = sorted(
             (
@@ -269,19 +372,7 @@ class WorldLedger:
                 and (entry.retry_at is None or entry.retry_at < updated_before)
                 and (entry.lease_until is None or entry.lease_until < updated_before)
             ),
-            key=lambda entry: (entry.updated_at, entry.key),
+            key=lambda entry: (entry.updated_at, str(entry.key)),
         )[:limit]
-        read = sum(units(ENTRY_BYTES, 4096) for _ in found) / 2
-        self._charge("dynamodb.query", {f"ByStatus/{status}:read": max(0.5, read)})
+        self._charge("dynamodb.query", {f"ByStatus/{status}:read": max(0.5, len(found) / 8)})
         return found
-
-    def mark_reconciled(self, entry: LedgerEntry, *, now: float) -> bool:
-        before = self.inner.entries.get(entry.key)
-        self._charge(
-            "dynamodb.write", {"table.write": 1, **self._moves(before, index_key(before), size=ENTRY_BYTES)}
-        )
-        return self.inner.mark_reconciled(entry, now=self.clock.now)
-
-    def body(self, key: InvoiceKey) -> QueuedInvoice | None:
-        self._charge("dynamodb.read", {"table.read": units(self.body_bytes.get(key, 1024), 4096) / 2})
-        return self.inner.body(key)

@@ -76,6 +76,7 @@ class WorldQueue:
         self.messages: dict[str, Held] = {}
         self._heap: list[tuple[float, int, Held, int]] = []
         self._visible: deque[Held] = deque()
+        self._by_age: list[tuple[float, int, Held]] = []
         self._ids = itertools.count(1)
         self._seq = itertools.count()
         self.in_flight = 0
@@ -192,6 +193,13 @@ class WorldQueue:
             return visible_at
         return None
 
+    def oldest_sent_at(self) -> float:
+        """When the oldest message still on the queue (in flight or not) was sent; now if none:
+        what CloudWatch's ApproximateAgeOfOldestMessage reports (relay.adapters.queue_age)."""
+        while self._by_age and self._by_age[0][2].deleted:
+            heapq.heappop(self._by_age)
+        return self._by_age[0][0] if self._by_age else self.clock.now
+
     # ---- inside ----
     def _refusal(self, body: str) -> str | None:
         if len(body.encode()) > MAX_MESSAGE_BYTES:
@@ -206,6 +214,7 @@ class WorldQueue:
         now = self.clock.now
         held = Held(f"m-{next(self._ids)}", body, now, now + delay)
         self.messages[held.message_id] = held
+        heapq.heappush(self._by_age, (now, next(self._seq), held))
         if delay <= 0:
             self._visible.append(held)
         else:

@@ -40,6 +40,8 @@ class TemplateFigures:
     api_burst: float
     reconcile_after_minutes: float
     too_early_deadline_seconds: float
+    indexes: tuple[str, ...] = ("ByStatus",)
+    """The ledger's GSIs as deployed with these parameters."""
     alarms: list[Alarm] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -95,9 +97,21 @@ def read_template(overrides: dict[str, str] | None = None) -> TemplateFigures:
         api_burst=float(value(route.get("ThrottlingBurstLimit", 5_000))),
         reconcile_after_minutes=float(parameter("ReconcileAfterMinutes", "15")),
         too_early_deadline_seconds=float(parameter("TooEarlyDeadlineSeconds", "86400")),
+        indexes=_indexes(resources["InvoiceLedgerTable"]["Properties"], parameters),
         alarms=_alarms(resources, value),
         missing=missing,
     )
+
+
+def _indexes(table: dict[str, Any], parameters: dict[str, str]) -> tuple[str, ...]:
+    """The GSIs the table has: plain ones, and ByStatus kept while LegacyByStatusIndex is true."""
+    found: list[str] = []
+    for index in table.get("GlobalSecondaryIndexes", []):
+        if "IndexName" in index:
+            found.append(index["IndexName"])
+        elif "ByStatus" in repr(index) and parameters.get("LegacyByStatusIndex", "false") == "true":
+            found.append("ByStatus")
+    return tuple(found)
 
 
 def _rate_seconds(expression: str) -> float:
