@@ -3,12 +3,14 @@
 The state rules are the ledger fake's (tests/fakes.py InMemoryLedger, the adapter's conditions);
 this wrapper charges each request before the fake applies it, and refuses it as DynamoDB would:
 - a write costs 1 WCU per 1 KB of the item, rounded up; in a transaction twice that;
-- the ByStatus index (template.yaml) is keyed on `statusKey`, a handful of values, and its sort
-  key (`updatedAt`) only grows, so each status value is one partition: every write that puts
-  an entry into a status, moves it within one (a new updatedAt) or takes it out costs that
-  partition 1 WCU per KB of the entry (projection ALL). A partition takes 1,000 WCU/s and
-  3,000 RCU/s; past that the index throttles the base-table write (GSI back-pressure):
-  `IndexWriteKeyRangeThroughputExceeded`, which the adapter turns into LedgerUnavailableError;
+- every index the template deploys is metered per partition: ByDue (`workShard`, "<list>#<n>",
+  sorted by `dueAt`) and, while `LegacyByStatusIndex` keeps it, ByStatus (`statusKey`, a handful
+  of values, sorted by an `updatedAt` that only grows, so each status is one hot partition).
+  An entry write that moves the entry's index key costs a delete in the old partition and a put
+  in the new one, one that keeps the key but changes a projected attribute costs one write
+  (1 WCU per KB, projection ALL). A partition takes 1,000 WCU/s and 3,000 RCU/s; past that
+  the index throttles the base-table write (GSI back-pressure): `IndexWriteKeyRangeThroughputExceeded`,
+  which the adapter turns into LedgerUnavailableError;
 - the base table's keys are spread (hash of the invoice key), so its partitions are never the
   limit; the table as a whole is: a new on-demand table absorbs 4,000 WRU/s and 12,000 RRU/s at
   first, and doubles its previous peak within 30 minutes (modelled: every 30 minutes the limit
