@@ -43,3 +43,5 @@ def test_alarms_are_priced_per_metric_they_read() -> None:
     metrics = cost.alarm_metrics(template)
     assert metrics > len(alarms)
     assert re.search(rf"the {len(alarms)} alarms read {metrics}\b", COST_DOC.replace("\n  ", " "))
+    secrets = sum(1 for r in template["Resources"].values() if r["Type"] == "AWS::SecretsManager::Secret")
+    assert f"{secrets} secrets (${secrets * 0.40:.2f}" in COST_DOC.replace("\n  ", " ")

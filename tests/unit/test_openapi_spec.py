@@ -11,9 +11,9 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from relay.api import _status_document
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType, OrderItem
 from relay.domain.ledger import InvoiceStatus, LastError, LedgerEntry, LedgerEvent
+from relay.domain.status import status_document as _status_document
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())

@@ -94,6 +94,23 @@ ALARMS: dict[str, dict[str, Any]] = {
         "threshold": 0,
         "missing": "notBreaching",
     },
+    "erp-write-back-dead-lettered": {
+        "namespace": "AWS/SQS",
+        "metric": "ApproximateNumberOfMessagesVisible",
+        "dimensions": {"QueueName": {"Fn::GetAtt": ["WritebackDeadLetterQueue", "QueueName"]}},
+        "statistic": "Maximum",
+        "threshold": 0,
+        "missing": "ignore",
+    },
+    "erp-write-back-feed-stuck": {
+        "namespace": "AWS/Lambda",
+        "metric": "IteratorAge",
+        "dimensions": {"FunctionName": {"Ref": "WritebackFeedFunction"}},
+        "statistic": "Maximum",
+        # An hour, in milliseconds: the stream keeps a change 24 h
+        "threshold": 3_600_000,
+        "missing": "notBreaching",
+    },
 }
 REJECTIONS = "invoices-rejected"
 REJECTED_CODES = {"IN401", "IN400", "IN422", "IN403_DEADLINE"}
@@ -282,7 +299,7 @@ def test_breach_14_the_queue_age_alarm_keeps_its_state_through_gaps() -> None:
     assert alarms()["oldest-invoice-waiting-too-long"]["TreatMissingData"] == "ignore"
 
 
-BOUNDED_DIMENSIONS = {"service", "reason", "code", "stage", "status", "kind"}
+BOUNDED_DIMENSIONS = {"service", "reason", "code", "stage", "status", "kind", "target"}
 """Dimension names the relay's metrics may carry: each takes values from a closed set."""
 
 

@@ -136,7 +136,13 @@ def test_lease_outlives_the_dispatcher_and_ends_before_its_message_returns() -> 
 
 def test_every_function_log_group_has_a_retention() -> None:
     functions = [name for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"]
-    assert sorted(functions) == ["DispatchFunction", "IngestFunction", "ReconcileFunction"]
+    assert sorted(functions) == [
+        "DispatchFunction",
+        "IngestFunction",
+        "ReconcileFunction",
+        "WritebackFeedFunction",
+        "WritebackFunction",
+    ]
     for function in functions:
         group = props(f"{function}LogGroup")
         assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
@@ -339,5 +345,11 @@ def test_breach_14_secrets_and_the_dead_letter_queue_survive_stack_deletion() ->
         if resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
     }
     secrets = {name for name, r in RESOURCES.items() if r["Type"] == "AWS::SecretsManager::Secret"}
-    assert secrets == {"FyndCredentialsSecret", "FyndLocationCredentialsSecret", "WebhookSigningSecret"}
-    assert secrets | {"InvoiceDeadLetterQueue", "InvoiceLedgerTable"} <= kept
+    assert secrets == {
+        "FyndCredentialsSecret",
+        "FyndLocationCredentialsSecret",
+        "WebhookSigningSecret",
+        "ErpNextCredentialsSecret",
+        "CallbackSigningSecret",
+    }
+    assert secrets | {"InvoiceDeadLetterQueue", "InvoiceLedgerTable", "WritebackDeadLetterQueue"} <= kept

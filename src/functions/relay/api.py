@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -42,8 +41,8 @@ from relay.domain.errors import (
     UnsupportedMediaType,
 )
 from relay.domain.invoice import KEY_PATTERN, InvoiceKey, InvoiceType, is_key_part
-from relay.domain.ledger import LedgerEntry
 from relay.domain.standard_webhooks import request_line
+from relay.domain.status import status_document
 from relay.domain.webhook import check_envelope, header, parse_invoices
 from relay.observability import count, logger, tracer
 
@@ -104,7 +103,7 @@ def invoice_status(order_id: str) -> Response[str]:
             "Invoice not found",
             f"no invoice {requested} for order {order_id}",
         )
-    return Response(HTTPStatus.OK, "application/json", json.dumps(_status_document(entry)))
+    return Response(HTTPStatus.OK, "application/json", json.dumps(status_document(entry)))
 
 
 def _seconds_left() -> Callable[[], float]:
@@ -124,51 +123,6 @@ def _raw_body(body: str | None, is_base64: bool) -> bytes:
         return base64.b64decode(body, validate=True)
     except binascii.Error:
         raise MalformedBody("body is not valid base64") from None
-
-
-def _status_document(entry: LedgerEntry) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "orderId": entry.key.order_id,
-        "invoiceType": entry.key.invoice_type,
-        "invoiceNumber": entry.invoice_number,
-        "status": entry.status,
-        "attempts": entry.attempts,
-        "lastError": {"code": entry.last_error.code, "message": entry.last_error.message}
-        if entry.last_error
-        else None,
-        "acceptedAt": _iso(entry.accepted_at),
-        "updatedAt": _iso(entry.updated_at),
-    }
-    if entry.retry_at:
-        document["nextAttemptAt"] = _iso(entry.retry_at)
-    if entry.already_invoiced:
-        document["alreadyInvoiced"] = True
-    if entry.confirmed_by:
-        document["confirmedBy"] = entry.confirmed_by
-    if entry.dead_lettered_at:
-        document["deadLetteredAt"] = _iso(entry.dead_lettered_at)
-    if entry.send_failed_at:
-        document["sendFailedAt"] = _iso(entry.send_failed_at)
-    if entry.correlation_id:
-        document["webhookId"] = entry.correlation_id
-    if entry.history:  # operators' replays (`relay replay`): who, when, why, and the rejection undone
-        document["history"] = [
-            {
-                "action": event.action,
-                "at": _iso(event.at),
-                "by": event.by,
-                "reason": event.reason,
-                "previousError": {"code": event.previous_error.code, "message": event.previous_error.message}
-                if event.previous_error
-                else None,
-            }
-            for event in entry.history
-        ]
-    return document
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _problem(status: HTTPStatus, title: str, detail: str, **extra: Any) -> Response[str]:

@@ -7,7 +7,7 @@ naming the variable, instead of surfacing later as an empty string somewhere dee
 import os
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 
 class SharedSettings(BaseModel):
@@ -60,6 +60,36 @@ class ReconcileSettings(SharedSettings):
         return self.reconcile_after_minutes * 60
 
 
+class WritebackFeedSettings(BaseModel):
+    """WritebackFeedFunction: where the ledger's changes are queued."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    writeback_queue_url: str = Field(alias="WRITEBACK_QUEUE_URL", min_length=1)
+
+
+class WritebackSettings(SharedSettings):
+    """WritebackFunction: the ERP targets (docs/interface.md, "Back to the ERP"). A target whose
+    URL is empty (the template's default) is not written to."""
+
+    writeback_queue_url: str = Field(alias="WRITEBACK_QUEUE_URL", min_length=1)
+    erpnext_url: HttpUrl | None = Field(None, alias="ERPNEXT_URL")
+    erpnext_credentials_secret_arn: str | None = Field(None, alias="ERPNEXT_CREDENTIALS_SECRET_ARN")
+    callback_url: HttpUrl | None = Field(None, alias="RELAY_CALLBACK_URL")
+    callback_secret_arn: str | None = Field(None, alias="CALLBACK_SECRET_ARN")
+    retry_base_seconds: float = Field(30, alias="WRITEBACK_RETRY_BASE_SECONDS", gt=0)
+    retry_max_seconds: float = Field(900, alias="WRITEBACK_RETRY_MAX_SECONDS", gt=0)
+    connect_timeout_seconds: float = Field(3, alias="WRITEBACK_CONNECT_TIMEOUT_SECONDS", gt=0)
+    read_timeout_seconds: float = Field(5, alias="WRITEBACK_READ_TIMEOUT_SECONDS", gt=0)
+
+    @field_validator(
+        "erpnext_url", "erpnext_credentials_secret_arn", "callback_url", "callback_secret_arn", mode="before"
+    )
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+
 @cache
 def shared_settings() -> SharedSettings:
     return SharedSettings.model_validate(os.environ)
@@ -78,3 +108,13 @@ def dispatch_settings() -> DispatchSettings:
 @cache
 def reconcile_settings() -> ReconcileSettings:
     return ReconcileSettings.model_validate(os.environ)
+
+
+@cache
+def writeback_feed_settings() -> WritebackFeedSettings:
+    return WritebackFeedSettings.model_validate(os.environ)
+
+
+@cache
+def writeback_settings() -> WritebackSettings:
+    return WritebackSettings.model_validate(os.environ)

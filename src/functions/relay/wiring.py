@@ -42,19 +42,32 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
+from relay.adapters.callback import SignedCallback
+from relay.adapters.erpnext import ErpNextSync
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.queue_age import CloudWatchQueueAge
-from relay.adapters.secrets import SecretsCredentials, webhook_secret_entries
+from relay.adapters.secrets import SecretsCredentials, callback_key, erpnext_token, webhook_secret_entries
+from relay.adapters.writeback_queue import SqsWritebackQueue
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.intake import InvoiceAcceptance
+from relay.domain.invoice import InvoiceKey
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.reconcile import Budgets, Reconciler
 from relay.domain.signatures import RequestVerifier, SigningSecrets
 from relay.domain.standard_webhooks import WebhookVerifier
-from relay.observability import logger
-from relay.settings import dispatch_settings, ingest_settings, reconcile_settings, shared_settings
+from relay.domain.writeback import Writeback, WritebackTarget
+from relay.observability import count, logger
+from relay.settings import (
+    WritebackSettings,
+    dispatch_settings,
+    ingest_settings,
+    reconcile_settings,
+    shared_settings,
+    writeback_feed_settings,
+    writeback_settings,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -73,6 +86,8 @@ __all__ = [
     "reconciler",
     "request_verifier",
     "webhook_verifier",
+    "writeback",
+    "writeback_feed_queue",
 ]
 
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
@@ -264,6 +279,59 @@ def reconciler() -> Reconciler:
     )
 
 
+WRITEBACK_REQUESTS_PER_MESSAGE = {"erpnext": 4, "callback": 1}
+"""The most requests one outcome costs a target: ERPNext GET, POST answered 409, GET, PUT."""
+
+
+@cache
+def writeback() -> Writeback:
+    settings = writeback_settings()
+    targets = _writeback_targets(settings)
+    request_seconds = settings.connect_timeout_seconds + settings.read_timeout_seconds
+    return Writeback(
+        ledger=ledger(),
+        targets=targets,
+        queue=SqsWritebackQueue(settings.writeback_queue_url, _sqs()),
+        backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds, random, spread=0.25),
+        # A ledger read, every target's requests at their timeouts, and a second to answer.
+        message_seconds=5
+        + sum(WRITEBACK_REQUESTS_PER_MESSAGE[target.name] for target in targets) * request_seconds
+        + 1,
+        on_failure=_writeback_failed,
+    )
+
+
+def _writeback_targets(settings: WritebackSettings) -> list[WritebackTarget]:
+    """ERPNext and the callback, each only when its URL is set; their secrets are read on use
+    (cached five minutes), and a secret that cannot be read now is TargetDown: retried."""
+    timeout = urllib3.Timeout(connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds)
+    targets: list[WritebackTarget] = []
+    if settings.erpnext_url and settings.erpnext_credentials_secret_arn:
+        erpnext_arn = settings.erpnext_credentials_secret_arn
+        targets.append(
+            ErpNextSync(str(settings.erpnext_url), lambda: erpnext_token(erpnext_arn), timeout=timeout)
+        )
+    if settings.callback_url and settings.callback_secret_arn:
+        callback_arn = settings.callback_secret_arn
+        targets.append(
+            SignedCallback(str(settings.callback_url), lambda: callback_key(callback_arn), timeout=timeout)
+        )
+    return targets
+
+
+def _writeback_failed(key: InvoiceKey, target: str, error: Exception) -> None:
+    logger.warning(
+        "write-back failed; the message comes back after a back-off",
+        extra={"invoice_key": str(key), "target": target, "kind": type(error).__name__, "detail": str(error)},
+    )
+    count("WritebackFailures", target=target, kind=type(error).__name__)
+
+
+@cache
+def writeback_feed_queue() -> SqsWritebackQueue:
+    return SqsWritebackQueue(writeback_feed_settings().writeback_queue_url, _sqs())
+
+
 def forget() -> None:
     """Drop every cached client, setting and secret. Lambda never needs this; a local run or a
     test that rebuilds its AWS endpoint inside one process does."""
@@ -280,8 +348,17 @@ def forget() -> None:
         _ingest_sqs,
         _ingest_secrets,
         ingest_ledger,
+        writeback,
+        writeback_feed_queue,
     ):
         cached.cache_clear()
-    for settings_cache in (shared_settings, ingest_settings, dispatch_settings, reconcile_settings):
+    for settings_cache in (
+        shared_settings,
+        ingest_settings,
+        dispatch_settings,
+        reconcile_settings,
+        writeback_settings,
+        writeback_feed_settings,
+    ):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

@@ -11,6 +11,10 @@
 | ERPNEXT_SIMULATOR | unset | `1`: also start the ERPNext simulator (relay_local.erpnext), its Webhooks pointed at the local API; a `frappe` secret is generated unless FRAPPE_WEBHOOK_SECRET is set |
 | ERPNEXT_SIMULATOR_PORT | 8000 | its port (0: any free port) |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
+| ERPNEXT_URL | unset | when set, the ERPNext (Frappe) site final states are written back to (`Fynd Invoice Sync`) |
+| ERPNEXT_API_KEY / ERPNEXT_API_SECRET | unset | the API key pair of the ERPNext user the relay writes as |
+| RELAY_CALLBACK_URL / RELAY_CALLBACK_SECRET | unset | when set, every final state is POSTed there, signed with this whsec_... secret |
+| WRITEBACK_RETRY_BASE_SECONDS, WRITEBACK_RETRY_MAX_SECONDS | the write-back's | its back-off, e.g. short for tests |
 | RELAY_LOCAL_FAULT_* | off | faults to inject (relay_local.faults) |
 
 A malformed value stops the command before anything starts, with a message naming it.
@@ -37,8 +41,11 @@ FUNCTION_PASSTHROUGH = (
     "FYND_CONNECT_TIMEOUT_SECONDS",
     "FYND_READ_TIMEOUT_SECONDS",
     "RECORD_RESERVE_SECONDS",
+    "WRITEBACK_RETRY_BASE_SECONDS",
+    "WRITEBACK_RETRY_MAX_SECONDS",
 )
-"""Dispatcher settings the template does not set, so a local run may: fast retries for tests."""
+"""Dispatcher and write-back settings the template does not set, so a local run may: fast
+retries for tests."""
 
 
 class SettingsError(ValueError):
@@ -62,6 +69,21 @@ class SecretOrigin(StrEnum):
 
 
 @dataclass(frozen=True)
+class WritebackTargets:
+    """Where final states are written back (docs/interface.md, "Back to the ERP"); None: nowhere."""
+
+    erpnext_url: str | None = None
+    erpnext_api_key: str = ""
+    erpnext_api_secret: str = ""
+    callback_url: str | None = None
+    callback_secret: str = ""
+
+    @property
+    def any(self) -> bool:
+        return bool(self.erpnext_url or self.callback_url)
+
+
+@dataclass(frozen=True)
 class RunSettings:
     api_port: int
     webhook_secret: str
@@ -70,6 +92,7 @@ class RunSettings:
     function_environment: Mapping[str, str] = field(default_factory=dict)
     frappe_webhook_secret: str | None = None
     faults: LocalFaults = field(default_factory=LocalFaults)
+    writeback: WritebackTargets = field(default_factory=WritebackTargets)
     erpnext_simulator_port: int | None = None
     """The ERPNext simulator's port when ERPNEXT_SIMULATOR=1 (0: any free one); None: not started."""
     aws_port: int = 0
@@ -90,6 +113,34 @@ def fynd_settings(environ: Mapping[str, str]) -> FyndSettings:
         base_url=base_url.rstrip("/") if base_url else None,
         username=environ.get("FYND_USERNAME") or DEFAULT_USERNAME,
         password=environ.get("FYND_PASSWORD") or DEFAULT_PASSWORD,
+    )
+
+
+def writeback_targets(environ: Mapping[str, str]) -> WritebackTargets:
+    """ERPNEXT_URL with its key pair, RELAY_CALLBACK_URL with its secret; each pair required
+    once its URL is set, so a half-configured write-back stops the command at once."""
+    erpnext_url = environ.get("ERPNEXT_URL") or None
+    callback_url = environ.get("RELAY_CALLBACK_URL") or None
+    for name, url in (("ERPNEXT_URL", erpnext_url), ("RELAY_CALLBACK_URL", callback_url)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be an http(s) URL, not {url!r}")
+    key, secret = environ.get("ERPNEXT_API_KEY") or "", environ.get("ERPNEXT_API_SECRET") or ""
+    if erpnext_url and not (key and secret):
+        raise SettingsError(
+            "ERPNEXT_URL needs ERPNEXT_API_KEY and ERPNEXT_API_SECRET (the relay user's API key pair)"
+        )
+    callback_secret = environ.get("RELAY_CALLBACK_SECRET") or ""
+    if callback_url:
+        try:
+            check_secret(callback_secret)
+        except ValueError as error:
+            raise SettingsError(f"RELAY_CALLBACK_SECRET: {error}") from None
+    return WritebackTargets(
+        erpnext_url=erpnext_url.rstrip("/") if erpnext_url else None,
+        erpnext_api_key=key,
+        erpnext_api_secret=secret,
+        callback_url=callback_url,
+        callback_secret=callback_secret,
     )
 
 
@@ -138,6 +189,7 @@ def run_settings(environ: Mapping[str, str], saved: SavedRun | None = None) -> R
         fynd=fynd_settings(environ),
         function_environment=passthrough,
         frappe_webhook_secret=frappe_secret,
+        writeback=writeback_targets(environ),
         erpnext_simulator_port=erpnext_port,
     )
 

@@ -170,7 +170,10 @@ def env_vars() -> dict[str, dict[str, str]]:
     for logical_id, resource in resources.items():
         kind = resource["Type"]
         if kind == "AWS::SQS::Queue":
-            references[logical_id] = f"{LOCAL_ENDPOINT}/{ACCOUNT_ID}/{logical_id}"
+            fifo = (
+                ".fifo" if resource.get("Properties", {}).get("FifoQueue") else ""
+            )  # as build_stack names it
+            references[logical_id] = f"{LOCAL_ENDPOINT}/{ACCOUNT_ID}/{logical_id}{fifo}"
         elif kind in ("AWS::DynamoDB::Table", "AWS::SecretsManager::Secret"):
             references[logical_id] = logical_id  # a secret's name works wherever its ARN does
     stack = LocalStack(LOCAL_ENDPOINT, REGION, template, references, references, {})

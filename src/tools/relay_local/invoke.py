@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from relay.domain.standard_webhooks import TIMESTAMP_TOLERANCE_SECONDS
 from relay_local.console import Console, FunctionOutput
-from relay_local.environment import fynd_settings
+from relay_local.environment import fynd_settings, writeback_targets
 from relay_local.pipeline import LocalPipeline, PipelineConfig
 from relay_local.signing import LOCAL_WEBHOOK_SECRET, signature_matches, signed_content, signed_headers
 
@@ -107,6 +107,7 @@ def invoke_config(
         fynd_base_url=fynd.base_url,
         fynd_username=fynd.username,
         fynd_password=fynd.password,
+        writeback=writeback_targets(environ),
     )
 
 

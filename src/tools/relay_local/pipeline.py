@@ -30,6 +30,7 @@ from botocore.config import Config
 
 from fynd_simulator import DEFAULT_PASSWORD, DEFAULT_USERNAME, FyndSimulator
 from relay_local.dynamodb_guard import guard_dynamodb
+from relay_local.environment import WritebackTargets
 from relay_local.environments import FunctionSpec, IsolatedFunction
 from relay_local.event_source import SqsEventSource
 from relay_local.faults import OBSERVER_AGENT, AwsFaultLayer, Chance, LocalFaults
@@ -40,6 +41,7 @@ from relay_local.lambda_context import Function, LambdaFunction, load_handler
 from relay_local.schedules import LocalSchedules
 from relay_local.sqs_guard import guard_sqs
 from relay_local.stack import TEMPLATE, LocalStack, MotoServer, build_stack
+from relay_local.stream_source import DynamoDbStreamSource
 from relay_local.tally import Tally, read_tally
 from relay_local.worker import FAULT_SEED, KILL_AFTER_FYND
 
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 
 INGEST = "IngestFunction"
 DISPATCH = "DispatchFunction"
+WRITEBACK_FEED = "WritebackFeedFunction"
+WRITEBACK = "WritebackFunction"
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
@@ -87,6 +91,9 @@ class PipelineConfig:
     """Overrides the queue's VisibilityTimeout, so a chaos run sees lost batches return in seconds."""
     schedule_period_seconds: float | None = None
     """Run `Schedule` functions this often instead of at the template's rate (None: the template's)."""
+    writeback: WritebackTargets = field(default_factory=WritebackTargets)
+    """ERPNEXT_URL and RELAY_CALLBACK_URL with their secrets: with either, the ledger's stream
+    feeds the write-back functions; with neither, they do not run."""
 
 
 class LocalPipeline:
@@ -97,6 +104,8 @@ class LocalPipeline:
         self.stack: LocalStack | None = None
         self.api: LocalHttpApi | None = None
         self.consumer: SqsEventSource | None = None
+        self.writeback_consumer: SqsEventSource | None = None
+        self.writeback_feed: DynamoDbStreamSource | None = None
         self.dispatch: Function | None = None
         self.functions: dict[str, Function] = {}
         """Every function of the template by logical id, as the API and the consumer invoke them."""
@@ -131,16 +140,27 @@ class LocalPipeline:
                 username=self.config.fynd_username,
                 password=self.config.fynd_password,
             ).start()
+        writeback = self.config.writeback
         self.stack = build_stack(
             self.moto.url,
             template_path=self.config.template_path,
-            parameters={"FyndBaseUrl": self.fynd_base_url, **self.config.parameters},
+            parameters={
+                "FyndBaseUrl": self.fynd_base_url,
+                "ErpNextUrl": writeback.erpnext_url or "",
+                "CallbackUrl": writeback.callback_url or "",
+                **self.config.parameters,
+            },
             secret_values={
                 "WebhookSigningSecret": json.dumps(self._signing_secret_entries()),
                 "FyndCredentialsSecret": json.dumps(
                     {"username": self.config.fynd_username, "password": self.config.fynd_password}
                 ),
+                "ErpNextCredentialsSecret": json.dumps(
+                    {"api_key": writeback.erpnext_api_key, "api_secret": writeback.erpnext_api_secret}
+                ),
+                "CallbackSigningSecret": json.dumps({"secret": writeback.callback_secret}),
             },
+            streams=writeback.any,
         )
         if self.config.visibility_timeout_seconds is not None:
             self.sqs().set_queue_attributes(
@@ -154,13 +174,14 @@ class LocalPipeline:
         if self.config.isolated:
             self.functions = {
                 logical_id: IsolatedFunction(self._spec(self.stack, logical_id))
-                for logical_id in self.stack.function_ids()
+                for logical_id in self._function_ids(self.stack)
             }
             self._start_isolated()
         else:
             self._apply_environment(self.stack)
             self.functions = {
-                logical_id: self._function(self.stack, logical_id) for logical_id in self.stack.function_ids()
+                logical_id: self._function(self.stack, logical_id)
+                for logical_id in self._function_ids(self.stack)
             }
         if self.config.serve_api:
             ingest = self.functions[INGEST]
@@ -169,6 +190,8 @@ class LocalPipeline:
         self.dispatch = self.functions[DISPATCH]
         if self.config.consume:
             self.start_consumer()
+            if self.config.writeback.any:
+                self.start_writeback()
         self.schedules = LocalSchedules(
             [
                 (self.functions[logical_id], schedule)
@@ -203,6 +226,29 @@ class LocalPipeline:
         self.consumer.start()
         return self.consumer
 
+    def _function_ids(self, stack: LocalStack) -> list[str]:
+        """The template's functions, without the write-back's when nothing is written back."""
+        skipped = () if self.config.writeback.any else (WRITEBACK_FEED, WRITEBACK)
+        return [logical_id for logical_id in stack.function_ids() if logical_id not in skipped]
+
+    def start_writeback(self) -> None:
+        """Feed the ledger's stream to WritebackFeedFunction and the write-back queue to
+        WritebackFunction, as the template's two event source mappings do."""
+        assert self.stack is not None, "start() first"
+        self.writeback_feed = DynamoDbStreamSource(
+            _session().client("dynamodbstreams", endpoint_url=self.moto.url, config=_config(True)),
+            self.stack.stream_source(WRITEBACK_FEED),
+            self.functions[WRITEBACK_FEED],
+        )
+        self.writeback_consumer = SqsEventSource(
+            self.sqs(),
+            self.stack.event_source(WRITEBACK),
+            self.functions[WRITEBACK],
+            poll_wait_seconds=self.config.poll_wait_seconds,
+        )
+        self.writeback_feed.start()
+        self.writeback_consumer.start()
+
     def tally(self) -> Tally:
         """Where the invoices are now, read from the ledger, the queues and the consumer."""
         assert self.stack is not None, "start() first"
@@ -214,7 +260,7 @@ class LocalPipeline:
     def stop(self) -> None:
         """Stop in reverse order: no new requests, finish batches in flight, end the execution
         environments, then AWS and Fynd."""
-        for part in (self.api, self.consumer, self.schedules):
+        for part in (self.api, self.consumer, self.schedules, self.writeback_feed, self.writeback_consumer):
             if part is not None:
                 part.stop()
         for function in self.functions.values():
@@ -224,6 +270,7 @@ class LocalPipeline:
             if service is not None:
                 service.stop()
         self.api = self.consumer = self.simulator = self.schedules = None
+        self.writeback_feed = self.writeback_consumer = None
         self._observer = None
         for name, value in self._saved_environment.items():
             if value is None:

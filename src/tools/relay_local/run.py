@@ -18,7 +18,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -26,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay_local import saved_run
 from relay_local.console import Console, FunctionOutput, wants_colour
-from relay_local.environment import RunSettings, SecretOrigin
+from relay_local.environment import RunSettings, SecretOrigin, WritebackTargets
 from relay_local.pipeline import DISPATCH, LocalPipeline, PipelineConfig
 from relay_local.saved_run import SavedRun
 from relay_local.stopping import StopSignal, tick_until_stopped
@@ -60,6 +62,21 @@ def pipeline_config(
         template_path=template,
         isolated=True,
         faults=settings.faults,
+        writeback=_writeback(settings.writeback, extra_environment or {}),
+    )
+
+
+def _writeback(targets: WritebackTargets, extra_environment: Mapping[str, str]) -> WritebackTargets:
+    """The ERPNext simulator, when started and no other site is named, is also where final
+    states are written back."""
+    url = extra_environment.get("ERPNEXT_URL")
+    if targets.erpnext_url or not url:
+        return targets
+    return replace(
+        targets,
+        erpnext_url=url,
+        erpnext_api_key=extra_environment.get("ERPNEXT_API_KEY", ""),
+        erpnext_api_secret=extra_environment.get("ERPNEXT_API_SECRET", ""),
     )
 
 

@@ -129,6 +129,18 @@ class EventSourceConfig:
 
 
 @dataclass(frozen=True)
+class StreamSourceConfig:
+    """A DynamoDB stream event source mapping's settings, as the template declares them."""
+
+    stream_arn: str
+    batch_size: int
+    starting_position: str
+    filters: tuple[dict[str, Any], ...]
+    """The FilterCriteria patterns, parsed: a record is delivered when it matches any."""
+    function_response_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Schedule:
     """A function's Schedule event: EventBridge invokes it every `period_seconds`."""
 
@@ -307,6 +319,19 @@ class LocalStack:
             function_response_types=tuple(props.get("FunctionResponseTypes", ())),
         )
 
+    def stream_source(self, logical_id: str) -> StreamSourceConfig:
+        """The function's one DynamoDB stream event, as Lambda's mapping would read it."""
+        events = self._function(logical_id)["Events"].values()
+        (props,) = [self.resolve(event["Properties"]) for event in events if event["Type"] == "DynamoDB"]
+        filters = props.get("FilterCriteria", {}).get("Filters", [])
+        return StreamSourceConfig(
+            stream_arn=str(props["Stream"]),
+            batch_size=int(props.get("BatchSize", 100)),
+            starting_position=str(props.get("StartingPosition", "LATEST")),
+            filters=tuple(json.loads(item["Pattern"]) for item in filters),
+            function_response_types=tuple(props.get("FunctionResponseTypes", ())),
+        )
+
 
 def _resolve(value: Any, references: Mapping[str, str], attributes: Mapping[str, str]) -> Any:
     if isinstance(value, dict) and len(value) == 1:
@@ -334,11 +359,14 @@ def build_stack(
     template_path: Path = TEMPLATE,
     parameters: Mapping[str, str] | None = None,
     secret_values: Mapping[str, str] | None = None,
+    streams: bool = True,
 ) -> LocalStack:
     """Create the template's queues, table and secrets on `endpoint_url` and describe them.
 
     `parameters` override the template's parameter defaults; `secret_values` give a secret's
     string instead of the template's (e.g. the local webhook secret or the simulator's credentials).
+    `streams` False leaves a table's stream off (moto keeps every stream record in memory: a
+    run that does not read it, with no write-back, need not hold them).
     """
     template = load_template(template_path)
     params = {
@@ -367,11 +395,13 @@ def build_stack(
     # Dead-letter queues first: a redrive policy names its target's ARN.
     queues = sorted(create("AWS::SQS::Queue"), key=lambda item: "RedrivePolicy" in item[1])
     for logical_id, props in queues:
+        # CloudFormation names a FIFO queue with the .fifo suffix SQS demands.
+        name = f"{logical_id}.fifo" if props.get("FifoQueue") else logical_id
         url = sqs.create_queue(
-            QueueName=logical_id, Attributes=_queue_attributes(_resolve(props, references, attributes))
+            QueueName=name, Attributes=_queue_attributes(_resolve(props, references, attributes))
         )["QueueUrl"]
         references[logical_id] = url
-        attributes[f"{logical_id}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{logical_id}"
+        attributes[f"{logical_id}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     for logical_id, _ in create("AWS::DynamoDB::Table"):
@@ -395,7 +425,9 @@ def build_stack(
             BillingMode=props["BillingMode"],
             SSESpecification={"Enabled": props.get("SSESpecification", {}).get("SSEEnabled", False)},
             **indexes,
+            **_stream(props, streams),
         )["TableDescription"]
+        attributes[f"{logical_id}.StreamArn"] = str(table.get("LatestStreamArn", ""))
         if ttl := props.get("TimeToLiveSpecification"):
             dynamodb.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
         if pitr := props.get("PointInTimeRecoverySpecification"):
@@ -411,6 +443,13 @@ def build_stack(
     return LocalStack(endpoint_url, REGION, template, params, references, attributes)
 
 
+def _stream(props: Mapping[str, Any], enabled: bool) -> dict[str, Any]:
+    """The table's StreamSpecification as CreateTable takes it, or nothing."""
+    if not enabled or "StreamSpecification" not in props:
+        return {}
+    return {"StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]}}
+
+
 def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
     attributes: dict[Any, str] = {
         name: _as_env(props[name])
@@ -420,6 +459,8 @@ def _queue_attributes(props: Mapping[str, Any]) -> dict[Any, str]:
             "ReceiveMessageWaitTimeSeconds",
             "DelaySeconds",
             "MaximumMessageSize",
+            "FifoQueue",
+            "ContentBasedDeduplication",
         )
         if name in props
     }

@@ -20,8 +20,9 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.fynd import Credentials
-from relay.domain.errors import SecretFormatError, SecretUnavailableError
+from relay.domain.errors import SecretFormatError, SecretUnavailableError, TargetDown
 from relay.domain.fynd import FyndAuthError, FyndUnavailable
+from relay.domain.standard_webhooks import secret_key
 from relay.observability import count
 
 CACHE_SECONDS = 300
@@ -91,3 +92,26 @@ def webhook_secret_entries(arn: str, provider: SecretsProvider | None = None) ->
     if not isinstance(document, dict):
         raise SecretFormatError(f"secret {arn} must be a JSON object of signing secrets")
     return {str(name): value for name, value in document.items() if isinstance(value, str) and value}
+
+
+def erpnext_token(arn: str, provider: SecretsProvider | None = None) -> str:
+    """`<api key>:<api secret>` of the ERPNext user the relay writes back as, from a secret
+    {"api_key": "...", "api_secret": "..."}. TargetDown when it cannot be read or is malformed:
+    no record can be written until it is, and the write-back retries."""
+    try:
+        document = read_json_secret(arn, provider)
+        key, secret = document["api_key"], document["api_secret"]
+    except (SecretUnavailableError, SecretFormatError, KeyError, TypeError) as error:
+        raise TargetDown(f"ERPNext API key secret unusable ({type(error).__name__})") from None
+    if not isinstance(key, str) or not isinstance(secret, str) or not key or not secret:
+        raise TargetDown("ERPNext API key secret needs non-empty api_key and api_secret")
+    return f"{key}:{secret}"
+
+
+def callback_key(arn: str, provider: SecretsProvider | None = None) -> bytes:
+    """The key bytes of the callback's signing secret, from {"secret": "whsec_..."} (bare base64
+    is taken too: the template generates one). TargetDown when unreadable or unusable."""
+    try:
+        return secret_key(str(read_json_secret(arn, provider)["secret"]))
+    except (SecretUnavailableError, SecretFormatError, KeyError, TypeError, ValueError) as error:
+        raise TargetDown(f"callback signing secret unusable ({type(error).__name__})") from None

@@ -120,6 +120,20 @@ class SecretUnavailableError(Exception):
     """Secrets Manager could not be read just now (throttled, unreachable, denied): retry later."""
 
 
+class WritebackFailed(Exception):
+    """An ERP target did not take an outcome; the write-back message comes back after a back-off.
+    The message names the target and the HTTP status or failure kind, never a secret or a body."""
+
+
+class TargetDown(WritebackFailed):
+    """The target cannot be reached or answers as a server in trouble (timeout, 5xx, 429): the
+    rest of the batch does not call it again."""
+
+
+class OutcomeRefused(WritebackFailed):
+    """The target answered this one outcome with a refusal (a 4xx): other invoices may still go."""
+
+
 class RequestLogUnavailableError(Exception):
     """The ERP's Webhook Request Log could not be read (down, refused our key, or an answer
     that is not Frappe's). The message names the status and Frappe's `exc_type`, never a secret."""
