@@ -78,6 +78,8 @@ class Scenario:
     seed: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
     warm_table: bool = False
+    delete_at_minutes: float | None = None
+    """Delete one waiting message (the oldest visible) at this minute: is its invoice healed?"""
     signature_sample: float = 0.01
     max_hours: float = 48
     in_flight_quota: int = IN_FLIGHT_QUOTA
@@ -234,6 +236,7 @@ class Simulation:
         self.wall_seconds = 0.0
         self.invocations = Counter[str]()
         self.reconciler_runs: list[dict[str, int]] = []
+        self.deleted: tuple[InvoiceKey, float] | None = None
 
     def _reconciler(self) -> Reconciler:
         """As relay.wiring builds it, from the settings' defaults and the template."""
@@ -453,6 +456,15 @@ class Simulation:
         if not self._finished():
             self.loop.at(self.clock.now + self.template.reconcile_period_seconds, self._reconcile)
 
+    def _delete_one(self) -> None:
+        """A message lost on purpose in the middle of a backlog (an operator's purge, a stale
+        delete): the oldest one waiting. The reconciler must queue its invoice again."""
+        held = self.queue.take_oldest_visible()
+        if held is None:
+            self.loop.at(self.clock.now + 60, self._delete_one)
+            return
+        self.deleted = (InvoiceKey.parse(_key(held.body)), self.clock.now)
+
     # ---- watching ----
     def _tick(self) -> None:
         self.dlq_peak = max(self.dlq_peak, len(self.queue.dead_letters))
@@ -475,6 +487,8 @@ class Simulation:
             self._idle.add(slot)
         self.loop.at(self.clock.now + self.template.reconcile_period_seconds, self._reconcile)
         self.loop.at(self.clock.now + 60, self._tick)
+        if self.scenario.delete_at_minutes is not None:
+            self.loop.at(self.clock.now + 60 * self.scenario.delete_at_minutes, self._delete_one)
         self.loop.run(until=self.clock.start + self.scenario.max_hours * 3600, stop=self._finished)
         self.wall_seconds = time.perf_counter() - started
         return Report.of(self)
@@ -542,6 +556,16 @@ class Report:
         throttles = Counter({name: value for name, value in throttles.items() if value})
         alarms = _alarms(sim)
         reconciled = int(sim.metrics.totals["Reconciled"])
+        healed: str | None = None
+        if sim.deleted is not None:
+            key, at = sim.deleted
+            entry = entries.get(key)
+            done = sim.ledger.invoiced_at.get(key)
+            healed = f"{key} deleted at {(at - sim.clock.start) / 60:.0f} min: " + (
+                f"INVOICED {(done - at) / 60:.1f} min later"
+                if done
+                else f"now {entry.status if entry else None}"
+            )
         figures: dict[str, Any] = {
             "scenario": scenario.name,
             "seed": scenario.seed,
@@ -574,6 +598,7 @@ class Report:
                 for status in [name[len("Reconciled[") : -1]]
             },
             "alarms": alarms,
+            "deleted_message": healed,
             "erp_answers": dict(sim.answers),
             "dead_letter_reasons": {
                 name[len("DeadLettered[") : -1]: int(value)
@@ -614,6 +639,7 @@ class Report:
             f"  in-flight peak {sim.queue.in_flight_peak}; reconciler copies {reconciled}"
             f" {figures['reconciled_by_status']}",
             f"  alarms fired: {', '.join(alarms) or 'none'}",
+            *([f"  a message deleted on purpose: {healed}"] if healed else []),
             f"  ERP answers {dict(sim.answers)}; answered 202 but not in the ledger {acknowledged_missing};"
             f" unfinished with no message on its way {stranded}",
             f"  simulated {figures['simulated_hours']} h in {figures['wall_seconds']} s"

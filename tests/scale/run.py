@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--in-flight-quota", type=int, help="SQS's in-flight quota (~120,000), scaled for a smaller run"
     )
+    parser.add_argument(
+        "--delete-at", type=float, metavar="MINUTES", help="delete one waiting message then: is it healed?"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.param)
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario.parameters = overrides
         scenario.warm_table = args.warm_table
         scenario.max_hours = args.max_hours
+        scenario.delete_at_minutes = args.delete_at
         if args.in_flight_quota:
             scenario.in_flight_quota = args.in_flight_quota
         report = Simulation(scenario).run()

@@ -193,6 +193,16 @@ class WorldQueue:
             return visible_at
         return None
 
+    def take_oldest_visible(self) -> Held | None:
+        """Delete the oldest visible message, unseen (a test's purge); None when none is visible."""
+        self._ripen()
+        while self._visible:
+            held = self._visible.popleft()
+            if not held.deleted:
+                self._drop(held)
+                return held
+        return None
+
     def oldest_sent_at(self) -> float:
         """When the oldest message still on the queue (in flight or not) was sent; now if none:
         what CloudWatch's ApproximateAgeOfOldestMessage reports (relay.adapters.queue_age)."""
