@@ -14,10 +14,12 @@ and nothing after it runs.
 
 import itertools
 import math
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from relay.adapters.rate import SLOW_SECONDS
 from relay.adapters.work_index import DEFAULT_WORK_SHARDS, shard_of
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.errors import AcceptRaceError, QueueUnavailableError
@@ -35,7 +37,7 @@ from relay.domain.ledger import (
 )
 from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.policy import Backoff, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, outage_backoff
-from relay.domain.ports import Claim
+from relay.domain.ports import Claim, Reservation
 from relay.domain.reconcile import Budgets, Reconciler, ReconcileReport, due_at
 from relay.domain.shipment import ShipmentInfo
 
@@ -47,11 +49,17 @@ class Crash(BaseException):
 class FakeClock:
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self.now = start
+        self.sleep_calls: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """What the dispatcher's `sleep` does here: time passes, nothing waits."""
+        self.sleep_calls.append(seconds)
         self.now += seconds
 
 
@@ -294,10 +302,10 @@ class InMemoryLedger:
                 )
             case Rejected(code=code, message=message):
                 moved = replace(moved, last_error=LastError(code, message), retry_at=None)
-            case RetryLater(reason=reason, message=message, delay_seconds=delay):
+            case RetryLater(reason=reason, message=message, delay_seconds=delay, nothing_sent=nothing_sent):
                 moved = replace(
                     moved,
-                    last_error=LastError(reason, message),
+                    last_error=LastError(reason, message, nothing_sent),
                     retry_at=now + delay,
                     due_at=now + delay,
                     parked=is_parked_wait(delay, reason),
@@ -581,6 +589,14 @@ class ScriptedFynd:
     calls: list[FyndCall] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
     reads: Counter[str] = field(default_factory=Counter)
+    read_budgets: list[tuple[float, float]] = field(default_factory=list)
+    """(clock at the read's start, its time budget) of every Shipment Info read."""
+    call_starts: list[float] = field(default_factory=list)
+    """The clock when each Update Invoice call started."""
+    read_seconds: float = 0.0
+    """How long each Shipment Info read takes on the clock (a FakeClock's `advance`)."""
+    credentials: dict[str, str] = field(default_factory=dict)
+    """Location-level credentials by location; every other location uses "company"."""
     novel_status: set[str] = field(default_factory=set)
     """Orders whose Shipment Info answers a status value the relay has never seen."""
 
@@ -589,8 +605,13 @@ class ScriptedFynd:
     ) -> ShipmentInfo:
         """Fynd's Get Shipment Info, from the same per-order state (sale invoices). Faults:
         "fynd.read" raises before anything is read."""
+        self.read_budgets.append((self.clock(), time_budget_seconds))
         self.faults.hit("fynd.read")
         self.reads[order_id] += 1
+        if self.read_seconds:
+            advance = getattr(self.clock, "advance", None)
+            assert advance is not None, "read_seconds needs a FakeClock"
+            advance(min(self.read_seconds, time_budget_seconds))
         if order_id in self.novel_status:
             return ShipmentInfo(order_id, True, order_status="TELEPORTED", bag_status="bag_teleported")
         if InvoiceKey(order_id, InvoiceType.SALE) in self.invoiced:
@@ -601,8 +622,13 @@ class ScriptedFynd:
             return ShipmentInfo(order_id, True, order_status="CREATED", bag_status="placed")
         return ShipmentInfo(order_id, True, order_status="CONFIRMED", bag_status="bag_confirmed")
 
+    def credential_for(self, location_code: str | None) -> str:
+        self.faults.hit("fynd.credential")
+        return self.credentials.get(location_code or "", "company")
+
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
         self.budgets.append(time_budget_seconds)
+        self.call_starts.append(self.clock())
         self.faults.hit("fynd.before")
         self.calls.append(call)
         if self.refuse_calls_over is not None and len(call.invoices) > self.refuse_calls_over:
@@ -636,6 +662,49 @@ class ScriptedFynd:
         return None
 
 
+class InMemoryRateLimiter:
+    """The RateLimiter port over a dict, with the DynamoDB adapter's rule (relay.adapters.rate):
+    per credential, `next_at` (the next free start), `interval` (1 / calls per second) and
+    `slow_until` (when a slowed pace goes back to the configured one). Every grant is logged in
+    `grants` as (credential, start), so a test can check the pace across dispatchers."""
+
+    def __init__(self, calls_per_second: float, *, slow_factor: float = 2, max_slowdown: float = 8) -> None:
+        self.base_interval = 1 / calls_per_second
+        self.slow_factor = slow_factor
+        self.max_interval = self.base_interval * max_slowdown
+        self.state: dict[str, dict[str, float]] = {}
+        self.grants: list[tuple[str, float]] = []
+        self.throttles: list[tuple[str, float]] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, credential: str, *, now: float, not_after: float) -> Reservation:
+        with self._lock:
+            item = self.state.setdefault(
+                credential, {"next_at": now, "interval": self.base_interval, "slow_until": 0.0}
+            )
+            if item["interval"] > self.base_interval and item["slow_until"] <= now:
+                item["interval"] = self.base_interval  # a quiet spell after the last 429
+            start = max(item["next_at"], now)
+            if start > not_after:
+                return Reservation(False, start)
+            item["next_at"] = start + item["interval"]
+            self.grants.append((credential, start))
+            return Reservation(True, start)
+
+    def throttled(self, credential: str, *, now: float, retry_after: float) -> None:
+        with self._lock:
+            item = self.state.setdefault(
+                credential, {"next_at": now, "interval": self.base_interval, "slow_until": 0.0}
+            )
+            until = now + retry_after
+            if item["next_at"] >= until:
+                return  # another dispatcher already answered this 429
+            self.throttles.append((credential, until))
+            item["next_at"] = until
+            item["interval"] = min(self.max_interval, item["interval"] * self.slow_factor)
+            item["slow_until"] = until + SLOW_SECONDS
+
+
 def lost_answer() -> FyndAmbiguous:
     return FyndAmbiguous("no answer from Fynd after sending (fake)")
 
@@ -654,7 +723,14 @@ class World:
     """The relay's domain wired over the fakes: ingest's acceptance, and dispatchers that take
     batches from the queue the way Lambda's event source hands them out."""
 
-    def __init__(self, *, settings: DispatchLimits = SETTINGS, deadline_seconds: float = 86_400) -> None:
+    def __init__(
+        self,
+        *,
+        settings: DispatchLimits = SETTINGS,
+        deadline_seconds: float = 86_400,
+        limiter: InMemoryRateLimiter | None = None,
+    ) -> None:
+        self.limiter = limiter
         self.clock = FakeClock()
         self.faults = Faults()
         self.ledger = InMemoryLedger(self.clock, self.faults)
@@ -676,6 +752,8 @@ class World:
             settings=self.settings,
             owner=owner,
             clock=self.clock,
+            limiter=self.limiter,
+            sleep=self.clock.sleep,
         )
 
     def accept(self, *invoices: Invoice, correlation_id: str | None = "wh-1") -> list[Admission]:
@@ -687,17 +765,27 @@ class World:
         self.queue.send([QueuedInvoice.from_body(self.ledger.bodies[item.key]) for item in invoices])
 
     def dispatch(
-        self, batch: Sequence[ReceivedMessage], *, owner: str = "worker-1", seconds_left: float = 60.0
+        self,
+        batch: Sequence[ReceivedMessage],
+        *,
+        owner: str = "worker-1",
+        seconds_left: float = 60.0,
+        timed: bool = False,
     ) -> list[str]:
-        """One invocation on `batch`; Lambda then deletes every message it did not name."""
-        failures = self.dispatcher(owner).dispatch(batch, lambda: seconds_left)
+        """One invocation on `batch`; Lambda then deletes every message it did not name. `timed`:
+        the invocation's time left runs down with the clock (it ends `seconds_left` from now)."""
+        ends = self.clock() + seconds_left
+        left = (lambda: ends - self.clock()) if timed else (lambda: seconds_left)
+        failures = self.dispatcher(owner).dispatch(batch, left)
         self.queue.answer(batch, failures)
         return failures
 
-    def run(self, limit: int = 10, *, owner: str = "worker-1", seconds_left: float = 60.0) -> list[str]:
+    def run(
+        self, limit: int = 10, *, owner: str = "worker-1", seconds_left: float = 60.0, timed: bool = False
+    ) -> list[str]:
         """Receive one batch (if any is visible) and dispatch it."""
         batch = self.queue.receive(limit)
-        return self.dispatch(batch, owner=owner, seconds_left=seconds_left) if batch else []
+        return self.dispatch(batch, owner=owner, seconds_left=seconds_left, timed=timed) if batch else []
 
     RECONCILE_PERIOD = 300.0
     """The reconciler's schedule (template.yaml: rate(5 minutes))."""
@@ -755,6 +843,7 @@ __all__ = [
     "FakeQueueAge",
     "Faults",
     "InMemoryLedger",
+    "InMemoryRateLimiter",
     "IndexMeter",
     "QueuedMessage",
     "RecordingQueue",

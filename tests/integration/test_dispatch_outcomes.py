@@ -156,7 +156,7 @@ def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient, aws_ca
     # Given 100 invoices accepted in one webhook while the consumer is stopped
     order_ids = [f"BULK-{n:03}" for n in range(100)]
     assert relay.post([invoice_dict(order_id) for order_id in order_ids]).status == 202
-    # When the consumer picks them up with the template's batch size (100)
+    # When the consumer picks them up in one batch (the template's batch size is 2,000)
     consumer = relay.pipeline.start_consumer()
     deadline = time.monotonic() + 30
     while consumer.tally().deleted < 100 and time.monotonic() < deadline:
@@ -166,13 +166,13 @@ def test_hundred_invoices_become_five_calls_of_twenty(relay: RelayClient, aws_ca
     assert all(relay.simulator.state.invoice_count(order_id) == 1 for order_id in order_ids)
     # And the ledger cost: one read and two transactions to accept (100 entries and their 100
     # stored copies exceed one transaction's 100 writes: the copies go first), a claim and a
-    # record per invoice
+    # record per invoice; and the Fynd rate limiter's: one write per call while the pace is
+    # busy, at most three when the five calls race for an idle pace (the atomic step refused,
+    # the lost write of the idle pace, the atomic step again: relay/adapters/rate.py)
     dynamodb = {name: n for name, n in aws_calls.items() if name.startswith("dynamodb.")}
-    assert dynamodb == {
-        "dynamodb.BatchGetItem": 1,
-        "dynamodb.TransactWriteItems": 2,
-        "dynamodb.UpdateItem": 200,
-    }
+    rate_writes = dynamodb.pop("dynamodb.UpdateItem") - 200
+    assert dynamodb == {"dynamodb.BatchGetItem": 1, "dynamodb.TransactWriteItems": 2}
+    assert 5 <= rate_writes <= 15
     assert aws_calls["sqs.SendMessageBatch"] == 10
     assert {body["status"] for body in relay.settle(*order_ids).values()} == {"INVOICED"}
 

@@ -27,10 +27,10 @@ INVOICES = [
 def template_with_batch_size(directory: Path, batch_size: int) -> Path:
     """template.yaml with only DispatchBatchSize's default changed."""
     text = TEMPLATE.read_text()
-    before = "  DispatchBatchSize:\n    Type: Number\n    Default: 100\n"
+    before = "  DispatchBatchSize:\n    Type: Number\n    Default: 2000\n"
     assert before in text, "template.yaml's DispatchBatchSize moved; update this test"
     copy = directory / "template.yaml"
-    copy.write_text(text.replace(before, before.replace("100", str(batch_size))))
+    copy.write_text(text.replace(before, before.replace("2000", str(batch_size))))
     return copy
 
 
@@ -91,7 +91,7 @@ def test_the_consumer_batches_follow_the_template_batch_size(tmp_path: Path, how
 
 
 def test_the_shipped_template_batches_them_all_at_once() -> None:
-    # Given the template as shipped (DispatchBatchSize 100, a 2 s batching window)
+    # Given the template as shipped (DispatchBatchSize 2000, a 2 s batching window)
     config = PipelineConfig(new_secret(), consume=False)
     # When 9 invoices are queued at once
     sizes = batch_sizes(config)

@@ -16,6 +16,7 @@ from relay.domain.fynd import (
     FyndCall,
     FyndCallError,
     FyndCallRefused,
+    FyndNotSent,
     FyndThrottled,
     FyndUnavailable,
 )
@@ -207,7 +208,7 @@ def test_location_credentials_are_used_and_location_is_sent_in_the_query() -> No
         (reply(400, {"message": "bad"}), FyndCallRefused, None),
         (reply(404, {"message": "no route"}), FyndCallError, None),
         (reply(408, {}), FyndUnavailable, None),
-        (urllib3.exceptions.NewConnectionError(None, "refused"), FyndUnavailable, None),  # type: ignore[arg-type]
+        (urllib3.exceptions.NewConnectionError(None, "refused"), FyndNotSent, None),  # type: ignore[arg-type]
         (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), FyndAmbiguous, None),  # type: ignore[arg-type]
         (urllib3.exceptions.ProtocolError("connection dropped"), FyndAmbiguous, None),
     ],
@@ -219,6 +220,8 @@ def test_whole_call_failures_are_typed(
         client(FakePool(token(), answer)).update_invoices(call("A"), time_budget_seconds=BUDGET)
     assert failed.type is error
     assert failed.value.retry_after == retry_after
+    # Only failures that prove Fynd applied nothing spare the next attempt its Shipment Info read
+    assert failed.value.nothing_sent is (error in (FyndThrottled, FyndCallRefused, FyndNotSent))
 
 
 def test_unreachable_token_endpoint_is_unavailable_and_hides_the_url() -> None:

@@ -14,7 +14,7 @@ import urllib3
 
 from factories import invoice
 from relay.adapters.fynd import MIN_REQUEST_SECONDS, Credentials, FyndClient
-from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndUnavailable
+from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndNotSent, FyndUnavailable
 from relay.domain.invoice import InvoiceType
 
 OK = {"payloadCount": 1, "successCount": 1, "failedCount": 0, "status": "SUCCESS", "errors": []}
@@ -106,8 +106,8 @@ def test_breach_7_a_slow_token_endpoint_leaves_nothing_sent_and_unavailable() ->
     # Given a fresh client whose token fetch times out at half the budget
     clock = FakeMonotonic()
     pool = TimedPool(clock, token(30))
-    # Then it is FyndUnavailable (nothing was sent) and no POST was made
-    with pytest.raises(FyndUnavailable):
+    # Then it is FyndNotSent (nothing was sent) and no POST was made
+    with pytest.raises(FyndNotSent):
         client(pool, clock).update_invoices(CALL, time_budget_seconds=4)
     assert [r["method"] for r in pool.requests] == ["GET"]
 
@@ -119,16 +119,16 @@ def test_breach_7_a_budget_spent_before_the_post_is_unavailable_and_sends_nothin
     fynd = client(pool, clock)
     fynd.update_invoices(CALL, time_budget_seconds=10)
     # When the next call comes with less time than a POST needs to start
-    with pytest.raises(FyndUnavailable):
+    with pytest.raises(FyndNotSent):
         fynd.update_invoices(CALL, time_budget_seconds=MIN_REQUEST_SECONDS * 0.9)
-    # Then it is FyndUnavailable and no second POST was made
+    # Then it is FyndNotSent and no second POST was made
     assert [r["method"] for r in pool.requests] == ["GET", "POST"]
 
 
 def test_breach_7_no_time_for_even_a_token_sends_nothing() -> None:
     clock = FakeMonotonic()
     pool = TimedPool(clock)
-    with pytest.raises(FyndUnavailable):
+    with pytest.raises(FyndNotSent):
         client(pool, clock).update_invoices(CALL, time_budget_seconds=MIN_REQUEST_SECONDS)
     assert pool.requests == []
 

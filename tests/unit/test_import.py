@@ -17,7 +17,7 @@ def test_handlers_import_without_environment_or_network() -> None:
             raise AssertionError("network touched at import time")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        import relay.handlers.ingest, relay.handlers.dispatch, relay.handlers.reconcile
+        import relay.handlers.ingest, relay.handlers.dispatch, relay.handlers.reconcile, relay.handlers.recover
         print("imported")
         """
     )
@@ -39,7 +39,7 @@ def loaded_after_import(environment: dict[str, str]) -> set[str]:
     script = textwrap.dedent(
         """
         import sys
-        import relay.handlers.ingest, relay.handlers.dispatch, relay.handlers.reconcile
+        import relay.handlers.ingest, relay.handlers.dispatch, relay.handlers.reconcile, relay.handlers.recover
         print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
         """
     )

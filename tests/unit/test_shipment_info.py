@@ -10,7 +10,7 @@ import pytest
 import urllib3
 
 from relay.adapters.fynd import SHIPMENT_INFO_PATH, Credentials, FyndClient
-from relay.domain.fynd import FyndAuthError, FyndCallError, FyndThrottled, FyndUnavailable
+from relay.domain.fynd import FyndAuthError, FyndCallError, FyndNotSent, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceType
 from relay.domain.shipment import ShipmentInfo, ShipmentState, classify_shipment
 
@@ -170,7 +170,7 @@ def test_a_404_is_an_order_not_found() -> None:
         (reply(400, {}), FyndCallError),
         (urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"), FyndUnavailable),  # type: ignore[arg-type]
         (urllib3.exceptions.ProtocolError("dropped"), FyndUnavailable),
-        (urllib3.exceptions.NewConnectionError(None, "refused"), FyndUnavailable),  # type: ignore[arg-type]
+        (urllib3.exceptions.NewConnectionError(None, "refused"), FyndNotSent),  # type: ignore[arg-type]
     ],
 )
 def test_shipment_info_failures_are_typed(

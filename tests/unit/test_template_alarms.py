@@ -111,6 +111,14 @@ ALARMS: dict[str, dict[str, Any]] = {
         "threshold": 3_600_000,
         "missing": "notBreaching",
     },
+    "erp-recovery-failing": {
+        "namespace": "AWS/Lambda",
+        "metric": "Errors",
+        "dimensions": {"FunctionName": {"Ref": "RecoverFunction"}},
+        "statistic": "Sum",
+        "threshold": 0,
+        "missing": "notBreaching",
+    },
 }
 REJECTIONS = "invoices-rejected"
 REJECTED_CODES = {"IN401", "IN400", "IN422", "IN403_DEADLINE"}

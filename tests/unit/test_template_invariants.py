@@ -140,6 +140,7 @@ def test_every_function_log_group_has_a_retention() -> None:
         "DispatchFunction",
         "IngestFunction",
         "ReconcileFunction",
+        "RecoverFunction",
         "WritebackFeedFunction",
         "WritebackFunction",
     ]

@@ -46,6 +46,10 @@ class DispatchSettings(SharedSettings):
     fynd_read_timeout_seconds: float = Field(15, alias="FYND_READ_TIMEOUT_SECONDS", gt=0)
     record_reserve_seconds: float = Field(5, alias="RECORD_RESERVE_SECONDS", gt=0)
     """Kept back from every Fynd call's time budget to record its outcome."""
+    fynd_rate_table_name: str | None = Field(None, alias="FYND_RATE_TABLE_NAME", min_length=1)
+    """The shared rate limiter's table (relay.adapters.rate); unset, calls go out unpaced."""
+    fynd_calls_per_second: float = Field(20, alias="FYND_CALLS_PER_SECOND", gt=0)
+    """Fynd requests a second per credential, across every dispatcher (template FyndCallsPerSecond)."""
 
 
 class ReconcileSettings(SharedSettings):
@@ -90,6 +94,32 @@ class WritebackSettings(SharedSettings):
         return None if value == "" else value
 
 
+class RecoverSettings(SharedSettings):
+    """RecoverFunction: the ERPNext site whose failed `Webhook Request Log` rows are taken in
+    (docs/integrating.md, "Recovery"). With no ERPNEXT_URL (the template's default) a run
+    reads nothing."""
+
+    erpnext_url: HttpUrl | None = Field(None, alias="ERPNEXT_URL")
+    erpnext_credentials_secret_arn: str | None = Field(None, alias="ERPNEXT_CREDENTIALS_SECRET_ARN")
+    webhook_url: str | None = Field(None, alias="RECOVERY_WEBHOOK_URL")
+    """The Request URL the site's Webhooks post to: rows are read for it alone."""
+    lookback_hours: float = Field(48, alias="RECOVERY_LOOKBACK_HOURS", ge=13, le=720)
+    """How far back a run reads; past 12 h, so a site west of UTC still gets a window
+    (relay.domain.recovery.window_start)."""
+    read_timeout_seconds: float = Field(20, alias="RECOVERY_READ_TIMEOUT_SECONDS", gt=0)
+    reserve_seconds: float = Field(30, alias="RECOVERY_RESERVE_SECONDS", gt=0)
+    """No row is started with less of the invocation left: one row's intake and a page read."""
+
+    @field_validator("erpnext_url", "erpnext_credentials_secret_arn", "webhook_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def lookback_seconds(self) -> float:
+        return self.lookback_hours * 3600
+
+
 @cache
 def shared_settings() -> SharedSettings:
     return SharedSettings.model_validate(os.environ)
@@ -118,3 +148,8 @@ def writeback_feed_settings() -> WritebackFeedSettings:
 @cache
 def writeback_settings() -> WritebackSettings:
     return WritebackSettings.model_validate(os.environ)
+
+
+@cache
+def recover_settings() -> RecoverSettings:
+    return RecoverSettings.model_validate(os.environ)

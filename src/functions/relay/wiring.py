@@ -44,10 +44,12 @@ from botocore.config import Config
 
 from relay.adapters.callback import SignedCallback
 from relay.adapters.erpnext import ErpNextSync
+from relay.adapters.frappe_request_log import FrappeRequestLog
 from relay.adapters.fynd import FyndClient
 from relay.adapters.ledger import TRANSACTION_LIMIT, InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.adapters.queue_age import CloudWatchQueueAge
+from relay.adapters.rate import DynamoRateLimiter
 from relay.adapters.secrets import SecretsCredentials, callback_key, erpnext_token, webhook_secret_entries
 from relay.adapters.writeback_queue import SqsWritebackQueue
 from relay.domain.dispatch import Dispatcher, DispatchLimits
@@ -55,15 +57,18 @@ from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey
 from relay.domain.policy import Backoff, CodePolicy, outage_backoff
 from relay.domain.reconcile import Budgets, Reconciler
+from relay.domain.recovery import Recovery
 from relay.domain.signatures import RequestVerifier, SigningSecrets
 from relay.domain.standard_webhooks import WebhookVerifier
 from relay.domain.writeback import Writeback, WritebackTarget
 from relay.observability import count, logger
 from relay.settings import (
+    RecoverSettings,
     WritebackSettings,
     dispatch_settings,
     ingest_settings,
     reconcile_settings,
+    recover_settings,
     shared_settings,
     writeback_feed_settings,
     writeback_settings,
@@ -84,6 +89,8 @@ __all__ = [
     "ingest_worst_case_seconds",
     "ledger",
     "reconciler",
+    "recover_settings",
+    "recovery",
     "request_verifier",
     "webhook_verifier",
     "writeback",
@@ -93,8 +100,12 @@ __all__ = [
 _AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 LEDGER_CONCURRENCY = 20
 """The dispatcher's ledger writes in flight at once: one Fynd call's worth of records."""
-FYND_CONNECTIONS = 4
-"""Connections to Fynd per instance, and so its Shipment Info reads in flight at once."""
+FYND_CALLS_IN_FLIGHT = 8
+"""Fynd calls of one invocation in flight at once; the shared rate limiter paces them all."""
+FYND_READS_IN_FLIGHT = FYND_CALLS_IN_FLIGHT
+"""Shipment Info reads in flight at once per instance (for all its calls together)."""
+FYND_CONNECTIONS = FYND_CALLS_IN_FLIGHT + FYND_READS_IN_FLIGHT
+"""Connections to Fynd per instance: every call and every read in flight has its own."""
 
 INGEST_CONNECT_TIMEOUT = 0.4
 INGEST_READ_TIMEOUT = 1.5
@@ -136,7 +147,9 @@ def ingest_worst_case_seconds() -> float:
 @cache
 def _dynamodb() -> "DynamoDBClient":
     # A connection per concurrent write, so none waits for a free one.
-    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=LEDGER_CONCURRENCY)))
+    # A connection per concurrent ledger write, and per call or read asking the rate limiter.
+    connections = LEDGER_CONCURRENCY + 2 * FYND_CALLS_IN_FLIGHT
+    return boto3.client("dynamodb", config=_AWS_CONFIG.merge(Config(max_pool_connections=connections)))
 
 
 @cache
@@ -257,11 +270,22 @@ def dispatcher() -> Dispatcher:
             call_budget_seconds=2 * request_seconds,
             record_reserve_seconds=settings.record_reserve_seconds,
             ledger_concurrency=LEDGER_CONCURRENCY,
-            fynd_concurrency=FYND_CONNECTIONS,
+            fynd_concurrency=FYND_READS_IN_FLIGHT,
+            call_concurrency=FYND_CALLS_IN_FLIGHT,
         ),
+        limiter=_rate_limiter(),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",
         clock=time.time,
+    )
+
+
+def _rate_limiter() -> DynamoRateLimiter | None:
+    settings = dispatch_settings()
+    if settings.fynd_rate_table_name is None:
+        return None
+    return DynamoRateLimiter(
+        settings.fynd_rate_table_name, _dynamodb(), calls_per_second=settings.fynd_calls_per_second
     )
 
 
@@ -277,6 +301,34 @@ def reconciler() -> Reconciler:
         budgets=Budgets(lost=settings.max_per_run, parked=settings.max_parked_per_run),
         concurrency=LEDGER_CONCURRENCY,
     )
+
+
+@cache
+def _recovery_intake() -> InvoiceAcceptance:
+    """The intake a webhook goes through, with the standard clients: a scheduled run is not
+    answering a sender, so it has no ingest budget to keep."""
+    return InvoiceAcceptance(ledger=ledger(), queue=_queue(), clock=time.time)
+
+
+@cache
+def _recovery_http() -> urllib3.PoolManager:
+    return urllib3.PoolManager(retries=urllib3.Retry(total=2, backoff_factor=0.5))
+
+
+def recovery(settings: RecoverSettings) -> Recovery:
+    """Recovery over the site of `settings` (ERPNEXT_URL set), its key pair read now from the
+    secret (cached five minutes): TargetDown when it cannot be read, and the run fails."""
+    assert settings.erpnext_url is not None, "no ERPNEXT_URL: nothing to recover from"
+    token = erpnext_token(settings.erpnext_credentials_secret_arn or "")
+    api_key, _, api_secret = token.partition(":")
+    log = FrappeRequestLog(
+        str(settings.erpnext_url),
+        api_key,
+        api_secret,
+        http=_recovery_http(),
+        timeout_seconds=settings.read_timeout_seconds,
+    )
+    return Recovery(log=log, intake=_recovery_intake())
 
 
 WRITEBACK_REQUESTS_PER_MESSAGE = {"erpnext": 4, "callback": 1}
@@ -350,6 +402,8 @@ def forget() -> None:
         ingest_ledger,
         writeback,
         writeback_feed_queue,
+        _recovery_intake,
+        _recovery_http,
     ):
         cached.cache_clear()
     for settings_cache in (
@@ -359,6 +413,7 @@ def forget() -> None:
         reconcile_settings,
         writeback_settings,
         writeback_feed_settings,
+        recover_settings,
     ):
         settings_cache.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

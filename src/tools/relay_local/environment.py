@@ -11,7 +11,7 @@
 | ERPNEXT_SIMULATOR | unset | `1`: also start the ERPNext simulator (relay_local.erpnext), its Webhooks pointed at the local API; a `frappe` secret is generated unless FRAPPE_WEBHOOK_SECRET is set |
 | ERPNEXT_SIMULATOR_PORT | 8000 | its port (0: any free port) |
 | RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, LEASE_SECONDS, FYND_CONNECT_TIMEOUT_SECONDS, FYND_READ_TIMEOUT_SECONDS, RECORD_RESERVE_SECONDS | the dispatcher's | handed to the functions, e.g. for fast retries in tests |
-| ERPNEXT_URL | unset | when set, the ERPNext (Frappe) site final states are written back to (`Fynd Invoice Sync`) |
+| ERPNEXT_URL | unset | when set, the ERPNext (Frappe) site final states are written back to (`Fynd Invoice Sync`), and whose failed `Webhook Request Log` rows for the local API are recovered every 15 minutes (RecoverFunction) |
 | ERPNEXT_API_KEY / ERPNEXT_API_SECRET | unset | the API key pair of the ERPNext user the relay writes as |
 | RELAY_CALLBACK_URL / RELAY_CALLBACK_SECRET | unset | when set, every final state is POSTed there, signed with this whsec_... secret |
 | WRITEBACK_RETRY_BASE_SECONDS, WRITEBACK_RETRY_MAX_SECONDS | the write-back's | its back-off, e.g. short for tests |

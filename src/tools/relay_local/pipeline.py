@@ -18,6 +18,7 @@ killed after Fynd answered. All are off by default.
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,7 @@ INGEST = "IngestFunction"
 DISPATCH = "DispatchFunction"
 WRITEBACK_FEED = "WritebackFeedFunction"
 WRITEBACK = "WritebackFunction"
+RECOVER = "RecoverFunction"
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
@@ -141,6 +143,16 @@ class LocalPipeline:
                 password=self.config.fynd_password,
             ).start()
         writeback = self.config.writeback
+        # Recovery reads the rows of the API's own Request URL: its port is chosen before the
+        # functions' environment is written.
+        api_port = self.config.api_port
+        if writeback.erpnext_url and self.config.serve_api and not api_port:
+            api_port = _free_port()
+        recovery = (
+            {"ErpNextWebhookUrl": f"http://127.0.0.1:{api_port}{WEBHOOK_PATH}"}
+            if writeback.erpnext_url and self.config.serve_api
+            else {}
+        )
         self.stack = build_stack(
             self.moto.url,
             template_path=self.config.template_path,
@@ -148,6 +160,7 @@ class LocalPipeline:
                 "FyndBaseUrl": self.fynd_base_url,
                 "ErpNextUrl": writeback.erpnext_url or "",
                 "CallbackUrl": writeback.callback_url or "",
+                **recovery,
                 **self.config.parameters,
             },
             secret_values={
@@ -185,7 +198,7 @@ class LocalPipeline:
             }
         if self.config.serve_api:
             ingest = self.functions[INGEST]
-            self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=self.config.api_port)
+            self.api = LocalHttpApi(ingest, self.stack.function_routes(INGEST), port=api_port)
             self.api.start()
         self.dispatch = self.functions[DISPATCH]
         if self.config.consume:
@@ -227,8 +240,11 @@ class LocalPipeline:
         return self.consumer
 
     def _function_ids(self, stack: LocalStack) -> list[str]:
-        """The template's functions, without the write-back's when nothing is written back."""
+        """The template's functions, without the write-back's when nothing is written back and
+        without recovery when there is no ERPNext site to read."""
         skipped = () if self.config.writeback.any else (WRITEBACK_FEED, WRITEBACK)
+        if not self.config.writeback.erpnext_url:
+            skipped = (*skipped, RECOVER)
         return [logical_id for logical_id in stack.function_ids() if logical_id not in skipped]
 
     def start_writeback(self) -> None:
@@ -370,6 +386,16 @@ class LocalPipeline:
 
 def _config(observer: bool) -> Config | None:
     return Config(user_agent_extra=OBSERVER_AGENT) if observer else None
+
+
+WEBHOOK_PATH = "/v1/invoices"
+
+
+def _free_port() -> int:
+    """A port free now on 127.0.0.1, for a server bound a moment later in this process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _session() -> boto3.Session:

@@ -260,7 +260,8 @@ def _erpnext_lines(erpnext: "LocalErpnext", settings: RunSettings, pipeline: Loc
         [
             f"  ERPNext       {site.url}  (simulator, docs/erpnext/simulator.md; API key {site.api_key}:{site.api_secret})",
             f"  frappe secret {settings.frappe_webhook_secret}  (the pack's Webhooks sign with it)",
-            'Submit an invoice in it (docs/erpnext/README.md, "Try it locally"), then recover what it failed to send:',
+            'Submit an invoice in it (docs/erpnext/README.md, "Try it locally"): its outcome is written back to the',
+            "site's Fynd Invoice Sync records, and what the site failed to send is recovered every 15 minutes; now:",
             f"  ERPNEXT_URL={site.url} ERPNEXT_API_KEY={site.api_key} ERPNEXT_API_SECRET={site.api_secret} \\",
             f"    .venv/bin/relay --api-url {pipeline.api_url} --endpoint-url {pipeline.moto.url} recover --since 2000-01-01",
             "",

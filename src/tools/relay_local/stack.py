@@ -265,7 +265,9 @@ class LocalStack:
         """Globals' variables overlaid by the function's own, every value a string as Lambda gives it."""
         global_vars = self.template["Globals"]["Function"]["Environment"]["Variables"]
         own_vars = self._function(logical_id).get("Environment", {}).get("Variables", {})
-        merged = {**global_vars, **own_vars}
+        merged = with_conditions(
+            {**global_vars, **own_vars}, template_conditions(self.template, self.parameters)
+        )
         return {name: _as_env(self.resolve(value)) for name, value in merged.items()}
 
     def function_ids(self) -> list[str]:
@@ -333,6 +335,9 @@ class LocalStack:
         )
 
 
+_PSEUDO = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::URLSuffix": "amazonaws.com"}
+
+
 def _resolve(value: Any, references: Mapping[str, str], attributes: Mapping[str, str]) -> Any:
     if isinstance(value, dict) and len(value) == 1:
         ((name, argument),) = value.items()
@@ -340,6 +345,10 @@ def _resolve(value: Any, references: Mapping[str, str], attributes: Mapping[str,
             return references[argument]
         if name == "Fn::GetAtt":
             return attributes[".".join(argument)]
+        if name == "Fn::Sub" and isinstance(argument, str):
+            # A name with no local value (the HTTP API's id) is left as written.
+            known = {**_PSEUDO, **references}
+            return re.sub(r"\$\{([\w:]+)\}", lambda found: known.get(found[1], found[0]), argument)
     if isinstance(value, dict):
         return {key: _resolve(item, references, attributes) for key, item in value.items()}
     if isinstance(value, list):

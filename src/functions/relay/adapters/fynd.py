@@ -15,8 +15,8 @@ that trickles bytes could still overrun it slightly, which the dispatcher's marg
 
 | out of time                                         | raised           |
 | --------------------------------------------------- | ---------------- |
-| before the POST is sent (token fetch included)      | FyndUnavailable  |
-| after a 401, before the second POST (nothing applied) | FyndUnavailable |
+| before the POST is sent (token fetch included)      | FyndNotSent      |
+| after a 401, before the second POST (nothing applied) | FyndNotSent     |
 | while waiting for the POST's answer                 | FyndAmbiguous    |
 
 Whole-call HTTP answers to Update Invoice:
@@ -31,6 +31,10 @@ Whole-call HTTP answers to Update Invoice:
 | 404, 405, 410, 415              | FyndCallError: our endpoint or media type is wrong for every call, so splitting would reject good invoices |
 | any other 4xx (400, 413, 422)   | FyndCallRefused with the status and a short reason |
 | 5xx                             | FyndUnavailable                                |
+| connection refused or not made  | FyndNotSent (nothing left: no Shipment Info read next time) |
+
+`credential_for` names the credential a location's calls use: the unit of Fynd's rate limit,
+which the dispatcher's rate limiter counts (relay.domain.ports.RateLimiter).
 """
 
 import json
@@ -50,6 +54,7 @@ from relay.domain.fynd import (
     FyndCall,
     FyndCallError,
     FyndCallRefused,
+    FyndNotSent,
     FyndReceipt,
     FyndThrottled,
     FyndUnavailable,
@@ -150,6 +155,10 @@ class FyndClient:
             )
             return receipt
 
+    def credential_for(self, location_code: str | None) -> str:
+        """The username a location's calls go out with (FyndCallError when it cannot be read)."""
+        return self._credentials.for_location(location_code).username
+
     def shipment_info(
         self, order_id: str, location_code: str | None, *, time_budget_seconds: float
     ) -> ShipmentInfo:
@@ -200,7 +209,7 @@ class FyndClient:
             urllib3.exceptions.ConnectTimeoutError,
             urllib3.exceptions.NewConnectionError,
         ) as error:
-            raise FyndUnavailable(f"could not connect to Fynd ({type(error).__name__})") from error
+            raise FyndNotSent(f"could not connect to Fynd ({type(error).__name__})") from error
         except urllib3.exceptions.HTTPError as error:
             if method == "GET":
                 raise FyndUnavailable(f"no answer from Fynd ({type(error).__name__})") from error
@@ -208,10 +217,10 @@ class FyndClient:
             raise FyndAmbiguous(f"no answer from Fynd after sending ({type(error).__name__})") from error
 
     def _timeout(self, left: float, *, share: float) -> urllib3.Timeout:
-        """The request's whole allowance, or FyndUnavailable when too little is left to start it."""
+        """The request's whole allowance, or FyndNotSent when too little is left to start it."""
         allowed = min(self._request_seconds, left * share)
         if allowed < MIN_REQUEST_SECONDS:
-            raise FyndUnavailable(f"out of time before the request ({max(left, 0):.2f} s left)")
+            raise FyndNotSent(f"out of time before the request ({max(left, 0):.2f} s left)")
         return urllib3.Timeout(total=allowed, connect=min(self._connect_seconds, allowed))
 
     def _token(self, credentials: Credentials, deadline: _Deadline) -> str:
@@ -227,7 +236,7 @@ class FyndClient:
             )
         except urllib3.exceptions.HTTPError as error:
             # Never str(error): urllib3 may quote the URL, and the URL carries the password.
-            raise FyndUnavailable(f"Fynd token endpoint unreachable ({type(error).__name__})") from error
+            raise FyndNotSent(f"Fynd token endpoint unreachable ({type(error).__name__})") from error
         if response.status in (400, 401, 403):
             count("TokenFailures")
             raise FyndAuthError(
@@ -262,9 +271,9 @@ def _parse_token(data: bytes) -> tuple[str, float]:
         )
         lifetime = float(inner.get("expires_in") or document.get("expires_in") or DEFAULT_TOKEN_SECONDS)
     except (ValueError, TypeError, AttributeError) as error:
-        raise FyndUnavailable("Fynd token endpoint answered something that is not a token") from error
+        raise FyndNotSent("Fynd token endpoint answered something that is not a token") from error
     if not isinstance(token, str) or not token:
-        raise FyndUnavailable("Fynd token endpoint answered without a token")
+        raise FyndNotSent("Fynd token endpoint answered without a token")
     return token, max(lifetime, 1.0)
 
 

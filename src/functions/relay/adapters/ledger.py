@@ -324,7 +324,7 @@ class InvoiceLedger:
                 update = "SET #status = :status, expiresAt = :expires, alreadyInvoiced = :already, fyndAckId = :ack"
                 update += ", confirmedBy = :confirmed"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, lastErrorCode, lastErrorMessage, retryAt"
-                update += f", statusKey, deadLetteredAt, {REMOVE_WORK}"
+                update += f", statusKey, deadLetteredAt, lastErrorNothingSent, {REMOVE_WORK}"
             case Rejected(code=code, message=message):
                 values |= {
                     ":status": _s(InvoiceStatus.REJECTED),
@@ -336,9 +336,11 @@ class InvoiceLedger:
                 update = f"SET #status = :status, statusKey = :status, expiresAt = :expires, {work}"
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, retryAt, deadLetteredAt"
-            case RetryLater(reason=reason, message=message, delay_seconds=delay):
+                update += ", lastErrorNothingSent"
+            case RetryLater(reason=reason, message=message, delay_seconds=delay, nothing_sent=nothing_sent):
                 values |= {":status": _s(InvoiceStatus.RETRYING), ":retry_at": _n(now + delay)}
                 values |= {":code": _s(reason), ":message": _s(message or reason)}
+                values |= {":nothing_sent": {"BOOL": nothing_sent}}
                 # A long wait is parked: the dispatcher acknowledges the message and the
                 # reconciler queues the invoice again at retryAt (relay.domain.ledger).
                 listed = WorkList.PARKED if is_parked_wait(delay, reason) else WorkList.RETRYING
@@ -346,6 +348,7 @@ class InvoiceLedger:
                 values |= work_values
                 update = f"SET #status = :status, statusKey = :status, retryAt = :retry_at, {work}"
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
+                update += ", lastErrorNothingSent = :nothing_sent"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, deadLetteredAt"
         try:
             self._client.update_item(
@@ -590,6 +593,10 @@ def _n(value: float) -> "AttributeValueTypeDef":
     return {"N": repr(round(value, 3)) if isinstance(value, float) else str(value)}
 
 
+def _flag(item: Mapping[str, Any], name: str) -> bool:
+    return bool(item.get(name, {}).get("BOOL", False))
+
+
 def _entry(item: Mapping[str, Any]) -> LedgerEntry:
     def text(name: str) -> str | None:
         value = item.get(name, {}).get("S")
@@ -610,7 +617,7 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         updated_at=number("updatedAt") or 0.0,
         lease_owner=text("leaseOwner"),
         lease_until=number("leaseUntil"),
-        last_error=LastError(code, message or "") if code else None,
+        last_error=LastError(code, message or "", _flag(item, "lastErrorNothingSent")) if code else None,
         correlation_id=text("correlationId"),
         fynd_ack_id=text("fyndAckId"),
         history=_history(item),

@@ -7,7 +7,7 @@ Nothing here ever puts a secret's value into an exception message or a log line.
 Errors are translated here, once, for every read: Secrets Manager failing (Powertools'
 GetParameterError, a botocore error past its retries) is SecretUnavailableError, a secret
 that holds the wrong thing is SecretFormatError. Ingest answers the first with 503 and
-Retry-After; `SecretsCredentials.for_location` turns it into FyndUnavailable (nothing was
+Retry-After; `SecretsCredentials.for_location` turns it into FyndNotSent (nothing was
 sent to Fynd, so the dispatcher retries the call).
 """
 
@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.fynd import Credentials
 from relay.domain.errors import SecretFormatError, SecretUnavailableError, TargetDown
-from relay.domain.fynd import FyndAuthError, FyndUnavailable
+from relay.domain.fynd import FyndAuthError, FyndNotSent
 from relay.domain.standard_webhooks import secret_key
 from relay.observability import count
 
@@ -63,7 +63,7 @@ class SecretsCredentials:
         self._provider = provider
 
     def for_location(self, location_code: str | None) -> Credentials:
-        """The credentials to use; FyndUnavailable when Secrets Manager cannot be read now
+        """The credentials to use; FyndNotSent when Secrets Manager cannot be read now
         (nothing was sent: retry), FyndAuthError when a secret is malformed (an operator must fix it)."""
         try:
             if location_code and self._locations:
@@ -72,7 +72,7 @@ class SecretsCredentials:
                     return _credentials(own, location_code)
             return _credentials(read_json_secret(self._company, self._provider), None)
         except SecretUnavailableError as error:
-            raise FyndUnavailable(f"Fynd credentials could not be read: {error}") from None
+            raise FyndNotSent(f"Fynd credentials could not be read: {error}") from None
         except (SecretFormatError, AttributeError, KeyError, TypeError) as error:
             # No token can be had until an operator fixes the secret: the same alarm as a refusal.
             count("TokenFailures")

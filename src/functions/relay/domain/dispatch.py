@@ -2,18 +2,22 @@
 
 The steps, in order:
 1. collapse copies of the same invoice inside the batch (ERPs retry blindly);
-2. claim each key in the ledger, naming the message that claims it. Copies of final keys and
+2. plan the batch's Fynd calls from the messages, oldest invoices first (one location and type,
+   20 at most, a byte cap), and work the calls in parallel (`call_concurrency`); for each call:
+3. claim each key in the ledger, naming the message that claims it. Copies of final keys and
    of stale content are acknowledged. A copy of a key another worker holds comes back after
    the lease, whether or not it is the holder's own message delivered twice (SQS delivers at
    least once, so the holder's message may already have been acknowledged by another worker):
    an invoice never loses its last message while it is unfinished. Every copy of a key
    waiting out its back-off (RETRYING before retryAt) comes back at retryAt;
-3. group the claimed invoices into Fynd calls (one location and type, 20 at most, a byte cap);
-4. before sending an invoice again, read its Shipment Info (an earlier attempt may have reached
-   Fynd with its answer lost, or met IN403): proof that it is invoiced records it with no second send; an
-   order still waiting for confirmation keeps waiting without a send (relay.domain.policy);
-5. map every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429)
-   splits the call in halves, down to single invoices; one refused alone is rejected;
+4. before sending an invoice again, read its Shipment Info when an earlier attempt may have
+   reached Fynd with its answer lost, or met IN403: proof that it is invoiced records it with
+   no second send; an order still waiting for confirmation keeps waiting without a send
+   (relay.domain.policy). No read follows an attempt whose error proves nothing was sent (a
+   429, a request that never left, no time or no rate slot), unless an earlier one is in doubt;
+5. take the credential's next rate slot (the RateLimiter every dispatcher shares), send, map
+   every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429) splits
+   the call in halves, down to single invoices; one refused alone is rejected;
 6. answer the messages: final verdicts are deleted, retries come back after their back-off
    (the message's visibility is changed), long waits are parked in the ledger (the message is
    deleted and the reconciler queues the invoice again when due), and only messages of this
@@ -23,8 +27,21 @@ Rules that keep the promises:
 - Once a Fynd call has returned, nothing raises out of `dispatch`: every outcome is recorded,
   or its message is held back until its lease ends (then the retry meets IN453, or the same
   refusal). A failed requeue returns the message instead of raising.
-- A Fynd call starts only when the invocation has time for it, and gets one total time budget
-  (token, call, one refresh) that leaves room to record its outcome; the rest come back at once.
+- The budget is computed again before every send and every read, never carried over: a call
+  starts only while the invocation and every claim's lease leave it a whole request, and gets
+  one total time budget (token, call, one refresh) that leaves room to record its outcome. A
+  read may take only what leaves the send a whole request after it, so reads in waves of
+  `fynd_concurrency` never outlast the lease or the invocation. A call with no time left is
+  not even claimed: its messages wait, unwritten.
+- Waiting for time, a lease, a back-off or a rate slot never spends a receive: such a message
+  is queued afresh with the wait as its delay (at most SQS's 15 minutes; longer waits are
+  queued afresh before the last receive only), and this one is acknowledged. A copy of an
+  unfinished invoice is never acknowledged without a fresh one in its place: the message a
+  claim named may be a stale delivery of one already replaced.
+- One pace per Fynd credential across every dispatcher (relay.adapters.rate): a request waits
+  (sleeps) for its slot when it comes in time, else the call is deferred as above. A 429
+  holds the rest of the batch, and every dispatcher on the credential, for Retry-After, and
+  slows the pace; the throttled call itself backs off as a failure.
 - Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
   so a call costs about three sequential ledger round trips (claim, call, record) whatever
   its size. Each write keeps its own condition; nothing is batched across keys.
@@ -36,7 +53,7 @@ Rules that keep the promises:
   early return below either releases the claim first (records RETRYING) or waits out the lease.
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
   receives would last: before its last receive it is queued afresh (a new message starts
-  at receive count 1), and so is a message held back for a reason that is no failure.
+  at receive count 1).
 - A long wait (an IN403 back-off from 5 min, any wait past SQS's longest delay of 15 min) is
   parked, not held: the record put the entry in the ledger's PARKED list at retryAt, so its
   message is acknowledged and the reconciler queues the invoice again when it is due
@@ -47,29 +64,44 @@ Rules that keep the promises:
   operator's redrive brings it back, and its next claim clears the mark.
 """
 
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field, replace
 
-from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
-from relay.domain.fynd import FyndCall, FyndCallError, FyndCallRefused, FyndReceipt, FyndThrottled, plan_calls
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
+from relay.domain.fynd import (
+    FyndCall,
+    FyndCallError,
+    FyndCallRefused,
+    FyndReceipt,
+    FyndThrottled,
+    plan_calls,
+)
 from relay.domain.invoice import InvoiceKey
 from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry, is_parked_wait
 from relay.domain.messages import ReceivedMessage
 from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
-from relay.domain.ports import Fynd, InvoiceQueue, Ledger
+from relay.domain.ports import Fynd, InvoiceQueue, Ledger, RateLimiter
 from relay.domain.shipment import ShipmentState, classify_shipment
 from relay.observability import count, logger
 
 MAX_SQS_DELAY_SECONDS = 900
+
+MIN_READ_SECONDS = 1.0
+"""No Shipment Info read starts with less time than this for it (after the send's own time)."""
+DEFAULT_THROTTLE_PAUSE_SECONDS = 1.0
+"""The batch's pause after a 429 that carries no Retry-After."""
 
 OUT_OF_TIME = "out_of_time"
 LEDGER_UNAVAILABLE = "ledger_unavailable"
 QUEUE_UNAVAILABLE = "queue_unavailable"
 WAITING = "waiting"
 """Held back for no failure: the key's lease or back-off has not run out yet."""
+_NO_FAILURE = frozenset({WAITING, OUT_OF_TIME})
+"""Holds that wait for time, a lease, a back-off or a rate slot: they must not spend a receive."""
 _OUR_REASONS = frozenset(
     {
         OUT_OF_TIME,
@@ -100,6 +132,9 @@ class DispatchLimits:
     """Ledger writes in flight at once (boto3 clients are thread-safe); 1 writes one at a time."""
     fynd_concurrency: int = 1
     """Shipment Info reads in flight at once: at most the Fynd client's connection pool."""
+    call_concurrency: int = 1
+    """Fynd calls of one invocation in flight at once (each with its claims, reads and records);
+    the rate limiter, not this, bounds the rate towards Fynd."""
 
 
 @dataclass
@@ -108,6 +143,22 @@ class _Pending:
 
     entry: LedgerEntry
     delivery: ReceivedMessage
+    in_doubt: bool = False
+    """An earlier attempt may have reached Fynd unanswered (`_may_be_at_fynd`)."""
+    others: list[ReceivedMessage] = field(default_factory=list)
+    """The batch's other copies of the invoice: acknowledged only once it is recorded final."""
+
+
+@dataclass
+class _Pause:
+    """The batch's hold after a 429: no call or read of this invocation starts before `until`."""
+
+    until: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, until: float) -> None:
+        with self._lock:
+            self.until = max(self.until, until)
 
 
 class Dispatcher:
@@ -121,7 +172,10 @@ class Dispatcher:
         settings: DispatchLimits,
         owner: str,
         clock: Callable[[], float],
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`limiter` paces every Fynd request per credential (None: unpaced); `sleep` waits on `clock`."""
         self._ledger = ledger
         self._fynd = fynd
         self._queue = queue
@@ -129,46 +183,156 @@ class Dispatcher:
         self._settings = settings
         self._owner = owner
         self._clock = clock
+        self._limiter = limiter
+        self._sleep = sleep
         self._pool = _pool(settings.ledger_concurrency, "ledger")
         self._fynd_pool = _pool(settings.fynd_concurrency, "fynd")
+        self._call_pool = _pool(settings.call_concurrency, "call")
 
     def dispatch(self, deliveries: Sequence[ReceivedMessage], seconds_left: Callable[[], float]) -> list[str]:
         """Deliver the batch; return the message ids that must come back (batchItemFailures)."""
         failed: list[str] = []
+        copies_of: dict[InvoiceKey, list[ReceivedMessage]] = {}
+        for copies in _collapse(deliveries):
+            key = copies[0].message.invoice.key
+            if key in copies_of:
+                # Other content for a key this batch already sends: it comes back after this
+                # one is recorded, and its claim decides (superseded, or sent next).
+                failed.extend(self._hold_every(copies, 1))
+            else:
+                copies_of[key] = copies
+        # The oldest invoices first: an invoice deferred for time is not last again next batch.
+        oldest_first = sorted(copies_of.values(), key=lambda copies: copies[0].message.accepted_at)
+        calls = plan_calls(copies[0].message.invoice for copies in oldest_first)
+        pause = _Pause()
+
+        def deliver(call: FyndCall) -> list[str]:
+            return self._deliver(call, copies_of, seconds_left, pause)
+
+        for failures in self._call_pool.map(deliver, calls) if self._call_pool else map(deliver, calls):
+            failed.extend(failures)
+        return failed
+
+    def _deliver(
+        self,
+        planned: FyndCall,
+        copies_of: dict[InvoiceKey, list[ReceivedMessage]],
+        seconds_left: Callable[[], float],
+        pause: _Pause,
+    ) -> list[str]:
+        """One planned call: claim its invoices, read, send, split, record; the ids that come back."""
+        spare = self._time_left(seconds_left) - self._settings.request_seconds
+        paused = pause.until - self._clock()
+        if spare < 0 or paused > spare:
+            # No time for the call (or the batch waits out a 429 longer than that): its messages
+            # wait, unclaimed and unwritten, without spending a receive.
+            return self._hold_unclaimed(planned, copies_of, max(paused, 1))
+        failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
-        for failures, claimed in self._each(self._claim, _collapse(deliveries)):
+        copies = [copies_of[invoice.key] for invoice in planned.invoices]
+        for failures, claimed in self._each(self._claim, copies):
             failed.extend(failures)
             if claimed is not None:
                 pending[claimed.entry.key] = claimed
-        calls = deque(plan_calls(item.delivery.message.invoice for item in pending.values()))
+        invoices = tuple(invoice for invoice in planned.invoices if invoice.key in pending)
+        if not invoices:
+            return failed
+        calls = deque([FyndCall(planned.location_code, planned.invoice_type, invoices)])
         checked: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
-            budget = self._budget(call, pending, seconds_left())
-            if budget < self._settings.request_seconds:
-                failed.extend(self._defer(call, pending))
-                continue
-            decided = self._check_first(call, pending, budget, checked)
+            decided = self._check_first(call, pending, checked, seconds_left, pause)
             if decided:
                 failed.extend(self._settle_each(pending, decided))
                 rest = tuple(invoice for invoice in call.invoices if invoice.key not in decided)
                 if rest:
                     calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
                 continue
-            answer = self._send(call, budget)
+            answer = self._send_in_time(call, pending, seconds_left, pause)
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
             failed.extend(self._settle(call, pending, answer))
         return failed
 
-    def _budget(self, call: FyndCall, pending: dict[InvoiceKey, _Pending], seconds_left: float) -> float:
-        """The time this call may take: within the call budget, the invocation's remaining time
-        and every claim's lease, less the reserve for recording the outcome."""
+    def _time_left(self, seconds_left: Callable[[], float]) -> float:
+        """The invocation's time a call may still use, the reserve for recording kept back."""
+        return min(self._settings.call_budget_seconds, seconds_left() - self._settings.record_reserve_seconds)
+
+    def _budget(
+        self, call: FyndCall, pending: dict[InvoiceKey, _Pending], seconds_left: Callable[[], float]
+    ) -> float:
+        """The time this call may take from now: within the call budget, the invocation's remaining
+        time and every claim's lease, less the reserve for recording the outcome. Computed again
+        before every send and every read, never carried over."""
         now = self._clock()
         lease_left = min((pending[invoice.key].entry.lease_until or now) - now for invoice in call.invoices)
-        reserve = self._settings.record_reserve_seconds
-        return min(self._settings.call_budget_seconds, seconds_left - reserve, lease_left - reserve)
+        return min(self._time_left(seconds_left), lease_left - self._settings.record_reserve_seconds)
+
+    def _send_in_time(
+        self,
+        call: FyndCall,
+        pending: dict[InvoiceKey, _Pending],
+        seconds_left: Callable[[], float],
+        pause: _Pause,
+    ) -> FyndReceipt | FyndCallError | Verdict:
+        """Send the call if a start (the batch's pause, a rate slot) comes while it still has time
+        for a whole request; else the deferral every invoice of it records."""
+        need = self._settings.request_seconds
+        budget = self._budget(call, pending, seconds_left)
+        if budget < need:
+            return self._deferral(call, 1)
+        waited = self._wait_for_start(call.location_code, budget - need, pause)
+        if waited is not None:
+            return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
+        budget = self._budget(call, pending, seconds_left)
+        if budget < need:
+            return self._deferral(call, 1)
+        return self._send(call, budget, pause)
+
+    def _wait_for_start(
+        self, location_code: str | None, spare: float, pause: _Pause
+    ) -> float | FyndCallError | None:
+        """Wait (sleep) for the batch's pause and the credential's next rate slot, if both come
+        within `spare` seconds: None, go now. Otherwise the seconds until a start is free (the
+        caller defers), or the FyndCallError met naming the credential."""
+        now = self._clock()
+        held = pause.until - now
+        if held > spare:
+            return held
+        if held > 0:
+            self._sleep(held)
+            now, spare = self._clock(), spare - held
+        if self._limiter is None:
+            return None
+        try:
+            credential = self._fynd.credential_for(location_code)
+            slot = self._limiter.acquire(credential, now=now, not_after=now + max(spare, 0))
+        except FyndCallError as failure:
+            return failure
+        except RateLimiterUnavailableError as error:
+            # Fail open: a DynamoDB blip must not stop delivery; Fynd's own 429 still holds us.
+            count("RateLimiterUnavailable")
+            logger.warning("Fynd rate limiter unavailable; sending unpaced", extra={"error": str(error)})
+            return None
+        if not slot.granted:
+            count("RateSlotsMissed")
+            return max(slot.at - now, 1)
+        if slot.at > now:
+            self._sleep(slot.at - now)
+        return None
+
+    def _throttled(self, location_code: str | None, failure: FyndThrottled, pause: _Pause) -> None:
+        """A 429: the rest of the batch, and every dispatcher on this credential, wait Retry-After."""
+        wait = failure.retry_after if failure.retry_after is not None else DEFAULT_THROTTLE_PAUSE_SECONDS
+        now = self._clock()
+        pause.hold(now + wait)
+        if self._limiter is None:
+            return
+        try:
+            self._limiter.throttled(self._fynd.credential_for(location_code), now=now, retry_after=wait)
+        except (FyndCallError, RateLimiterUnavailableError) as error:
+            logger.warning("could not slow the Fynd rate limiter", extra={"error": str(error)})
 
     def _each[T, R](self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """`work` on every item: concurrently when ledger_concurrency allows, in order otherwise."""
@@ -191,7 +355,7 @@ class Dispatcher:
         except LedgerUnavailableError:
             return self._hold(first, LEDGER_UNAVAILABLE, self._outage_wait(first)), None
         if claim.granted and claim.entry is not None:
-            return [], _Pending(claim.entry, first)
+            return [], _Pending(claim.entry, first, _may_be_at_fynd(claim.entry), copies[1:])
         return self._refused(copies, claim.entry, claim.refusal, now), None
 
     def _refused(
@@ -230,18 +394,29 @@ class Dispatcher:
         return []
 
     def _check_first(
-        self, call: FyndCall, pending: dict[InvoiceKey, _Pending], budget: float, checked: set[InvoiceKey]
+        self,
+        call: FyndCall,
+        pending: dict[InvoiceKey, _Pending],
+        checked: set[InvoiceKey],
+        seconds_left: Callable[[], float],
+        pause: _Pause,
     ) -> dict[InvoiceKey, Verdict]:
-        """Read Shipment Info (once per invocation) for invoices sent before; the verdicts it
-        decides without a send (the rest of the call is sent as it would have been)."""
+        """Read Shipment Info (once per invocation) for invoices an earlier attempt may have
+        delivered unanswered, or that wait for confirmation; the verdicts it decides without a
+        send (the rest of the call is sent as it would have been). Reads go in waves of
+        `fynd_concurrency`, each with a budget computed when it starts."""
         items = [
             pending[invoice.key]
             for invoice in call.invoices
-            if invoice.key not in checked and pending[invoice.key].entry.attempts > 1
+            if invoice.key not in checked
+            and (pending[invoice.key].in_doubt or _waiting(pending[invoice.key].entry))
         ]
         checked.update(item.entry.key for item in items)
         decided: dict[InvoiceKey, Verdict] = {}
-        read = partial(self._read, budget=budget)
+
+        def read(item: _Pending) -> Verdict | None:
+            return self._read(item, seconds_left, pause)
+
         reads = self._fynd_pool.map(read, items) if self._fynd_pool else map(read, items)
         for item, verdict in zip(items, reads, strict=True):
             if verdict is not None:
@@ -250,13 +425,34 @@ class Dispatcher:
                 count("ResentAfterCheck")
         return decided
 
-    def _read(self, item: _Pending, budget: float) -> Verdict | None:
+    def _read_budget(self, item: _Pending, seconds_left: Callable[[], float]) -> float:
+        """What one read may take from now: the time and lease left after a whole request for the send."""
+        now = self._clock()
+        left = min(
+            self._time_left(seconds_left),
+            (item.entry.lease_until or now) - now - self._settings.record_reserve_seconds,
+        )
+        return min(self._settings.request_seconds, left - self._settings.request_seconds)
+
+    def _read(self, item: _Pending, seconds_left: Callable[[], float], pause: _Pause) -> Verdict | None:
         """The verdict one read decides; None: send as without the read."""
         invoice = item.delivery.message.invoice
+        budget = self._read_budget(item, seconds_left)
+        if budget < MIN_READ_SECONDS:
+            return self._deferral_of(1)
+        waited = self._wait_for_start(invoice.locationCode, budget - MIN_READ_SECONDS, pause)
+        if isinstance(waited, FyndCallError):
+            return None
+        if waited is not None:
+            return self._deferral_of(waited)
+        budget = self._read_budget(item, seconds_left)
+        if budget < MIN_READ_SECONDS:
+            return self._deferral_of(1)
         try:
             info = self._fynd.shipment_info(invoice.orderId, invoice.locationCode, time_budget_seconds=budget)
         except FyndThrottled as throttled:
-            # A 429 on a read backs off like one on a call: nothing is sent meanwhile.
+            # A 429 on a read backs off like one on a call, and holds the batch: nothing is sent meanwhile.
+            self._throttled(invoice.locationCode, throttled, pause)
             return self._policy.for_call_failure(throttled, receive_count=item.delivery.receive_count)
         except FyndCallError as failure:
             logger.info(
@@ -284,7 +480,7 @@ class Dispatcher:
             count("VerifiedWithoutResend")
         return verdict
 
-    def _send(self, call: FyndCall, budget: float) -> FyndReceipt | FyndCallError:
+    def _send(self, call: FyndCall, budget: float, pause: _Pause) -> FyndReceipt | FyndCallError:
         try:
             return self._fynd.update_invoices(call, time_budget_seconds=budget)
         except FyndCallError as failure:
@@ -297,15 +493,40 @@ class Dispatcher:
                     "invoice_keys": [str(invoice.key) for invoice in call.invoices],
                 },
             )
+            if isinstance(failure, FyndThrottled):
+                self._throttled(call.location_code, failure, pause)
             return failure
 
-    def _defer(self, call: FyndCall, pending: dict[InvoiceKey, _Pending]) -> list[str]:
-        """Not enough time left for this call: give the claims back and let the messages return."""
+    def _deferral(self, call: FyndCall, wait: float) -> RetryLater:
+        """Not enough time (or no rate slot in time) for this call: the claims are given back and
+        the messages wait, queued afresh, without spending a receive."""
         logger.warning(
-            "no time left for a Fynd call", extra={"invoice_keys": [str(i.key) for i in call.invoices]}
+            "no time left for a Fynd call",
+            extra={"invoice_keys": [str(i.key) for i in call.invoices], "retry_in_s": wait},
         )
-        verdict = RetryLater(OUT_OF_TIME, "invocation ran out of time", 1)
-        return self._settle(call, pending, verdict)
+        return self._deferral_of(wait)
+
+    @staticmethod
+    def _deferral_of(wait: float) -> RetryLater:
+        return RetryLater(
+            OUT_OF_TIME, "invocation ran out of time", max(1, int(wait + 0.999)), nothing_sent=True
+        )
+
+    def _hold_unclaimed(
+        self, call: FyndCall, copies_of: dict[InvoiceKey, list[ReceivedMessage]], wait: float
+    ) -> list[str]:
+        """A planned call with no time left, before any claim: every copy waits (afresh, so no
+        receive is spent; none is acknowledged, as in `_keep`). Nothing is written."""
+        logger.warning(
+            "no time left for a Fynd call; not claimed",
+            extra={"invoice_keys": [str(i.key) for i in call.invoices]},
+        )
+        return [
+            message_id
+            for invoice in call.invoices
+            for copy in copies_of[invoice.key]
+            for message_id in self._hold(copy, OUT_OF_TIME, wait)
+        ]
 
     def _settle(
         self,
@@ -327,6 +548,9 @@ class Dispatcher:
 
         def settle(item: _Pending) -> list[str]:
             verdict = verdicts[item.entry.key]
+            if isinstance(verdict, RetryLater) and verdict.nothing_sent and item.in_doubt:
+                # Nothing left this time, but an earlier attempt may still be at Fynd unanswered.
+                verdict = replace(verdict, nothing_sent=False)
             try:
                 held = self._ledger.record(
                     item.entry.key, verdict, owner=self._owner, now=self._clock(), ack_id=ack_id
@@ -337,9 +561,13 @@ class Dispatcher:
                 # then the retry meets IN453 (invoiced) or the same refusal again.
                 lease_left = (item.entry.lease_until or 0) - self._clock()
                 wait = max(lease_left + 1, self._outage_wait(item.delivery))
-                return self._hold(item.delivery, LEDGER_UNAVAILABLE, wait)
+                return [*self._hold(item.delivery, LEDGER_UNAVAILABLE, wait), *self._keep(item.others, wait)]
             if not held:
-                return self._lease_lost(item, verdict)
+                return [*self._lease_lost(item, verdict), *self._keep(item.others, 1)]
+            if isinstance(verdict, RetryLater) and not is_parked_wait(verdict.delay_seconds, verdict.reason):
+                return [*self._answer(item, verdict), *self._keep(item.others, verdict.delay_seconds)]
+            # Final, or parked: the ledger answers for the invoice now (the reconciler queues a
+            # parked one when due), so the other copies may go.
             return self._answer(item, verdict)
 
         settled = self._each(settle, [pending[key] for key in verdicts])
@@ -394,6 +622,13 @@ class Dispatcher:
                     return self._hold(item.delivery, reason, delay, requeue_before_last=True)
                 return self._hold(item.delivery, reason, delay)
 
+    def _keep(self, others: list[ReceivedMessage], wait: float) -> list[str]:
+        """The batch's other copies of an invoice left unfinished: kept, never acknowledged. The
+        message the claim named may be a stale delivery of one already replaced by a fresh
+        copy elsewhere (SQS delivers at least once), so a copy is the invoice's last message
+        until the invoice is final. They wait as no failure: a fresh copy each, no receive spent."""
+        return self._hold_every(others, wait) if others else []
+
     def _hold_every(self, copies: list[ReceivedMessage], wait: float) -> list[str]:
         """Every copy of an unfinished invoice comes back after `wait`: none is acknowledged."""
         return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
@@ -403,13 +638,16 @@ class Dispatcher:
     ) -> list[str]:
         """Let the message come back after `wait` seconds; return the ids for batchItemFailures.
 
-        A message held for no failure (WAITING), or an early order (IN403), is queued afresh
-        instead of spending its last receives; if that send fails, the message comes back.
+        A message held for no failure (WAITING, OUT_OF_TIME) is queued afresh with the wait as
+        its delay, so waiting never spends a receive (beyond SQS's 15-minute delay, only before
+        its last receive); an early order (IN403) is queued afresh instead of spending its last
+        receives. If that send fails, the message comes back.
         """
         delay = max(1, int(wait))
         log = {**_about(delivery, None), "reason": reason, "retry_in_s": delay}
-        fresh = reason == WAITING if requeue_before_last is None else requeue_before_last
-        if fresh and delivery.receive_count >= self._settings.max_receive_count - 1:
+        fresh = reason in _NO_FAILURE if requeue_before_last is None else requeue_before_last
+        spares_a_receive = reason in _NO_FAILURE and delay <= MAX_SQS_DELAY_SECONDS
+        if fresh and (spares_a_receive or delivery.receive_count >= self._settings.max_receive_count - 1):
             try:
                 self._queue.send_later(delivery.message, min(delay, MAX_SQS_DELAY_SECONDS))
             except QueueUnavailableError:
@@ -456,6 +694,17 @@ def _collapse(deliveries: Sequence[ReceivedMessage]) -> list[list[ReceivedMessag
     for delivery in deliveries:
         groups.setdefault((delivery.message.invoice.key, delivery.message.content_hash), []).append(delivery)
     return list(groups.values())
+
+
+def _may_be_at_fynd(entry: LedgerEntry) -> bool:
+    """An earlier attempt may have reached Fynd with its answer lost: only then is a Shipment Info
+    read worth its request. Not for a first attempt, nor after one whose recorded error proves
+    nothing was sent (429, the request never left, out of time) with none in doubt before it;
+    always after a claim taken from IN_PROGRESS (the worker before may have died mid-call)."""
+    if entry.attempts <= 1:
+        return False
+    nothing_sent = entry.last_error is not None and entry.last_error.nothing_sent
+    return not (entry.claimed_from is InvoiceStatus.RETRYING and nothing_sent)
 
 
 def _waiting(entry: LedgerEntry) -> bool:

@@ -100,6 +100,10 @@ class LedgerUnavailableError(Exception):
     boundary, so the domain never sees botocore's types."""
 
 
+class RateLimiterUnavailableError(Exception):
+    """The shared Fynd rate limiter could not be read or written (a DynamoDB outage)."""
+
+
 class AcceptRaceError(Exception):
     """Another request changed one of these keys between our read and our write."""
 
@@ -137,3 +141,8 @@ class OutcomeRefused(WritebackFailed):
 class RequestLogUnavailableError(Exception):
     """The ERP's Webhook Request Log could not be read (down, refused our key, or an answer
     that is not Frappe's). The message names the status and Frappe's `exc_type`, never a secret."""
+
+
+class RecoveryIncompleteError(Exception):
+    """A scheduled recovery ran out of time before its window's last row: what it reached is
+    taken in, the next run reads the rest (relay.handlers.recover)."""

@@ -84,6 +84,9 @@ class FyndCallError(Exception):
     """The call as a whole failed; no order of it may be recorded as invoiced or rejected."""
 
     reason = "fynd_error"
+    nothing_sent = False
+    """True when the failure proves Fynd applied nothing of the call (the request never left,
+    or Fynd refused it whole): a later attempt need not read Shipment Info for it."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -92,15 +95,24 @@ class FyndCallError(Exception):
 
 
 class FyndUnavailable(FyndCallError):
-    """5xx, connection refused, or out of time before the request was sent: nothing happened."""
+    """5xx, connection refused, or out of time before the request was sent. A 5xx proves
+    nothing: a gateway may answer 502/504 after Fynd applied the call."""
 
     reason = "fynd_unavailable"
+
+
+class FyndNotSent(FyndUnavailable):
+    """The request never left: the connection was refused or not made in time, the credentials
+    could not be read, or too little time was left to start it. Fynd applied nothing."""
+
+    nothing_sent = True
 
 
 class FyndThrottled(FyndCallError):
     """429: Fynd asks us to slow down, maybe with Retry-After."""
 
     reason = "fynd_throttled"
+    nothing_sent = True
 
 
 class FyndAmbiguous(FyndCallError):
@@ -143,6 +155,7 @@ class FyndCallRefused(FyndCallError):
     Fynd's answer, or the HTTP reason phrase; the message ends with it too)."""
 
     reason = "fynd_refused"
+    nothing_sent = True
 
     def __init__(self, message: str, *, status: int, detail: str | None = None) -> None:
         super().__init__(message, status=status)
@@ -158,6 +171,7 @@ class FyndAuthError(FyndCallError):
     """The credentials were refused, or a fresh token was refused again."""
 
     reason = "fynd_auth"
+    nothing_sent = True
 
 
 def plan_calls(

@@ -100,6 +100,9 @@ def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
 class LastError:
     code: str
     message: str
+    nothing_sent: bool = False
+    """The attempt that recorded it applied nothing at Fynd, and none before it is in doubt
+    (relay.domain.policy.RetryLater.nothing_sent)."""
 
 
 @dataclass(frozen=True)

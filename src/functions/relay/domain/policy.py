@@ -81,6 +81,10 @@ class RetryLater:
     """A Fynd code (IN403) or a whole-call failure's reason (fynd_unavailable, ...)."""
     message: str
     delay_seconds: int
+    nothing_sent: bool = False
+    """This attempt applied nothing at Fynd (429, the request never left, no time or no rate
+    slot to send), and no earlier one is in doubt: the next attempt sends without reading
+    Shipment Info first (relay.domain.dispatch)."""
 
     status = InvoiceStatus.RETRYING
 
@@ -157,7 +161,10 @@ class CodePolicy:
 
     def for_call_failure(self, failure: FyndCallError, *, receive_count: int) -> RetryLater:
         return RetryLater(
-            failure.reason, str(failure), self.outage.delay(receive_count, failure.retry_after or 0)
+            failure.reason,
+            str(failure),
+            self.outage.delay(receive_count, failure.retry_after or 0),
+            nothing_sent=failure.nothing_sent,
         )
 
     def refused_alone(self, failure: FyndCallError) -> Rejected:

@@ -20,6 +20,8 @@ __all__ = [
     "Fynd",
     "InvoiceQueue",
     "Ledger",
+    "RateLimiter",
+    "Reservation",
 ]
 
 
@@ -86,7 +88,35 @@ class InvoiceQueue(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """A rate limiter's answer: `granted`, a request may start at `at` (the slot is taken);
+    otherwise no slot is free by the time asked for, and `at` is when the next one is."""
+
+    granted: bool
+    at: float
+
+
+class RateLimiter(Protocol):
+    """One pace per Fynd credential, shared by every dispatcher instance (Fynd counts the
+    credential, not the instance). A failure to reach the limiter raises
+    RateLimiterUnavailableError; the dispatcher then sends unpaced (Fynd's 429 still holds it)."""
+
+    def acquire(self, credential: str, *, now: float, not_after: float) -> Reservation:
+        """Take the credential's next start slot if it comes by `not_after` (clock seconds)."""
+        ...
+
+    def throttled(self, credential: str, *, now: float, retry_after: float) -> None:
+        """Fynd answered 429: no slot before now + retry_after, and the pace slows for a while."""
+        ...
+
+
 class Fynd(Protocol):
+    def credential_for(self, location_code: str | None) -> str:
+        """The credential calls for this location go out with (the rate limit's key); raises
+        FyndCallError when it cannot be read."""
+        ...
+
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
         """Send one call, all of it (token, call, one refresh) within the budget; raises
         FyndCallError when no per-order answer can be trusted."""

@@ -23,6 +23,7 @@ relay's own API key, over the ERP's API, not received from the internet.
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -82,6 +83,9 @@ class RowResult:
 @dataclass
 class RecoveryReport:
     rows: list[RowResult] = field(default_factory=list)
+    complete: bool = True
+    """False when the run stopped before the last row for want of time: the rows it did not
+    reach are read again by the next run."""
 
     def _count(self, outcome: RowOutcome) -> int:
         return sum(row.outcome is outcome for row in self.rows)
@@ -125,13 +129,24 @@ class Recovery:
         self._intake = intake
 
     def recover(
-        self, *, url: str, since: str, on_row: Callable[[RowResult], None] | None = None
+        self,
+        *,
+        url: str,
+        since: str,
+        on_row: Callable[[RowResult], None] | None = None,
+        seconds_left: Callable[[], float] | None = None,
+        reserve_seconds: float = 0.0,
     ) -> RecoveryReport:
         """Take in every failed row's body. Infrastructure errors (the ERP, the ledger or the
         queue unavailable) leave as they are: what was taken in stays taken in, and the next
-        run takes in the rest (nothing twice)."""
+        run takes in the rest (nothing twice). With `seconds_left`, no row is started once
+        fewer than `reserve_seconds` remain (a scheduled run's timeout): the report is then
+        not `complete`."""
         report = RecoveryReport()
         for row in self._log.failed_requests(url=url, since=since):
+            if seconds_left is not None and seconds_left() < reserve_seconds:
+                report.complete = False
+                break
             result = self._take_in(row)
             report.rows.append(result)
             if on_row is not None:
@@ -139,7 +154,8 @@ class Recovery:
         count("RecoveryRowsFound", report.found)
         count("RecoveryRowsTakenIn", report.taken_in)
         logger.info(
-            "recovery from the Webhook Request Log", extra={"url": url, "since": since, **report.summary()}
+            "recovery from the Webhook Request Log",
+            extra={"url": url, "since": since, "complete": report.complete, **report.summary()},
         )
         return report
 
@@ -165,3 +181,13 @@ class Recovery:
             return result(RowOutcome.TAKEN_IN, ", ".join(str(a.invoice.key) for a in admissions))
         states = ", ".join(f"{a.invoice.key} {a.status}" for a in admissions)
         return result(RowOutcome.ALREADY_KNOWN, states)
+
+
+def window_start(now: float, lookback_seconds: float) -> str:
+    """The `since` of a scheduled run: `lookback_seconds` before `now` (epoch seconds), in UTC,
+    as the text Frappe compares `creation` with (`YYYY-MM-DD HH:MM:SS`). Frappe writes
+    `creation` in the site's own time zone, which is not read: a site east of UTC gets a
+    longer window, one west of it a shorter one by at most 12 hours, so a row stays in the
+    window for at least `lookback_seconds` - 12 h after it is written (docs/integrating.md,
+    "Recovery")."""
+    return datetime.fromtimestamp(now - lookback_seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
