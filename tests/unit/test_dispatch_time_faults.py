@@ -9,8 +9,6 @@ the function's 60 s timeout.
 
 from collections.abc import Sequence
 
-import pytest
-
 from factories import invoice
 from fakes import SETTINGS, InMemoryLedger, RecordingQueue
 from relay.domain.dispatch import Dispatcher
@@ -81,11 +79,6 @@ class TimedWorld:
         raise AssertionError("the queue did not drain")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 5: the call's budget is computed once, before the Shipment Info reads "
-    "(scale-dispatch recomputes it before the send)",
-)
 def test_slow_shipment_info_reads_never_let_lambda_kill_a_send_that_fynd_applied() -> None:
     # Given three invoices of one location that failed once (Fynd answered 503), so each is read
     # before it is sent again, and Shipment Info reads that take 18 s each (inside the request
@@ -111,11 +104,6 @@ def test_slow_shipment_info_reads_never_let_lambda_kill_a_send_that_fynd_applied
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 5: an invoice deferred for lack of time (out_of_time) spends a receive "
-    "(scale-dispatch makes waiting for time spend none)",
-)
 def test_an_invoice_deferred_for_lack_of_time_is_never_dead_lettered_while_fynd_is_healthy() -> None:
     # Given a healthy Fynd whose calls take 12 s each, and an invoice that SQS hands out last in
     # every batch, behind four new invoices of other locations (four calls, 48 s of a 60 s invocation)
