@@ -18,7 +18,7 @@ PYTHON313 := $(shell \
 		if "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then echo "$$candidate"; break; fi; \
 	done)
 
-.PHONY: help install install-run test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos mutate clean
+.PHONY: help install install-run test test-fast contract lint format validate build deploy run send status invoke bench fuzz chaos scale mutate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -132,6 +132,9 @@ mutate: $(STAMP) ## mutation testing of relay/domain by the fast tests: score an
 chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SEED=n to replay, DROP_SHARE=0.04, SENDERS=1), then 200 real Ctrl-C/SIGTERM stops
 	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED)) $(if $(DROP_SHARE),--drop-share $(DROP_SHARE)) --senders $(or $(SENDERS),1)
 	RELAY_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
+
+scale: $(STAMP) ## issue 19's sale-day scenarios in the discrete-event world (INVOICES=1000000 SEED=1 SCENARIO=all FYND_RATE=20 PARAMS="Name=Value ...")
+	$(BIN)/python tests/scale/run.py --invoices $(or $(INVOICES),1000000) --seed $(or $(SEED),1) --scenario $(or $(SCENARIO),all) --fynd-rate $(or $(FYND_RATE),20) $(foreach p,$(PARAMS),--param $(p))
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info
