@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import relay.domain.dispatch as dispatch_module
 import relay.domain.intake as intake_module
 import relay.domain.reconcile as reconcile_module
-from fakes import FakeQueueAge
+from fakes import FakeQueueAge, InMemoryRateLimiter
 from relay import wiring
 from relay.adapters.ledger import TRANSACTION_LIMIT
 from relay.adapters.work_index import DEFAULT_WORK_SHARDS
@@ -190,8 +190,11 @@ class Simulation:
             call_budget_seconds=2 * request_seconds,
             record_reserve_seconds=float(dispatch_defaults["record_reserve_seconds"].default),
             ledger_concurrency=wiring.LEDGER_CONCURRENCY,
-            fynd_concurrency=wiring.FYND_CONNECTIONS,
+            fynd_concurrency=wiring.FYND_READS_IN_FLIGHT,
+            call_concurrency=wiring.FYND_CALLS_IN_FLIGHT,
         )
+        # One pace per Fynd credential shared by every dispatcher, as FyndRateTable is deployed
+        self.limiter = InMemoryRateLimiter(float(self.template.parameters.get("FyndCallsPerSecond", "20")))
         base = float(dispatch_defaults["retry_base_seconds"].default)
         cap = float(dispatch_defaults["retry_max_seconds"].default)
         jitter = random.Random(f"{seed}:jitter").random
@@ -430,6 +433,10 @@ class Simulation:
                 settings=self.limits,
                 owner=f"dispatch-{slot}",
                 clock=self.clock,
+                limiter=self.limiter,
+                # A wait for a rate slot or a Retry-After passes on the world's clock, and is
+                # killed at the invocation's timeout as a sleep in Lambda would be
+                sleep=self.clock.spend,
             )
         with Invocation(self.clock, self.template.dispatch_timeout) as invocation:
             try:
@@ -477,7 +484,10 @@ class Simulation:
             return False
         if self.clock.elapsed > self.scenario.max_hours * 3600:
             return True
-        return not self.queue.messages
+        # Drained: nothing on the queue, and no wait parked in the ledger still owed a message
+        return not self.queue.messages and not any(
+            entry.parked and not entry.status.is_final for entry in self.ledger.entries.values()
+        )
 
     def run(self) -> "Report":
         started = time.perf_counter()
@@ -525,11 +535,13 @@ class Report:
         recorded = {key.order_id for key in entries}
         acknowledged_missing = len(sim.acknowledged - recorded)
         live = {_key(held.body) for held in sim.queue.messages.values()}
+        # A parked wait has no message by design: the reconciler owes it one when it is due
         stranded = sum(
             1
             for key, entry in entries.items()
             if not entry.status.is_final
             and entry.dead_lettered_at is None
+            and not entry.parked
             and str(key) not in live
             and key not in dlq_keys
         )

@@ -165,6 +165,10 @@ class FyndSession:
         self._fynd = fynd
         self._token = False
 
+    def credential_for(self, location_code: str | None) -> str:
+        """The company-level credential: the world's Fynd counts one limit for all locations."""
+        return "company"
+
     def _ensure_token(self) -> None:
         if not self._token:
             self._fynd.requests["tokens"] += 1
