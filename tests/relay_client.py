@@ -66,14 +66,16 @@ class RelayClient:
         headers: dict[str, str] | None = None,
         content_type: str = "application/json",
         secret: str | None = None,
+        resend_5xx: bool = True,
     ) -> Answer:
-        """Sign and post; a 5xx is resent as the same delivery (RESENDS_AFTER_5XX), as an ERP would."""
+        """Sign and post; a 5xx is resent as the same delivery (RESENDS_AFTER_5XX), as an ERP would,
+        unless `resend_5xx` is False (a test of the 5xx itself)."""
         text = body if body is not None else json.dumps(payload)
         signed = signed_headers(
             secret or self.secret, text if isinstance(text, str) else text.decode("latin-1")
         )
         all_headers = {"Content-Type": content_type, **signed, **(headers or {})}
-        for _ in range(1 + RESENDS_AFTER_5XX):
+        for _ in range(1 + (RESENDS_AFTER_5XX if resend_5xx else 0)):
             response = self.http.request(
                 "POST", f"{self.pipeline.api_url}/v1/invoices", body=text, headers=all_headers
             )

@@ -120,9 +120,12 @@ def test_two_hundred_invoices_reach_fynd_once_each_complete_and_their_sync_recor
     erpnext.runner.join()
     rows = site.site.documents("Webhook Request Log")
     failed = [row for row in rows if row["error"]]
-    undelivered = {json.loads(row["data"])["orderId"] for row in failed}
+    # Three attempts each, as Frappe v14/v15: an order whose three all failed was never delivered
+    # (a loaded machine may also fail one attempt of a delivered order past Frappe's 5 s timeout)
+    attempts_failed = Counter(json.loads(row["data"])["orderId"] for row in failed)
+    assert max(attempts_failed.values()) == 3
+    undelivered = {order_id for order_id, n in attempts_failed.items() if n == 3}
     assert 0.1 * INVOICES < len(undelivered) < 0.3 * INVOICES
-    assert len(failed) == 3 * len(undelivered)  # three attempts each, as Frappe v14/v15
     # Then the scheduled recovery takes the undelivered ones in (nobody runs `relay recover`),
     # and every invoice reaches Fynd exactly once, with its e-invoice where it needs one
     orders = [f"FY-E2E-{number:05d}" for number in range(INVOICES)]
@@ -157,7 +160,7 @@ def test_two_hundred_invoices_reach_fynd_once_each_complete_and_their_sync_recor
     assert not any(
         str(finals[(order_id, "sale")].get("webhookId", "")).startswith("erpnext-request-log:")
         for order_id in orders
-        if order_id not in undelivered
+        if order_id not in attempts_failed
     )
 
     # And every Sales Invoice ends with one Fynd Invoice Sync record matching the ledger

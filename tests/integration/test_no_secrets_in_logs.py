@@ -111,7 +111,7 @@ def test_no_log_line_holds_a_secret_a_token_or_invoice_content(
     # And the queue disappears, so ingest fails on our side and logs the exception
     relay.pipeline.sqs().delete_queue(QueueUrl=stack.queue_url)
     failed = with_secrets("E")
-    assert relay.post(failed).status == 503
+    assert relay.post(failed, resend_5xx=False).status == 503
 
     # Then none of the secrets appears in any line
     tokens = {call.token for call in relay.simulator.state.calls() if call.token}
@@ -176,7 +176,7 @@ def test_dispatcher_lines_carry_each_invoices_key_and_webhook_id(
     # And a line about a whole Fynd call names every key of the call
     (call_failed,) = [line for line in dispatched if line["message"] == "Fynd call failed"]
     assert sorted(call_failed["invoice_keys"]) == sorted(webhook_of)
-    assert all("invoice_key" in line or "invoice_keys" in line for line in dispatched)
+    assert [line for line in dispatched if "invoice_key" not in line and "invoice_keys" not in line] == []
     # And ingest's lines carry the webhook-id as the correlation id
     accepted = [line for line in output.json_logs() if line.get("message") == "invoices accepted"]
     assert [line["correlation_id"] for line in accepted] == ["msg_first", "msg_second"]

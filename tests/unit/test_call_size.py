@@ -101,7 +101,7 @@ def send(answer: urllib3.HTTPResponse) -> ScriptedPool:
         (413, {"title": "Content Too Large", "detail": "body over 262144 bytes"}, "body over 262144 bytes"),
         (400, {"message": "invalid\njson\tat [3]"}, "invalid json at [3]"),
         (422, b"<html>unprocessable</html>", "Unprocessable Content"),
-        (409, {"message": "x" * 500}, "x" * 200),
+        (400, {"message": "x" * 500}, "x" * 200),
     ],
 )
 def test_breach_6_a_whole_call_4xx_is_refused_with_its_status_and_a_short_reason(

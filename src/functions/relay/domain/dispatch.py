@@ -284,7 +284,8 @@ class Dispatcher:
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
-        waited = self._wait_for_start(call.location_code, budget - need, pause)
+        keys = [str(invoice.key) for invoice in call.invoices]
+        waited = self._wait_for_start(call.location_code, budget - need, pause, keys)
         if waited is not None:
             return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
         budget = self._budget(call, pending, seconds_left)
@@ -293,11 +294,12 @@ class Dispatcher:
         return self._send(call, budget, pause)
 
     def _wait_for_start(
-        self, location_code: str | None, spare: float, pause: _Pause
+        self, location_code: str | None, spare: float, pause: _Pause, keys: list[str]
     ) -> float | FyndCallError | None:
         """Wait (sleep) for the batch's pause and the credential's next rate slot, if both come
         within `spare` seconds: None, go now. Otherwise the seconds until a start is free (the
-        caller defers), or the FyndCallError met naming the credential."""
+        caller defers), or the FyndCallError met naming the credential. `keys`: the invoices
+        the request is about, for the log."""
         now = self._clock()
         held = pause.until - now
         if held > spare:
@@ -315,7 +317,10 @@ class Dispatcher:
         except RateLimiterUnavailableError as error:
             # Fail open: a DynamoDB blip must not stop delivery; Fynd's own 429 still holds us.
             count("RateLimiterUnavailable")
-            logger.warning("Fynd rate limiter unavailable; sending unpaced", extra={"error": str(error)})
+            logger.warning(
+                "Fynd rate limiter unavailable; sending unpaced",
+                extra={"error": str(error), "invoice_keys": keys},
+            )
             return None
         if not slot.granted:
             count("RateSlotsMissed")
@@ -445,7 +450,9 @@ class Dispatcher:
         budget = self._read_budget(item, seconds_left)
         if budget < MIN_READ_SECONDS:
             return self._deferral_of(1)
-        waited = self._wait_for_start(invoice.locationCode, budget - MIN_READ_SECONDS, pause)
+        waited = self._wait_for_start(
+            invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)]
+        )
         if isinstance(waited, FyndCallError):
             return None
         if waited is not None:
