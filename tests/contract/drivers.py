@@ -34,8 +34,9 @@ class LedgerUnderTest:
     """The next accept transaction is cancelled with these CancellationReasons codes."""
 
 
-def create_table(client: Any) -> None:
-    props = table_properties(TABLE)
+def create_table(client: Any, parameters: dict[str, str] | None = None) -> None:
+    """The ledger table as template.yaml deploys it under these parameters (its indexes chosen)."""
+    props = table_properties(TABLE, parameters)
     client.create_table(
         TableName=TABLE,
         AttributeDefinitions=props["AttributeDefinitions"],

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from relay_local.stack import table_properties
+from contract.drivers import create_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -32,12 +32,5 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator["DynamoDBClient"]:
         monkeypatch.setenv(name, "testing")
     with mock_aws():
         client = boto3.client("dynamodb", region_name="ap-south-1")
-        props = table_properties(TABLE)
-        client.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=props["AttributeDefinitions"],
-            KeySchema=props["KeySchema"],
-            GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
-            BillingMode=props["BillingMode"],
-        )
+        create_table(client)
         yield client

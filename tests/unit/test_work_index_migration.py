@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from contract.drivers import create_table
 from factories import invoice
 from fakes import IndexMeter, World
 from relay.adapters.ledger import InvoiceLedger
@@ -18,7 +19,6 @@ from relay.adapters.work_index import shard_of
 from relay.domain.ledger import WorkList
 from relay.domain.messages import QueuedInvoice
 from relay_cli.backfill import backfill
-from relay_local.stack import table_properties
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -33,16 +33,9 @@ def legacy(monkeypatch: pytest.MonkeyPatch) -> Iterator["DynamoDBClient"]:
     """The table as step 1 of the move deploys it: both indexes."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
-    props = table_properties(TABLE, {"LegacyByStatusIndex": "true"})
     with mock_aws():
         client = boto3.client("dynamodb", region_name="ap-south-1")
-        client.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=props["AttributeDefinitions"],
-            KeySchema=props["KeySchema"],
-            GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
-            BillingMode=props["BillingMode"],
-        )
+        create_table(client, {"LegacyByStatusIndex": "true"})
         yield client
 
 
