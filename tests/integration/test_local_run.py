@@ -26,6 +26,7 @@ import urllib3
 
 from fynd_simulator import SimulatorControl
 from relay_client import FAST_RETRIES, FINAL, RESENDS_AFTER_5XX
+from relay_local import saved_run
 from relay_local.signing import new_secret, signed_headers, status_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,14 +167,7 @@ def parent_of(pid: int) -> int | None:
 
 
 def port_is_free(url: str) -> bool:
-    port = int(url.rsplit(":", 1)[1])
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return saved_run.port_is_free(int(url.rsplit(":", 1)[1]))
 
 
 def test_invoices_end_once_at_fynd_and_ctrl_c_leaves_nothing(local_run: LocalRun) -> None:
