@@ -35,15 +35,9 @@ def failed_delivery(erp: ErpnextSimulator, document: dict[str, object], attempts
         )
 
 
-def test_recover_takes_in_each_failed_delivery_once_and_fynd_invoices_each_once(
-    relay: RelayClient, erp: ErpnextSimulator
-) -> None:
-    # Given five deliveries ERPNext gave up on (three failed rows each) and one bad body
-    orders = [f"FY-RCV-{n}" for n in range(5)]
-    for order_id in orders:
-        failed_delivery(erp, invoice_dict(order_id))
-    failed_delivery(erp, invoice_dict("FY-RCV-BAD", eInvoiceRequired=True), attempts=1)
-    args = (
+def recover_args(erp: ErpnextSimulator) -> tuple[str, ...]:
+    """`relay recover` over everything the simulated site logged, as JSON."""
+    return (
         "recover",
         "--since",
         "2000-01-01",
@@ -57,6 +51,17 @@ def test_recover_takes_in_each_failed_delivery_once_and_fynd_invoices_each_once(
         RELAY_URL,
         "--json",
     )
+
+
+def test_recover_takes_in_each_failed_delivery_once_and_fynd_invoices_each_once(
+    relay: RelayClient, erp: ErpnextSimulator
+) -> None:
+    # Given five deliveries ERPNext gave up on (three failed rows each) and one bad body
+    orders = [f"FY-RCV-{n}" for n in range(5)]
+    for order_id in orders:
+        failed_delivery(erp, invoice_dict(order_id))
+    failed_delivery(erp, invoice_dict("FY-RCV-BAD", eInvoiceRequired=True), attempts=1)
+    args = recover_args(erp)
     # When the operator runs recovery
     run = run_relay(relay, *args)
     # Then it reports what it found, took in, already knew and refused (and says so in its exit code)
@@ -87,20 +92,6 @@ def test_a_row_frappe_never_sent_makes_recover_ask_for_attention(
         "Webhook Request Log", {"url": RELAY_URL, "data": None, "error": "Traceback ...\nUndefinedError"}
     )
     # When recovery runs, Then it takes in the one and reports the other as empty, exiting 1
-    run = run_relay(
-        relay,
-        "recover",
-        "--since",
-        "2000-01-01",
-        "--erpnext-url",
-        erp.url,
-        "--api-key",
-        erp.api_key,
-        "--api-secret",
-        erp.api_secret,
-        "--relay-url",
-        RELAY_URL,
-        "--json",
-    )
+    run = run_relay(relay, *recover_args(erp))
     assert run.exit_code == 1, run.stderr
     assert (run.json()["takenIn"], run.json()["empty"], run.json()["refused"]) == (1, 1, 0)
