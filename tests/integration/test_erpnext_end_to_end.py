@@ -12,12 +12,10 @@ issue's "few minutes" scaled down with the write-back's back-off: 1 s doubling t
 record).
 """
 
-import dataclasses
 import json
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,45 +23,13 @@ import pytest
 
 from erpnext_simulator import Fault
 from frappe_sender import e_invoice_log, sales_invoice
-from relay_client import FAST_RETRIES, RelayClient
-from relay_local.environment import run_settings
+from relay_client import RelayClient
 from relay_local.erpnext import LocalErpnext
-from relay_local.pipeline import LocalPipeline
-from relay_local.run import pipeline_config
-from relay_local.stack import TEMPLATE
 
 INVOICES = 200
 E_INVOICE_FIELDS = {"irnNumber", "ackNumber", "ackDate", "signedInvoice", "invoiceQrCode"}
 SCHEDULE_SECONDS = 15.0
 OUTAGE_SECONDS = 20
-FAST_WRITEBACK = {"WRITEBACK_RETRY_BASE_SECONDS": "1", "WRITEBACK_RETRY_MAX_SECONDS": "4"}
-
-
-@pytest.fixture
-def erpnext_and_relay() -> Iterator[tuple[LocalErpnext, RelayClient]]:
-    """`ERPNEXT_SIMULATOR=1 make run`, as run.py builds it, with the functions in this process."""
-    settings = run_settings(
-        {
-            "ERPNEXT_SIMULATOR": "1",
-            "ERPNEXT_SIMULATOR_PORT": "0",
-            "RELAY_API_PORT": "0",
-            **FAST_RETRIES,
-            **FAST_WRITEBACK,
-        }
-    )
-    assert settings.frappe_webhook_secret is not None
-    assert settings.erpnext_simulator_port == 0
-    erpnext = LocalErpnext(0, settings.frappe_webhook_secret).start()
-    config = pipeline_config(settings, TEMPLATE, {}, erpnext.environment({}))
-    # run.py points write-back (and so recovery) at the simulator when no other site is named
-    assert config.writeback.erpnext_url == erpnext.simulator.url
-    config = dataclasses.replace(config, isolated=False, schedule_period_seconds=SCHEDULE_SECONDS)
-    try:
-        with LocalPipeline(config) as pipeline:
-            erpnext.connect(pipeline.api_url)
-            yield erpnext, RelayClient(pipeline, settings.webhook_secret)
-    finally:
-        erpnext.stop()
 
 
 def submit(erpnext: LocalErpnext, number: int, kind: str) -> None:
@@ -98,6 +64,7 @@ def submit(erpnext: LocalErpnext, number: int, kind: str) -> None:
     site.insert("e-Invoice Log", log)
 
 
+@pytest.mark.parametrize("erpnext_and_relay", [SCHEDULE_SECONDS], indirect=True)
 def test_two_hundred_invoices_reach_fynd_once_each_complete_and_their_sync_records_match_the_ledger(
     erpnext_and_relay: tuple[LocalErpnext, RelayClient],
 ) -> None:

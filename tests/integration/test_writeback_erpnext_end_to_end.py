@@ -3,49 +3,16 @@ pack's Webhooks into the relay, and every outcome back into the same site's `Fyn
 records, through a write-back outage of the site (its REST API answering 502 for those records).
 """
 
-import dataclasses
 import time
-from collections.abc import Iterator
 from urllib.parse import unquote
-
-import pytest
 
 from erpnext_simulator import Fault
 from frappe_sender import sales_invoice
-from relay_client import FAST_RETRIES, RelayClient
-from relay_local.environment import run_settings
+from relay_client import RelayClient
 from relay_local.erpnext import LocalErpnext
-from relay_local.pipeline import LocalPipeline
-from relay_local.run import pipeline_config
-from relay_local.stack import TEMPLATE
 
 INVOICES = 40
 OUTAGE_SECONDS = 20
-FAST_WRITEBACK = {"WRITEBACK_RETRY_BASE_SECONDS": "1", "WRITEBACK_RETRY_MAX_SECONDS": "4"}
-
-
-@pytest.fixture
-def erpnext_and_relay() -> Iterator[tuple[LocalErpnext, RelayClient]]:
-    settings = run_settings(
-        {
-            "ERPNEXT_SIMULATOR": "1",
-            "ERPNEXT_SIMULATOR_PORT": "0",
-            "RELAY_API_PORT": "0",
-            **FAST_RETRIES,
-            **FAST_WRITEBACK,
-        }
-    )
-    assert settings.frappe_webhook_secret is not None
-    erpnext = LocalErpnext(0, settings.frappe_webhook_secret).start()
-    config = pipeline_config(settings, TEMPLATE, {}, erpnext.environment({}))
-    # run.py points the write-back at the simulator when no other site is named
-    assert config.writeback.erpnext_url == erpnext.simulator.url
-    try:
-        with LocalPipeline(dataclasses.replace(config, isolated=False)) as pipeline:
-            erpnext.connect(pipeline.api_url)
-            yield erpnext, RelayClient(pipeline, settings.webhook_secret)
-    finally:
-        erpnext.stop()
 
 
 def submit(erpnext: LocalErpnext, number: int) -> tuple[str, str]:
