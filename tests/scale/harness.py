@@ -10,6 +10,7 @@ dispatcher (ledger writes, Shipment Info reads) runs one item after another on t
 as waves: each wave of `workers` items costs its slowest item (WaveExecutor), as threads do.
 """
 
+import heapq
 import inspect
 import math
 import random
@@ -118,8 +119,9 @@ class Metrics:
 
 
 class WaveExecutor:
-    """What the dispatcher's thread pool does to time: `workers` items at once, each wave as
-    long as its slowest item. Runs them one by one, so the clock stays deterministic."""
+    """What the dispatcher's thread pool does to time: `workers` threads, each item started by
+    the first thread to come free, as `ThreadPoolExecutor.map` does. Runs the items one by one,
+    so the clock stays deterministic; the clock ends when the last item does."""
 
     def __init__(self, workers: int, clock: WorldClock) -> None:
         self.workers = workers
@@ -127,15 +129,14 @@ class WaveExecutor:
 
     def map(self, work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         results: list[R] = []
-        pending = list(items)
-        for start in range(0, len(pending), self.workers):
-            began = self.clock.now
-            ended = began
-            for item in pending[start : start + self.workers]:
-                self.clock.now = began
-                results.append(work(item))
-                ended = max(ended, self.clock.now)
-            self.clock.now = ended
+        began = self.clock.now
+        free_at = [began] * self.workers
+        for item in items:
+            start = heapq.heappop(free_at)
+            self.clock.now = start
+            results.append(work(item))
+            heapq.heappush(free_at, self.clock.now)
+        self.clock.now = max(free_at)
         return iter(results)
 
 
