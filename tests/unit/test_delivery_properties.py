@@ -12,7 +12,8 @@ Dispatch: batches now or held in hand by a late worker and run later, messages d
 (alone or beside other copies in one batch), a receipt handle from an earlier receive that may
 still delete (standard queues), a worker held up past its lease while another takes the key,
 Fynd down or throttling, an answer lost after Fynd applied it, a worker killed between Fynd's
-answer and the ledger write, record outages, refused requeues, time passing.
+answer and the ledger write, record outages, a refused requeue, SQS refusing every fresh copy
+for several steps (an outage), time passing.
 
 After every step, before anything heals (the reconciler runs only as one of the random steps):
 
@@ -130,6 +131,8 @@ class RelayMachine(RuleBasedStateMachine):
         """Batches a worker received and has not yet run (a late worker), and when."""
         self.ids = 0
         self.runs = 0
+        self.requeues_refused = False
+        """SQS is refusing the dispatchers' fresh copies (SendMessage) until it recovers."""
 
     # ---- ingest ----
     @rule(
@@ -225,6 +228,12 @@ class RelayMachine(RuleBasedStateMachine):
     def stale_handles_delete(self) -> None:
         """From now on a receipt handle from an earlier receive may still delete (standard queues)."""
         self.world.queue.stale_handles_delete = True
+
+    @rule(refused=st.booleans())
+    def sqs_refuses_fresh_copies(self, refused: bool) -> None:
+        """SQS refuses (or takes again) every fresh copy a dispatcher queues, for as many steps
+        as it lasts: each message that was to wait afresh must come back itself instead."""
+        self.requeues_refused = refused
 
     @rule(seconds=st.sampled_from([1, 30, 130, 700, 1000, 3600]))
     def time_passes(self, seconds: int) -> None:
@@ -358,6 +367,8 @@ class RelayMachine(RuleBasedStateMachine):
             self.world.faults.fail(plan[0], plan[1], nth=2)
         else:
             self._inject(plan)
+        if self.requeues_refused:
+            self.world.faults.fail("queue.send_later", QueueUnavailableError("SQS down"), times=None)
         if held_up != "no":
             killed = held_up == "another worker is killed"
             self.world.faults.meanwhile("ledger.record", lambda: self._takeover(batch, killed=killed))
