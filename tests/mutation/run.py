@@ -50,6 +50,18 @@ FAST_TESTS = [
     "tests/unit/test_fynd_client.py",
     "tests/unit/test_ingest_fuzz.py",
     "tests/unit/test_fake_strictness.py",
+    "tests/unit/test_dispatch_at_least_once.py",
+    "tests/unit/test_dispatch_scale.py",
+    "tests/unit/test_dispatch_time_faults.py",
+    "tests/unit/test_e_invoice_rule.py",
+    "tests/unit/test_enrichment_properties.py",
+    "tests/unit/test_ingest_enrichment.py",
+    "tests/unit/test_reconcile_backlog_and_parking.py",
+    "tests/unit/test_recovery.py",
+    "tests/unit/test_recover_since.py",
+    "tests/unit/test_recover_schedule.py",
+    "tests/unit/test_writeback.py",
+    "tests/unit/test_integrating_callback.py",
     "tests/contract",
 ]
 """The fast tests: the domain through the fakes, no local stack, no subprocess (moto in-process

@@ -4,7 +4,16 @@ import pytest
 
 from factories import invoice
 from fakes import World
-from relay.domain.fynd import FyndCall, FyndThrottled, FyndUnavailable, OrderError, plan_calls
+from relay.domain.fynd import (
+    FyndAmbiguous,
+    FyndCall,
+    FyndCallError,
+    FyndCallRefused,
+    FyndThrottled,
+    FyndUnavailable,
+    OrderError,
+    plan_calls,
+)
 from relay.domain.invoice import InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.policy import (
@@ -157,3 +166,45 @@ def test_a_credit_note_answered_in453_is_not_marked_invoiced() -> None:
     assert entry.last_error.code == "IN453"
     assert not entry.already_invoiced
     assert len(failures) == 1  # its message comes back after the back-off
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        FyndCallError("Fynd Update Invoice refused the call (401)"),
+        FyndUnavailable("Fynd Update Invoice failed (502)"),
+        FyndAmbiguous("Fynd answered 202, which confirms nothing"),
+    ],
+    ids=["call error", "unavailable", "ambiguous"],
+)
+def test_a_whole_call_failure_is_recorded_with_what_the_client_said(failure: FyndCallError) -> None:
+    # Given a whole-call failure the Fynd client described
+    # When the policy decides the retry
+    verdict = policy().for_call_failure(failure, receive_count=1)
+    # Then the retry carries the client's words, which the ledger and the status API show
+    assert verdict.message == str(failure)
+    assert verdict.message.startswith("Fynd")
+
+
+def test_an_ambiguous_failure_with_retry_after_waits_at_least_that_long() -> None:
+    # Given an answer in doubt that asks for 600 s
+    doubt = FyndAmbiguous("Fynd's 503 does not confirm the orders", retry_after=600, status=503)
+    # When the policy decides the retry
+    verdict = policy().for_call_failure(doubt, receive_count=1)
+    # Then it waits out Retry-After, and says what Fynd answered
+    assert (verdict.reason, verdict.delay_seconds) == ("fynd_ambiguous", 600)
+    assert doubt.status == 503
+
+
+def test_an_invoice_refused_alone_is_rejected_with_fynds_reason() -> None:
+    # Given a whole-call 413 for an invoice sent on its own
+    refused = FyndCallRefused("Fynd Update Invoice refused the whole call (413): too large", status=413)
+    # When the policy rejects it
+    verdict = policy().refused_alone(refused)
+    # Then the rejection names the status and Fynd's reason
+    assert verdict == Rejected(
+        "FYND_REFUSED",
+        "Fynd refused this invoice on its own (HTTP 413): "
+        "Fynd Update Invoice refused the whole call (413): too large",
+    )
+    assert (refused.code, refused.detail) == ("HTTP413", str(refused))

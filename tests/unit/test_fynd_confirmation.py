@@ -133,8 +133,11 @@ def test_breach_5_named_errors_stay_usable_when_the_rest_is_unconfirmed() -> Non
         answer(body, "A", "B", "C")
     # Then B carries Fynd's own word, and A and C are in doubt
     assert {order: error.code for order, error in doubt.value.answered.items()} == {"B": "IN453"}
+    assert doubt.value.error_for("B") == doubt.value.answered["B"]
     assert doubt.value.error_for("A") is None
     assert doubt.value.error_for("C") is None
+    # And the doubt keeps the HTTP status Fynd answered with, for the log
+    assert doubt.value.status == 200
 
 
 @pytest.mark.parametrize(

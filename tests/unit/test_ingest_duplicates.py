@@ -3,6 +3,11 @@ may not have heard the 202: the same delivery again (its webhook-id), or an entr
 failed (marked). What neither covers waits for the reconciler. Over the port fakes
 (tests/fakes.py)."""
 
+import io
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pytest
 
 from factories import invoice
@@ -10,6 +15,7 @@ from fakes import Crash, World
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.intake import Action, InvoiceAcceptance
 from relay.domain.ledger import InvoiceStatus
+from relay.observability import logger
 
 
 @pytest.fixture
@@ -117,3 +123,61 @@ def test_a_failed_send_with_too_little_time_left_writes_no_mark(world: World) ->
     # Then no mark was written: the function answers before its timeout, and the reconciler heals
     assert world.ledger.entries[invoice("A").key].send_failed_at is None
     assert world.ledger.writes["mark_send_failed"] == 0
+
+
+def test_a_failed_send_with_just_the_time_for_one_write_left_still_marks(world: World) -> None:
+    # Given ingest's clock: after the send, exactly the time one mark needs
+    left = iter([10.0, 1.9])
+    acceptance = InvoiceAcceptance(
+        ledger=world.ledger, queue=world.queue, clock=world.clock, reserve_seconds=5.7, mark_seconds=1.9
+    )
+    world.faults.fail("queue.send", QueueUnavailableError("1 invoice(s) could not be queued"))
+    # When the send fails
+    with pytest.raises(QueueUnavailableError):
+        acceptance.accept([invoice("A")], correlation_id="wh-1", seconds_left=lambda: next(left))
+    # Then the entry is marked, so the sender's retry queues it
+    assert world.ledger.entries[invoice("A").key].send_failed_at == world.clock.now
+
+
+@pytest.fixture
+def warnings() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The relay's log lines at WARNING and above so far, as the JSON documents CloudWatch receives."""
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+
+    def lines() -> list[dict[str, Any]]:
+        documents = [json.loads(line) for line in stream.getvalue().splitlines() if line]
+        return [document for document in documents if document.get("level") in ("WARNING", "ERROR")]
+
+    yield lines
+    logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+UNMARKED = "invoices not queued nor marked for the sender's retry; the reconciler will queue them"
+
+
+def test_the_invoices_a_failed_send_left_unmarked_are_named_for_the_operator(
+    world: World, warnings: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given SQS refuses A, B and C, and the ledger refuses the second mark
+    world.faults.fail("queue.send", QueueUnavailableError("3 invoice(s) could not be queued"))
+    world.faults.fail("ledger.mark_send_failed", LedgerUnavailableError("throttled"), nth=2)
+    # When the webhook is accepted
+    with pytest.raises(QueueUnavailableError):
+        world.accept(invoice("A"), invoice("B"), invoice("C"))
+    # Then A is marked, and one warning names B and C, which only the reconciler will queue
+    assert world.ledger.entries[invoice("A").key].send_failed_at is not None
+    unmarked = [doc for doc in warnings() if doc["message"] == UNMARKED]
+    assert [doc["invoice_keys"] for doc in unmarked] == [[str(invoice("B").key), str(invoice("C").key)]]
+
+
+def test_a_failed_send_whose_every_invoice_is_marked_warns_of_nothing_unmarked(
+    world: World, warnings: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given SQS refuses A and B, and the ledger takes both marks
+    world.faults.fail("queue.send", QueueUnavailableError("2 invoice(s) could not be queued"))
+    # When the webhook is accepted
+    with pytest.raises(QueueUnavailableError):
+        world.accept(invoice("A"), invoice("B"))
+    # Then no warning says an invoice waits for the reconciler: the sender's retry queues both
+    assert [doc for doc in warnings() if doc["message"] == UNMARKED] == []

@@ -137,6 +137,21 @@ def test_envelope_checks_size_then_media_type() -> None:
     check_envelope("application/vnd.erp+json", 10, 1000)
 
 
+def test_a_refused_envelope_says_what_was_sent_and_what_is_taken() -> None:
+    # Given a body one byte over the limit, one sent as text, and one sent with no content type
+    # When the envelope is checked
+    # Then each refusal tells the sender what it sent and what the relay takes
+    with pytest.raises(PayloadTooLarge) as too_large:
+        check_envelope("application/json", 1001, 1000)
+    assert str(too_large.value) == "body is 1001 bytes; the limit is 1000"
+    with pytest.raises(UnsupportedMediaType) as text:
+        check_envelope("text/plain", 10, 1000)
+    assert str(text.value) == "content type must be application/json, not text/plain"
+    with pytest.raises(UnsupportedMediaType) as missing:
+        check_envelope(None, 10, 1000)
+    assert str(missing.value) == "content type must be application/json, not missing"
+
+
 def test_key_round_trips_through_its_text_form() -> None:
     key = InvoiceKey("FY#7", InvoiceType.RETURN)
     assert InvoiceKey.parse(str(key)) == key

@@ -183,3 +183,63 @@ def test_only_presets_configured_still_verifies_them_but_not_the_status_api() ->
 def test_no_usable_secret_at_all_is_a_configuration_error() -> None:
     with pytest.raises(SigningSecretMissing):
         RequestVerifier(SigningSecrets.from_entries({"frappe": "short"}))
+
+
+def test_the_status_api_on_a_relay_with_only_presets_says_no_standard_webhooks_secret_is_set() -> None:
+    # Given a relay whose signing secret holds only a frappe entry
+    relay = RequestVerifier(SigningSecrets.from_entries({"frappe": FRAPPE_SECRET}))
+    # When the status API asks for its Standard Webhooks verifier
+    with pytest.raises(SigningSecretMissing) as missing:
+        relay.standard_webhooks()
+    # Then the configuration error says which secret is missing
+    assert str(missing.value) == "no usable Standard Webhooks signing secret is configured"
+
+
+def test_a_relay_without_standard_webhooks_names_every_preset_it_takes() -> None:
+    # Given a relay with two presets and no Standard Webhooks secret
+    relay = RequestVerifier(
+        SigningSecrets.from_entries({"frappe": FRAPPE_SECRET, "hmac-sha256:X-Erp-Signature": NEXT_SECRET})
+    )
+    # When an unsigned request arrives
+    with pytest.raises(SchemeRefused) as refused:
+        relay.verify(b"{}", {})
+    # Then it is told each header and scheme the relay verifies, one after another
+    assert str(refused.value) == (
+        "standard-webhooks: not enabled on this relay; "
+        f"{FRAPPE_HEADER} (frappe), or X-Erp-Signature (hmac-sha256)"
+    )
+
+
+def test_a_wrong_standard_webhooks_signature_is_not_told_about_the_presets() -> None:
+    # Given a relay with Standard Webhooks and a frappe preset
+    relay = verifier(frappe=FRAPPE_SECRET)
+    body = json.dumps(DATA)
+    headers = signed_headers(new_secret(), body)  # signed with a secret the relay does not hold
+    # When a request signed the Standard Webhooks way does not verify
+    with pytest.raises(SchemeRefused) as refused:
+        relay.verify(body.encode(), headers)
+    # Then the refusal is about its signature alone: the presets are offered only to a request
+    # that sent no Standard Webhooks signature at all
+    assert str(refused.value).startswith("standard-webhooks: ")
+    assert FRAPPE_HEADER not in str(refused.value)
+
+
+def test_a_frappe_signature_in_hex_is_refused_as_frappe_signs_in_base64() -> None:
+    # Given the right HMAC of the body, written in hex (only the generic preset reads hex)
+    request = frappe_request(DATA, FRAPPE_SECRET)
+    headers = {**request.headers, FRAPPE_HEADER: hmac_of(FRAPPE_SECRET, request.body).hex()}
+    # When it is verified by the frappe preset
+    # Then it is refused: not the base64 Frappe sends
+    with pytest.raises(SchemeRefused, match="is not the base64 of an HMAC-SHA256"):
+        verifier(frappe=FRAPPE_SECRET).verify(request.body, headers)
+
+
+def test_a_signature_with_characters_outside_base64_is_refused_not_cleaned_up() -> None:
+    # Given the right HMAC in base64 with a character outside the alphabet in the middle
+    request = frappe_request(DATA, FRAPPE_SECRET)
+    good = base64.b64encode(hmac_of(FRAPPE_SECRET, request.body)).decode()
+    headers = {**request.headers, FRAPPE_HEADER: good[:10] + "!" + good[10:]}
+    # When it is verified
+    # Then it is refused as malformed rather than decoded by dropping the stray character
+    with pytest.raises(SchemeRefused, match="is not the base64 of an HMAC-SHA256"):
+        verifier(frappe=FRAPPE_SECRET).verify(request.body, headers)
