@@ -62,6 +62,7 @@ FAST_TESTS = [
     "tests/unit/test_recover_schedule.py",
     "tests/unit/test_writeback.py",
     "tests/unit/test_integrating_callback.py",
+    "tests/unit/test_status_document.py",
     "tests/contract",
 ]
 """The fast tests: the domain through the fakes, no local stack, no subprocess (moto in-process

@@ -143,14 +143,16 @@ def test_a_failed_send_with_just_the_time_for_one_write_left_still_marks(world: 
 def warnings() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """The relay's log lines at WARNING and above so far, as the JSON documents CloudWatch receives."""
     stream = io.StringIO()
-    previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    handler = logger.registered_handler
+    # Swapped, not setStream: that flushes the stream it replaces, which a runner may have closed.
+    previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
 
     def lines() -> list[dict[str, Any]]:
         documents = [json.loads(line) for line in stream.getvalue().splitlines() if line]
         return [document for document in documents if document.get("level") in ("WARNING", "ERROR")]
 
     yield lines
-    logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+    handler.stream = previous  # type: ignore[attr-defined]
 
 
 UNMARKED = "invoices not queued nor marked for the sender's retry; the reconciler will queue them"

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from factories import invoice, invoice_dict
-from relay.domain.errors import InvalidInvoices, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from relay.domain.errors import (
+    FieldError,
+    InvalidInvoices,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.webhook import check_envelope, parse_invoices
 
@@ -155,3 +161,21 @@ def test_a_refused_envelope_says_what_was_sent_and_what_is_taken() -> None:
 def test_key_round_trips_through_its_text_form() -> None:
     key = InvoiceKey("FY#7", InvoiceType.RETURN)
     assert InvoiceKey.parse(str(key)) == key
+
+
+def test_a_422_says_how_many_problems_there_are_and_that_nothing_was_queued() -> None:
+    # Given two invoices each missing its invoiceNumber
+    body = json.dumps([{"orderId": "A", "invoiceType": "sale"}, {"orderId": "B", "invoiceType": "sale"}])
+    # When parsed
+    with pytest.raises(InvalidInvoices) as invalid:
+        parse_invoices(body)
+    # Then the summary counts the problems and says nothing was queued; each is listed by index
+    assert str(invalid.value) == "2 problem(s) in the invoices; nothing was queued"
+    assert [error.index for error in invalid.value.errors] == [0, 1]
+
+
+def test_a_422_with_its_own_detail_says_that_instead_of_the_count() -> None:
+    problem = FieldError(None, "orderId", "not an order id")
+    assert str(InvalidInvoices([problem], "the order id is not one the relay can look up")) == (
+        "the order id is not one the relay can look up"
+    )

@@ -122,3 +122,75 @@ def test_recovery_reads_only_the_window_it_is_given(world: World) -> None:
     assert log.reads == [(RELAY_URL, "2026-12-01 00:00:00")]
     assert (report.found, report.taken_in) == (3, 1)
     assert set(world.ledger.entries) == {InvoiceKey("FY-REC-NEW", InvoiceType.SALE)}
+
+
+def test_each_row_is_reported_as_it_is_taken_in_with_what_became_of_each_invoice(world: World) -> None:
+    # Given a log holding a new delivery of two invoices, the same again, a refused body, a
+    # conflicting one, a row Frappe never sent and one whose body is blank
+    world.accept(invoice("FY-REC-C"))
+    two = [invoice_dict("FY-REC-A"), invoice_dict("FY-REC-B", invoiceType="return")]
+    rows = [
+        LoggedRequest("new", "2026-12-01 10:00:00", frappe_data(two), "SINV-A"),
+        LoggedRequest("again", "2026-12-01 10:00:01", frappe_data(two), "SINV-A"),
+        LoggedRequest("bad", "2026-12-01 10:00:02", "[]", None),
+        LoggedRequest(
+            "conflict", "2026-12-01 10:00:03", frappe_data(invoice_dict("FY-REC-C", invoiceNumber="X")), None
+        ),
+        LoggedRequest("unsent", "2026-12-01 10:00:04", None, "SINV-U"),
+        LoggedRequest("blank", "2026-12-01 10:00:05", " \n", None),
+    ]
+    seen: list[str] = []
+    # When recovery runs, told of each row as it goes
+    report = Recovery(log=ListedRequestLog(rows), intake=world.acceptance).recover(
+        url=RELAY_URL, since="2026-12-01 00:00:00", on_row=lambda row: seen.append(row.name)
+    )
+    # Then every row is told in order, and reported with what became of its invoices
+    assert seen == ["new", "again", "bad", "conflict", "unsent", "blank"]
+    assert [
+        (row.name, row.creation, row.outcome, row.detail, row.reference_document) for row in report.rows
+    ] == [
+        ("new", "2026-12-01 10:00:00", RowOutcome.TAKEN_IN, "FY-REC-A#sale, FY-REC-B#return", "SINV-A"),
+        (
+            "again",
+            "2026-12-01 10:00:01",
+            RowOutcome.ALREADY_KNOWN,
+            "FY-REC-A#sale QUEUED, FY-REC-B#return QUEUED",
+            "SINV-A",
+        ),
+        ("bad", "2026-12-01 10:00:02", RowOutcome.REFUSED, "422: body: send 1 to 100 invoices, not 0", None),
+        (
+            "conflict",
+            "2026-12-01 10:00:03",
+            RowOutcome.REFUSED,
+            "409: a different invoice is recorded for FY-REC-C#sale",
+            None,
+        ),
+        (
+            "unsent",
+            "2026-12-01 10:00:04",
+            RowOutcome.EMPTY,
+            "no body: Frappe did not send this request",
+            "SINV-U",
+        ),
+        ("blank", "2026-12-01 10:00:05", RowOutcome.EMPTY, "no body: Frappe did not send this request", None),
+    ]
+    # And the summary counts each outcome
+    assert report.complete
+    assert report.summary() == {"found": 6, "takenIn": 1, "alreadyKnown": 1, "refused": 2, "empty": 2}
+
+
+def test_a_run_left_with_less_than_its_reserve_takes_in_no_further_row(world: World) -> None:
+    # Given three failed deliveries and a clock that leaves the reserve for two rows only
+    log = ListedRequestLog(
+        LoggedRequest(f"R{n}", "2026-12-01 10:00:00", frappe_data(invoice_dict(f"FY-REC-{n}")), None)
+        for n in range(3)
+    )
+    left = iter([10.0, 5.0, 4.9])
+    # When recovery runs with a reserve of 5 s
+    report = Recovery(log=log, intake=world.acceptance).recover(
+        url=RELAY_URL, since="2026-12-01 00:00:00", seconds_left=lambda: next(left), reserve_seconds=5.0
+    )
+    # Then it takes in the rows started with the reserve still there, and says it is not complete
+    assert [row.name for row in report.rows] == ["R0", "R1"]
+    assert not report.complete
+    assert set(world.ledger.entries) == {InvoiceKey(f"FY-REC-{n}", InvoiceType.SALE) for n in range(2)}

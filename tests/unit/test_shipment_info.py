@@ -38,6 +38,7 @@ def info(order_status: str | None = None, bag: str | None = None) -> ShipmentInf
         ("PROCESSING", None, ShipmentState.UNKNOWN),  # confirmed or invoiced: proves neither
         (None, None, ShipmentState.UNKNOWN),
         ("SHIPPED_TO_MARS", None, ShipmentState.UNKNOWN),
+        ("SHIPPED_TO_MARS", "bag_invoiced", ShipmentState.UNKNOWN),  # an unknown status vouches for nothing
         ("CONFIRMED", "bag_teleported", ShipmentState.UNKNOWN),
         ("DELIVERED", "bag_teleported", ShipmentState.UNKNOWN),
         ("CREATED", "bag_invoiced", ShipmentState.UNKNOWN),  # fields disagree

@@ -94,8 +94,13 @@ def test_standard_webhooks_still_verifies_beside_a_preset() -> None:
 
 def test_frappe_header_without_the_preset_enabled_says_so() -> None:
     request = frappe_request(DATA, FRAPPE_SECRET)
-    with pytest.raises(SchemeRefused, match="frappe preset is not enabled"):
+    with pytest.raises(SchemeRefused, match="frappe preset is not enabled") as refused:
         verifier().verify(request.body, request.headers)
+    assert refused.value.scheme == "frappe"
+    assert (
+        str(refused.value)
+        == f"frappe: {FRAPPE_HEADER} was sent but the frappe preset is not enabled on this relay"
+    )
 
 
 def test_unsigned_request_is_told_every_scheme_it_could_use() -> None:
