@@ -2,6 +2,7 @@
 failed row is taken in once, a body the relay holds is already known, nothing is sent twice."""
 
 import json
+import time
 from collections.abc import Iterable
 
 import pytest
@@ -10,7 +11,7 @@ from factories import invoice, invoice_dict
 from fakes import World
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.recovery import WEBHOOK_ID_PREFIX, LoggedRequest, Recovery, RowOutcome
+from relay.domain.recovery import WEBHOOK_ID_PREFIX, LoggedRequest, Recovery, RowOutcome, window_start
 
 RELAY_URL = "https://relay.example/v1/invoices"
 
@@ -127,14 +128,19 @@ def test_recovery_reads_only_the_window_it_is_given(world: World) -> None:
 def test_each_row_is_reported_as_it_is_taken_in_with_what_became_of_each_invoice(world: World) -> None:
     # Given a log holding a new delivery of two invoices, the same again, a refused body, a
     # conflicting one, a row Frappe never sent and one whose body is blank
-    world.accept(invoice("FY-REC-C"))
+    world.accept(invoice("FY-REC-C"), invoice("FY-REC-D"))
     two = [invoice_dict("FY-REC-A"), invoice_dict("FY-REC-B", invoiceType="return")]
     rows = [
         LoggedRequest("new", "2026-12-01 10:00:00", frappe_data(two), "SINV-A"),
         LoggedRequest("again", "2026-12-01 10:00:01", frappe_data(two), "SINV-A"),
-        LoggedRequest("bad", "2026-12-01 10:00:02", "[]", None),
+        LoggedRequest("bad", "2026-12-01 10:00:02", frappe_data([{"orderId": "FY-REC-X"}]), None),
         LoggedRequest(
-            "conflict", "2026-12-01 10:00:03", frappe_data(invoice_dict("FY-REC-C", invoiceNumber="X")), None
+            "conflict",
+            "2026-12-01 10:00:03",
+            frappe_data(
+                [invoice_dict("FY-REC-C", invoiceNumber="X"), invoice_dict("FY-REC-D", invoiceNumber="Y")]
+            ),
+            None,
         ),
         LoggedRequest("unsent", "2026-12-01 10:00:04", None, "SINV-U"),
         LoggedRequest("blank", "2026-12-01 10:00:05", " \n", None),
@@ -157,12 +163,18 @@ def test_each_row_is_reported_as_it_is_taken_in_with_what_became_of_each_invoice
             "FY-REC-A#sale QUEUED, FY-REC-B#return QUEUED",
             "SINV-A",
         ),
-        ("bad", "2026-12-01 10:00:02", RowOutcome.REFUSED, "422: body: send 1 to 100 invoices, not 0", None),
+        (
+            "bad",
+            "2026-12-01 10:00:02",
+            RowOutcome.REFUSED,
+            "422: invoiceNumber: Field required; invoiceType: Field required",
+            None,
+        ),
         (
             "conflict",
             "2026-12-01 10:00:03",
             RowOutcome.REFUSED,
-            "409: a different invoice is recorded for FY-REC-C#sale",
+            "409: a different invoice is recorded for FY-REC-C#sale, FY-REC-D#sale",
             None,
         ),
         (
@@ -192,5 +204,30 @@ def test_a_run_left_with_less_than_its_reserve_takes_in_no_further_row(world: Wo
     )
     # Then it takes in the rows started with the reserve still there, and says it is not complete
     assert [row.name for row in report.rows] == ["R0", "R1"]
-    assert not report.complete
+    assert report.complete is False
     assert set(world.ledger.entries) == {InvoiceKey(f"FY-REC-{n}", InvoiceType.SALE) for n in range(2)}
+
+
+def test_a_run_without_a_reserve_takes_in_rows_while_any_time_is_left(world: World) -> None:
+    # Given a run with half a second left and no reserve
+    log = ListedRequestLog(
+        [LoggedRequest("R", "2026-12-01 10:00:00", frappe_data(invoice_dict("FY-REC-R")), None)]
+    )
+    # When recovery runs
+    report = Recovery(log=log, intake=world.acceptance).recover(
+        url=RELAY_URL, since="2026-12-01 00:00:00", seconds_left=lambda: 0.5
+    )
+    # Then the row is taken in
+    assert (report.taken_in, report.complete) == (1, True)
+
+
+def test_the_window_starts_in_utc_whatever_the_machines_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a run where local time is not UTC
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        # When the window of a 2-hour look-back is computed / Then it is written in UTC
+        assert window_start(1_800_007_200.0, 7200) == "2027-01-15 08:00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
