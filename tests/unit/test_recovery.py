@@ -1,17 +1,20 @@
 """Recovery from ERPNext's Webhook Request Log (relay.domain.recovery) over the fakes: every
 failed row is taken in once, a body the relay holds is already known, nothing is sent twice."""
 
+import io
 import json
 import time
 from collections.abc import Iterable
 
 import pytest
 
+import relay.domain.recovery as recovery_module
 from factories import invoice, invoice_dict
 from fakes import World
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.recovery import WEBHOOK_ID_PREFIX, LoggedRequest, Recovery, RowOutcome, window_start
+from relay.observability import logger
 
 RELAY_URL = "https://relay.example/v1/invoices"
 
@@ -231,3 +234,37 @@ def test_the_window_starts_in_utc_whatever_the_machines_time_zone(monkeypatch: p
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_run_counts_its_rows_and_logs_its_window_and_outcomes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the metrics and the log as CloudWatch receives them
+    counted: list[tuple[str, float]] = []
+    monkeypatch.setattr(recovery_module, "count", lambda name, value=1, **_: counted.append((name, value)))
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
+    try:
+        # When a run takes in one delivery of three rows
+        recover(world, ListedRequestLog(attempts("M", invoice_dict("FY-REC-M"))))
+    finally:
+        handler.stream = previous  # type: ignore[attr-defined]
+    # Then it counts the rows found and taken in
+    assert counted == [("RecoveryRowsFound", 3), ("RecoveryRowsTakenIn", 1)]
+    # And logs one line with its window and what became of the rows
+    (line,) = [
+        document
+        for document in map(json.loads, stream.getvalue().splitlines())
+        if document["message"] == "recovery from the Webhook Request Log"
+    ]
+    assert {
+        name: line[name] for name in ("url", "since", "complete", "found", "takenIn", "alreadyKnown")
+    } == {
+        "url": RELAY_URL,
+        "since": "2026-12-01 00:00:00",
+        "complete": True,
+        "found": 3,
+        "takenIn": 1,
+        "alreadyKnown": 2,
+    }
