@@ -24,6 +24,7 @@ from relay.domain.writeback import (
     forward,
     ledger_change,
     outcome_of,
+    supersedes,
     sync_fields,
 )
 from relay_local.signing import new_secret
@@ -535,3 +536,99 @@ def test_the_local_write_back_takes_the_spec_variables() -> None:
         True,
     )
     assert writeback_targets({}).any is False
+
+
+class ScriptedTarget:
+    """A write-back target that takes every outcome, or fails with the errors it is given, in turn."""
+
+    def __init__(self, name: str, *failures: Exception) -> None:
+        self.name = name
+        self.failures = list(failures)
+        self.delivered: list[InvoiceKey] = []
+
+    def deliver(self, outcome: Outcome) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.delivered.append(outcome.key)
+
+
+class Visibility:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, int]] = []
+
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self.changes.append((receipt_handle, seconds))
+
+
+def message(order: str) -> WritebackMessage:
+    return WritebackMessage(f"m-{order}", f"h-{order}", 1, InvoiceKey(order, InvoiceType.SALE), f"g-{order}")
+
+
+def test_a_target_down_is_skipped_for_the_batch_and_the_other_target_still_gets_every_outcome() -> None:
+    # Given two invoices, ERPNext down at the first outcome and the callback receiver up
+    ledger = Ledger(
+        {
+            key: entry(key.order_id, InvoiceStatus.INVOICED, 100.0)
+            for key in (message("A").key, message("B").key)
+        }
+    )
+    erpnext = ScriptedTarget("erpnext", TargetDown("erpnext answered 503"))
+    callback = ScriptedTarget("callback")
+    failures: list[tuple[InvoiceKey, str, str]] = []
+    writeback = Writeback(
+        ledger=ledger,
+        targets=[erpnext, callback],
+        queue=Visibility(),
+        backoff=Backoff(60, 3600, lambda: 0.0),
+        message_seconds=10,
+        on_failure=lambda key, target, error: failures.append((key, target, str(error))),
+    )
+    # When the batch of both is written back
+    report = writeback.write_back([message("A"), message("B")], lambda: 60.0)
+    # Then ERPNext is asked once and told of nothing more; the callback receiver gets both
+    assert erpnext.delivered == []
+    assert callback.delivered == [message("A").key, message("B").key]
+    # And the failure is reported once, naming the invoice, the target and the error
+    assert failures == [(message("A").key, "erpnext", "erpnext answered 503")]
+    # And both messages come back (ERPNext still owes them), none reported written
+    assert (report.written, report.failed) == ([], ["m-A", "m-B"])
+
+
+def test_a_batch_reports_the_invoices_every_target_took() -> None:
+    ledger = Ledger({message("A").key: entry("A", InvoiceStatus.INVOICED, 100.0)})
+    writeback = Writeback(
+        ledger=ledger,
+        targets=[ScriptedTarget("callback")],
+        queue=Visibility(),
+        backoff=Backoff(60, 3600, lambda: 0.0),
+        message_seconds=10,
+    )
+    report = writeback.write_back([message("A")], lambda: 60.0)
+    assert (report.written, report.failed) == ([message("A").key], [])
+
+
+def test_a_message_is_still_worked_with_exactly_its_time_left() -> None:
+    # Given an invocation with exactly the time one message may take
+    ledger = Ledger({message("A").key: entry("A", InvoiceStatus.INVOICED, 100.0)})
+    callback = ScriptedTarget("callback")
+    queue = Visibility()
+    writeback = Writeback(
+        ledger=ledger,
+        targets=[callback],
+        queue=queue,
+        backoff=Backoff(60, 3600, lambda: 0.0),
+        message_seconds=10,
+    )
+    # When the message is written back / Then it is worked, not put back
+    report = writeback.write_back([message("A")], lambda: 10.0)
+    assert (callback.delivered, report.failed, queue.changes) == ([message("A").key], [], [])
+
+
+def test_a_record_erpnext_answers_with_nulls_or_numbers_is_already_written() -> None:
+    # Given the record ERPNext holds for the outcome, with empty fields as null and attempts as a number
+    outcome = outcome_of(entry("A", InvoiceStatus.INVOICED, 100.0))
+    recorded = {**sync_fields(outcome), "fynd_code": None, "reason": None, "attempts": 1}
+    # When the write-back compares it / Then there is nothing to write
+    assert not supersedes(outcome, recorded)
+    # And a record of the same time whose status differs is written over
+    assert supersedes(outcome, {**recorded, "status": "REJECTED"})
