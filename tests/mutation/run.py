@@ -1,6 +1,7 @@
 """`make mutate`: mutation testing (mutmut) of `src/functions/relay/domain` by the fast unit tests.
 
     .venv/bin/python tests/mutation/run.py [--modules dispatch policy ...] [--jobs 2] [--keep]
+    .venv/bin/python tests/mutation/run.py --stage rest --keep --mutants "relay.domain.recovery.*"
 
 Prints the score (killed / non-equivalent mutants), every surviving mutant that is not named
 in tests/mutation/equivalent.txt, and exits 1 below --threshold (default 90%).
@@ -9,6 +10,13 @@ mutmut 3 names a module by its path from the working directory, and the relay is
 `relay` from `src/functions`, so the run happens in a staging copy (build/mutate) where the
 package sits at the top: `relay/domain/...` there is `relay.domain...` at import. Nothing in the
 repository is changed; mutmut's own files stay in build/mutate. Never part of `make test`.
+
+Each mutant runs only the fast tests that cover its function (mutmut's stats run records which
+tests call which function), stopping at the first failure: a killed mutant costs a few tests, a
+surviving one every test that reaches it. `--mutants` runs the named mutants (globs, e.g. one
+module) again in an existing stage, so a large domain can be measured module by module on one
+stats run, and survivors checked again after new tests (copy them into the stage's tests/ and
+mutants/tests/ first; a test file the stage's selection does not list needs a new stage).
 """
 
 import argparse
@@ -176,6 +184,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="reuse build/mutate's results (no new run)")
     parser.add_argument("--revision", default=None, help="a git revision's code and tests, not the work tree")
     parser.add_argument("--stage", default="", help="another staging directory, build/mutate-STAGE")
+    parser.add_argument(
+        "--mutants", nargs="*", default=[], help="with --keep: run these mutants (globs) again, then report"
+    )
     args = parser.parse_args()
     if args.stage:
         global STAGE
@@ -183,8 +194,9 @@ def main() -> int:
     started = time.monotonic()
     if not args.keep:
         stage(args.modules, args.revision)
+    if not args.keep or args.mutants:
         subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "mutmut"), "run", "--max-children", str(args.jobs)],
+            [str(ROOT / ".venv" / "bin" / "mutmut"), "run", "--max-children", str(args.jobs), *args.mutants],
             cwd=STAGE,
             check=False,
             env={**os.environ, "HYPOTHESIS_PROFILE": "mutate"},

@@ -13,6 +13,7 @@ from relay.domain.errors import (
     UnsupportedMediaType,
 )
 from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.messages import MAX_MESSAGE_BYTES, QueuedInvoice, round_trips
 from relay.domain.webhook import check_envelope, parse_invoices
 
 
@@ -179,3 +180,21 @@ def test_a_422_with_its_own_detail_says_that_instead_of_the_count() -> None:
     assert str(InvalidInvoices([problem], "the order id is not one the relay can look up")) == (
         "the order id is not one the relay can look up"
     )
+
+
+def test_a_message_fits_sqs_up_to_its_last_byte_counting_the_webhook_id_attribute() -> None:
+    # Given queue messages carrying a webhook-id, grown to exactly SQS's limit and one byte past it
+    def message(padding: int) -> QueuedInvoice:
+        body = invoice("A", packages=[{"note": "x" * padding}])
+        return QueuedInvoice(
+            invoice=body, content_hash=body.content_hash(), accepted_at=0.0, correlation_id="wh-1"
+        )
+
+    attribute = len("correlationId") + len("String") + len("wh-1")
+    padding = MAX_MESSAGE_BYTES - attribute - len(message(0).to_body().encode())
+    at_limit, past_it = message(padding), message(padding + 1)
+    # When ingest checks each before anything is written
+    # Then the message at the limit, body and attribute together, is queued; the next byte is refused
+    assert at_limit.queued_bytes() == MAX_MESSAGE_BYTES
+    assert round_trips(at_limit)
+    assert not round_trips(past_it)
