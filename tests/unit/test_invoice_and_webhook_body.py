@@ -198,3 +198,15 @@ def test_a_message_fits_sqs_up_to_its_last_byte_counting_the_webhook_id_attribut
     assert at_limit.queued_bytes() == MAX_MESSAGE_BYTES
     assert round_trips(at_limit)
     assert not round_trips(past_it)
+
+
+def test_a_message_without_a_webhook_id_costs_its_body_alone() -> None:
+    # Given a queue message with no webhook-id (a sender that sends none), grown to SQS's limit
+    def message(padding: int) -> QueuedInvoice:
+        body = invoice("A", packages=[{"note": "x" * padding}])
+        return QueuedInvoice(invoice=body, content_hash=body.content_hash(), accepted_at=0.0)
+
+    padding = MAX_MESSAGE_BYTES - len(message(0).to_body().encode())
+    # When ingest checks it / Then it fits: no attribute is sent for it
+    assert message(padding).queued_bytes() == MAX_MESSAGE_BYTES
+    assert round_trips(message(padding))
