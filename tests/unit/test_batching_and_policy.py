@@ -169,21 +169,23 @@ def test_a_credit_note_answered_in453_is_not_marked_invoiced() -> None:
 
 
 @pytest.mark.parametrize(
-    "failure",
+    ("failure_type", "words"),
     [
-        FyndCallError("Fynd Update Invoice refused the call (401)"),
-        FyndUnavailable("Fynd Update Invoice failed (502)"),
-        FyndAmbiguous("Fynd answered 202, which confirms nothing"),
+        (FyndCallError, "Fynd Update Invoice refused the call (401)"),
+        (FyndUnavailable, "Fynd Update Invoice failed (502)"),
+        (FyndAmbiguous, "Fynd answered 202, which confirms nothing"),
     ],
     ids=["call error", "unavailable", "ambiguous"],
 )
-def test_a_whole_call_failure_is_recorded_with_what_the_client_said(failure: FyndCallError) -> None:
+def test_a_whole_call_failure_is_recorded_with_what_the_client_said(
+    failure_type: type[FyndCallError], words: str
+) -> None:
     # Given a whole-call failure the Fynd client described
+    failure = failure_type(words)
     # When the policy decides the retry
     verdict = policy().for_call_failure(failure, receive_count=1)
     # Then the retry carries the client's words, which the ledger and the status API show
-    assert verdict.message == str(failure)
-    assert verdict.message.startswith("Fynd")
+    assert verdict.message == words
 
 
 def test_an_ambiguous_failure_with_retry_after_waits_at_least_that_long() -> None:

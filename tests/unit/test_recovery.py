@@ -246,12 +246,13 @@ def test_a_run_counts_its_rows_and_logs_its_window_and_outcomes(
     handler = logger.registered_handler
     previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
     try:
-        # When a run takes in one delivery of three rows
-        recover(world, ListedRequestLog(attempts("M", invoice_dict("FY-REC-M"))))
+        # When a run takes in two deliveries of three rows each
+        rows = attempts("M", invoice_dict("FY-REC-M")) + attempts("N", invoice_dict("FY-REC-N"))
+        recover(world, ListedRequestLog(rows))
     finally:
         handler.stream = previous  # type: ignore[attr-defined]
     # Then it counts the rows found and taken in
-    assert counted == [("RecoveryRowsFound", 3), ("RecoveryRowsTakenIn", 1)]
+    assert counted == [("RecoveryRowsFound", 6), ("RecoveryRowsTakenIn", 2)]
     # And logs one line with its window and what became of the rows
     (line,) = [
         document
@@ -264,7 +265,7 @@ def test_a_run_counts_its_rows_and_logs_its_window_and_outcomes(
         "url": RELAY_URL,
         "since": "2026-12-01 00:00:00",
         "complete": True,
-        "found": 3,
-        "takenIn": 1,
-        "alreadyKnown": 2,
+        "found": 6,
+        "takenIn": 2,
+        "alreadyKnown": 4,
     }

@@ -632,3 +632,33 @@ def test_a_record_erpnext_answers_with_nulls_or_numbers_is_already_written() -> 
     assert not supersedes(outcome, recorded)
     # And a record of the same time whose status differs is written over
     assert supersedes(outcome, {**recorded, "status": "REJECTED"})
+    # And so is one with no time of the relay's (made by hand), and no record at all
+    assert supersedes(outcome, {**recorded, "relay_updated_at": None})
+    assert supersedes(outcome, None)
+
+
+def test_out_of_time_every_remaining_message_comes_back_at_once_unworked() -> None:
+    # Given two messages and less time left than one message may take
+    ledger = Ledger(
+        {
+            key: entry(key.order_id, InvoiceStatus.INVOICED, 100.0)
+            for key in (message("A").key, message("B").key)
+        }
+    )
+    callback = ScriptedTarget("callback")
+    queue = Visibility()
+    writeback = Writeback(
+        ledger=ledger,
+        targets=[callback],
+        queue=queue,
+        backoff=Backoff(60, 3600, lambda: 0.0),
+        message_seconds=10,
+    )
+    # When the batch is written back
+    report = writeback.write_back([message("A"), message("B")], lambda: 9.0)
+    # Then neither is worked, and both come back at once (none is deleted unwritten)
+    assert (callback.delivered, report.failed, queue.changes) == (
+        [],
+        ["m-A", "m-B"],
+        [("h-A", 0), ("h-B", 0)],
+    )
