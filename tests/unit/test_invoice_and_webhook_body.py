@@ -14,7 +14,13 @@ from relay.domain.errors import (
 )
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.messages import MAX_MESSAGE_BYTES, QueuedInvoice, round_trips
-from relay.domain.webhook import check_envelope, parse_invoices
+from relay.domain.webhook import (
+    MAX_ERRORS_PER_INVOICE,
+    MAX_NESTING_DEPTH,
+    check_envelope,
+    header,
+    parse_invoices,
+)
 
 
 def test_single_object_and_array_both_accepted() -> None:
@@ -210,3 +216,67 @@ def test_a_message_without_a_webhook_id_costs_its_body_alone() -> None:
     # When ingest checks it / Then it fits: no attribute is sent for it
     assert message(padding).queued_bytes() == MAX_MESSAGE_BYTES
     assert round_trips(message(padding))
+
+
+def test_a_422_names_each_problem_where_it_is_and_never_echoes_the_value() -> None:
+    # Given an invoice with an unknown field, one nested too deep beside a bad string, one with a
+    # field name the queue cannot carry, and two differing invoices for one key
+    deep: object = "x"
+    for _ in range(MAX_NESTING_DEPTH + 1):
+        deep = [deep]
+    bodies = [
+        {**invoice_dict("A"), "bogus": 1},
+        {**invoice_dict("B"), "packages": [{"deep": deep}, {"note": "\ufffe"}]},
+        {**invoice_dict("C"), "packages": [{"na\ufffeme": 1}]},
+    ]
+    # When each body is parsed
+    problems = []
+    for body in bodies:
+        with pytest.raises(InvalidInvoices) as invalid:
+            parse_invoices(json.dumps([body]))
+        problems.append(invalid.value.errors)
+    # Then each is named by index, path and what is wrong
+    assert problems[0] == [FieldError(0, "bogus", "unknown field")]
+    deep_error, text_error = problems[1]
+    assert (deep_error.index, deep_error.field.startswith("packages.0.deep.0.")) == (0, True)
+    assert deep_error.message == f"nested deeper than {MAX_NESTING_DEPTH} levels"
+    assert text_error == FieldError(
+        0, "packages.1.note", "text holds U+FFFE, a character the queue cannot carry (docs/interface.md)"
+    )
+    assert problems[2] == [
+        FieldError(
+            0,
+            "packages.0",
+            "a field name holds U+FFFE, a character the queue cannot carry (docs/interface.md)",
+        )
+    ]
+
+
+def test_two_invoices_for_one_key_with_different_content_are_refused_naming_the_first() -> None:
+    body = json.dumps([invoice_dict("A"), invoice_dict("B"), invoice_dict("A", invoiceNumber="SINV-other")])
+    with pytest.raises(InvalidInvoices) as invalid:
+        parse_invoices(body)
+    assert invalid.value.errors == [
+        FieldError(2, "orderId", "same orderId and invoiceType as index 0, different content")
+    ]
+
+
+def test_an_invoice_full_of_bad_text_is_answered_with_at_most_its_cap_of_problems() -> None:
+    bad = [{"note": "\ufffe"} for _ in range(MAX_ERRORS_PER_INVOICE + 5)]
+    with pytest.raises(InvalidInvoices) as invalid:
+        parse_invoices(json.dumps([{**invoice_dict("A"), "packages": bad}]))
+    assert len(invalid.value.errors) == MAX_ERRORS_PER_INVOICE
+
+
+def test_only_json_media_types_are_taken_with_any_parameters() -> None:
+    check_envelope("application/json; charset=utf-8; boundary=x", 10, 1000)
+    for refused in ("application/xml", "text/plain+json"):
+        with pytest.raises(UnsupportedMediaType):
+            check_envelope(refused, 10, 1000)
+
+
+def test_headers_are_found_whatever_their_case() -> None:
+    headers = {"Content-Type": "application/json", "webhook-id": "msg_1"}
+    assert header(headers, "content-type") == "application/json"
+    assert header(headers, "Webhook-Id") == "msg_1"
+    assert header(headers, "webhook-signature") is None
