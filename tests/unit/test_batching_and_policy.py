@@ -177,7 +177,7 @@ def test_a_credit_note_answered_in453_is_not_marked_invoiced() -> None:
     ],
     ids=["call error", "unavailable", "ambiguous"],
 )
-def test_a_whole_call_failure_is_recorded_with_what_the_client_said(
+def test_a_whole_call_failure_keeps_the_clients_words_for_the_ledger(
     failure_type: type[FyndCallError], words: str
 ) -> None:
     # Given a whole-call failure the Fynd client described

@@ -280,3 +280,46 @@ def test_headers_are_found_whatever_their_case() -> None:
     assert header(headers, "content-type") == "application/json"
     assert header(headers, "Webhook-Id") == "msg_1"
     assert header(headers, "webhook-signature") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ("[" * 100_000, "body is nested too deeply to be read"),
+        (
+            "{",
+            "body is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 2",
+        ),
+        ('{"orderId": NaN}', "body is not valid JSON"),
+        ('"an invoice"', "body must be a JSON object or an array of objects"),
+    ],
+    ids=["too deep", "broken", "NaN", "a string"],
+)
+def test_a_400_says_what_is_wrong_with_the_body_without_echoing_it(body: str, detail: str) -> None:
+    with pytest.raises(MalformedBody) as malformed:
+        parse_invoices(body)
+    assert str(malformed.value) == detail
+
+
+def test_an_empty_array_is_answered_with_the_count_the_relay_takes() -> None:
+    with pytest.raises(InvalidInvoices) as invalid:
+        parse_invoices("[]")
+    assert invalid.value.errors == [FieldError(None, "", "send 1 to 100 invoices, not 0")]
+
+
+def test_every_unreadable_invoice_of_a_webhook_is_named_not_only_the_first() -> None:
+    # Given two invoices each holding a lone surrogate, and a good one between them
+    body = json.dumps(
+        [
+            {**invoice_dict("A"), "packages": [{"n": "\ud83d"}]},
+            invoice_dict("B"),
+            {**invoice_dict("C"), "packages": ["\ud83d"]},
+        ]
+    )
+    # When parsed / Then both are named, each with why
+    with pytest.raises(InvalidInvoices) as invalid:
+        parse_invoices(body)
+    assert invalid.value.errors == [
+        FieldError(0, "packages.0.n", "text is not valid Unicode (a lone surrogate)"),
+        FieldError(2, "packages.0", "text is not valid Unicode (a lone surrogate)"),
+    ]
