@@ -13,10 +13,10 @@ The steps, in order:
    comes back when its claim meets a ledger outage; a worker that lost its lease acknowledges
    its message only once the entry is final (the new holder may hold that same message);
 4. before sending an invoice again, read its Shipment Info when an earlier attempt may have
-   reached Fynd with its answer lost, or met IN403: proof that it is invoiced records it with
-   no second send; an order still waiting for confirmation keeps waiting without a send
-   (relay.domain.policy). No read follows an attempt whose error proves nothing was sent (a
-   429, a request that never left, no time or no rate slot), unless an earlier one is in doubt;
+   reached Fynd with its answer lost: proof that it is invoiced records it with no second
+   send (relay.domain.policy). No read follows an attempt whose error proves nothing was sent
+   (a 429, a request that never left, no time or no rate slot, an order's IN403), unless an
+   earlier one is in doubt: an order waiting for confirmation goes again in a call;
 5. take the credential's next rate slot (the RateLimiter every dispatcher shares), send, map
    every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429) splits
    the call in halves, down to single invoices; one refused alone is rejected;
@@ -54,8 +54,8 @@ Rules that keep the promises:
   claim's lease runs out. The lease is shorter than the queue's visibility timeout, and every
   early return below either releases the claim first (records RETRYING) or waits out the lease.
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
-  receives would last: before its last receive it is queued afresh (a new message starts
-  at receive count 1).
+  receives would last: each wait (at most 299 s, relay.domain.policy) is a fresh message
+  delayed in SQS (a new message starts at receive count 1, and is not in flight meanwhile).
 - A long wait (an IN403 back-off from 5 min, any wait past SQS's longest delay of 15 min) is
   parked, not held: the record put the entry in the ledger's PARKED list at retryAt, so its
   message is acknowledged and the reconciler queues the invoice again when it is due
@@ -412,14 +412,14 @@ class Dispatcher:
         pause: _Pause,
     ) -> dict[InvoiceKey, Verdict]:
         """Read Shipment Info (once per invocation) for invoices an earlier attempt may have
-        delivered unanswered, or that wait for confirmation; the verdicts it decides without a
-        send (the rest of the call is sent as it would have been). Reads go in waves of
-        `fynd_concurrency`, each with a budget computed when it starts."""
+        delivered unanswered; the verdicts it decides without a send (the rest of the call is
+        sent as it would have been). An order Fynd answered IN403, with no doubt before it, is
+        not read: it goes in the call, where it costs Fynd a place, not a request of its own.
+        Reads go in waves of `fynd_concurrency`, each with a budget computed when it starts."""
         items = [
             pending[invoice.key]
             for invoice in call.invoices
-            if invoice.key not in checked
-            and (pending[invoice.key].in_doubt or _waiting(pending[invoice.key].entry))
+            if invoice.key not in checked and pending[invoice.key].in_doubt
         ]
         checked.update(item.entry.key for item in items)
         decided: dict[InvoiceKey, Verdict] = {}
@@ -642,7 +642,9 @@ class Dispatcher:
                     logger.info("invoice parked until its next attempt", extra={**log, "retry_in_s": delay})
                     return []
                 if reason == TOO_EARLY:
-                    return self._hold(item.delivery, reason, delay, requeue_before_last=True)
+                    # Waiting for Fynd's confirmation is no failure: a fresh copy delayed in SQS,
+                    # neither in flight (SQS's in-flight quota) nor spending a receive.
+                    return self._hold(item.delivery, reason, delay, requeue_before_last=True, spares=True)
                 return self._hold(item.delivery, reason, delay)
 
     def _keep(self, others: list[ReceivedMessage], wait: float) -> list[str]:
@@ -657,19 +659,27 @@ class Dispatcher:
         return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
 
     def _hold(
-        self, delivery: ReceivedMessage, reason: str, wait: float, *, requeue_before_last: bool | None = None
+        self,
+        delivery: ReceivedMessage,
+        reason: str,
+        wait: float,
+        *,
+        requeue_before_last: bool | None = None,
+        spares: bool | None = None,
     ) -> list[str]:
         """Let the message come back after `wait` seconds; return the ids for batchItemFailures.
 
-        A message held for no failure (WAITING, OUT_OF_TIME) is queued afresh with the wait as
-        its delay, so waiting never spends a receive (beyond SQS's 15-minute delay, only before
-        its last receive); an early order (IN403) is queued afresh instead of spending its last
-        receives. If that send fails, the message comes back.
+        A message held for no failure (WAITING, OUT_OF_TIME, or `spares`: an early order's
+        IN403) is queued afresh with the wait as its delay, so waiting never spends a receive
+        nor stays in flight (beyond SQS's 15-minute delay, only before its last receive); an
+        early order (IN403) is queued afresh instead of spending its last receives. If that
+        send fails, the message comes back.
         """
         delay = max(1, int(wait))
         log = {**_about(delivery, None), "reason": reason, "retry_in_s": delay}
-        fresh = reason in _NO_FAILURE if requeue_before_last is None else requeue_before_last
-        spares_a_receive = reason in _NO_FAILURE and delay <= MAX_SQS_DELAY_SECONDS
+        no_failure = reason in _NO_FAILURE if spares is None else spares
+        fresh = no_failure if requeue_before_last is None else requeue_before_last
+        spares_a_receive = no_failure and delay <= MAX_SQS_DELAY_SECONDS
         if fresh and (spares_a_receive or delivery.receive_count >= self._settings.max_receive_count - 1):
             try:
                 self._queue.send_later(delivery.message, min(delay, MAX_SQS_DELAY_SECONDS))
