@@ -473,6 +473,8 @@ class Dispatcher:
             )
             return None
         state = classify_shipment(info, invoice.invoiceType)
+        if state.proves_not_invoiced:
+            item.in_doubt = False  # no earlier attempt was applied
         verdict = self._policy.for_shipment(
             state,
             waiting=_waiting(item.entry),
@@ -547,6 +549,11 @@ class Dispatcher:
         answer: FyndReceipt | FyndCallError | Verdict,
     ) -> list[str]:
         ack_id = answer.ack_id if isinstance(answer, FyndReceipt) else None
+        if isinstance(answer, FyndReceipt):
+            for invoice in call.invoices:
+                # Fynd answered for the order itself: whatever an earlier attempt did, the
+                # answer says it (IN453 if it was applied), so no doubt is left for the next.
+                pending[invoice.key].in_doubt = False
         verdicts = {invoice.key: self._verdict(answer, pending[invoice.key]) for invoice in call.invoices}
         return self._settle_each(pending, verdicts, ack_id)
 
