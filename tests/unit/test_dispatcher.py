@@ -543,6 +543,20 @@ def test_an_order_confirmed_thirty_minutes_late_is_sent_again_without_reads(worl
     assert (world.fynd.applied[key("A")], world.fynd.already[key("A")]) == (1, 0)
 
 
+def test_a_doubt_ended_by_a_read_is_not_read_again_at_every_wait(world: World) -> None:
+    # Given an order whose first answer was lost, and that Fynd answers IN403 for 30 minutes
+    world.fynd.early_until["A"] = world.clock() + 30 * 60
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    world.drain(max_rounds=200)
+    # Then one read settled the doubt (not invoiced), and every later attempt after an IN403
+    # went without one, until it was applied once
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.reads["A"] == 1
+    assert world.fynd.sent[key("A")] > 3
+    assert world.fynd.already[key("A")] == 0
+
+
 def test_an_order_cancelled_while_waiting_is_rejected_in401_and_never_applied(world: World) -> None:
     world.fynd.early_until["A"] = world.clock() + 6 * 3600
     world.accept(invoice("A"))
