@@ -774,7 +774,9 @@ def _timing(sim: Simulation) -> tuple[dict[str, Any], list[str]]:
             _quantile(after_confirmation, 0.99),
             round(after_confirmation[-1], 1) if after_confirmation else None,
         ),
-        "in403_over_10_min": sum(1 for value in after_confirmation if value > TARGET_AFTER_CONFIRMATION_SECONDS),
+        "in403_over_10_min": sum(
+            1 for value in after_confirmation if value > TARGET_AFTER_CONFIRMATION_SECONDS
+        ),
     }
     lines = [
         f"  confirmed orders: max {figures['confirmed_max_seconds']} s; over {TARGET_CONFIRMED_SECONDS} s"

@@ -573,7 +573,9 @@ def test_an_order_cancelled_while_waiting_is_rejected_in401_and_never_applied(wo
 
 def test_an_order_waiting_for_confirmation_comes_back_within_five_minutes_each_time(world: World) -> None:
     # Given the deployed policy, and an order Fynd answers IN403 for two hours
-    world.policy = code_policy(base_seconds=30, max_seconds=3600, too_early_deadline_seconds=86_400, jitter=lambda: 0.99)
+    world.policy = code_policy(
+        base_seconds=30, max_seconds=3600, too_early_deadline_seconds=86_400, jitter=lambda: 0.99
+    )
     world.fynd.early_until["A"] = world.clock() + 2 * 3600
     world.accept(invoice("A"))
     world.run()
