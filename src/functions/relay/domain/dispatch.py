@@ -41,7 +41,9 @@ Rules that keep the promises:
   unfinished invoice is never acknowledged without a fresh one in its place: the message a
   claim named may be a stale delivery of one already replaced.
 - One pace per Fynd credential across every dispatcher (relay.adapters.rate): a request waits
-  (sleeps) for its slot when it comes in time, else the call is deferred as above. A 429
+  (sleeps) for its slot when it comes in time, else the call is deferred as above. A call's
+  send takes its slot before the claims, so when the pace is booked ahead the call waits
+  unclaimed, with no ledger write (reads before a resend take slots of their own). A 429
   holds the rest of the batch, and every dispatcher on the credential, for Retry-After, and
   slows the pace; the throttled call itself backs off as a failure.
 - Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
@@ -229,6 +231,14 @@ class Dispatcher:
             # No time for the call (or the batch waits out a 429 longer than that): its messages
             # wait, unclaimed and unwritten, without spending a receive.
             return self._hold_unclaimed(planned, copies_of, max(paused, 1))
+        # The send's rate slot comes before any claim: a call that cannot start in time waits
+        # unclaimed and unwritten (when the pace is booked ahead, claiming first would cost two
+        # ledger writes per invoice, in a burst, for nothing).
+        keys = [str(invoice.key) for invoice in planned.invoices]
+        waited = self._wait_for_start(planned.location_code, spare, pause, keys)
+        if waited is not None and not isinstance(waited, FyndCallError):
+            return self._hold_unclaimed(planned, copies_of, waited)
+        slot = waited is None
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
         copies = [copies_of[invoice.key] for invoice in planned.invoices]
@@ -250,7 +260,8 @@ class Dispatcher:
                 if rest:
                     calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
                 continue
-            answer = self._send_in_time(call, pending, seconds_left, pause)
+            answer = self._send_in_time(call, pending, seconds_left, pause, slot=slot)
+            slot = False
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
@@ -277,17 +288,27 @@ class Dispatcher:
         pending: dict[InvoiceKey, _Pending],
         seconds_left: Callable[[], float],
         pause: _Pause,
+        *,
+        slot: bool = False,
     ) -> FyndReceipt | FyndCallError | Verdict:
         """Send the call if a start (the batch's pause, a rate slot) comes while it still has time
-        for a whole request; else the deferral every invoice of it records."""
+        for a whole request; else the deferral every invoice of it records. `slot`: the call's
+        rate slot was taken before its claims (a later 429 pause still holds it)."""
         need = self._settings.request_seconds
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
         keys = [str(invoice.key) for invoice in call.invoices]
-        waited = self._wait_for_start(call.location_code, budget - need, pause, keys)
-        if waited is not None:
-            return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
+        if slot:
+            held = pause.until - self._clock()
+            if held > budget - need:
+                return self._deferral(call, held)
+            if held > 0:
+                self._sleep(held)
+        else:
+            waited = self._wait_for_start(call.location_code, budget - need, pause, keys)
+            if waited is not None:
+                return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
