@@ -256,6 +256,25 @@ def test_no_read_after_an_attempt_that_proves_nothing_was_sent(failure: Exceptio
     assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, "answer")
 
 
+def test_a_call_whose_slot_was_taken_before_its_claims_keeps_the_pace_through_its_reads() -> None:
+    # Given an order in doubt (its answer was lost; Shipment Info proves nothing), and a pace of
+    # one request a second
+    world = World(limiter=InMemoryRateLimiter(1))
+    answers_lost(world, "A")
+    world.fynd.novel_status.add("A")
+    world.fynd.read_seconds = 0.2
+    reads_before = len(world.fynd.read_budgets)
+    calls_before = len(world.fynd.call_starts)
+    # When it is dispatched: a slot taken before the claim, a read, then the send
+    world.run(seconds_left=60, timed=True)
+    # Then the read starts on the slot taken before the claim and the send takes the next one:
+    # the two requests are a whole interval apart, never on one slot
+    read_start = world.fynd.read_budgets[reads_before][0]
+    (send_start,) = world.fynd.call_starts[calls_before:]
+    assert send_start - read_start >= 1
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
 def test_no_read_after_an_attempt_deferred_for_a_rate_slot() -> None:
     # Given a call deferred because no rate slot came in time
     world = World(limiter=InMemoryRateLimiter(20))

@@ -165,6 +165,20 @@ class _Pause:
             self.until = max(self.until, until)
 
 
+@dataclass
+class _Slot:
+    """The rate slot a call took before its claims: its first request (a read, or the send)
+    starts on it; every later one takes a slot of its own."""
+
+    held: bool
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> bool:
+        with self._lock:
+            held, self.held = self.held, False
+            return held
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -238,7 +252,7 @@ class Dispatcher:
         waited = self._wait_for_start(planned.location_code, spare, pause, keys)
         if waited is not None and not isinstance(waited, FyndCallError):
             return self._hold_unclaimed(planned, copies_of, waited)
-        slot = waited is None
+        slot = _Slot(waited is None)
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
         copies = [copies_of[invoice.key] for invoice in planned.invoices]
@@ -253,15 +267,14 @@ class Dispatcher:
         checked: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
-            decided = self._check_first(call, pending, checked, seconds_left, pause)
+            decided = self._check_first(call, pending, checked, seconds_left, pause, slot)
             if decided:
                 failed.extend(self._settle_each(pending, decided))
                 rest = tuple(invoice for invoice in call.invoices if invoice.key not in decided)
                 if rest:
                     calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
                 continue
-            answer = self._send_in_time(call, pending, seconds_left, pause, slot=slot)
-            slot = False
+            answer = self._send_in_time(call, pending, seconds_left, pause, slot)
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
@@ -288,31 +301,37 @@ class Dispatcher:
         pending: dict[InvoiceKey, _Pending],
         seconds_left: Callable[[], float],
         pause: _Pause,
-        *,
-        slot: bool = False,
+        slot: _Slot,
     ) -> FyndReceipt | FyndCallError | Verdict:
         """Send the call if a start (the batch's pause, a rate slot) comes while it still has time
-        for a whole request; else the deferral every invoice of it records. `slot`: the call's
-        rate slot was taken before its claims (a later 429 pause still holds it)."""
+        for a whole request; else the deferral every invoice of it records. `slot`: the rate
+        slot the call took before its claims, if no read has used it."""
         need = self._settings.request_seconds
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
         keys = [str(invoice.key) for invoice in call.invoices]
-        if slot:
-            held = pause.until - self._clock()
-            if held > budget - need:
-                return self._deferral(call, held)
-            if held > 0:
-                self._sleep(held)
-        else:
-            waited = self._wait_for_start(call.location_code, budget - need, pause, keys)
-            if waited is not None:
-                return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
+        waited = self._start(call.location_code, budget - need, pause, keys, slot)
+        if waited is not None:
+            return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
         return self._send(call, budget, pause)
+
+    def _start(
+        self, location_code: str | None, spare: float, pause: _Pause, keys: list[str], slot: _Slot
+    ) -> float | FyndCallError | None:
+        """`_wait_for_start`, or, for the call's first request after its claims, its slot taken
+        before them (the batch's pause after a 429 still holds it)."""
+        if not slot.take():
+            return self._wait_for_start(location_code, spare, pause, keys)
+        held = pause.until - self._clock()
+        if held > spare:
+            return held
+        if held > 0:
+            self._sleep(held)
+        return None
 
     def _wait_for_start(
         self, location_code: str | None, spare: float, pause: _Pause, keys: list[str]
@@ -431,6 +450,7 @@ class Dispatcher:
         checked: set[InvoiceKey],
         seconds_left: Callable[[], float],
         pause: _Pause,
+        slot: _Slot,
     ) -> dict[InvoiceKey, Verdict]:
         """Read Shipment Info (once per invocation) for invoices an earlier attempt may have
         delivered unanswered; the verdicts it decides without a send (the rest of the call is
@@ -446,7 +466,7 @@ class Dispatcher:
         decided: dict[InvoiceKey, Verdict] = {}
 
         def read(item: _Pending) -> Verdict | None:
-            return self._read(item, seconds_left, pause)
+            return self._read(item, seconds_left, pause, slot)
 
         reads = self._fynd_pool.map(read, items) if self._fynd_pool else map(read, items)
         for item, verdict in zip(items, reads, strict=True):
@@ -465,15 +485,15 @@ class Dispatcher:
         )
         return min(self._settings.request_seconds, left - self._settings.request_seconds)
 
-    def _read(self, item: _Pending, seconds_left: Callable[[], float], pause: _Pause) -> Verdict | None:
+    def _read(
+        self, item: _Pending, seconds_left: Callable[[], float], pause: _Pause, slot: _Slot
+    ) -> Verdict | None:
         """The verdict one read decides; None: send as without the read."""
         invoice = item.delivery.message.invoice
         budget = self._read_budget(item, seconds_left)
         if budget < MIN_READ_SECONDS:
             return self._deferral_of(1)
-        waited = self._wait_for_start(
-            invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)]
-        )
+        waited = self._start(invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)], slot)
         if isinstance(waited, FyndCallError):
             return None
         if waited is not None:
