@@ -323,15 +323,10 @@ class Dispatcher:
         self, location_code: str | None, spare: float, pause: _Pause, keys: list[str], slot: _Slot
     ) -> float | FyndCallError | None:
         """`_wait_for_start`, or, for the call's first request after its claims, its slot taken
-        before them (the batch's pause after a 429 still holds it)."""
-        if not slot.take():
-            return self._wait_for_start(location_code, spare, pause, keys)
-        held = pause.until - self._clock()
-        if held > spare:
-            return held
-        if held > 0:
-            self._sleep(held)
-        return None
+        before them: unless a 429 has paused the batch since, which a fresh slot waits out."""
+        if slot.take() and pause.until <= self._clock():
+            return None
+        return self._wait_for_start(location_code, spare, pause, keys)
 
     def _wait_for_start(
         self, location_code: str | None, spare: float, pause: _Pause, keys: list[str]
