@@ -171,6 +171,8 @@ class _Slot:
     starts on it; every later one takes a slot of its own."""
 
     held: bool
+    failure: FyndCallError | None = None
+    """What seeking the slot met naming the credential: every request of the call meets it."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> bool:
@@ -252,7 +254,7 @@ class Dispatcher:
         waited = self._wait_for_start(planned.location_code, spare, pause, keys)
         if waited is not None and not isinstance(waited, FyndCallError):
             return self._hold_unclaimed(planned, copies_of, waited)
-        slot = _Slot(waited is None)
+        slot = _Slot(waited is None, waited if isinstance(waited, FyndCallError) else None)
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
         copies = [copies_of[invoice.key] for invoice in planned.invoices]
@@ -324,6 +326,8 @@ class Dispatcher:
     ) -> float | FyndCallError | None:
         """`_wait_for_start`, or, for the call's first request after its claims, its slot taken
         before them: unless a 429 has paused the batch since, which a fresh slot waits out."""
+        if slot.failure is not None:
+            return slot.failure
         if slot.take() and pause.until <= self._clock():
             return None
         return self._wait_for_start(location_code, spare, pause, keys)
