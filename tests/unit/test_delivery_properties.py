@@ -177,10 +177,11 @@ class RelayMachine(RuleBasedStateMachine):
         if batch:
             self._run(batch, worker, fault, held_up=held_up)
 
-    @rule(fault=st.sampled_from(sorted(DISPATCH_FAULTS)))
-    def dispatch_one_beside_a_second_delivery(self, fault: str) -> None:
+    @rule(fault=st.sampled_from(sorted(DISPATCH_FAULTS)), sqs_down=st.booleans())
+    def dispatch_one_beside_a_second_delivery(self, fault: str, sqs_down: bool) -> None:
         """One visible message, and beside it a second delivery of one in flight (of the same
-        invoice when there is one): how a holder's own message meets its copies."""
+        invoice when there is one): how a holder's own message meets its copies. `sqs_down`:
+        SQS refuses every fresh copy meanwhile, so each copy must come back itself."""
         queue, now = self.world.queue, self.world.clock()
         in_flight = {
             QueuedInvoice.from_body(h.body).invoice.key for h in queue.messages.values() if h.visible_at > now
@@ -193,6 +194,8 @@ class RelayMachine(RuleBasedStateMachine):
         batch = [first] if first is not None else []
         batch += self._redelivered(batch)
         if batch:
+            if sqs_down:
+                self.world.faults.fail("queue.send_later", QueueUnavailableError("SQS down"), times=None)
             self._run(batch, "worker-2", fault)
 
     @rule(limit=st.sampled_from([1, 1, 2, 3, 10]), worker=st.sampled_from(["worker-1", "worker-2"]))
