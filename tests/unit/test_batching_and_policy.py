@@ -24,8 +24,10 @@ from relay.domain.policy import (
     Invoiced,
     Rejected,
     RetryLater,
+    code_policy,
     dimension,
     outage_backoff,
+    too_early_backoff,
 )
 
 DAY = 86_400.0
@@ -210,3 +212,26 @@ def test_an_invoice_refused_alone_is_rejected_with_fynds_reason() -> None:
         "Fynd Update Invoice refused the whole call (413): too large",
     )
     assert (refused.code, refused.detail) == ("HTTP413", str(refused))
+
+
+def test_the_deployed_policy_backs_off_each_kind_of_wait_on_its_own_curve() -> None:
+    # Given the policy as deployed: 30 s base, 1 h cap, jitter at its top
+    deployed = code_policy(
+        base_seconds=30, max_seconds=3600, too_early_deadline_seconds=DAY, jitter=lambda: 0.999
+    )
+    unknown = error("IN999")
+    # When each kind of wait is decided
+    retry = deployed.for_order(unknown, invoice_type=InvoiceType.SALE, attempt=10, accepted_at=0, now=1)
+    early = deployed.for_order(
+        error("IN403"), invoice_type=InvoiceType.SALE, attempt=10, accepted_at=0, now=1
+    )
+    outage = deployed.for_call_failure(FyndUnavailable("503"), receive_count=10)
+    first = deployed.for_order(unknown, invoice_type=InvoiceType.SALE, attempt=1, accepted_at=0, now=1)
+    # Then an unknown code grows to the 1 h cap, IN403 to its own cap, an outage to 15 minutes,
+    # each from the 30 s base with its own share of jitter
+    assert isinstance(retry, RetryLater)
+    assert isinstance(early, RetryLater)
+    assert (retry.delay_seconds, early.delay_seconds, outage.delay_seconds) == (3598, 299, 900)
+    assert isinstance(first, RetryLater)
+    assert first.delay_seconds == 30
+    assert too_early_backoff(100, lambda: 0.0).delay(1) == 80  # four fifths of the step fixed
