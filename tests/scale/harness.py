@@ -241,6 +241,8 @@ class Simulation:
         self.invocations = Counter[str]()
         self.reconciler_runs: list[dict[str, int]] = []
         self.deleted: tuple[InvoiceKey, float] | None = None
+        self.healed_at: float | None = None
+        """When the reconciler queued the deleted message's invoice again."""
 
     def _reconciler(self) -> Reconciler:
         """As relay.wiring builds it, from the settings' defaults and the template."""
@@ -457,6 +459,9 @@ class Simulation:
                 report = self.reconciler.reconcile(invocation.seconds_left)
                 requeued = getattr(report, "requeued", {})
                 self.reconciler_runs.append({str(status): len(keys) for status, keys in requeued.items()})
+                deleted = str(self.deleted[0]) if self.deleted is not None else None
+                if self.healed_at is None and any(deleted in keys for keys in requeued.values()):
+                    self.healed_at = self.clock.now
             except Killed:
                 self.metrics.count("ReconcileFunction.Errors")
             except LedgerUnavailableError:
@@ -574,10 +579,18 @@ class Report:
             key, at = sim.deleted
             entry = entries.get(key)
             done = sim.ledger.invoiced_at.get(key)
-            healed = f"{key} deleted at {(at - sim.clock.start) / 60:.0f} min: " + (
-                f"INVOICED {(done - at) / 60:.1f} min later"
-                if done
-                else f"now {entry.status if entry else None}"
+            healed = (
+                f"{key} deleted at {(at - sim.clock.start) / 60:.0f} min: "
+                + (
+                    f"queued again {(sim.healed_at - at) / 60:.1f} min later, "
+                    if sim.healed_at is not None
+                    else "never queued again, "
+                )
+                + (
+                    f"INVOICED {(done - at) / 60:.1f} min later"
+                    if done
+                    else f"now {entry.status if entry else None}"
+                )
             )
         figures: dict[str, Any] = {
             "scenario": scenario.name,
