@@ -16,7 +16,7 @@ from relay.adapters.ledger import InvoiceLedger
 from relay.adapters.queue import SqsInvoiceQueue
 from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.ports import InvoiceQueue, Ledger
-from relay_local.stack import load_template, table_properties
+from relay_local.stack import load_template, local_indexes, table_properties
 
 TABLE = "InvoiceLedgerTable"
 QUEUE = "InvoiceQueue"
@@ -41,7 +41,7 @@ def create_table(client: Any, parameters: dict[str, str] | None = None) -> None:
         TableName=TABLE,
         AttributeDefinitions=props["AttributeDefinitions"],
         KeySchema=props["KeySchema"],
-        GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
+        GlobalSecondaryIndexes=local_indexes(props),
         BillingMode=props["BillingMode"],
     )
 

@@ -6,6 +6,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from contract.drivers import TABLE, create_table
 from factories import invoice
 from fakes import FakeClock, RecordingQueue
 from ingest_harness import CountedReads, StaleFirstRead, queued_bodies
@@ -14,26 +15,14 @@ from relay.domain.errors import AcceptRaceError, ConflictError
 from relay.domain.intake import Action, InvoiceAcceptance, admit
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import QueuedInvoice
-from relay_local.stack import table_properties
 
 
 @pytest.fixture
 def ledger() -> Iterator[InvoiceLedger]:
-    table = table_properties("InvoiceLedgerTable")
     with mock_aws():
         client = boto3.client("dynamodb", region_name="ap-south-1")
-        client.create_table(
-            TableName="InvoiceLedger",
-            AttributeDefinitions=table["AttributeDefinitions"],
-            KeySchema=table["KeySchema"],
-            BillingMode=table["BillingMode"],
-            **(
-                {"GlobalSecondaryIndexes": table["GlobalSecondaryIndexes"]}
-                if "GlobalSecondaryIndexes" in table
-                else {}
-            ),
-        )
-        yield InvoiceLedger("InvoiceLedger", client)
+        create_table(client)
+        yield InvoiceLedger(TABLE, client)
 
 
 def test_a_key_written_meanwhile_cancels_the_transaction_as_a_race(ledger: InvoiceLedger) -> None:
@@ -81,7 +70,7 @@ def test_a_recorded_key_refuses_the_first_write_and_is_decided_from_one_read(led
     acceptance = InvoiceAcceptance(ledger=ledger, queue=RecordingQueue(FakeClock()), clock=lambda: 1.0)
     acceptance.accept([invoice("FY-1")], correlation_id="wh-1")
     boto3.client("dynamodb", region_name="ap-south-1").update_item(  # the dispatcher's outcome
-        TableName="InvoiceLedger",
+        TableName=TABLE,
         Key={"pk": {"S": str(invoice("FY-1").key)}},
         UpdateExpression="SET #s = :s REMOVE statusKey",
         ExpressionAttributeNames={"#s": "status"},

@@ -117,6 +117,15 @@ def table_properties(
     return cast(dict[str, Any], with_conditions(props, template_conditions(template, params)))
 
 
+def local_indexes(props: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A table's global secondary indexes as the local endpoint creates them: a pre-warming
+    (WarmThroughput), which moto does not model, is left out."""
+    return [
+        {name: value for name, value in index.items() if name != "WarmThroughput"}
+        for index in props["GlobalSecondaryIndexes"]
+    ]
+
+
 @dataclass(frozen=True)
 class EventSourceConfig:
     """An SQS event source mapping's settings, as the template declares them."""
@@ -415,17 +424,9 @@ def build_stack(
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     for logical_id, _ in create("AWS::DynamoDB::Table"):
         props = table_properties(logical_id, params, template)
-        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its
-        # own; a pre-warming, which moto does not model, is left out).
+        # The sparse index the reconciler and `relay list` query (on demand: no throughput of its own)
         indexes: dict[str, Any] = (
-            {
-                "GlobalSecondaryIndexes": [
-                    {name: value for name, value in index.items() if name != "WarmThroughput"}
-                    for index in props["GlobalSecondaryIndexes"]
-                ]
-            }
-            if "GlobalSecondaryIndexes" in props
-            else {}
+            {"GlobalSecondaryIndexes": local_indexes(props)} if "GlobalSecondaryIndexes" in props else {}
         )
         table = dynamodb.create_table(
             TableName=logical_id,
