@@ -240,6 +240,25 @@ def stored(world: World, order_id: str, status: InvoiceStatus, *, due_ago: float
     ).to_body()
 
 
+def test_wall_7_a_run_in_a_healthy_backlog_reads_no_waiting_entry_so_its_budgets_stay_whole(
+    world: World,
+) -> None:
+    # Given 30 RETRYING entries 20 minutes past their retryAt, while the queue's oldest message
+    # was sent 40 minutes ago (they wait behind it)
+    now = world.clock.now
+    for index in range(30):
+        stored(
+            world, f"R-{index:02}", InvoiceStatus.RETRYING, due_ago=20 * MINUTE, retry_at=now - 20 * MINUTE
+        )
+    world.queue_age.oldest_sent_at = lambda: now - 40 * MINUTE  # type: ignore[method-assign]
+    # When a run with a budget of 10 per list comes
+    report = world.reconcile(max_per_run=10)
+    # Then it queued nothing and read to the end of every list: the query stops at the queue's
+    # watermark, so waiting entries never fill a budget a real loss would need
+    assert (report.requeued, report.complete) == ({}, True)
+    assert world.queue.messages == {}
+
+
 def test_wall_7_each_list_has_its_own_budget_so_a_flood_of_one_does_not_starve_another(world: World) -> None:
     # Given 40 lost QUEUED entries, and one lost entry in each other list, and one parked due
     now = world.clock.now

@@ -32,8 +32,8 @@ ApproximateAgeOfOldestMessage is the age of the oldest message on the queue that
 fewer than three times, counted from its send (a message received three times or more is moved
 to the back of the queue and no longer counted: AWS, "Available CloudWatch metrics for Amazon
 SQS"). So W, the send time of that message less QUEUE_AGE_MARGIN_SECONDS, says two things:
-- a message received fewer than three times is still on the queue only if it was sent after W.
-  Every message that carries an entry was sent before the entry's latest write, or at most one
+- a message received fewer than three times is still on the queue only if it was sent no
+  earlier than that oldest message. Every message that carries an entry was sent before the entry's latest write, or at most one
   invocation after it (ingest, a dispatcher's fresh copy and this reconciler write the ledger,
   then send): an entry not written since W has no such message left;
 - a message received three times or more went to the back of the queue when it became visible
