@@ -49,15 +49,16 @@ def test_in453_means_invoiced_already(relay: RelayClient) -> None:
     assert calls_for(relay, "INVOICED-1") == 1
 
 
-def test_too_early_is_polled_until_the_order_is_confirmed_then_sent_once(relay: RelayClient) -> None:
-    # Given an order Fynd confirms only on the third look at it (IN403, then Shipment Info)
+def test_too_early_is_sent_again_until_the_order_is_confirmed_and_invoiced_once(relay: RelayClient) -> None:
+    # Given an order Fynd confirms only on the third look at it (IN403 until then)
     relay.post(invoice_dict("EARLY-1"))
-    # Then the relay polls Shipment Info with back-off, and sends the invoice once more, once
+    # Then the relay sends it again with back-off, without Shipment Info reads (an IN403 proves
+    # nothing was applied), and Fynd invoices it once: on the third send
     final = relay.settle("EARLY-1")["EARLY-1"]
     assert final["status"] == "INVOICED"
-    assert calls_for(relay, "EARLY-1") == 2
+    assert calls_for(relay, "EARLY-1") == 3
     assert relay.simulator.state.invoice_count("EARLY-1") == 1
-    assert relay.simulator.state.stats().shipment_reads >= 2
+    assert relay.simulator.state.stats().shipment_reads == 0
 
 
 @pytest.mark.parametrize(
@@ -75,7 +76,7 @@ def test_too_early_past_the_deadline_is_rejected(relay: RelayClient) -> None:
     assert relay.simulator.state.invoice_count("NEVER-CONFIRMED") == 0
     # (How many attempts fit in the 6 s depends on the machine: a loaded one first dispatches the
     # invoice after its deadline, which rightly rejects it at once, so the count is not asserted.
-    # The polling before the deadline is test_too_early_is_polled_until_the_order_is_confirmed_then_sent_once's.)
+    # The attempts before the deadline are test_too_early_is_sent_again_until_the_order_is_confirmed_and_invoiced_once's.)
 
 
 def test_expired_token_is_refreshed_once(relay: RelayClient) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import relay.domain.dispatch as dispatch_module
 import relay.domain.intake as intake_module
 import relay.domain.reconcile as reconcile_module
-from fakes import FakeQueueAge, InMemoryRateLimiter
+from fakes import FakeQueueAge
 from relay import wiring
 from relay.adapters.ledger import TRANSACTION_LIMIT
 from relay.adapters.work_index import DEFAULT_WORK_SHARDS
@@ -42,7 +42,8 @@ from relay.domain.errors import (
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
-from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.policy import code_policy
+from relay.domain.ports import Reservation
 from relay.domain.reconcile import Reconciler
 from relay.domain.signatures import RequestVerifier, SigningSecrets
 from relay.domain.webhook import parse_invoices
@@ -51,7 +52,7 @@ from relay.settings import DispatchSettings, ReconcileSettings
 from relay_local.signing import new_secret, signed_headers
 from world.clock import EventLoop, Invocation, Killed, Latencies, WorldClock
 from world.dynamodb import Capacity, WorldLedger
-from world.fynd import TokenBucket, WorldFynd
+from world.fynd import ANSWER_LOST, TokenBucket, WorldFynd
 from world.senders import SENDERS, InvoiceMaker, SenderKind, Webhook
 from world.sqs import IN_FLIGHT_QUOTA, WorldQueue
 from world.template import TemplateFigures, read_template
@@ -140,6 +141,50 @@ class WaveExecutor:
         return iter(results)
 
 
+class SlotCalendar:
+    """The shared pace per Fynd credential (relay.adapters.rate's rule: one start every
+    1/`calls_per_second` s) for a world whose invocations run out of order on the clock.
+
+    The deployed limiter keeps one `next_at` per credential; requests reach it in time order,
+    so a slot one dispatcher leaves unused goes to the next request of any other. Here each
+    invocation runs to its end before the next one starts, even when they overlap in time: a
+    `next_at` would put every request of the second after the last of the first, leaving the
+    first one's gaps unused, and overlapping dispatchers would take turns instead of sharing
+    the pace (more of them would not send faster). So the slots are a calendar: a request takes
+    the first free slot at or after its own time, whatever was taken later on the clock. A 429
+    blocks the slots until Retry-After (the deployed limiter also slows for a minute; the
+    world's pace and Fynd's limit agree, so 429s are rare)."""
+
+    def __init__(self, calls_per_second: float) -> None:
+        self.interval = 1 / calls_per_second
+        self._next_free: dict[str, dict[int, int]] = {}
+        """Per credential: a taken slot's index -> a later index that may be free (path-halved)."""
+
+    def _free_from(self, taken: dict[int, int], index: int) -> int:
+        while index in taken:
+            following = taken[index]
+            if following in taken:
+                taken[index] = taken[following]
+            index = following
+        return index
+
+    def acquire(self, credential: str, *, now: float, not_after: float) -> Reservation:
+        taken = self._next_free.setdefault(credential, {})
+        index = self._free_from(taken, math.ceil(now / self.interval - 1e-9))
+        at = max(now, index * self.interval)
+        if at > not_after:
+            return Reservation(False, at)
+        taken[index] = index + 1
+        return Reservation(True, at)
+
+    def throttled(self, credential: str, *, now: float, retry_after: float) -> None:
+        taken = self._next_free.setdefault(credential, {})
+        first = math.ceil(now / self.interval - 1e-9)
+        last = math.ceil((now + retry_after) / self.interval - 1e-9)
+        for index in range(first, last):
+            taken.setdefault(index, last)
+
+
 class Simulation:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
@@ -195,14 +240,15 @@ class Simulation:
             call_concurrency=wiring.FYND_CALLS_IN_FLIGHT,
         )
         # One pace per Fynd credential shared by every dispatcher, as FyndRateTable is deployed
-        self.limiter = InMemoryRateLimiter(float(self.template.parameters.get("FyndCallsPerSecond", "20")))
+        self.limiter = SlotCalendar(float(self.template.parameters.get("FyndCallsPerSecond", "20")))
         base = float(dispatch_defaults["retry_base_seconds"].default)
         cap = float(dispatch_defaults["retry_max_seconds"].default)
         jitter = random.Random(f"{seed}:jitter").random
-        self.policy = CodePolicy(
-            Backoff(base, cap, jitter),
-            self.template.too_early_deadline_seconds,
-            outage_backoff(base, jitter),
+        self.policy = code_policy(
+            base_seconds=base,
+            max_seconds=cap,
+            too_early_deadline_seconds=self.template.too_early_deadline_seconds,
+            jitter=jitter,
         )
         self.acceptance = InvoiceAcceptance(
             ledger=self.ledger.with_attempts(1),
@@ -241,6 +287,8 @@ class Simulation:
         self.invocations = Counter[str]()
         self.reconciler_runs: list[dict[str, int]] = []
         self.deleted: tuple[InvoiceKey, float] | None = None
+        self.backlog_seconds: set[int] = set()
+        """Seconds in which a dispatcher invocation that took a full batch was running."""
 
     def _reconciler(self) -> Reconciler:
         """As relay.wiring builds it, from the settings' defaults and the template."""
@@ -445,6 +493,8 @@ class Simulation:
             except Killed:
                 self.metrics.count("DispatchFunction.Errors")
                 failures = None
+        if len(batch) >= self.template.batch_size:
+            self.backlog_seconds.update(range(int(invocation.started_at), int(self.clock.now) + 1))
         if failures is not None:
             self.queue.answer(batch, failures)
         self.loop.at(self.clock.now, self._poll, slot, False)
@@ -579,7 +629,9 @@ class Report:
                 if done
                 else f"now {entry.status if entry else None}"
             )
+        timing, timing_lines = _timing(sim)
         figures: dict[str, Any] = {
+            **timing,
             "scenario": scenario.name,
             "seed": scenario.seed,
             "invoices": generated,
@@ -647,6 +699,7 @@ class Report:
             f" {figures['p50_seconds']} s, p99 {figures['p99_seconds']} s",
             f"  Fynd: {requests['calls']} calls ({figures['orders_per_call']} orders/call),"
             f" {requests['reads']} Shipment Info reads, 429 share {figures['fynd_429_share']}",
+            *timing_lines,
             f"  peak WCU per index partition {index_peaks}; table peak WRU {figures['table_peak_wru']:.0f}",
             f"  throttles {dict(throttles)}",
             f"  in-flight peak {sim.queue.in_flight_peak}; reconciler copies {reconciled}"
@@ -659,6 +712,86 @@ class Report:
             f" ({sim.loop.handled} events); accounting {'adds up' if figures['accounting_ok'] else 'DOES NOT ADD UP'}",
         ]
         return cls(lines, figures)
+
+
+TARGET_CONFIRMED_SECONDS = 10
+"""Issue 19: webhook to INVOICED for confirmed orders, at p99."""
+TARGET_AFTER_CONFIRMATION_SECONDS = 600
+"""Issue 19: an IN403 order final within 10 minutes of its confirmation."""
+TARGET_NOT_WAITING_SECONDS = 65 * 60
+"""Issue 19: every invoice not waiting for confirmation final within 65 minutes of its first webhook."""
+ORDERS_PER_CALL = 20
+
+
+def _timing(sim: Simulation) -> tuple[dict[str, Any], list[str]]:
+    """Where the time goes, against issue 19's targets: the dispatcher's pace while a backlog
+    lasts; for confirmed orders the wait before Fynd first sees them and the time after it
+    (answered, or after a lost answer); IN403 orders from their confirmation to final."""
+    fynd = sim.fynd
+    early = fynd.early_until
+    first_webhook = sim.first_sent
+    confirmed: list[float] = []
+    before_fynd: list[float] = []
+    after_answered: list[float] = []
+    after_lost: list[float] = []
+    after_confirmation: list[float] = []
+    for key, at in sim.ledger.invoiced_at.items():
+        order = key.order_id
+        if order in early:
+            after_confirmation.append(at - early[order])
+            continue
+        confirmed.append(at - first_webhook[order])
+        sent_at = fynd.first_sent_at.get(key)
+        if sent_at is None:
+            continue
+        before_fynd.append(sent_at - first_webhook[order])
+        (after_lost if fynd.applied_by.get(key) == ANSWER_LOST else after_answered).append(at - sent_at)
+    for values in (confirmed, before_fynd, after_answered, after_lost, after_confirmation):
+        values.sort()
+    backlog = sim.backlog_seconds
+    per_second = fynd.per_second
+
+    def in_backlog(kind: str) -> float:
+        counts = per_second.get(kind, Counter())
+        return sum(counts.get(second, 0) for second in backlog) / len(backlog) if backlog else 0.0
+
+    rate = sim.scenario.fynd_rate
+    pace = {kind: round(in_backlog(kind), 2) for kind in ("calls", "reads", "throttled", "orders")}
+    figures: dict[str, Any] = {
+        "backlog_seconds": len(backlog),
+        "backlog_pace": pace,
+        "backlog_requests_share": round((pace["calls"] + pace["reads"] + pace["throttled"]) / rate, 3),
+        "backlog_orders_share": round(pace["orders"] / (rate * ORDERS_PER_CALL), 3),
+        "backlog_orders_per_call": round(pace["orders"] / pace["calls"], 2) if pace["calls"] else 0,
+        "confirmed_max_seconds": round(confirmed[-1], 1) if confirmed else None,
+        "confirmed_over_target": sum(1 for value in confirmed if value > TARGET_CONFIRMED_SECONDS),
+        "not_waiting_over_65_min": sum(1 for value in confirmed if value > TARGET_NOT_WAITING_SECONDS),
+        "before_fynd_p50_p99": (_quantile(before_fynd, 0.5), _quantile(before_fynd, 0.99)),
+        "after_answered_p50_p99": (_quantile(after_answered, 0.5), _quantile(after_answered, 0.99)),
+        "after_lost_p50_p99": (_quantile(after_lost, 0.5), _quantile(after_lost, 0.99)),
+        "in403_after_confirmation_p50_p99_max": (
+            _quantile(after_confirmation, 0.5),
+            _quantile(after_confirmation, 0.99),
+            round(after_confirmation[-1], 1) if after_confirmation else None,
+        ),
+        "in403_over_10_min": sum(
+            1 for value in after_confirmation if value > TARGET_AFTER_CONFIRMATION_SECONDS
+        ),
+    }
+    lines = [
+        f"  confirmed orders: max {figures['confirmed_max_seconds']} s; over {TARGET_CONFIRMED_SECONDS} s"
+        f" {figures['confirmed_over_target']} of {len(confirmed)}; over 65 min {figures['not_waiting_over_65_min']};"
+        f" webhook->first send p50/p99 {figures['before_fynd_p50_p99']} s; first send->INVOICED p50/p99"
+        f" answered {figures['after_answered_p50_p99']} s ({len(after_answered)}),"
+        f" answer lost {figures['after_lost_p50_p99']} s ({len(after_lost)})",
+        f"  IN403 orders, confirmation->INVOICED p50/p99/max {figures['in403_after_confirmation_p50_p99_max']} s;"
+        f" over 10 min {figures['in403_over_10_min']} of {len(after_confirmation)}",
+        f"  while backlogged ({len(backlog)} s): {pace['calls']} calls/s + {pace['reads']} reads/s"
+        f" + {pace['throttled']} 429s/s = {figures['backlog_requests_share']:.0%} of Fynd's {rate:g}/s;"
+        f" {pace['orders']:.0f} orders/s sent = {figures['backlog_orders_share']:.0%} of"
+        f" {rate:g} x {ORDERS_PER_CALL} ({figures['backlog_orders_per_call']} orders/call)",
+    ]
+    return figures, lines
 
 
 def _index_peaks(peaks: dict[str, float]) -> dict[str, float]:

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invoices", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fynd-rate", type=float, default=20.0, help="Fynd's calls/s per credential")
+    parser.add_argument(
+        "--lost-share", type=float, help="the share of Fynd's answers lost (0.05); a what-if, 0 for none"
+    )
     parser.add_argument("--param", action="append", default=[], help="a template parameter, Name=Value")
     parser.add_argument("--warm-table", action="store_true", help="a pre-warmed (or old) table")
     parser.add_argument("--max-hours", type=float, default=48.0, help="stop the clock here")
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         scenario = SCENARIOS[name](args.invoices, args.seed)
         scenario.fynd_rate = args.fynd_rate
+        if args.lost_share is not None:
+            scenario.lost_share = args.lost_share
         scenario.parameters = overrides
         scenario.warm_table = args.warm_table
         scenario.max_hours = args.max_hours

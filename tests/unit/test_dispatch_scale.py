@@ -117,17 +117,17 @@ def no_rate_slot_for(world: World, seconds: float) -> None:
     world.limiter.throttled("company", now=world.clock(), retry_after=seconds)
 
 
-def test_a_claimed_call_with_no_rate_slot_in_time_comes_back_without_spending_a_receive() -> None:
-    # Given a claimed call whose credential has no slot before the invocation's time runs out
+def test_a_call_with_no_rate_slot_in_time_is_not_claimed_and_spends_no_receive() -> None:
+    # Given a call whose credential has no slot before the invocation's time runs out
     world = World(limiter=InMemoryRateLimiter(20))
     world.accept(invoice("A"))
     no_rate_slot_for(world, 25)
     # When the batch is dispatched (60 s: a call needs 18 s of the 36 s budget, 25 s is too late)
     assert world.run(seconds_left=60, timed=True) == []
-    # Then nothing is sent, the claim is given back, and a fresh copy waits for the slot
+    # Then nothing is sent and nothing written (the slot is sought before the claim: a booked
+    # pace costs no ledger writes), and a fresh copy waits for the slot
     entry = world.ledger.entries[key("A")]
-    assert entry.last_error is not None
-    assert (entry.status, entry.last_error.code) == (InvoiceStatus.RETRYING, "out_of_time")
+    assert (entry.status, entry.attempts, entry.last_error) == (InvoiceStatus.QUEUED, 0, None)
     (fresh,) = world.queue.messages.values()
     assert (fresh.receive_count, fresh.visible_at >= world.clock() + 25) == (0, True)
     assert world.fynd.calls == []
@@ -256,15 +256,31 @@ def test_no_read_after_an_attempt_that_proves_nothing_was_sent(failure: Exceptio
     assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, "answer")
 
 
+def test_a_call_whose_slot_was_taken_before_its_claims_keeps_the_pace_through_its_reads() -> None:
+    # Given an order in doubt (its answer was lost; Shipment Info proves nothing), and a pace of
+    # one request a second
+    world = World(limiter=InMemoryRateLimiter(1))
+    answers_lost(world, "A")
+    world.fynd.novel_status.add("A")
+    world.fynd.read_seconds = 0.2
+    reads_before = len(world.fynd.read_budgets)
+    calls_before = len(world.fynd.call_starts)
+    # When it is dispatched: a slot taken before the claim, a read, then the send
+    world.run(seconds_left=60, timed=True)
+    # Then the read starts on the slot taken before the claim and the send takes the next one:
+    # the two requests are a whole interval apart, never on one slot
+    read_start = world.fynd.read_budgets[reads_before][0]
+    (send_start,) = world.fynd.call_starts[calls_before:]
+    assert send_start - read_start >= 1
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
 def test_no_read_after_an_attempt_deferred_for_a_rate_slot() -> None:
-    # Given a claimed call deferred because no rate slot came in time
+    # Given a call deferred because no rate slot came in time
     world = World(limiter=InMemoryRateLimiter(20))
     world.accept(invoice("A"))
     no_rate_slot_for(world, 25)
     world.run(seconds_left=60, timed=True)
-    entry = world.ledger.entries[key("A")]
-    assert entry.last_error is not None
-    assert entry.last_error.nothing_sent
     # When it is retried
     world.drain()
     # Then it is sent without a read

@@ -15,7 +15,7 @@ from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEvent
-from relay.domain.policy import REFUSED_ALONE
+from relay.domain.policy import REFUSED_ALONE, code_policy
 
 
 def key(order_id: str, invoice_type: InvoiceType = InvoiceType.SALE) -> InvoiceKey:
@@ -530,19 +530,34 @@ def test_a_check_that_proves_nothing_sends_as_before(world: World, fault: str) -
     assert (world.fynd.applied[key("A")], world.fynd.already[key("A")]) == (1, 1)
 
 
-def test_an_order_confirmed_thirty_minutes_late_waits_without_sends(world: World) -> None:
+def test_an_order_confirmed_thirty_minutes_late_is_sent_again_without_reads(world: World) -> None:
     # Given Fynd confirms the order 30 minutes after the first attempt (IN403 until then)
     world.fynd.early_until["A"] = world.clock() + 30 * 60
     world.accept(invoice("A"))
     world.drain(max_rounds=200)
-    # Then, after the first IN403, it was polled with Shipment Info and sent once more, once
+    # Then it went again in a call at each attempt (an IN403 proves nothing was applied), with
+    # no Shipment Info read, and was applied once: the last send, after the confirmation
     assert world.status(key("A")) is InvoiceStatus.INVOICED
-    assert world.fynd.sent[key("A")] == 2
-    assert world.fynd.reads["A"] >= 2
+    assert world.fynd.sent[key("A")] > 2
+    assert world.fynd.reads["A"] == 0
+    assert (world.fynd.applied[key("A")], world.fynd.already[key("A")]) == (1, 0)
+
+
+def test_a_doubt_ended_by_a_read_is_not_read_again_at_every_wait(world: World) -> None:
+    # Given an order whose first answer was lost, and that Fynd answers IN403 for 30 minutes
+    world.fynd.early_until["A"] = world.clock() + 30 * 60
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    world.drain(max_rounds=200)
+    # Then one read settled the doubt (not invoiced), and every later attempt after an IN403
+    # went without one, until it was applied once
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+    assert world.fynd.reads["A"] == 1
+    assert world.fynd.sent[key("A")] > 3
     assert world.fynd.already[key("A")] == 0
 
 
-def test_an_order_cancelled_while_waiting_is_rejected_in401_without_a_send(world: World) -> None:
+def test_an_order_cancelled_while_waiting_is_rejected_in401_and_never_applied(world: World) -> None:
     world.fynd.early_until["A"] = world.clock() + 6 * 3600
     world.accept(invoice("A"))
     world.run()
@@ -553,7 +568,32 @@ def test_an_order_cancelled_while_waiting_is_rejected_in401_without_a_send(world
     assert entry.status is InvoiceStatus.REJECTED
     assert entry.last_error is not None
     assert entry.last_error.code == "IN401"
-    assert world.fynd.sent[key("A")] == 1
+    assert world.fynd.applied[key("A")] == 0
+
+
+def test_an_order_waiting_for_confirmation_comes_back_within_five_minutes_each_time(world: World) -> None:
+    # Given the deployed policy, and an order Fynd answers IN403 for two hours
+    world.policy = code_policy(
+        base_seconds=30, max_seconds=3600, too_early_deadline_seconds=86_400, jitter=lambda: 0.99
+    )
+    world.fynd.early_until["A"] = world.clock() + 2 * 3600
+    world.accept(invoice("A"))
+    world.run()
+    # When it has waited through many attempts
+    waits = []
+    for _ in range(12):
+        due = world.queue.next_visible_at()
+        assert due is not None
+        waits.append(due - world.clock())
+        world.clock.now = due
+        world.run()
+    # Then no wait is longer than 299 s (sent again within 5 minutes of its confirmation), each
+    # is a fresh message (no receive spent: never dead-lettered), and none is parked or in flight
+    assert max(waits) <= 299
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.parked) == (InvoiceStatus.RETRYING, False)
+    assert all(held.receive_count == 0 for held in world.queue.messages.values())
+    assert world.queue.dead_letters == []
 
 
 def test_a_throttled_read_backs_off_without_a_send(world: World) -> None:

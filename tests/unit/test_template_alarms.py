@@ -406,6 +406,8 @@ def test_the_dashboard_shows_traffic_outcomes_queues_fynd_and_errors() -> None:
         "ApproximateAgeOfOldestMessage",
         "FyndCallLatency",
         "OrdersPerCall",
+        "RateSlotsMissed",
+        "RateLimiterUnavailable",
         "Errors",
         "Throttles",
         "5xx",

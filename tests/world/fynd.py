@@ -73,6 +73,10 @@ class WorldFynd:
     """calls, reads, throttled (429), tokens, lost answers, killed calls."""
     orders_per_call: list[int] = field(default_factory=list)
     confirmed_at: dict[InvoiceKey, float] = field(default_factory=dict)
+    first_sent_at: dict[InvoiceKey, float] = field(default_factory=dict)
+    """When each order first reached Fynd in a call (IN403 or not)."""
+    per_second: dict[str, Counter[int]] = field(default_factory=dict)
+    """Requests by kind (calls, orders, reads, throttled) per whole second of the clock."""
 
     def __post_init__(self) -> None:
         # Per second rather than a bucket: invocations charge it out of order (world.clock.PerSecond).
@@ -91,6 +95,7 @@ class WorldFynd:
             raise FyndUnavailable("Fynd answered 503 (world)", status=503)
         if not self.bucket.take(self.clock.now):
             self.requests["throttled"] += 1
+            self._tally("throttled")
             self.clock.spend(min(budget, self.latencies.draw("fynd.throttled")))
             raise FyndThrottled("Fynd answered 429 (world)", retry_after=1, status=429)
 
@@ -98,6 +103,8 @@ class WorldFynd:
         self._admit(time_budget_seconds)
         self.requests["calls"] += 1
         self.orders_per_call.append(len(call.invoices))
+        self._tally("calls")
+        self._tally("orders", len(call.invoices))
         latency = self.latencies.draw("fynd.call")
         lost = self.lost_share > 0 and self._rng.random() < self.lost_share
         waited = min(time_budget_seconds, self.read_timeout_seconds) if lost else latency
@@ -120,12 +127,16 @@ class WorldFynd:
             status="PARTIAL" if errors else "SUCCESS",
         )
 
+    def _tally(self, kind: str, amount: int = 1) -> None:
+        self.per_second.setdefault(kind, Counter())[int(self.clock.now)] += amount
+
     def _apply(self, call: FyndCall, outcome: str) -> dict[str, OrderError]:
         now = self.clock.now
         errors: dict[str, OrderError] = {}
         for invoice in call.invoices:
             key = invoice.key
             self.sent[key] += 1
+            self.first_sent_at.setdefault(key, now)
             if key in self.invoiced:
                 errors[invoice.orderId] = OrderError(invoice.orderId, "IN453", "already invoiced (world)")
                 if key not in self.resent_keys:
@@ -143,6 +154,7 @@ class WorldFynd:
     ) -> ShipmentInfo:
         self._admit(time_budget_seconds)
         self.requests["reads"] += 1
+        self._tally("reads")
         if self.reads_unavailable:
             self.clock.spend(self.latencies.draw("fynd.throttled"))
             raise FyndUnavailable("Shipment Info answered 503 (world)", status=503)

@@ -55,7 +55,7 @@ from relay.adapters.writeback_queue import SqsWritebackQueue
 from relay.domain.dispatch import Dispatcher, DispatchLimits
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import InvoiceKey
-from relay.domain.policy import Backoff, CodePolicy, outage_backoff
+from relay.domain.policy import Backoff, code_policy
 from relay.domain.reconcile import Budgets, Reconciler
 from relay.domain.recovery import Recovery
 from relay.domain.signatures import RequestVerifier, SigningSecrets
@@ -257,10 +257,11 @@ def dispatcher() -> Dispatcher:
         ledger=ledger(),
         fynd=fynd,
         queue=_queue(),
-        policy=CodePolicy(
-            Backoff(settings.retry_base_seconds, settings.retry_max_seconds, random),
-            settings.too_early_deadline_seconds,
-            outage_backoff(settings.retry_base_seconds, random),
+        policy=code_policy(
+            base_seconds=settings.retry_base_seconds,
+            max_seconds=settings.retry_max_seconds,
+            too_early_deadline_seconds=settings.too_early_deadline_seconds,
+            jitter=random,
         ),
         settings=DispatchLimits(
             lease_seconds=settings.lease_seconds,

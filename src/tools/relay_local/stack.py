@@ -425,7 +425,7 @@ def build_stack(
     for logical_id, _ in create("AWS::DynamoDB::Table"):
         props = table_properties(logical_id, params, template)
         # The sparse index the reconciler and `relay list` query (on demand: no throughput of its own)
-        indexes = (
+        indexes: dict[str, Any] = (
             {"GlobalSecondaryIndexes": local_indexes(props)} if "GlobalSecondaryIndexes" in props else {}
         )
         table = dynamodb.create_table(

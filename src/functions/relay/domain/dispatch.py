@@ -13,10 +13,10 @@ The steps, in order:
    comes back when its claim meets a ledger outage; a worker that lost its lease acknowledges
    its message only once the entry is final (the new holder may hold that same message);
 4. before sending an invoice again, read its Shipment Info when an earlier attempt may have
-   reached Fynd with its answer lost, or met IN403: proof that it is invoiced records it with
-   no second send; an order still waiting for confirmation keeps waiting without a send
-   (relay.domain.policy). No read follows an attempt whose error proves nothing was sent (a
-   429, a request that never left, no time or no rate slot), unless an earlier one is in doubt;
+   reached Fynd with its answer lost: proof that it is invoiced records it with no second
+   send (relay.domain.policy). No read follows an attempt whose error proves nothing was sent
+   (a 429, a request that never left, no time or no rate slot, an order's IN403), unless an
+   earlier one is in doubt: an order waiting for confirmation goes again in a call;
 5. take the credential's next rate slot (the RateLimiter every dispatcher shares), send, map
    every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429) splits
    the call in halves, down to single invoices; one refused alone is rejected;
@@ -41,7 +41,9 @@ Rules that keep the promises:
   unfinished invoice is never acknowledged without a fresh one in its place: the message a
   claim named may be a stale delivery of one already replaced.
 - One pace per Fynd credential across every dispatcher (relay.adapters.rate): a request waits
-  (sleeps) for its slot when it comes in time, else the call is deferred as above. A 429
+  (sleeps) for its slot when it comes in time, else the call is deferred as above. A call's
+  send takes its slot before the claims, so when the pace is booked ahead the call waits
+  unclaimed, with no ledger write (reads before a resend take slots of their own). A 429
   holds the rest of the batch, and every dispatcher on the credential, for Retry-After, and
   slows the pace; the throttled call itself backs off as a failure.
 - Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
@@ -54,8 +56,8 @@ Rules that keep the promises:
   claim's lease runs out. The lease is shorter than the queue's visibility timeout, and every
   early return below either releases the claim first (records RETRYING) or waits out the lease.
 - An IN403 order may wait up to a day for confirmation, far longer than maxReceiveCount
-  receives would last: before its last receive it is queued afresh (a new message starts
-  at receive count 1).
+  receives would last: each wait (at most 299 s, relay.domain.policy) is a fresh message
+  delayed in SQS (a new message starts at receive count 1, and is not in flight meanwhile).
 - A long wait (an IN403 back-off from 5 min, any wait past SQS's longest delay of 15 min) is
   parked, not held: the record put the entry in the ledger's PARKED list at retryAt, so its
   message is acknowledged and the reconciler queues the invoice again when it is due
@@ -163,6 +165,22 @@ class _Pause:
             self.until = max(self.until, until)
 
 
+@dataclass
+class _Slot:
+    """The rate slot a call took before its claims: its first request (a read, or the send)
+    starts on it; every later one takes a slot of its own."""
+
+    held: bool
+    failure: FyndCallError | None = None
+    """What seeking the slot met naming the credential: every request of the call meets it."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> bool:
+        with self._lock:
+            held, self.held = self.held, False
+            return held
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -229,6 +247,14 @@ class Dispatcher:
             # No time for the call (or the batch waits out a 429 longer than that): its messages
             # wait, unclaimed and unwritten, without spending a receive.
             return self._hold_unclaimed(planned, copies_of, max(paused, 1))
+        # The send's rate slot comes before any claim: a call that cannot start in time waits
+        # unclaimed and unwritten (when the pace is booked ahead, claiming first would cost two
+        # ledger writes per invoice, in a burst, for nothing).
+        keys = [str(invoice.key) for invoice in planned.invoices]
+        waited = self._wait_for_start(planned.location_code, spare, pause, keys)
+        if waited is not None and not isinstance(waited, FyndCallError):
+            return self._hold_unclaimed(planned, copies_of, waited)
+        slot = _Slot(waited is None, waited if isinstance(waited, FyndCallError) else None)
         failed: list[str] = []
         pending: dict[InvoiceKey, _Pending] = {}
         copies = [copies_of[invoice.key] for invoice in planned.invoices]
@@ -243,14 +269,14 @@ class Dispatcher:
         checked: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
-            decided = self._check_first(call, pending, checked, seconds_left, pause)
+            decided = self._check_first(call, pending, checked, seconds_left, pause, slot)
             if decided:
                 failed.extend(self._settle_each(pending, decided))
                 rest = tuple(invoice for invoice in call.invoices if invoice.key not in decided)
                 if rest:
                     calls.appendleft(FyndCall(call.location_code, call.invoice_type, rest))
                 continue
-            answer = self._send_in_time(call, pending, seconds_left, pause)
+            answer = self._send_in_time(call, pending, seconds_left, pause, slot)
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
@@ -277,21 +303,34 @@ class Dispatcher:
         pending: dict[InvoiceKey, _Pending],
         seconds_left: Callable[[], float],
         pause: _Pause,
+        slot: _Slot,
     ) -> FyndReceipt | FyndCallError | Verdict:
         """Send the call if a start (the batch's pause, a rate slot) comes while it still has time
-        for a whole request; else the deferral every invoice of it records."""
+        for a whole request; else the deferral every invoice of it records. `slot`: the rate
+        slot the call took before its claims, if no read has used it."""
         need = self._settings.request_seconds
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
         keys = [str(invoice.key) for invoice in call.invoices]
-        waited = self._wait_for_start(call.location_code, budget - need, pause, keys)
+        waited = self._start(call.location_code, budget - need, pause, keys, slot)
         if waited is not None:
             return waited if isinstance(waited, FyndCallError) else self._deferral(call, waited)
         budget = self._budget(call, pending, seconds_left)
         if budget < need:
             return self._deferral(call, 1)
         return self._send(call, budget, pause)
+
+    def _start(
+        self, location_code: str | None, spare: float, pause: _Pause, keys: list[str], slot: _Slot
+    ) -> float | FyndCallError | None:
+        """`_wait_for_start`, or, for the call's first request after its claims, its slot taken
+        before them: unless a 429 has paused the batch since, which a fresh slot waits out."""
+        if slot.failure is not None:
+            return slot.failure
+        if slot.take() and pause.until <= self._clock():
+            return None
+        return self._wait_for_start(location_code, spare, pause, keys)
 
     def _wait_for_start(
         self, location_code: str | None, spare: float, pause: _Pause, keys: list[str]
@@ -410,22 +449,23 @@ class Dispatcher:
         checked: set[InvoiceKey],
         seconds_left: Callable[[], float],
         pause: _Pause,
+        slot: _Slot,
     ) -> dict[InvoiceKey, Verdict]:
         """Read Shipment Info (once per invocation) for invoices an earlier attempt may have
-        delivered unanswered, or that wait for confirmation; the verdicts it decides without a
-        send (the rest of the call is sent as it would have been). Reads go in waves of
-        `fynd_concurrency`, each with a budget computed when it starts."""
+        delivered unanswered; the verdicts it decides without a send (the rest of the call is
+        sent as it would have been). An order Fynd answered IN403, with no doubt before it, is
+        not read: it goes in the call, where it costs Fynd a place, not a request of its own.
+        Reads go in waves of `fynd_concurrency`, each with a budget computed when it starts."""
         items = [
             pending[invoice.key]
             for invoice in call.invoices
-            if invoice.key not in checked
-            and (pending[invoice.key].in_doubt or _waiting(pending[invoice.key].entry))
+            if invoice.key not in checked and pending[invoice.key].in_doubt
         ]
         checked.update(item.entry.key for item in items)
         decided: dict[InvoiceKey, Verdict] = {}
 
         def read(item: _Pending) -> Verdict | None:
-            return self._read(item, seconds_left, pause)
+            return self._read(item, seconds_left, pause, slot)
 
         reads = self._fynd_pool.map(read, items) if self._fynd_pool else map(read, items)
         for item, verdict in zip(items, reads, strict=True):
@@ -444,15 +484,15 @@ class Dispatcher:
         )
         return min(self._settings.request_seconds, left - self._settings.request_seconds)
 
-    def _read(self, item: _Pending, seconds_left: Callable[[], float], pause: _Pause) -> Verdict | None:
+    def _read(
+        self, item: _Pending, seconds_left: Callable[[], float], pause: _Pause, slot: _Slot
+    ) -> Verdict | None:
         """The verdict one read decides; None: send as without the read."""
         invoice = item.delivery.message.invoice
         budget = self._read_budget(item, seconds_left)
         if budget < MIN_READ_SECONDS:
             return self._deferral_of(1)
-        waited = self._wait_for_start(
-            invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)]
-        )
+        waited = self._start(invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)], slot)
         if isinstance(waited, FyndCallError):
             return None
         if waited is not None:
@@ -473,6 +513,8 @@ class Dispatcher:
             )
             return None
         state = classify_shipment(info, invoice.invoiceType)
+        if state.proves_not_invoiced:
+            item.in_doubt = False  # no earlier attempt was applied
         verdict = self._policy.for_shipment(
             state,
             waiting=_waiting(item.entry),
@@ -547,6 +589,11 @@ class Dispatcher:
         answer: FyndReceipt | FyndCallError | Verdict,
     ) -> list[str]:
         ack_id = answer.ack_id if isinstance(answer, FyndReceipt) else None
+        if isinstance(answer, FyndReceipt):
+            for invoice in call.invoices:
+                # Fynd answered for the order itself: whatever an earlier attempt did, the
+                # answer says it (IN453 if it was applied), so no doubt is left for the next.
+                pending[invoice.key].in_doubt = False
         verdicts = {invoice.key: self._verdict(answer, pending[invoice.key]) for invoice in call.invoices}
         return self._settle_each(pending, verdicts, ack_id)
 
@@ -642,7 +689,9 @@ class Dispatcher:
                     logger.info("invoice parked until its next attempt", extra={**log, "retry_in_s": delay})
                     return []
                 if reason == TOO_EARLY:
-                    return self._hold(item.delivery, reason, delay, requeue_before_last=True)
+                    # Waiting for Fynd's confirmation is no failure: a fresh copy delayed in SQS,
+                    # neither in flight (SQS's in-flight quota) nor spending a receive.
+                    return self._hold(item.delivery, reason, delay, requeue_before_last=True, spares=True)
                 return self._hold(item.delivery, reason, delay)
 
     def _keep(self, others: list[ReceivedMessage], wait: float) -> list[str]:
@@ -657,19 +706,27 @@ class Dispatcher:
         return [message_id for copy in copies for message_id in self._hold(copy, WAITING, wait)]
 
     def _hold(
-        self, delivery: ReceivedMessage, reason: str, wait: float, *, requeue_before_last: bool | None = None
+        self,
+        delivery: ReceivedMessage,
+        reason: str,
+        wait: float,
+        *,
+        requeue_before_last: bool | None = None,
+        spares: bool | None = None,
     ) -> list[str]:
         """Let the message come back after `wait` seconds; return the ids for batchItemFailures.
 
-        A message held for no failure (WAITING, OUT_OF_TIME) is queued afresh with the wait as
-        its delay, so waiting never spends a receive (beyond SQS's 15-minute delay, only before
-        its last receive); an early order (IN403) is queued afresh instead of spending its last
-        receives. If that send fails, the message comes back.
+        A message held for no failure (WAITING, OUT_OF_TIME, or `spares`: an early order's
+        IN403) is queued afresh with the wait as its delay, so waiting never spends a receive
+        nor stays in flight (beyond SQS's 15-minute delay, only before its last receive); an
+        early order (IN403) is queued afresh instead of spending its last receives. If that
+        send fails, the message comes back.
         """
         delay = max(1, int(wait))
         log = {**_about(delivery, None), "reason": reason, "retry_in_s": delay}
-        fresh = reason in _NO_FAILURE if requeue_before_last is None else requeue_before_last
-        spares_a_receive = reason in _NO_FAILURE and delay <= MAX_SQS_DELAY_SECONDS
+        no_failure = reason in _NO_FAILURE if spares is None else spares
+        fresh = no_failure if requeue_before_last is None else requeue_before_last
+        spares_a_receive = no_failure and delay <= MAX_SQS_DELAY_SECONDS
         if fresh and (spares_a_receive or delivery.receive_count >= self._settings.max_receive_count - 1):
             try:
                 self._queue.send_later(delivery.message, min(delay, MAX_SQS_DELAY_SECONDS))

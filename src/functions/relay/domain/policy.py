@@ -8,23 +8,27 @@
 |                               | reads Shipment Info, whose credit_note_generated  |
 |                               | is the proof                                      |
 | IN401 / IN400 / IN422         | Rejected, never retried                           |
-| IN403 too early               | RetryLater with growing back-off until the        |
-|                               | deadline, then Rejected                           |
+| IN403 too early               | RetryLater with growing back-off (at most 299 s,  |
+|                               | so it is sent again within 5 min of confirmation) |
+|                               | until the deadline, then Rejected; nothing was    |
+|                               | applied, so the retry sends without a read        |
 | any other code                | RetryLater (an operator sees it in the DLQ)       |
 | whole call failed             | RetryLater, backed off by receive count (capped   |
 |                               | at 15 min), honouring Retry-After                 |
 | whole call refused (4xx) for  | Rejected FYND_REFUSED, with the HTTP status       |
 | one invoice on its own        |                                                   |
 
-Before an invoice is sent again (any attempt after the first: the last one may have reached
-Fynd unanswered, or met IN403), its Shipment Info is read. What the read proves
-(relay.domain.shipment) decides, `for_shipment`:
+Before an invoice is sent again after an attempt that may have reached Fynd unanswered (a lost
+answer, a 5xx, a worker that died mid-call), its Shipment Info is read. An order Fynd answered
+IN403 is not read: the answer proves nothing was applied, and it goes again in a call with
+the others, where it costs a twentieth of a request rather than a request of its own. What a
+read proves (relay.domain.shipment) decides, `for_shipment`:
 
 | last attempt      | Shipment Info proves | verdict                                        |
 | ----------------- | -------------------- | ---------------------------------------------- |
 | any               | invoiced             | Invoiced, confirmed by shipment-info; no send  |
-| IN403 (waiting)   | cancelled            | Rejected IN401, no send                        |
-| IN403 (waiting)   | not yet confirmed    | RetryLater IN403 on the back-off (deadline too)|
+| IN403, then doubt | cancelled            | Rejected IN401, no send                        |
+| IN403, then doubt | not yet confirmed    | RetryLater IN403 on the back-off (deadline too)|
 | any               | anything else        | send, as without the read                      |
 
 IN453 says the *shipment* is at or beyond invoiced (docs/fynd-update-invoice.md). For a sale
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 
 from relay.domain.fynd import FyndCallError, OrderError
 from relay.domain.invoice import InvoiceType
-from relay.domain.ledger import InvoiceStatus
+from relay.domain.ledger import PARK_EARLY_ORDER_FROM_SECONDS, InvoiceStatus
 from relay.domain.shipment import ShipmentState
 
 CANCELLED = "IN401"
@@ -65,6 +69,16 @@ resume within 15 minutes of recovery, long enough that 8 receives outlast a 30-m
 
 MAX_VISIBILITY_SECONDS = 43_200
 """SQS refuses a visibility timeout above 12 hours."""
+
+TOO_EARLY_MAX_DELAY_SECONDS = PARK_EARLY_ORDER_FROM_SECONDS - 1
+"""The longest wait between two attempts of an order Fynd answered IN403: the order is sent
+again at most this long after its confirmation (plus the queue's own wait), so it is invoiced
+within 10 minutes of it (issue 19). Under the parking threshold (relay.domain.ledger): each wait
+is a fresh message delayed in SQS (relay.domain.dispatch), neither held in flight nor parked
+behind the reconciler's 5-minute schedule, which would add up to 5 minutes to it."""
+TOO_EARLY_SPREAD = 0.2
+"""The random share of an IN403 wait: enough to spread the attempts, few enough that a long
+wait costs few of them (each is a place in a Fynd call)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,12 @@ class Backoff:
         return int(min(MAX_VISIBILITY_SECONDS, max(1, round(wanted))))
 
 
+def too_early_backoff(base_seconds: float, jitter: Callable[[], float]) -> Backoff:
+    """Back-off between the attempts of an order Fynd answered IN403: growing from `base_seconds`
+    to TOO_EARLY_MAX_DELAY_SECONDS, four fifths of each step fixed."""
+    return Backoff(base_seconds, TOO_EARLY_MAX_DELAY_SECONDS, jitter, spread=TOO_EARLY_SPREAD)
+
+
 def outage_backoff(base_seconds: float, jitter: Callable[[], float]) -> Backoff:
     """Back-off for infrastructure failures, by receive count: at least three quarters of each
     step is fixed, so the sum of receives 1..7 is known (over 30 min at a 30 s base)."""
@@ -134,6 +154,8 @@ class CodePolicy:
     too_early_deadline_seconds: float
     outage: Backoff
     """Whole-call failures and ledger outages, by receive count."""
+    too_early: Backoff | None = None
+    """Waits between IN403 attempts, by attempt (`too_early_backoff`); None: `backoff`'s."""
 
     def for_order(
         self,
@@ -180,7 +202,10 @@ class CodePolicy:
         if now >= accepted_at + self.too_early_deadline_seconds:
             hours = self.too_early_deadline_seconds / 3600
             return Rejected(DEADLINE_PASSED, f"order still not confirmed after {hours:g} h: {message}")
-        return RetryLater(TOO_EARLY, message, self.backoff.delay(attempt))
+        # Fynd answered for this order and applied nothing: the next attempt sends without a
+        # Shipment Info read (a place in a call costs Fynd a twentieth of a read's request).
+        waits = self.too_early or self.backoff
+        return RetryLater(TOO_EARLY, message, waits.delay(attempt), nothing_sent=True)
 
     def for_call_failure(self, failure: FyndCallError, *, receive_count: int) -> RetryLater:
         return RetryLater(
@@ -194,6 +219,18 @@ class CodePolicy:
         return Rejected(
             REFUSED_ALONE, f"Fynd refused this invoice on its own (HTTP {failure.status}): {failure}"
         )
+
+
+def code_policy(
+    *, base_seconds: float, max_seconds: float, too_early_deadline_seconds: float, jitter: Callable[[], float]
+) -> CodePolicy:
+    """The dispatcher's policy as deployed (relay.wiring), and as `make scale` runs it."""
+    return CodePolicy(
+        Backoff(base_seconds, max_seconds, jitter),
+        too_early_deadline_seconds,
+        outage_backoff(base_seconds, jitter),
+        too_early_backoff(base_seconds, jitter),
+    )
 
 
 KNOWN_CODES = frozenset({*TERMINAL_CODES, ALREADY_INVOICED, TOO_EARLY, DEADLINE_PASSED, REFUSED_ALONE})
