@@ -649,8 +649,13 @@ class RecordingQueue:
         return Counter(QueuedInvoice.from_body(held.body).invoice.key for held in self.messages.values())
 
     def oldest_sent_at(self) -> float:
-        """When the oldest message still on the queue (in flight or not) was sent; now if none."""
-        return min((held.sent_at for held in self.messages.values()), default=self._clock())
+        """When the oldest message still on the queue (in flight or not) was sent, of those
+        received fewer than three times; now if none. As SQS's ApproximateAgeOfOldestMessage:
+        a message received three times or more is moved to the back and no longer counted."""
+        return min(
+            (held.sent_at for held in self.messages.values() if held.receive_count < 3),
+            default=self._clock(),
+        )
 
     def next_visible_at(self) -> float | None:
         return min((held.visible_at for held in self.messages.values()), default=None)

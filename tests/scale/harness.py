@@ -287,6 +287,8 @@ class Simulation:
         self.invocations = Counter[str]()
         self.reconciler_runs: list[dict[str, int]] = []
         self.deleted: tuple[InvoiceKey, float] | None = None
+        self.healed_at: float | None = None
+        """When the reconciler queued the deleted message's invoice again."""
         self.backlog_seconds: set[int] = set()
         """Seconds in which a dispatcher invocation that took a full batch was running."""
 
@@ -507,6 +509,9 @@ class Simulation:
                 report = self.reconciler.reconcile(invocation.seconds_left)
                 requeued = getattr(report, "requeued", {})
                 self.reconciler_runs.append({str(status): len(keys) for status, keys in requeued.items()})
+                deleted = str(self.deleted[0]) if self.deleted is not None else None
+                if self.healed_at is None and any(deleted in keys for keys in requeued.values()):
+                    self.healed_at = self.clock.now
             except Killed:
                 self.metrics.count("ReconcileFunction.Errors")
             except LedgerUnavailableError:
@@ -624,10 +629,18 @@ class Report:
             key, at = sim.deleted
             entry = entries.get(key)
             done = sim.ledger.invoiced_at.get(key)
-            healed = f"{key} deleted at {(at - sim.clock.start) / 60:.0f} min: " + (
-                f"INVOICED {(done - at) / 60:.1f} min later"
-                if done
-                else f"now {entry.status if entry else None}"
+            healed = (
+                f"{key} deleted at {(at - sim.clock.start) / 60:.0f} min: "
+                + (
+                    f"queued again {(sim.healed_at - at) / 60:.1f} min later, "
+                    if sim.healed_at is not None
+                    else "never queued again, "
+                )
+                + (
+                    f"INVOICED {(done - at) / 60:.1f} min later"
+                    if done
+                    else f"now {entry.status if entry else None}"
+                )
             )
         timing, timing_lines = _timing(sim)
         figures: dict[str, Any] = {

@@ -94,6 +94,130 @@ def test_wall_7_without_the_queues_age_the_window_alone_decides_copies_not_losse
     assert set(world.fynd.sent.values()) == {1}
 
 
+# ---- retries waiting behind a backlog are not losses either ----
+
+
+def retrying_backlog(
+    world: World, *, deleted: str | None = None
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """The backlog above (400 invoices, the oldest message reaching 30 minutes), in which Fynd
+    fails (503) the calls made at minutes 6 and 9: those 20 orders are RETRYING with a short
+    back-off, and when it ends their messages wait behind the backlog, visible, for longer than
+    the window (a retry's message keeps its send time; here it rejoins the line at its back).
+    `deleted`: that order's message is deleted on purpose once its retry is due (its entry then
+    has nothing behind it). When each order was queued again and invoiced, and the longest any
+    RETRYING entry a reconciler run saw had been past its retryAt."""
+    queued_again: dict[str, float] = {}
+    invoiced_at: dict[str, float] = {}
+    overdue = 0.0
+    for minute in range(1, 90):
+        if minute <= 10:
+            world.accept(*(invoice(f"FY-{index:03}") for index in range((minute - 1) * 40, minute * 40)))
+        world.clock.advance(MINUTE)
+        world.queue_age.observe()
+        if minute in (6, 9):
+            world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+        if deleted is not None and minute == 12:
+            (message_id,) = [
+                held.message_id
+                for held in world.queue.messages.values()
+                if QueuedInvoice.from_body(held.body).invoice.orderId == deleted
+            ]
+            assert world.ledger.entries[key(deleted)].status is InvoiceStatus.RETRYING
+            del world.queue.messages[message_id]
+        world.run(limit=10)
+        if minute % 5 == 0:
+            overdue = max(
+                [overdue]
+                + [
+                    world.clock.now - entry.retry_at
+                    for entry in world.ledger.entries.values()
+                    if entry.status is InvoiceStatus.RETRYING and entry.retry_at is not None
+                ]
+            )
+            for keys in world.reconcile().requeued.values():
+                queued_again |= {InvoiceKey.parse(k).order_id: world.clock.now for k in keys}
+        for entry in world.ledger.entries.values():
+            if entry.status is InvoiceStatus.INVOICED:
+                invoiced_at.setdefault(entry.key.order_id, world.clock.now)
+    return queued_again, invoiced_at, overdue
+
+
+def retried_orders(world: World) -> list[str]:
+    return sorted(entry.key.order_id for entry in world.ledger.entries.values() if entry.attempts > 1)
+
+
+def test_wall_7_retries_waiting_behind_a_healthy_backlog_get_no_copies(world: World) -> None:
+    # Given a backlog twice as old as the window, with 20 orders RETRYING behind it
+    queued_again, invoiced_at, overdue = retrying_backlog(world)
+    assert len(retried_orders(world)) == 20
+    # And some reconciler run saw a RETRYING entry more than the window past its retryAt, its
+    # message waiting in the line (what the window alone calls lost)
+    assert overdue > WINDOW
+    # Then the reconciler queued no copy at all: every message was on its way
+    assert queued_again == {}
+    # And every invoice reached Fynd once
+    assert len(invoiced_at) == 400
+    assert set(world.fynd.sent.values()) == {1}
+
+
+def test_wall_7_a_retrys_message_deleted_in_a_backlog_is_healed_once_the_backlog_passes_it(
+    world: World,
+) -> None:
+    # Given the same backlog, in which one RETRYING order's message is deleted once its retry is due
+    queued_again, invoiced_at, _ = retrying_backlog(world, deleted="FY-085")
+    # Then the reconciler queued exactly one copy: the lost one's
+    assert list(queued_again) == ["FY-085"]
+    # And within 10 minutes of the backlog reaching its place in the line (its retryAt: the
+    # other orders of its failed call, due with it, were dispatched then), before the backlog ended
+    reached = max(invoiced_at[order] for order in retried_orders(world) if order != "FY-085")
+    assert queued_again["FY-085"] - reached <= 10 * MINUTE
+    assert queued_again["FY-085"] < max(invoiced_at.values())
+    # And every invoice reached Fynd once
+    assert len(invoiced_at) == 400
+    assert set(world.fynd.sent.values()) == {1}
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("status", "fields", "oldest_sent_ago", "stalled"),
+    [
+        # the queue still holds a message sent before the entry was due: it may be that one, waiting
+        (InvoiceStatus.RETRYING, {"retry_at": NOW - 20 * MINUTE}, 40 * MINUTE, False),
+        (InvoiceStatus.IN_PROGRESS, {"lease_until": NOW - 20 * MINUTE}, 40 * MINUTE, False),
+        (InvoiceStatus.QUEUED, {}, 40 * MINUTE, False),
+        # the queue has moved past the entry's time (less the margin): its message is gone
+        (InvoiceStatus.RETRYING, {"retry_at": NOW - 20 * MINUTE}, 10 * MINUTE, True),
+        (InvoiceStatus.IN_PROGRESS, {"lease_until": NOW - 20 * MINUTE}, 10 * MINUTE, True),
+        (InvoiceStatus.QUEUED, {}, 10 * MINUTE, True),
+        # within the margin of the oldest message: not yet
+        (InvoiceStatus.RETRYING, {"retry_at": NOW - 20 * MINUTE}, 19.5 * MINUTE, False),
+        # the age unknown: the window alone decides
+        (InvoiceStatus.RETRYING, {"retry_at": NOW - 20 * MINUTE}, None, True),
+    ],
+)
+def test_wall_7_every_unfinished_status_is_lost_only_once_the_queue_has_moved_past_it(
+    status: InvoiceStatus, fields: dict[str, float], oldest_sent_ago: float | None, stalled: bool
+) -> None:
+    # Given an entry due and last written 20 and 22 minutes ago (past the 15-minute window), and
+    # the send time of the oldest message on the queue (of those received fewer than 3 times)
+    entry = LedgerEntry(
+        key=key("FY-1"),
+        status=status,
+        content_hash="h",
+        invoice_number="INV-1",
+        attempts=1,
+        accepted_at=NOW - 7200,
+        updated_at=NOW - (20 if status is InvoiceStatus.QUEUED else 22) * MINUTE,
+        **fields,  # type: ignore[arg-type]
+    )
+    oldest = None if oldest_sent_ago is None else NOW - oldest_sent_ago
+    # Then it is lost only when the queue moved past its time: the same rule for every status
+    assert reconcile_module.is_stalled(entry, now=NOW, stall_seconds=WINDOW, oldest_sent_at=oldest) is stalled
+
+
 # ---- each list its own budget, 10 per send ----
 
 
@@ -114,6 +238,25 @@ def stored(world: World, order_id: str, status: InvoiceStatus, *, due_ago: float
     world.ledger.bodies[item.key] = QueuedInvoice(
         invoice=item, content_hash=item.content_hash(), accepted_at=now - 7200
     ).to_body()
+
+
+def test_wall_7_a_run_in_a_healthy_backlog_reads_no_waiting_entry_so_its_budgets_stay_whole(
+    world: World,
+) -> None:
+    # Given 30 RETRYING entries 20 minutes past their retryAt, while the queue's oldest message
+    # was sent 40 minutes ago (they wait behind it)
+    now = world.clock.now
+    for index in range(30):
+        stored(
+            world, f"R-{index:02}", InvoiceStatus.RETRYING, due_ago=20 * MINUTE, retry_at=now - 20 * MINUTE
+        )
+    world.queue_age.oldest_sent_at = lambda: now - 40 * MINUTE  # type: ignore[method-assign]
+    # When a run with a budget of 10 per list comes
+    report = world.reconcile(max_per_run=10)
+    # Then it queued nothing and read to the end of every list: the query stops at the queue's
+    # watermark, so waiting entries never fill a budget a real loss would need
+    assert (report.requeued, report.complete) == ({}, True)
+    assert world.queue.messages == {}
 
 
 def test_wall_7_each_list_has_its_own_budget_so_a_flood_of_one_does_not_starve_another(world: World) -> None:

@@ -9,7 +9,13 @@ SQS's rules the world applies (docs/scale.md cites each):
 - retention: a message older than the queue's MessageRetentionPeriod is deleted, unseen;
 - 256 KiB per message and XML's character set (#x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
   #x10000-#x10FFFF); anything else is refused (`InvalidMessageContents`);
-- after maxReceiveCount receives the next receive moves the message to the dead-letter queue.
+- after maxReceiveCount receives the next receive moves the message to the dead-letter queue;
+- ApproximateAgeOfOldestMessage (CloudWatch) is the age, from its send, of the oldest message not
+  deleted (in flight or delayed too) that was received fewer than three times: a message
+  received three times or more is moved to the back of the queue and no longer counted
+  (`oldest_sent_at`). A message that becomes visible again (any receive count) joins the back
+  of the visible line here, behind every message already waiting: the longest wait a standard
+  queue's best-effort order can give it.
 
 Messages are kept in a heap by the time they become visible, so a receive costs O(log n)
 whatever the depth (1,000,000 messages is a normal day here).
@@ -28,6 +34,8 @@ from world.clock import Latencies, WorldClock
 IN_FLIGHT_QUOTA = 120_000
 MAX_DELAY_SECONDS = 900
 MAX_VISIBILITY_FROM_RECEIVE = 43_200
+AGE_COUNTS_BELOW_RECEIVES = 3
+"""A message received this many times or more no longer counts toward ApproximateAgeOfOldestMessage."""
 _REFUSED_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -208,9 +216,13 @@ class WorldQueue:
         return None
 
     def oldest_sent_at(self) -> float:
-        """When the oldest message still on the queue (in flight or not) was sent; now if none:
-        what CloudWatch's ApproximateAgeOfOldestMessage reports (relay.adapters.queue_age)."""
-        while self._by_age and self._by_age[0][2].deleted:
+        """When the oldest message still on the queue (in flight or not) that was received fewer
+        than three times was sent; now if none: what CloudWatch's ApproximateAgeOfOldestMessage
+        reports (relay.adapters.queue_age). A message leaves this count for good at its third
+        receive (receive counts only grow)."""
+        while self._by_age and (
+            self._by_age[0][2].deleted or self._by_age[0][2].receive_count >= AGE_COUNTS_BELOW_RECEIVES
+        ):
             heapq.heappop(self._by_age)
         return self._by_age[0][0] if self._by_age else self.clock.now
 

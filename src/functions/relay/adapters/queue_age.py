@@ -8,10 +8,12 @@ message never gets older in the queue than its send time). That bound only ages 
 datapoints lag, which makes the reconciler wait a little longer, never call a waiting message lost.
 
 Any failure (CloudWatch refuses, times out, has no datapoint) is "unknown" (None), which the
-reconciler reads as "no backlog": a copy too many, never an invoice lost. AWS documents one
-blind spot: on a queue with a redrive policy a message received three times or more stops
-counting towards the metric; those messages belong to claimed entries (not QUEUED ones), or to
-QUEUED ones that met ledger outages, for which a copy too many is harmless.
+reconciler reads as "no backlog": a copy too many, never an invoice lost. AWS documents what
+the metric leaves out ("Available CloudWatch metrics for Amazon SQS", sqs-available-cloudwatch-
+metrics.html): on a standard queue a message received three times or more without being deleted
+is moved to the back of the queue and the metric points at the oldest message received fewer
+times. The bound above is about those; relay.domain.reconcile says why it also covers the
+others (they wait at the back, behind what the queue has since passed).
 """
 
 import time

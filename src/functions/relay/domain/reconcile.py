@@ -12,25 +12,42 @@ entry with nothing behind it, and only an ERP resend would heal them:
   nobody will renew.
 
 Each run visits the work index's lists (relay.domain.ledger.WorkList), each with its own
-budget, in this order, and queues again, with N = the stall window (ReconcileAfterMinutes):
+budget, in this order, and queues again, with N = the stall window (ReconcileAfterMinutes) and
+W = the queue's watermark (below):
 
 | list        | queued again when                                           | counted as |
 | ---         | ---                                                         | ---        |
-| IN_PROGRESS | its lease ended more than N ago                             | lost       |
-| RETRYING    | its retryAt passed more than N ago                          | lost       |
-| QUEUED      | it was queued more than N ago, and before the oldest        | lost       |
-|             | message still on the queue (less QUEUE_AGE_MARGIN_SECONDS)  |            |
+| IN_PROGRESS | its lease ended before both N ago and W                     | lost       |
+| RETRYING    | its retryAt passed before both N ago and W                  | lost       |
+| QUEUED      | it was queued before both N ago and W                       | lost       |
 | PARKED      | its retryAt has come                                        | returned   |
 
-and, for the lost ones, no write touched the entry in the last N (the reconciler's own mark
-counts: it sets updatedAt). N exceeds the queue's visibility timeout and the dispatcher's
+and, for the lost ones, no write touched the entry since that same moment (the reconciler's own
+mark counts: it sets updatedAt). N exceeds the queue's visibility timeout and the dispatcher's
 lease, so a message still in flight or due back has had its chance first.
 
-The backlog rule: in a healthy backlog every QUEUED entry's message is still waiting, however
-old; what tells a backlog from a loss is the queue's own age. Nothing sent before the oldest
-message on the queue is still on it, so a QUEUED entry queued before that has no message. When
-the age is unknown (CloudWatch unreachable, no datapoint), the window alone decides, as if there
-were no backlog: a copy too many, never an invoice lost.
+The backlog rule: in a healthy backlog every unfinished entry's message is still on the queue,
+however long ago it was due; what tells a backlog from a loss is the queue's own age. SQS's
+ApproximateAgeOfOldestMessage is the age of the oldest message on the queue that was received
+fewer than three times, counted from its send (a message received three times or more is moved
+to the back of the queue and no longer counted: AWS, "Available CloudWatch metrics for Amazon
+SQS"). So W, the send time of that message less QUEUE_AGE_MARGIN_SECONDS, says two things:
+- a message received fewer than three times is still on the queue only if it was sent no
+  earlier than that oldest message. Every message that carries an entry was sent before the entry's latest write, or at most one
+  invocation after it (ingest, a dispatcher's fresh copy and this reconciler write the ledger,
+  then send): an entry not written since W has no such message left;
+- a message received three times or more went to the back of the queue when it became visible
+  again, at its entry's due time (retryAt): the queue has since moved past everything sent
+  before W, so a message that went to the back before W has had its turn. (An IN_PROGRESS
+  entry's message comes back at the visibility timeout, some minutes after the lease's end; a
+  third receive of it could be copied while it waits: one copy too many, which the claim drops.)
+An entry due and unwritten since before W has therefore no message on the queue, whether or not
+a backlog waits in front of it; and an entry due after W may be waiting behind a backlog, however
+long, and is left alone until the queue passes it. A lost message is healed once the queue's
+oldest message is younger than its entry (the backlog ahead of it drained, which for a message
+lost near the head of a backlog is minutes), and at least N after it was due. When the age is
+unknown (CloudWatch unreachable, no datapoint), the window alone decides, as if there were no
+backlog: a copy too many, never an invoice lost.
 
 Only lost entries are counted `Reconciled` (the alarm's metric): a parked entry coming due is
 the design working (`ParkedReturned`).
@@ -78,8 +95,9 @@ SECONDS_KEPT_IN_HAND = 10.0
 WAVE marks, reads and sends fits in it even when AWS makes botocore retry."""
 
 QUEUE_AGE_MARGIN_SECONDS = 60.0
-"""Kept between the oldest message's send time and a QUEUED entry called lost: the age is
-approximate, and the clocks of SQS and Lambda are not one."""
+"""Kept between the oldest message's send time and an entry called lost: a message is sent at
+most one invocation after its entry's write (the dispatcher's and this function's timeout, 60 s;
+ingest's is 10 s), and the age is approximate."""
 
 WAVE = 100
 """Entries marked, read and sent per wave (the sends go 10 per SendMessageBatch)."""
@@ -116,8 +134,8 @@ class QueueAge(Protocol):
     """How far back the invoice queue reaches (relay.adapters.queue_age)."""
 
     def oldest_sent_at(self) -> float | None:
-        """A time before which no message still on the queue was sent (from the age of its
-        oldest message); None when unknown."""
+        """A time before which no message still on the queue, of those received fewer than three
+        times, was sent (from the age of its oldest message, as SQS counts it); None when unknown."""
         ...
 
 
@@ -145,14 +163,21 @@ def due_at(entry: LedgerEntry) -> float:
             return entry.updated_at
 
 
+def lost_before(*, now: float, stall_seconds: float, oldest_sent_at: float | None) -> float:
+    """The moment before which an unfinished entry's message, if it had one, would have moved it:
+    the window ago, or the queue's watermark when that is earlier (see the module's backlog rule)."""
+    cutoff = now - stall_seconds
+    if oldest_sent_at is not None:
+        cutoff = min(cutoff, oldest_sent_at - QUEUE_AGE_MARGIN_SECONDS)
+    return cutoff
+
+
 def is_stalled(
     entry: LedgerEntry, *, now: float, stall_seconds: float, oldest_sent_at: float | None = None
 ) -> bool:
-    """Lost: unfinished, not parked, and its status' clock ran out more than the window ago (a
-    QUEUED one also before the oldest message still on the queue, when that is known)."""
-    cutoff = now - stall_seconds
-    if entry.status is InvoiceStatus.QUEUED and oldest_sent_at is not None:
-        cutoff = min(cutoff, oldest_sent_at - QUEUE_AGE_MARGIN_SECONDS)
+    """Lost: unfinished, not parked, and neither due nor written since `lost_before`: the window
+    ago, and before the oldest message still on the queue was sent, when that is known."""
+    cutoff = lost_before(now=now, stall_seconds=stall_seconds, oldest_sent_at=oldest_sent_at)
     return (
         entry.status in RECONCILED_STATUSES
         and not entry.parked
@@ -238,7 +263,10 @@ class Reconciler:
             due_by = {
                 WorkList.PARKED: now,
                 WorkList.DEAD_LETTERED: now - self._dead_letter_retention,
-            }.get(work, now - self._stall_seconds)
+            }.get(
+                work,
+                lost_before(now=now, stall_seconds=self._stall_seconds, oldest_sent_at=oldest_sent_at),
+            )
             found, more = self._ledger.due(
                 work, due_by=due_by, limit=self._budgets.of(work), out_of_time=out_of_time
             )
