@@ -46,6 +46,7 @@ class Held:
         "first_received_at",
         "in_flight",
         "message_id",
+        "parsed",
         "receive_count",
         "sent_at",
         "version",
@@ -62,6 +63,9 @@ class Held:
         self.version = 0
         self.in_flight = False
         self.deleted = False
+        self.parsed: QueuedInvoice | None = None
+        """The body as read at its first receive: a body never changes, so every receive reads
+        the same message (read once; pydantic's validation was a sixth of a large run)."""
 
 
 class WorldQueue:
@@ -171,7 +175,7 @@ class WorldQueue:
                     held.message_id,
                     f"{held.message_id}/{held.receive_count}",
                     held.receive_count,
-                    QueuedInvoice.from_body(held.body),
+                    held.parsed or self._read(held),
                 )
             )
         if self.in_flight > self.in_flight_peak:
@@ -223,6 +227,11 @@ class WorldQueue:
         return self._by_age[0][0] if self._by_age else self.clock.now
 
     # ---- inside ----
+    @staticmethod
+    def _read(held: Held) -> QueuedInvoice:
+        held.parsed = QueuedInvoice.from_body(held.body)
+        return held.parsed
+
     def _refusal(self, body: str) -> str | None:
         if len(body.encode()) > MAX_MESSAGE_BYTES:
             self.refused["too large"] += 1
@@ -262,6 +271,7 @@ class WorldQueue:
 
     def _drop(self, held: Held) -> None:
         held.deleted = True
+        held.parsed = None  # the heaps keep a deleted message until it reaches their top
         if held.in_flight:
             held.in_flight = False
             self.in_flight -= 1

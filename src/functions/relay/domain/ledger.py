@@ -7,6 +7,7 @@ A REJECTED invoice may be sent again with different content (the ERP fixed it), 
 starts it over as QUEUED.
 """
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -92,6 +93,7 @@ class WorkList(StrEnum):
     DEAD_LETTERED = "DEAD_LETTERED"
 
 
+@functools.cache  # one entry per status: bounded by the enum
 def sources_of(target: InvoiceStatus) -> frozenset[InvoiceStatus]:
     """The states an entry may be in for a write to move it to `target` (the DAL's condition)."""
     return frozenset(source for source, targets in _MOVES.items() if target in targets)
