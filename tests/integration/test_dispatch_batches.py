@@ -124,17 +124,22 @@ def test_invoices_whose_call_would_outlast_the_invocation_come_back(relay: Relay
     context = relay.pipeline.dispatch.new_context()
     context = LambdaContext(**{**context.__dict__, "deadline_monotonic": time.monotonic() + 7.5})
     answer = dispatch_handler({"Records": batch}, context)
-    # Then the ninth call is neither started nor claimed: its invoice returns for the next
-    # invocation in a fresh message (no receive spent), and nothing was written for it
+    # Then the ninth call is neither started nor claimed (a second round cannot fit: 3 + 3 + 1 s
+    # of 7.5). A loaded machine may leave calls of the first round without time too, before
+    # their claims (QUEUED) or after them (RETRYING). Every invoice not sent returns for the next
+    # invocation in a fresh message (no receive spent, no batch item failure)
     assert answer["batchItemFailures"] == []
-    assert fynd_calls(relay) == 8
+    sent = fynd_calls(relay)
     statuses = {order: relay.status(order).body["status"] for order in orders}
-    assert sorted(statuses.values()) == ["INVOICED"] * 8 + ["QUEUED"]
-    (deferred,) = [order for order, status in statuses.items() if status == "QUEUED"]
-    (again,) = relay.receive(1)
-    assert json.loads(again["body"])["invoice"]["orderId"] == deferred
-    assert again["attributes"]["ApproximateReceiveCount"] == "1"
-    assert again["messageId"] not in {record["messageId"] for record in batch}
+    assert sent < len(orders)
+    assert list(statuses.values()).count("INVOICED") == sent
+    deferred = {order for order, status in statuses.items() if status != "INVOICED"}
+    assert {statuses[order] for order in deferred} <= {"QUEUED", "RETRYING"}
+    assert "QUEUED" in statuses.values()
+    again = relay.receive(len(deferred))
+    assert {json.loads(message["body"])["invoice"]["orderId"] for message in again} == deferred
+    assert {message["attributes"]["ApproximateReceiveCount"] for message in again} == {"1"}
+    assert not {message["messageId"] for message in again} & {record["messageId"] for record in batch}
 
 
 def test_batch_item_failures_name_only_this_batchs_messages(relay: RelayClient) -> None:
