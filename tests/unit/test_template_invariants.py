@@ -295,9 +295,9 @@ def test_sale_day_defaults_take_300_one_invoice_webhooks_a_second_with_bursts_to
 
 
 def test_the_ledger_is_pre_warmed_for_a_sale_day_by_default() -> None:
-    # A new on-demand table absorbs about 4,000 write units a second at first. ERPNext at 600
-    # e-invoices a second needs about 8,500 (make scale, docs/scale.md), and gives up on 503s,
-    # so the default pre-warms with room; 0 (no one-time charge) remains a seller's choice
+    # A new on-demand table absorbs about 4,000 write units a second at first. ERPNext's sale day
+    # peaked at 3,825 in make scale (docs/scale.md), and ERPNext gives up on 503s, so the default
+    # pre-warms with room; 0 (no one-time charge) remains a seller's choice
     warm = props("InvoiceLedgerTable")["WarmThroughput"]
     assert warm == {
         "Fn::If": [
