@@ -2,6 +2,7 @@
 ERPNext and callback adapters talking HTTP to the stubs of tests/writeback_world.py."""
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
@@ -564,23 +565,35 @@ def message(order: str) -> WritebackMessage:
     return WritebackMessage(f"m-{order}", f"h-{order}", 1, InvoiceKey(order, InvoiceType.SALE), f"g-{order}")
 
 
+def invoiced(*orders: str) -> Ledger:
+    """A ledger holding each order's sale INVOICED."""
+    return Ledger({message(order).key: entry(order, InvoiceStatus.INVOICED, 100.0) for order in orders})
+
+
+def ten_second_writeback(
+    ledger: Ledger, *targets: object, queue: Visibility | None = None, **options: Any
+) -> Writeback:
+    """A Writeback whose every message may take 10 s, backing off without jitter."""
+    return Writeback(
+        ledger=ledger,
+        targets=targets,  # type: ignore[arg-type]
+        queue=queue or Visibility(),
+        backoff=Backoff(60, 3600, lambda: 0.0),
+        message_seconds=10,
+        **options,
+    )
+
+
 def test_a_target_down_is_skipped_for_the_batch_and_the_other_target_still_gets_every_outcome() -> None:
     # Given two invoices, ERPNext down at the first outcome and the callback receiver up
-    ledger = Ledger(
-        {
-            key: entry(key.order_id, InvoiceStatus.INVOICED, 100.0)
-            for key in (message("A").key, message("B").key)
-        }
-    )
+    ledger = invoiced("A", "B")
     erpnext = ScriptedTarget("erpnext", TargetDown("erpnext answered 503"))
     callback = ScriptedTarget("callback")
     failures: list[tuple[InvoiceKey, str, str]] = []
-    writeback = Writeback(
-        ledger=ledger,
-        targets=[erpnext, callback],
-        queue=Visibility(),
-        backoff=Backoff(60, 3600, lambda: 0.0),
-        message_seconds=10,
+    writeback = ten_second_writeback(
+        ledger,
+        erpnext,
+        callback,
         on_failure=lambda key, target, error: failures.append((key, target, str(error))),
     )
     # When the batch of both is written back
@@ -595,30 +608,18 @@ def test_a_target_down_is_skipped_for_the_batch_and_the_other_target_still_gets_
 
 
 def test_a_batch_reports_the_invoices_every_target_took() -> None:
-    ledger = Ledger({message("A").key: entry("A", InvoiceStatus.INVOICED, 100.0)})
-    writeback = Writeback(
-        ledger=ledger,
-        targets=[ScriptedTarget("callback")],
-        queue=Visibility(),
-        backoff=Backoff(60, 3600, lambda: 0.0),
-        message_seconds=10,
-    )
+    ledger = invoiced("A")
+    writeback = ten_second_writeback(ledger, ScriptedTarget("callback"))
     report = writeback.write_back([message("A")], lambda: 60.0)
     assert (report.written, report.failed) == ([message("A").key], [])
 
 
 def test_a_message_is_still_worked_with_exactly_its_time_left() -> None:
     # Given an invocation with exactly the time one message may take
-    ledger = Ledger({message("A").key: entry("A", InvoiceStatus.INVOICED, 100.0)})
+    ledger = invoiced("A")
     callback = ScriptedTarget("callback")
     queue = Visibility()
-    writeback = Writeback(
-        ledger=ledger,
-        targets=[callback],
-        queue=queue,
-        backoff=Backoff(60, 3600, lambda: 0.0),
-        message_seconds=10,
-    )
+    writeback = ten_second_writeback(ledger, callback, queue=queue)
     # When the message is written back / Then it is worked, not put back
     report = writeback.write_back([message("A")], lambda: 10.0)
     assert (callback.delivered, report.failed, queue.changes) == ([message("A").key], [], [])
@@ -639,21 +640,10 @@ def test_a_record_erpnext_answers_with_nulls_or_numbers_is_already_written() -> 
 
 def test_out_of_time_every_remaining_message_comes_back_at_once_unworked() -> None:
     # Given two messages and less time left than one message may take
-    ledger = Ledger(
-        {
-            key: entry(key.order_id, InvoiceStatus.INVOICED, 100.0)
-            for key in (message("A").key, message("B").key)
-        }
-    )
+    ledger = invoiced("A", "B")
     callback = ScriptedTarget("callback")
     queue = Visibility()
-    writeback = Writeback(
-        ledger=ledger,
-        targets=[callback],
-        queue=queue,
-        backoff=Backoff(60, 3600, lambda: 0.0),
-        message_seconds=10,
-    )
+    writeback = ten_second_writeback(ledger, callback, queue=queue)
     # When the batch is written back
     report = writeback.write_back([message("A"), message("B")], lambda: 9.0)
     # Then neither is worked, and both come back at once (none is deleted unwritten)
