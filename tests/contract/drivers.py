@@ -61,7 +61,7 @@ def cancel_transactions(client: Any) -> Callable[..., None]:
             "CancellationReasons": [{"Code": code} for code in reasons],
             "ResponseMetadata": {"HTTPStatusCode": 400},
         }
-        return AWSResponse("http://127.0.0.1", 400, {}, _Raw(b"")), parsed
+        return AWSResponse("http://127.0.0.1", 400, {}, RawBody(b"")), parsed
 
     client.meta.events.register_first("before-call.dynamodb.TransactWriteItems", answer)
     return lambda *reasons: pending.append(reasons)
@@ -146,7 +146,7 @@ def create_queues(client: Any) -> str:
     return url
 
 
-class _Raw:
+class RawBody:
     """The raw body botocore reads from an AWSResponse."""
 
     def __init__(self, data: bytes) -> None:

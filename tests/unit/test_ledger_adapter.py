@@ -1,7 +1,6 @@
 """The DynamoDB ledger adapter against in-process moto (the table built from template.yaml): its
 conditions state the domain's claim rule, and every outage leaves as LedgerUnavailableError."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -10,6 +9,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
+from contract.drivers import RawBody
 from factories import invoice
 from relay.adapters.ledger import InvoiceLedger
 from relay.domain.errors import LedgerUnavailableError
@@ -128,7 +128,7 @@ def test_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
         if isinstance(fault, Exception):
             raise fault
         body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{fault}","message":"slow down"}}'
-        return AWSResponse("http://127.0.0.1", 400, {}, _Raw(body.encode()))
+        return AWSResponse("http://127.0.0.1", 400, {}, RawBody(body.encode()))
 
     # First, ahead of moto's own handler: the fault answers instead of the table.
     client.meta.events.register_first("before-send.dynamodb", fail)
@@ -153,16 +153,3 @@ def test_every_ledger_method_leaves_an_outage_as_ledger_unavailable(
             continue
         leaked.append(f"{name}: no error")
     assert leaked == []
-
-
-class _Raw:
-    """The raw body botocore reads from an AWSResponse."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def stream(self, **_: object) -> Iterator[bytes]:
-        yield self._data
-
-    def read(self, *_: object) -> bytes:
-        return self._data

@@ -27,6 +27,17 @@ def near(expected: Any) -> Any:
     return pytest.approx(expected, abs=1e-6)
 
 
+def create_rate_table(client: Any) -> None:
+    """The pace table as template.yaml declares it."""
+    props = load_template()["Resources"][TABLE]["Properties"]
+    client.create_table(
+        TableName=TABLE,
+        AttributeDefinitions=props["AttributeDefinitions"],
+        KeySchema=props["KeySchema"],
+        BillingMode=props["BillingMode"],
+    )
+
+
 type Limiters = Callable[[], RateLimiter]
 """Each call gives another handle on one shared pace (another dispatcher instance)."""
 
@@ -38,13 +49,7 @@ def limiters(request: pytest.FixtureRequest) -> Iterator[Limiters]:
         yield lambda: shared
         return
     client: DynamoDBClient = request.getfixturevalue("dynamodb")
-    props = load_template()["Resources"][TABLE]["Properties"]
-    client.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=props["AttributeDefinitions"],
-        KeySchema=props["KeySchema"],
-        BillingMode=props["BillingMode"],
-    )
+    create_rate_table(client)
     atomic = Atomic(client)
     yield lambda: DynamoRateLimiter(TABLE, cast("DynamoDBClient", atomic), calls_per_second=RATE)
 
@@ -198,13 +203,7 @@ class Racing:
 def test_a_lost_race_for_an_idle_pace_takes_the_next_slot(dynamodb: Any) -> None:
     # Given an idle credential, and a rival dispatcher that takes a slot in between our read
     # of the idle pace and our write
-    props = load_template()["Resources"][TABLE]["Properties"]
-    dynamodb.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=props["AttributeDefinitions"],
-        KeySchema=props["KeySchema"],
-        BillingMode=props["BillingMode"],
-    )
+    create_rate_table(dynamodb)
     rival = DynamoRateLimiter(TABLE, dynamodb, calls_per_second=RATE)
     rival_slots: list[float] = []
     racing = Racing(dynamodb, lambda: rival_slots.append(starts(rival, 1)[0]))
