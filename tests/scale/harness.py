@@ -7,7 +7,8 @@ sample; the Dispatcher (relay.domain.dispatch) with the template's settings and 
 Reconciler (relay.domain.reconcile). What is modelled: the ports (tests/world), API Gateway's
 token bucket, Lambda's concurrency, batching and timeout, the senders. Parallel work inside a
 dispatcher (ledger writes, Shipment Info reads) runs one item after another on the clock but
-as waves: each wave of `workers` items costs its slowest item (WaveExecutor), as threads do.
+as a pool of `workers` threads would: each item starts when the first thread comes free
+(PoolExecutor), as ThreadPoolExecutor.map does.
 """
 
 import heapq
@@ -119,7 +120,7 @@ class Metrics:
         return max(buckets.values())
 
 
-class WaveExecutor:
+class PoolExecutor:
     """What the dispatcher's thread pool does to time: `workers` threads, each item started by
     the first thread to come free, as `ThreadPoolExecutor.map` does. Runs the items one by one,
     so the clock stays deterministic; the clock ends when the last item does."""
@@ -322,13 +323,13 @@ class Simulation:
         logger.setLevel("CRITICAL")
         clock = self.clock
 
-        def pool(workers: int, name: str) -> WaveExecutor | None:
-            return WaveExecutor(workers, clock) if workers > 1 else None
+        def pool(workers: int, name: str) -> PoolExecutor | None:
+            return PoolExecutor(workers, clock) if workers > 1 else None
 
         dispatch_module._pool = pool  # type: ignore[assignment]
 
-        def executor(workers: int, thread_name_prefix: str = "") -> WaveExecutor:
-            return WaveExecutor(workers, clock)
+        def executor(workers: int, thread_name_prefix: str = "") -> PoolExecutor:
+            return PoolExecutor(workers, clock)
 
         reconcile_module.ThreadPoolExecutor = executor  # type: ignore[attr-defined,assignment]
 
