@@ -23,8 +23,9 @@ W = the queue's watermark (below):
 | PARKED      | its retryAt has come                                        | returned   |
 
 and, for the lost ones, no write touched the entry since that same moment (the reconciler's own
-mark counts: it sets updatedAt) and no send stamp covers it past it (`last_moved`). N exceeds the queue's visibility timeout and the dispatcher's
-lease, so a message still in flight or due back has had its chance first.
+mark counts: it sets updatedAt) and no dispatcher's send stamp covers it past it (`last_moved`).
+N exceeds the queue's visibility timeout and the dispatcher's lease, so a message still in
+flight or due back has had its chance first.
 
 The backlog rule: in a healthy backlog every unfinished entry's message is still on the queue,
 however long ago it was due; what tells a backlog from a loss is the queue's own age. SQS's
