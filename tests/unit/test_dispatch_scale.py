@@ -275,6 +275,38 @@ def test_a_call_whose_slot_was_taken_before_its_claims_keeps_the_pace_through_it
     assert world.status(key("A")) is InvoiceStatus.INVOICED
 
 
+def test_reads_on_a_pace_of_their_own_leave_the_calls_pace_to_the_sends() -> None:
+    # Given an order in doubt (its answer was lost; Shipment Info proves nothing), and Shipment
+    # Info reads paced apart from the Update Invoice calls, one request a second each
+    calls, reads = InMemoryRateLimiter(1), InMemoryRateLimiter(1)
+    world = World(limiter=calls, read_limiter=reads)
+    answers_lost(world, "A")
+    world.fynd.novel_status.add("A")
+    calls_before = len(calls.grants)
+    # When it is dispatched: a slot taken before the claim, a read, then the send
+    world.run(seconds_left=60, timed=True)
+    # Then the read takes a slot of the read pace, under its own key, and the send the slot its
+    # call took before the claim: one slot of the calls' pace, none spent on the read
+    assert [credential for credential, _ in reads.grants] == ["company#shipment-info"]
+    assert [credential for credential, _ in calls.grants[calls_before:]] == ["company"]
+    assert (world.fynd.reads["A"], world.status(key("A"))) == (1, InvoiceStatus.INVOICED)
+
+
+def test_a_429_on_a_read_paced_apart_slows_the_read_pace_only() -> None:
+    # Given an order in doubt, reads paced apart, and Shipment Info answering 429
+    calls, reads = InMemoryRateLimiter(20), InMemoryRateLimiter(20)
+    world = World(limiter=calls, read_limiter=reads)
+    answers_lost(world, "A")
+    world.faults.fail("fynd.read", FyndThrottled("429", retry_after=30, status=429))
+    # When it is dispatched
+    now = world.clock()
+    world.run(seconds_left=60, timed=True)
+    # Then the read pace waits out Retry-After and slows; the calls' pace is not touched
+    assert reads.throttles == [("company#shipment-info", now + 30)]
+    assert calls.throttles == []
+    assert world.status(key("A")) is InvoiceStatus.RETRYING
+
+
 def test_no_read_after_an_attempt_deferred_for_a_rate_slot() -> None:
     # Given a call deferred because no rate slot came in time
     world = World(limiter=InMemoryRateLimiter(20))

@@ -275,6 +275,7 @@ def dispatcher() -> Dispatcher:
             call_concurrency=FYND_CALLS_IN_FLIGHT,
         ),
         limiter=_rate_limiter(),
+        read_limiter=_read_limiter(),
         # Unique per Lambda instance: a lease names who holds it.
         owner=f"dispatch-{uuid.uuid4()}",
         clock=time.time,
@@ -287,6 +288,16 @@ def _rate_limiter() -> DynamoRateLimiter | None:
         return None
     return DynamoRateLimiter(
         settings.fynd_rate_table_name, _dynamodb(), calls_per_second=settings.fynd_calls_per_second
+    )
+
+
+def _read_limiter() -> DynamoRateLimiter | None:
+    """Shipment Info's own pace in the same table (its items keyed apart), or None: the calls' pace."""
+    settings = dispatch_settings()
+    if settings.fynd_rate_table_name is None or settings.fynd_reads_per_second == 0:
+        return None
+    return DynamoRateLimiter(
+        settings.fynd_rate_table_name, _dynamodb(), calls_per_second=settings.fynd_reads_per_second
     )
 
 
