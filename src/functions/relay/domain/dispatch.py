@@ -46,9 +46,9 @@ Rules that keep the promises:
   unclaimed, with no ledger write (reads before a resend take slots of their own). Shipment
   Info reads keep a pace of their own when the dispatcher is given one (`read_limiter`: Fynd
   publishes no limit, and one counted per endpoint leaves the calls' pace to the calls);
-  otherwise they share the calls'. A 429 holds the rest of the batch, and every dispatcher on
-  the credential's pace it met, for Retry-After, and slows that pace; the throttled request
-  itself backs off as a failure.
+  otherwise they share the calls'. A 429 holds every dispatcher on the pace it met (and, unless
+  it met a read's own pace, the rest of the batch) for Retry-After, and slows that pace; the
+  throttled request itself backs off as a failure.
 - Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
   so a call costs about three sequential ledger round trips (claim, call, record) whatever
   its size. Each write keeps its own condition; nothing is batched across keys.
@@ -80,6 +80,7 @@ from dataclasses import dataclass, field, replace
 
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
 from relay.domain.fynd import (
+    FyndAmbiguous,
     FyndCall,
     FyndCallError,
     FyndCallRefused,
@@ -276,6 +277,7 @@ class Dispatcher:
             return failed
         calls = deque([FyndCall(planned.location_code, planned.invoice_type, invoices)])
         checked: set[InvoiceKey] = set()
+        read_at_once: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
             decided = self._check_first(call, pending, checked, seconds_left, pause, slot)
@@ -289,8 +291,36 @@ class Dispatcher:
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
+            if self._read_now(call, answer, pending, checked, read_at_once):
+                calls.appendleft(call)
+                continue
             failed.extend(self._settle(call, pending, answer))
         return failed
+
+    def _read_now(
+        self,
+        call: FyndCall,
+        answer: FyndReceipt | FyndCallError | Verdict,
+        pending: dict[InvoiceKey, _Pending],
+        checked: set[InvoiceKey],
+        read_at_once: set[InvoiceKey],
+    ) -> bool:
+        """A lost answer, with reads on a pace of their own: the call goes round again, its orders
+        in doubt, so each is read now, in this invocation (what it proves is recorded; the rest
+        is sent again), not after a back-off behind every message a backlog queued meanwhile.
+        The read costs the calls' pace nothing. Once per order and invocation; on a shared pace
+        (a read would take a call's slot) the retry reads later, as before."""
+        if not isinstance(answer, FyndAmbiguous) or self._read_limiter is None:
+            return False
+        keys = [invoice.key for invoice in call.invoices]
+        if any(key in read_at_once for key in keys):
+            return False
+        count("ReadAfterLostAnswer", len(keys))
+        for key in keys:
+            read_at_once.add(key)
+            checked.discard(key)
+            pending[key].in_doubt = True
+        return True
 
     def _time_left(self, seconds_left: Callable[[], float]) -> float:
         """The invocation's time a call may still use, the reserve for recording kept back."""
@@ -399,10 +429,12 @@ class Dispatcher:
     def _throttled(
         self, location_code: str | None, failure: FyndThrottled, pause: _Pause, *, read: bool = False
     ) -> None:
-        """A 429: the rest of the batch, and every dispatcher on the pace it met, wait Retry-After."""
+        """A 429: the rest of the batch, and every dispatcher on the pace it met, wait Retry-After.
+        A 429 on a read paced apart holds the read pace only: the calls' pace was not refused."""
         wait = failure.retry_after if failure.retry_after is not None else DEFAULT_THROTTLE_PAUSE_SECONDS
         now = self._clock()
-        pause.hold(now + wait)
+        if not (read and self._read_limiter is not None):
+            pause.hold(now + wait)
         if self._limiter is None and self._read_limiter is None:
             return
         try:
