@@ -55,7 +55,7 @@ from world.clock import EventLoop, Invocation, Killed, Latencies, WorldClock
 from world.dynamodb import Capacity, WorldLedger
 from world.fynd import ANSWER_LOST, TokenBucket, WorldFynd
 from world.senders import SENDERS, InvoiceMaker, SenderKind, Webhook
-from world.sqs import IN_FLIGHT_QUOTA, WorldQueue
+from world.sqs import EVENT_PAYLOAD_BYTES, IN_FLIGHT_QUOTA, WorldQueue
 from world.template import TemplateFigures, read_template
 
 T = TypeVar("T")
@@ -475,7 +475,8 @@ class Simulation:
         if visible < self.template.batch_size and not waited and window > 0:
             self.loop.at(self.clock.now + window, self._poll, slot, True)
             return
-        batch = self.queue.receive(self.template.batch_size)
+        batch = self.queue.receive(self.template.batch_size, max_bytes=EVENT_PAYLOAD_BYTES)
+        full = len(batch) >= self.template.batch_size or self.queue.payload_full
         if not batch:  # the in-flight quota: nothing comes back, and no error
             self.loop.at(self.clock.now + 1, self._poll, slot, False)
             return
@@ -502,7 +503,7 @@ class Simulation:
             except Killed:
                 self.metrics.count("DispatchFunction.Errors")
                 failures = None
-        if len(batch) >= self.template.batch_size:
+        if full:
             self.backlog_seconds.update(range(int(invocation.started_at), int(self.clock.now) + 1))
         if failures is not None:
             self.queue.answer(batch, failures)
