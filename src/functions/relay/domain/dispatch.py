@@ -569,7 +569,8 @@ class Dispatcher:
         try:
             info = self._fynd.shipment_info(invoice.orderId, invoice.locationCode, time_budget_seconds=budget)
         except FyndThrottled as throttled:
-            # A 429 on a read backs off like one on a call, and holds the batch: nothing is sent meanwhile.
+            # A 429 on a read backs off like one on a call; on the calls' pace it holds the batch
+            # too (nothing is sent meanwhile), on a read pace of its own only the reads.
             self._throttled(invoice.locationCode, throttled, pause, read=True)
             return self._policy.for_call_failure(throttled, receive_count=item.delivery.receive_count)
         except FyndCallError as failure:
