@@ -893,8 +893,10 @@ class World:
         settings: DispatchLimits = SETTINGS,
         deadline_seconds: float = 86_400,
         limiter: InMemoryRateLimiter | None = None,
+        read_limiter: InMemoryRateLimiter | None = None,
     ) -> None:
         self.limiter = limiter
+        self.read_limiter = read_limiter
         self.clock = FakeClock()
         self.faults = Faults()
         self.ledger = InMemoryLedger(self.clock, self.faults)
@@ -917,6 +919,7 @@ class World:
             owner=owner,
             clock=self.clock,
             limiter=self.limiter,
+            read_limiter=self.read_limiter,
             sleep=self.clock.sleep,
         )
 
