@@ -125,8 +125,8 @@ def test_a_call_with_no_rate_slot_in_time_is_not_claimed_and_spends_no_receive()
     no_rate_slot_for(world, 25)
     # When the batch is dispatched (60 s: a call needs 18 s of the 36 s budget, 25 s is too late)
     assert world.run(seconds_left=60, timed=True) == []
-    # Then nothing is sent and nothing written (the slot is sought before the claim: a booked
-    # pace costs no ledger writes), and a fresh copy waits for the slot
+    # Then nothing is sent and nothing claimed (the slot is sought before the claim: a booked
+    # pace costs no claim, only the entry's send stamp), and a fresh copy waits for the slot
     entry = world.ledger.entries[key("A")]
     assert (entry.status, entry.attempts, entry.last_error) == (InvoiceStatus.QUEUED, 0, None)
     (fresh,) = world.queue.messages.values()

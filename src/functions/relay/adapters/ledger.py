@@ -25,7 +25,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.work_index import (
     DEFAULT_WORK_SHARDS,
+    DUE_ATTRIBUTE,
     REMOVE_WORK,
+    SHARD_ATTRIBUTE,
     WorkIndexReader,
     set_work,
     work_list_of,
@@ -236,7 +238,7 @@ class InvoiceLedger:
                 "Update": {
                     "TableName": self._table,
                     "Key": _pk(invoice.key),
-                    "UpdateExpression": _SET_QUEUED + " REMOVE sendFailedAt, deadLetteredAt",
+                    "UpdateExpression": _SET_QUEUED + " REMOVE sendFailedAt, deadLetteredAt, sentAt",
                     "ConditionExpression": "#status = :queued AND contentHash = :previous",
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": values,
@@ -455,6 +457,37 @@ class InvoiceLedger:
             raise
         return True
 
+    def stamp_sent(self, message: QueuedInvoice, *, now: float, until: float) -> bool:
+        """See relay.domain.ports.Ledger. One UpdateItem: `sentAt` and `dueAt` only, so the entry
+        stays in its list (the index's sort key moves: a delete and a put in the same shard). The
+        condition `dueAt <= :now` is what makes it once per cover: an earlier stamp left dueAt
+        ahead. A refused stamp still costs DynamoDB a write unit on the table, none on the index."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_pk(message.invoice.key),
+                UpdateExpression=f"SET sentAt = :now, {DUE_ATTRIBUTE} = :until",
+                ConditionExpression=(
+                    f"#status IN (:queued, :retrying, :in_progress) AND contentHash = :hash AND {DUE_ATTRIBUTE} <= :now"
+                    f" AND attribute_not_exists(deadLetteredAt) AND NOT begins_with({SHARD_ATTRIBUTE}, :parked)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": _n(now),
+                    ":until": _n(until),
+                    ":queued": _s(InvoiceStatus.QUEUED),
+                    ":retrying": _s(InvoiceStatus.RETRYING),
+                    ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
+                    ":hash": _s(message.content_hash),
+                    ":parked": _s(f"{WorkList.PARKED}#"),
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
         """Move the entry to the DEAD_LETTERED work list, while its status stays what it was; the
         reconciler reads that list only for marks older than the dead-letter queue's retention
@@ -604,7 +637,7 @@ _FORGET_OUTCOME = (
     # that waits in the dead-letter queue.
     " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy,"
     " claimMessageId, claimedFrom, leaseOwner, leaseUntil, deadLetteredAt, sendFailedAt, reconciledAt, reconciles,"
-    " claimToken"
+    " claimToken, sentAt"
 )
 
 
@@ -670,6 +703,7 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         send_failed_at=number("sendFailedAt"),
         due_at=number("dueAt"),
         parked=work_list_of(item) is WorkList.PARKED,
+        sent_at=number("sentAt"),
     )
 
 

@@ -34,16 +34,21 @@ Rules that keep the promises:
   one total time budget (token, call, one refresh) that leaves room to record its outcome. A
   read may take only what leaves the send a whole request after it, so reads in waves of
   `fynd_concurrency` never outlast the lease or the invocation. A call with no time left is
-  not even claimed: its messages wait, unwritten.
+  not even claimed: its messages wait, unclaimed, each entry only stamped (below).
 - Waiting for time, a lease, a back-off or a rate slot never spends a receive: such a message
   is queued afresh with the wait as its delay (at most SQS's 15 minutes; longer waits are
   queued afresh before the last receive only), and this one is acknowledged. A copy of an
   unfinished invoice is never acknowledged without a fresh one in its place: the message a
   claim named may be a stale delivery of one already replaced.
+- A fresh copy queued before any claim (a deferral for time or a rate slot) is preceded by the
+  entry's send stamp (Ledger.stamp_sent, at most one write per SEND_STAMP_SECONDS): it moves
+  the entry's due time past the copy, so the reconciler, which takes an entry for lost once
+  the queue has moved past its last write, does not copy it while the copy waits in a
+  backlog. A stamp that fails is counted (`SendStampFailed`); the copy is sent regardless.
 - One pace per Fynd credential across every dispatcher (relay.adapters.rate): a request waits
   (sleeps) for its slot when it comes in time, else the call is deferred as above. A call's
   send takes its slot before the claims, so when the pace is booked ahead the call waits
-  unclaimed, with no ledger write (reads before a resend take slots of their own). Shipment
+  unclaimed, with no claim written (reads before a resend take slots of their own). Shipment
   Info reads keep a pace of their own when the dispatcher is given one (`read_limiter`: Fynd
   publishes no limit, and one counted per endpoint leaves the calls' pace to the calls);
   otherwise they share the calls'. A 429 holds every dispatcher on the pace it met (and, unless
@@ -89,7 +94,7 @@ from relay.domain.fynd import (
     plan_calls,
 )
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry, is_parked_wait
+from relay.domain.ledger import SEND_STAMP_SECONDS, ClaimRefusal, InvoiceStatus, LedgerEntry, is_parked_wait
 from relay.domain.messages import ReceivedMessage
 from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
 from relay.domain.ports import Fynd, InvoiceQueue, Ledger, RateLimiter
@@ -255,11 +260,11 @@ class Dispatcher:
         paused = pause.until - self._clock()
         if spare < 0 or paused > spare:
             # No time for the call (or the batch waits out a 429 longer than that): its messages
-            # wait, unclaimed and unwritten, without spending a receive.
+            # wait, unclaimed, without spending a receive.
             return self._hold_unclaimed(planned, copies_of, max(paused, 1))
         # The send's rate slot comes before any claim: a call that cannot start in time waits
-        # unclaimed and unwritten (when the pace is booked ahead, claiming first would cost two
-        # ledger writes per invoice, in a burst, for nothing).
+        # unclaimed (when the pace is booked ahead, claiming first would cost two ledger writes
+        # per invoice, in a burst, for nothing; the send stamp costs one per SEND_STAMP_SECONDS).
         keys = [str(invoice.key) for invoice in planned.invoices]
         waited = self._wait_for_start(planned.location_code, spare, pause, keys)
         if waited is not None and not isinstance(waited, FyndCallError):
@@ -637,17 +642,35 @@ class Dispatcher:
         self, call: FyndCall, copies_of: dict[InvoiceKey, list[ReceivedMessage]], wait: float
     ) -> list[str]:
         """A planned call with no time left, before any claim: every copy waits (afresh, so no
-        receive is spent; none is acknowledged, as in `_keep`). Nothing is written."""
+        receive is spent; none is acknowledged, as in `_keep`). Nothing is written but each
+        entry's send stamp, first (`_stamp`)."""
         logger.warning(
             "no time left for a Fynd call; not claimed",
             extra={"invoice_keys": [str(i.key) for i in call.invoices]},
         )
+        self._each(self._stamp, [copies_of[invoice.key][0] for invoice in call.invoices])
         return [
             message_id
             for invoice in call.invoices
             for copy in copies_of[invoice.key]
             for message_id in self._hold(copy, OUT_OF_TIME, wait)
         ]
+
+    def _stamp(self, delivery: ReceivedMessage) -> None:
+        """Stamp the entry before its fresh copy is sent (Ledger.stamp_sent): the reconciler's
+        premise is that every message carrying an entry was sent before the entry's latest
+        write, or within one invocation after it, and a deferral before the claim writes nothing
+        else. One stamp covers SEND_STAMP_SECONDS of deferrals. Best effort: a stamp not written
+        costs at most one useless copy from the reconciler, so the copy is sent regardless."""
+        now = self._clock()
+        try:
+            self._ledger.stamp_sent(delivery.message, now=now, until=now + SEND_STAMP_SECONDS)
+        except LedgerUnavailableError as error:
+            count("SendStampFailed")
+            logger.warning(
+                "could not stamp the entry before queueing it afresh; the copy goes regardless",
+                extra={**_about(delivery, None), "error": str(error)},
+            )
 
     def _settle(
         self,
