@@ -9,6 +9,7 @@ import time
 import pytest
 
 from factories import invoice_dict
+from relay import wiring
 from relay.domain.messages import QueuedInvoice
 from relay.handlers.dispatch import lambda_handler as dispatch_handler
 from relay.wiring import ledger
@@ -111,12 +112,12 @@ def test_a_ledger_outage_fails_its_messages_not_the_invocation(relay: RelayClien
 
 
 def test_invoices_whose_call_would_outlast_the_invocation_come_back(relay: RelayClient) -> None:
-    # Given nine invoices for nine locations (nine calls, eight in flight at once) and a Fynd
-    # that takes 3 s per call
-    orders = [f"L{n}" for n in range(1, 10)]
+    # Given one invoice more than the calls in flight at once, each for its own location (a call
+    # each), and a Fynd that takes 3 s per call
+    orders = [f"L{n}" for n in range(1, wiring.FYND_CALLS_IN_FLIGHT + 2)]
     relay.post([invoice_dict(order, locationCode=f"WH-{order}") for order in orders])
-    batch = relay.receive(9)
-    relay.simulator.state.add_faults([{"kind": "latency", "seconds": 3}] * 9)
+    batch = relay.receive(len(orders))
+    relay.simulator.state.add_faults([{"kind": "latency", "seconds": 3}] * len(orders))
     # When the invocation has time for one round of calls only: a call needs one request
     # (connect 1 + read 3 s in FAST_RETRIES) plus the 1 s record reserve, and 7.5 s less the
     # first round's 3 s leaves 4.5 s (the 2.5 s to spare absorb moto's slow claims)
@@ -124,7 +125,7 @@ def test_invoices_whose_call_would_outlast_the_invocation_come_back(relay: Relay
     context = relay.pipeline.dispatch.new_context()
     context = LambdaContext(**{**context.__dict__, "deadline_monotonic": time.monotonic() + 7.5})
     answer = dispatch_handler({"Records": batch}, context)
-    # Then the ninth call is neither started nor claimed (a second round cannot fit: 3 + 3 + 1 s
+    # Then the last call is neither started nor claimed (a second round cannot fit: 3 + 3 + 1 s
     # of 7.5). A loaded machine may leave calls of the first round without time too, before
     # their claims (QUEUED) or after them (RETRYING). Every invoice not sent returns for the next
     # invocation in a fresh message (no receive spent, no batch item failure)

@@ -114,22 +114,23 @@ def test_a_dropped_answer_that_shipment_info_cannot_prove_ends_invoiced_through_
     relay: RelayClient,
 ) -> None:
     # Given Fynd applies the call and then drops the connection without answering, and its
-    # Shipment Info answers a status the relay has never seen (so the read proves nothing)
-    relay.simulator.state.add_faults(
-        [{"kind": "commit_then_drop"}, {"kind": "novel_status", "endpoint": "shipment"}]
-    )
+    # Shipment Info answers a status the relay has never seen (so a read proves nothing), to
+    # the read at once and to the retry's read
+    novel = {"kind": "novel_status", "endpoint": "shipment"}
+    relay.simulator.state.add_faults([{"kind": "commit_then_drop"}, novel, novel])
     relay.post(invoice_dict("A"))
-    # Then it is read at once and sent again in the same claim (Shipment Info has its own pace
-    # by default), and IN453 means it was invoiced: never a failure, applied once
+    # Then it is read at once (Shipment Info has its own pace by default), proves nothing, and
+    # waits for its retry; that reads again and sends it, and IN453 means it was invoiced:
+    # never a failure, applied once
     final = relay.settle("A")["A"]
     assert (final["status"], final.get("alreadyInvoiced"), final["confirmedBy"]) == (
         "INVOICED",
         True,
         "IN453",
     )
-    assert final["attempts"] == 1
+    assert final["attempts"] == 2
     assert relay.simulator.state.invoice_count("A") == 1
-    assert relay.simulator.state.orders()["A"].reads == 1
+    assert relay.simulator.state.orders()["A"].reads == 2
 
 
 def test_invoices_are_grouped_by_location_with_location_credentials(relay: RelayClient) -> None:

@@ -282,7 +282,6 @@ class Dispatcher:
             return failed
         calls = deque([FyndCall(planned.location_code, planned.invoice_type, invoices)])
         checked: set[InvoiceKey] = set()
-        read_at_once: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
             decided = self._check_first(call, pending, checked, seconds_left, pause, slot)
@@ -296,8 +295,8 @@ class Dispatcher:
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
-            if self._read_now(call, answer, pending, checked, read_at_once):
-                calls.appendleft(call)
+            if isinstance(answer, FyndAmbiguous) and self._read_limiter is not None:
+                failed.extend(self._read_now(call, answer, pending, seconds_left, pause, slot))
                 continue
             failed.extend(self._settle(call, pending, answer))
         return failed
@@ -305,27 +304,34 @@ class Dispatcher:
     def _read_now(
         self,
         call: FyndCall,
-        answer: FyndReceipt | FyndCallError | Verdict,
+        answer: FyndAmbiguous,
         pending: dict[InvoiceKey, _Pending],
-        checked: set[InvoiceKey],
-        read_at_once: set[InvoiceKey],
-    ) -> bool:
-        """A lost answer, with reads on a pace of their own: the call goes round again, its orders
-        in doubt, so each is read now, in this invocation (what it proves is recorded; the rest
-        is sent again), not after a back-off behind every message a backlog queued meanwhile.
-        The read costs the calls' pace nothing. Once per order and invocation; on a shared pace
-        (a read would take a call's slot) the retry reads later, as before."""
-        if not isinstance(answer, FyndAmbiguous) or self._read_limiter is None:
-            return False
-        keys = [invoice.key for invoice in call.invoices]
-        if any(key in read_at_once for key in keys):
-            return False
-        count("ReadAfterLostAnswer", len(keys))
-        for key in keys:
-            read_at_once.add(key)
-            checked.discard(key)
-            pending[key].in_doubt = True
-        return True
+        seconds_left: Callable[[], float],
+        pause: _Pause,
+        slot: _Slot,
+    ) -> list[str]:
+        """A lost answer, with reads on a pace of their own: each order of the call is read now,
+        in this invocation, and what a read proves final (invoiced, or cancelled) is recorded,
+        instead of after a back-off and then behind every message a backlog queued meanwhile.
+        The rest wait for their retry in doubt, as a lost answer does: a read this soon may race
+        the very request whose answer was lost (still at Fynd, applied a moment later), so "not
+        invoiced" proves nothing yet, and a send now could be a second one. The reads cost the
+        calls' pace nothing; on a shared pace (a read would take a call's slot) the retry reads
+        later, as before. The ids that come back."""
+        count("ReadAfterLostAnswer", len(call.invoices))
+        items = [pending[invoice.key] for invoice in call.invoices]
+        proven: dict[InvoiceKey, Verdict] = {
+            item.entry.key: verdict
+            for item, verdict in zip(items, self._read_each(items, seconds_left, pause, slot), strict=True)
+            if isinstance(verdict, Invoiced | Rejected)
+        }
+        failed = self._settle_each(pending, proven) if proven else []
+        rest = tuple(invoice for invoice in call.invoices if invoice.key not in proven)
+        if rest:
+            failed.extend(
+                self._settle(FyndCall(call.location_code, call.invoice_type, rest), pending, answer)
+            )
+        return failed
 
     def _time_left(self, seconds_left: Callable[[], float]) -> float:
         """The invocation's time a call may still use, the reserve for recording kept back."""
@@ -532,17 +538,22 @@ class Dispatcher:
         ]
         checked.update(item.entry.key for item in items)
         decided: dict[InvoiceKey, Verdict] = {}
-
-        def read(item: _Pending) -> Verdict | None:
-            return self._read(item, seconds_left, pause, slot)
-
-        reads = self._fynd_pool.map(read, items) if self._fynd_pool else map(read, items)
-        for item, verdict in zip(items, reads, strict=True):
+        for item, verdict in zip(items, self._read_each(items, seconds_left, pause, slot), strict=True):
             if verdict is not None:
                 decided[item.entry.key] = verdict
             elif _waiting(item.entry) is False:
                 count("ResentAfterCheck")
         return decided
+
+    def _read_each(
+        self, items: list[_Pending], seconds_left: Callable[[], float], pause: _Pause, slot: _Slot
+    ) -> list[Verdict | None]:
+        """`_read` for every item, in waves of `fynd_concurrency`."""
+
+        def read(item: _Pending) -> Verdict | None:
+            return self._read(item, seconds_left, pause, slot)
+
+        return list(self._fynd_pool.map(read, items) if self._fynd_pool else map(read, items))
 
     def _read_budget(self, item: _Pending, seconds_left: Callable[[], float]) -> float:
         """What one read may take from now: the time and lease left after a whole request for the send."""
