@@ -4,9 +4,7 @@ failed (marked). What neither covers waits for the reconciler. Then how often ac
 the ledger when copies race, and what it tells the on-call of each webhook (its metrics and
 log lines, which the dashboards and alarms read). Over the port fakes (tests/fakes.py)."""
 
-import io
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +16,6 @@ from relay.domain.errors import AcceptRaceError, ConflictError, LedgerUnavailabl
 from relay.domain.intake import ADMIT_ROUNDS, Action, InvoiceAcceptance
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import QueuedInvoice
-from relay.observability import logger
 
 
 @pytest.fixture
@@ -140,17 +137,6 @@ def test_a_failed_send_with_just_the_time_for_one_write_left_still_marks(world: 
         acceptance.accept([invoice("A")], correlation_id="wh-1", seconds_left=lambda: next(left))
     # Then the entry is marked, so the sender's retry queues it
     assert world.ledger.entries[invoice("A").key].send_failed_at == world.clock.now
-
-
-@pytest.fixture
-def logged() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The relay's log lines so far, as the JSON documents CloudWatch receives."""
-    stream = io.StringIO()
-    handler = logger.registered_handler
-    # Swapped, not setStream: that flushes the stream it replaces, which a runner may have closed.
-    previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line]
-    handler.stream = previous  # type: ignore[attr-defined]
 
 
 @pytest.fixture
