@@ -3,6 +3,7 @@ fakes, with faults injected between the steps where they hurt: a write that thro
 answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
 dies after Fynd answered."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -10,8 +11,8 @@ import pytest
 
 import relay.domain.dispatch as dispatch_module
 from factories import invoice
-from fakes import Crash, World, lost_answer
-from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
+from fakes import Crash, InMemoryRateLimiter, World, lost_answer
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEvent
@@ -607,3 +608,143 @@ def test_a_throttled_read_backs_off_without_a_send(world: World) -> None:
     # Then nothing is sent, and the message waits at least the Retry-After
     assert world.fynd.sent[key("A")] == 0
     assert world.queue.messages[message_id].visible_at >= world.clock() + 300
+
+
+# ---- what the on-call reads of a batch ----
+
+
+def lines(logged: Callable[[], list[dict[str, Any]]], message: str) -> list[dict[str, Any]]:
+    return [doc for doc in logged() if doc["message"] == message]
+
+
+def test_a_call_with_no_time_left_names_its_invoices_as_not_claimed(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given two invoices of one call, and a batch with too little time for a call
+    world.accept(invoice("A"), invoice("B"))
+    # When the batch is dispatched with 20 s left
+    world.run(seconds_left=20)
+    # Then one warning names both invoices, left unclaimed
+    (line,) = lines(logged, "no time left for a Fynd call; not claimed")
+    assert (line["level"], line["invoice_keys"]) == ("WARNING", ["A#sale", "B#sale"])
+
+
+def test_a_failed_dead_letter_mark_is_logged_for_the_operator(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given an invoice failing on Fynd on every receive, and the ledger refusing the dead-letter mark
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    world.faults.fail("ledger.mark_dead_lettered", LedgerUnavailableError("throttled"), times=None)
+    # When its message leaves for the dead-letter queue
+    world.drain()
+    assert len(world.queue.dead_letters) == 1
+    # Then a warning names the invoice, its webhook and why it left, for the reconciler queues it again
+    (line,) = lines(logged, "could not mark the entry dead-lettered; the reconciler will queue it again")
+    assert (line["level"], line["invoice_key"], line["correlation_id"], line["reason"]) == (
+        "WARNING",
+        "A#sale",
+        "wh-1",
+        "fynd_unavailable",
+    )
+
+
+def test_a_shipment_info_read_that_fails_is_logged_with_its_reason_and_the_invoice_is_sent(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given an invoice whose first call failed with a 5xx (it may have reached Fynd)
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.run()
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    # When the read before the resend fails too
+    world.faults.fail("fynd.read", FyndUnavailable("Shipment Info answered 502"))
+    world.run()
+    # Then the failure is logged with the invoice, its webhook, the reason and Fynd's words,
+    # and the invoice is sent as without the read
+    (line,) = lines(logged, "Shipment Info unavailable")
+    assert {name: line[name] for name in ("level", "invoice_key", "correlation_id", "reason", "error")} == {
+        "level": "INFO",
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "reason": "fynd_unavailable",
+        "error": "Shipment Info answered 502",
+    }
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+def test_a_shipment_info_read_logs_what_it_decided(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given Fynd applied the call but its answer was lost
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    # When the retry reads Shipment Info
+    world.drain()
+    # Then the read's line says the shipment is invoiced and what that decided: Invoiced, no send
+    (line,) = lines(logged, "Shipment Info read")
+    assert (line["invoice_key"], line["shipment_state"], line["decided"]) == (
+        "A#sale",
+        "invoiced",
+        "Invoiced",
+    )
+
+
+def test_a_split_keeps_the_calls_location_and_invoice_type(world: World) -> None:
+    # Given four credit notes of one location, and Fynd refusing any call that carries R
+    world.fynd.refuse_alone.add("R")
+    world.accept(*[invoice(f"O-{n}", locationCode="WH-7", invoiceType="return") for n in range(3)])
+    world.accept(invoice("R", locationCode="WH-7", invoiceType="return"), correlation_id="wh-2")
+    # When the call is split down to R
+    world.run()
+    # Then every half went to the same location, as credit notes
+    assert len(world.fynd.calls) > 1
+    assert {(call.location_code, call.invoice_type) for call in world.fynd.calls} == {
+        ("WH-7", InvoiceType.RETURN)
+    }
+
+
+class UnreachableLimiter(InMemoryRateLimiter):
+    """A rate limiter that grants slots but cannot be slowed (its table throttled)."""
+
+    def throttled(self, credential: str, *, now: float, retry_after: float) -> None:
+        raise RateLimiterUnavailableError("rate table throttled")
+
+
+def test_a_429_slows_the_limiter_of_the_calls_own_credential() -> None:
+    # Given a location with its own Fynd credential, and Fynd answering 429 with Retry-After 30
+    world = World(limiter=InMemoryRateLimiter(20))
+    world.fynd.credentials["WH-9"] = "wh9-credential"
+    world.accept(invoice("A", locationCode="WH-9"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=30))
+    # When the call is made
+    world.run()
+    # Then that credential, not the company's, waits the Retry-After
+    assert world.limiter is not None
+    assert world.limiter.throttles == [("wh9-credential", world.clock() + 30)]
+
+
+def test_a_429_holds_the_rest_of_the_batch_for_its_retry_after(world: World) -> None:
+    # Given two calls in one batch (two locations), and Fynd answering the first with 429, Retry-After 30
+    world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=30))
+    # When the batch is dispatched
+    world.run()
+    # Then the second call is not sent meanwhile: it waits at least the Retry-After
+    assert len(world.fynd.call_starts) == 1
+    assert all(held.visible_at >= world.clock() + 30 for held in world.queue.messages.values())
+
+
+def test_a_limiter_that_cannot_be_slowed_is_logged_and_the_429_still_backs_off(
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given a rate limiter that cannot be written, and Fynd answering 429
+    world = World(limiter=UnreachableLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=30))
+    # When the call is made
+    world.run()
+    # Then a warning says the pace could not be slowed, and why; the invoice still waits its turn
+    (line,) = lines(logged, "could not slow the Fynd rate limiter")
+    assert (line["level"], line["error"]) == ("WARNING", "rate table throttled")
+    assert world.status(key("A")) is InvoiceStatus.RETRYING
