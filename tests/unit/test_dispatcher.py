@@ -15,7 +15,7 @@ from fakes import Crash, InMemoryRateLimiter, World, lost_answer
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus, LedgerEvent
+from relay.domain.ledger import InvoiceStatus, LastError, LedgerEvent
 from relay.domain.policy import REFUSED_ALONE, code_policy
 
 
@@ -748,3 +748,20 @@ def test_a_limiter_that_cannot_be_slowed_is_logged_and_the_429_still_backs_off(
     (line,) = lines(logged, "could not slow the Fynd rate limiter")
     assert (line["level"], line["error"]) == ("WARNING", "rate table throttled")
     assert world.status(key("A")) is InvoiceStatus.RETRYING
+
+
+def test_a_call_that_runs_out_of_time_after_its_claims_records_that_nothing_was_sent(world: World) -> None:
+    # Given an invoice whose claim takes 45 s of a 60 s invocation (a slow ledger)
+    world.accept(invoice("A"))
+    world.faults.meanwhile("ledger.claim", lambda: world.clock.advance(45))
+    # When the batch is dispatched, leaving less than a whole request for the call
+    world.run(seconds_left=60, timed=True)
+    # Then nothing is sent, the claim is given back with the reason, and that nothing was sent
+    # (so the next attempt needs no Shipment Info read first)
+    entry = world.ledger.entries[key("A")]
+    assert world.fynd.call_starts == []
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.last_error == LastError("out_of_time", "invocation ran out of time", nothing_sent=True)
+    # And a fresh copy comes back a second later, no receive spent
+    (fresh,) = world.queue.messages.values()
+    assert (fresh.receive_count, fresh.visible_at - world.clock()) == (0, 1)
