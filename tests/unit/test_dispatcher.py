@@ -765,3 +765,133 @@ def test_a_call_that_runs_out_of_time_after_its_claims_records_that_nothing_was_
     # And a fresh copy comes back a second later, no receive spent
     (fresh,) = world.queue.messages.values()
     assert (fresh.receive_count, fresh.visible_at - world.clock()) == (0, 1)
+
+
+def held(logged: Callable[[], list[dict[str, Any]]], message: str) -> list[tuple[str, str, int]]:
+    """(invoice_key, reason, retry_in_s) of every line `message` about a held message."""
+    return [(doc["invoice_key"], doc["reason"], doc["retry_in_s"]) for doc in lines(logged, message)]
+
+
+def test_a_message_queued_afresh_is_counted_and_logged_with_its_reason_and_wait(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given an invoice, and a batch with too little time for its call
+    world.accept(invoice("A"))
+    # When it is dispatched with 20 s left
+    world.run(seconds_left=20)
+    # Then its fresh copy is counted as a retry for lack of time, and logged with its wait
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "out_of_time"}]
+    assert held(logged, "invoice queued afresh for its next attempt") == [("A#sale", "out_of_time", 1)]
+
+
+def test_a_retry_on_fynds_failure_is_counted_and_logged_with_its_reason_and_wait(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given Fynd answering 503 to the call
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+    # When it is dispatched
+    (message_id,) = world.run()
+    # Then the message comes back after its back-off, counted and logged with Fynd's reason
+    wait = round(world.queue.messages[message_id].visible_at - world.clock())
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "fynd_unavailable"}]
+    assert held(logged, "invoice will be retried") == [("A#sale", "fynd_unavailable", wait)]
+
+
+def test_a_message_leaving_for_the_dead_letter_queue_is_logged_as_an_error_with_its_reason(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given Fynd answering 503 on every receive
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    # When the message runs out of receives
+    world.drain()
+    # Then one error line says it leaves for the dead-letter queue, and why
+    (line,) = lines(logged, "invoice leaves for the dead-letter queue")
+    assert (line["level"], line["invoice_key"], line["reason"]) == ("ERROR", "A#sale", "fynd_unavailable")
+
+
+def test_a_fresh_copy_sqs_refuses_is_logged_and_the_message_itself_comes_back(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given a batch with too little time for its call, and SQS refusing the fresh copy
+    world.accept(invoice("A"))
+    world.faults.fail("queue.send_later", QueueUnavailableError("throttled"))
+    # When it is dispatched with 20 s left
+    failures = world.run(seconds_left=20)
+    # Then a warning says so, and the message itself comes back (named to Lambda)
+    assert held(logged, "could not queue a fresh copy; the message comes back") == [
+        ("A#sale", "out_of_time", 1)
+    ]
+    assert len(failures) == 1
+
+
+def test_a_copy_of_a_final_invoice_is_counted_as_suppressed_by_the_ledger_and_logged(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given an invoice already INVOICED, and two more copies of it queued
+    world.accept(invoice("A"))
+    world.run()
+    world.queue_again(invoice("A"), invoice("A"))
+    counted.clear()
+    # When both copies arrive in one batch
+    world.run()
+    # Then both are counted as duplicates the ledger suppressed, and one line says why
+    assert ("DuplicatesSuppressed", 2, {"stage": "ledger"}) in counted
+    (line,) = lines(logged, "invoice not sent again")
+    assert (line["invoice_key"], line["status"]) == ("A#sale", "INVOICED")
+
+
+def test_copies_of_a_key_another_worker_holds_are_logged_as_waiting_for_the_lease(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given worker 1 holding A with its own message, and a copy of A
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    holder, copy = world.queue.receive(2)
+    claim = world.ledger.claim(
+        holder.message, message_id=holder.message_id, owner="worker-1", now=world.clock(), lease_seconds=120
+    )
+    assert claim.granted
+    # When worker 2 gets the copy, and later a second delivery of the holder's own message
+    world.dispatch([copy], owner="worker-2")
+    world.dispatch([holder], owner="worker-2")
+    # Then each waits for the lease, and the lines tell the holder's own message from a copy
+    waits = [doc for doc in logged() if "waits for the lease" in doc["message"]]
+    assert [(doc["message"], doc["invoice_key"], doc["status"]) for doc in waits] == [
+        ("invoice held by another worker; the copy waits for the lease", "A#sale", "IN_PROGRESS"),
+        ("holder's own message delivered twice; it waits for the lease", "A#sale", "IN_PROGRESS"),
+    ]
+    # And each fresh copy comes back in the second after the lease
+    lease_until = claim.entry.lease_until if claim.entry else None
+    assert lease_until is not None
+    fresh = [m for m in world.queue.messages.values() if m.receive_count == 0]
+    assert len(fresh) == 2
+    assert all(lease_until < m.visible_at <= lease_until + 1 for m in fresh)
+
+
+def test_a_copy_meeting_a_back_off_is_logged_and_comes_back_just_after_it(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given an invoice RETRYING after Fynd's 503, and a copy of it queued
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.run()
+    retry_at = world.ledger.entries[key("A")].retry_at
+    assert retry_at is not None
+    world.queue_again(invoice("A"))
+    # When the copy arrives before the back-off is over
+    copy = next(m for m in world.queue.receive(10) if m.receive_count == 1)
+    world.dispatch([copy], owner="worker-2")
+    # Then one line says it waits for its next attempt, and its fresh copy comes back just after retryAt
+    (line,) = lines(logged, "invoice waits for its next attempt")
+    assert (line["invoice_key"], line["status"]) == ("A#sale", "RETRYING")
+    fresh = [m for m in world.queue.messages.values() if m.receive_count == 0]
+    assert len(fresh) == 1
+    assert retry_at < fresh[0].visible_at <= retry_at + 1
