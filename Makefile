@@ -133,8 +133,8 @@ chaos: $(STAMP) ## 10,000 invoices through the local relay under every fault (SE
 	$(BIN)/python tests/chaos/run.py --invoices $(or $(INVOICES),10000) $(if $(SEED),--seed $(SEED)) $(if $(DROP_SHARE),--drop-share $(DROP_SHARE)) --senders $(or $(SENDERS),1)
 	RELAY_REAL_STOPS=$(or $(STOPS),200) $(BIN)/pytest -q -p no:randomly tests/integration/test_local_run_stops.py -k real_run
 
-scale: $(STAMP) ## issue 19's sale-day scenarios in the discrete-event world (INVOICES=1000000 SEED=1 SCENARIO=all FYND_RATE=20 PARAMS="Name=Value ...")
-	$(BIN)/python tests/scale/run.py --invoices $(or $(INVOICES),1000000) --seed $(or $(SEED),1) --scenario $(or $(SCENARIO),all) --fynd-rate $(or $(FYND_RATE),20) $(foreach p,$(PARAMS),--param $(p))
+scale: $(STAMP) ## issue 19's sale-day scenarios in the discrete-event world (INVOICES=1000000 SEED=1 SCENARIO=all FYND_RATE=20 FYND_READ_RATE=20 PARAMS="Name=Value ...")
+	$(BIN)/python tests/scale/run.py --invoices $(or $(INVOICES),1000000) --seed $(or $(SEED),1) --scenario $(or $(SCENARIO),all) --fynd-rate $(or $(FYND_RATE),20) --fynd-read-rate $(or $(FYND_READ_RATE),20) $(foreach p,$(PARAMS),--param $(p))
 
 clean: ## remove the venv, build output and caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache src/*/*.egg-info

@@ -343,6 +343,7 @@ class InMemoryLedger:
             claim_message_id=message_id,
             claimed_from=entry.status if entry else InvoiceStatus.QUEUED,
             due_at=now + lease_seconds,
+            sent_at=entry.sent_at if entry else None,
         )
         self.entries[key] = claimed
         self.claimants[key] = owner
@@ -400,6 +401,25 @@ class InMemoryLedger:
             return False
         self.entries[key] = replace(entry, send_failed_at=now)
         self.writes["mark_send_failed"] += 1
+        return True
+
+    def stamp_sent(self, message: QueuedInvoice, *, now: float, until: float) -> bool:
+        """The adapter's conditional write: unfinished, this content, not parked or dead-lettered,
+        due by `now`; sentAt and dueAt only."""
+        self._faults.hit("ledger.stamp_sent")
+        entry = self.entries.get(message.invoice.key)
+        if (
+            entry is None
+            or entry.status.is_final
+            or entry.content_hash != message.content_hash
+            or entry.dead_lettered_at is not None
+            or entry.parked
+            or entry.due_at is None
+            or entry.due_at > now
+        ):
+            return False
+        self.entries[entry.key] = replace(entry, sent_at=now, due_at=until)
+        self.writes["stamp_sent"] += 1
         return True
 
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
@@ -873,8 +893,10 @@ class World:
         settings: DispatchLimits = SETTINGS,
         deadline_seconds: float = 86_400,
         limiter: InMemoryRateLimiter | None = None,
+        read_limiter: InMemoryRateLimiter | None = None,
     ) -> None:
         self.limiter = limiter
+        self.read_limiter = read_limiter
         self.clock = FakeClock()
         self.faults = Faults()
         self.ledger = InMemoryLedger(self.clock, self.faults)
@@ -897,6 +919,7 @@ class World:
             owner=owner,
             clock=self.clock,
             limiter=self.limiter,
+            read_limiter=self.read_limiter,
             sleep=self.clock.sleep,
         )
 

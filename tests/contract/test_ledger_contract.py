@@ -263,3 +263,104 @@ def test_a_corrected_resubmission_starts_over_and_forgets_the_last_claim(under_t
     )
     # And its own message, dead-lettered before any claim, marks it
     assert under_test.ledger.mark_dead_lettered(corrected, message_id="m-7", now=NOW + 20)
+
+
+def test_a_send_stamp_moves_a_due_entry_in_its_list_once_per_cover_and_disturbs_no_claim(
+    under_test: LedgerUnderTest,
+) -> None:
+    (message,) = accepted(under_test, invoice("C-20"))
+    ledger = under_test.ledger
+
+    def queued_by(due_by: float) -> list[InvoiceKey]:
+        found, _ = ledger.due(WorkList.QUEUED, due_by=due_by, limit=10, out_of_time=lambda: False)  # type: ignore[attr-defined]
+        return [entry.key for entry in found]
+
+    # When a dispatcher stamps the QUEUED entry before queueing a fresh copy of it
+    assert ledger.stamp_sent(message, now=NOW + 10, until=NOW + 460)
+    # Then the entry is due at the stamp's end in its own list, and nothing else moved
+    entry = entry_of(under_test, message.invoice.key)
+    assert (entry.sent_at, entry.due_at) == (NOW + 10, NOW + 460)
+    assert (entry.status, entry.updated_at, entry.attempts, entry.lease_owner) == (
+        InvoiceStatus.QUEUED,
+        NOW,
+        0,
+        None,
+    )
+    assert queued_by(NOW + 459) == []
+    assert queued_by(NOW + 460) == [message.invoice.key]
+    # A second stamp while the first covers it writes nothing; one after it does
+    assert not ledger.stamp_sent(message, now=NOW + 20, until=NOW + 470)
+    assert entry_of(under_test, message.invoice.key).sent_at == NOW + 10
+    assert ledger.stamp_sent(message, now=NOW + 470, until=NOW + 920)
+    # And a claim takes the stamped entry as any other, keeping the stamp as a note
+    claim = ledger.claim(message, message_id="m-1", owner="w-1", now=NOW + 500, lease_seconds=LEASE)
+    assert claim.granted
+    entry = entry_of(under_test, message.invoice.key)
+    assert (entry.status, entry.due_at, entry.sent_at) == (
+        InvoiceStatus.IN_PROGRESS,
+        NOW + 500 + LEASE,
+        NOW + 470,
+    )
+
+
+def test_a_send_stamp_leaves_a_live_lease_a_running_back_off_and_every_entry_it_must_not_move(
+    under_test: LedgerUnderTest,
+) -> None:
+    ledger = under_test.ledger
+    leased, retried, parked, dead, final, stale = accepted(
+        under_test, *(invoice(f"C-{n}") for n in range(21, 27))
+    )
+    for message in (leased, retried, parked, dead, final):
+        ledger.claim(
+            message, message_id=f"m-{message.invoice.orderId}", owner="w-1", now=NOW, lease_seconds=LEASE
+        )
+    ledger.record(
+        retried.invoice.key, RetryLater("fynd_unavailable", "503", 30), owner="w-1", now=NOW + 1, ack_id=None
+    )
+    ledger.record(
+        parked.invoice.key, RetryLater("fynd_unavailable", "503", 3600), owner="w-1", now=NOW + 1, ack_id=None
+    )
+    ledger.record(
+        dead.invoice.key, RetryLater("fynd_unavailable", "503", 30), owner="w-1", now=NOW + 1, ack_id=None
+    )
+    assert ledger.mark_dead_lettered(dead, message_id=f"m-{dead.invoice.orderId}", now=NOW + 2)
+    ledger.record(final.invoice.key, Invoiced(), owner="w-1", now=NOW + 1, ack_id="ack")
+    before = {message.invoice.key: entry_of(under_test, message.invoice.key) for message in (leased, retried)}
+    # A live lease and a back-off still running: the entry is not due, nothing is written
+    assert not ledger.stamp_sent(leased, now=NOW + 10, until=NOW + 460)
+    assert not ledger.stamp_sent(retried, now=NOW + 10, until=NOW + 460)
+    assert {key: entry_of(under_test, key) for key in before} == before
+    # Once due (the back-off over, the lease ended with nobody to renew it), each is stamped
+    # in its own list, status and lease untouched
+    assert ledger.stamp_sent(retried, now=NOW + 40, until=NOW + 490)
+    found, _ = ledger.due(WorkList.RETRYING, due_by=NOW + 490, limit=10, out_of_time=lambda: False)  # type: ignore[attr-defined]
+    assert [entry.key for entry in found] == [retried.invoice.key]
+    assert ledger.stamp_sent(leased, now=NOW + LEASE + 1, until=NOW + LEASE + 451)
+    entry = entry_of(under_test, leased.invoice.key)
+    assert (entry.status, entry.lease_owner, entry.lease_until, entry.due_at) == (
+        InvoiceStatus.IN_PROGRESS,
+        "w-1",
+        NOW + LEASE,
+        NOW + LEASE + 451,
+    )
+    # A parked, a dead-lettered and a final entry are never stamped, however late
+    late = NOW + 10_000
+    for message in (parked, dead, final):
+        assert not ledger.stamp_sent(message, now=late, until=late + 450)
+    assert entry_of(under_test, parked.invoice.key).parked
+    # Nor a copy of other content than the entry holds
+    other = stale.model_copy(update={"content_hash": "other-content"})
+    assert not ledger.stamp_sent(other, now=NOW + 10, until=NOW + 460)
+    assert entry_of(under_test, stale.invoice.key).sent_at is None
+
+
+def test_a_corrected_resubmission_forgets_the_send_stamp(under_test: LedgerUnderTest) -> None:
+    (message,) = accepted(under_test, invoice("C-27"))
+    assert under_test.ledger.stamp_sent(message, now=NOW + 10, until=NOW + 460)
+    under_test.ledger.claim(message, message_id="m-1", owner="w-1", now=NOW + 500, lease_seconds=LEASE)
+    under_test.ledger.record(
+        message.invoice.key, Rejected("IN422", "bad"), owner="w-1", now=NOW + 501, ack_id=None
+    )
+    (corrected,) = accepted(under_test, invoice("C-27", invoiceNumber="INV-C-27-fixed"), now=NOW + 600)
+    entry = entry_of(under_test, corrected.invoice.key)
+    assert (entry.status, entry.sent_at, entry.due_at) == (InvoiceStatus.QUEUED, None, NOW + 600)

@@ -55,7 +55,7 @@ from world.clock import EventLoop, Invocation, Killed, Latencies, WorldClock
 from world.dynamodb import Capacity, WorldLedger
 from world.fynd import ANSWER_LOST, TokenBucket, WorldFynd
 from world.senders import SENDERS, InvoiceMaker, SenderKind, Webhook
-from world.sqs import IN_FLIGHT_QUOTA, WorldQueue
+from world.sqs import EVENT_PAYLOAD_BYTES, IN_FLIGHT_QUOTA, WorldQueue
 from world.template import TemplateFigures, read_template
 
 T = TypeVar("T")
@@ -77,6 +77,8 @@ class Scenario:
     in403_minutes: tuple[float, float] = (10, 60)
     lost_share: float = 0.05
     fynd_rate: float = 20
+    fynd_read_rate: float | None = 20
+    """Fynd's Shipment Info limit of its own; None: reads count against `fynd_rate`."""
     einvoice_share: float = 0.1
     seed: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
@@ -223,6 +225,7 @@ class Simulation:
             self.clock,
             self.latencies,
             rate_per_second=scenario.fynd_rate,
+            read_rate_per_second=scenario.fynd_read_rate,
             lost_share=scenario.lost_share,
             read_timeout_seconds=self.read_timeout,
             seed=seed,
@@ -242,6 +245,8 @@ class Simulation:
         )
         # One pace per Fynd credential shared by every dispatcher, as FyndRateTable is deployed
         self.limiter = SlotCalendar(float(self.template.parameters.get("FyndCallsPerSecond", "20")))
+        reads = float(self.template.parameters.get("FyndReadsPerSecond", "20"))
+        self.read_limiter = SlotCalendar(reads) if reads > 0 else None
         base = float(dispatch_defaults["retry_base_seconds"].default)
         cap = float(dispatch_defaults["retry_max_seconds"].default)
         jitter = random.Random(f"{seed}:jitter").random
@@ -470,7 +475,8 @@ class Simulation:
         if visible < self.template.batch_size and not waited and window > 0:
             self.loop.at(self.clock.now + window, self._poll, slot, True)
             return
-        batch = self.queue.receive(self.template.batch_size)
+        batch = self.queue.receive(self.template.batch_size, max_bytes=EVENT_PAYLOAD_BYTES)
+        full = len(batch) >= self.template.batch_size or self.queue.payload_full
         if not batch:  # the in-flight quota: nothing comes back, and no error
             self.loop.at(self.clock.now + 1, self._poll, slot, False)
             return
@@ -486,6 +492,7 @@ class Simulation:
                 owner=f"dispatch-{slot}",
                 clock=self.clock,
                 limiter=self.limiter,
+                read_limiter=self.read_limiter,
                 # A wait for a rate slot or a Retry-After passes on the world's clock, and is
                 # killed at the invocation's timeout as a sleep in Lambda would be
                 sleep=self.clock.spend,
@@ -496,7 +503,7 @@ class Simulation:
             except Killed:
                 self.metrics.count("DispatchFunction.Errors")
                 failures = None
-        if len(batch) >= self.template.batch_size:
+        if full:
             self.backlog_seconds.update(range(int(invocation.started_at), int(self.clock.now) + 1))
         if failures is not None:
             self.queue.answer(batch, failures)
@@ -704,7 +711,12 @@ class Report:
             and stranded == 0,
         }
         lines = [
-            f"== {scenario.name} (seed {scenario.seed}; {sim.sender.name}; Fynd {scenario.fynd_rate:g} calls/s)",
+            f"== {scenario.name} (seed {scenario.seed}; {sim.sender.name}; Fynd {scenario.fynd_rate:g} calls/s,"
+            + (
+                " reads counted with them)"
+                if scenario.fynd_read_rate is None
+                else f" {scenario.fynd_read_rate:g} reads/s)"
+            ),
             f"  accepted {accepted} of {generated}; lost at the edge (ERP gave up) {lost}",
             f"  final {final} (invoiced {figures['invoiced']}, rejected {figures['rejected']});"
             f" dead-lettered {dead_lettered} {figures['dead_letter_reasons']}; unfinished {unfinished}",
@@ -769,12 +781,14 @@ def _timing(sim: Simulation) -> tuple[dict[str, Any], list[str]]:
         counts = per_second.get(kind, Counter())
         return sum(counts.get(second, 0) for second in backlog) / len(backlog) if backlog else 0.0
 
-    rate = sim.scenario.fynd_rate
+    rate, read_rate = sim.scenario.fynd_rate, sim.scenario.fynd_read_rate
     pace = {kind: round(in_backlog(kind), 2) for kind in ("calls", "reads", "throttled", "orders")}
+    # The share of the calls' limit used: with the reads, when Fynd counts them together.
+    used = pace["calls"] + pace["throttled"] + (pace["reads"] if read_rate is None else 0)
     figures: dict[str, Any] = {
         "backlog_seconds": len(backlog),
         "backlog_pace": pace,
-        "backlog_requests_share": round((pace["calls"] + pace["reads"] + pace["throttled"]) / rate, 3),
+        "backlog_requests_share": round(used / rate, 3),
         "backlog_orders_share": round(pace["orders"] / (rate * ORDERS_PER_CALL), 3),
         "backlog_orders_per_call": round(pace["orders"] / pace["calls"], 2) if pace["calls"] else 0,
         "confirmed_max_seconds": round(confirmed[-1], 1) if confirmed else None,
@@ -800,9 +814,14 @@ def _timing(sim: Simulation) -> tuple[dict[str, Any], list[str]]:
         f" answer lost {figures['after_lost_p50_p99']} s ({len(after_lost)})",
         f"  IN403 orders, confirmation->INVOICED p50/p99/max {figures['in403_after_confirmation_p50_p99_max']} s;"
         f" over 10 min {figures['in403_over_10_min']} of {len(after_confirmation)}",
-        f"  while backlogged ({len(backlog)} s): {pace['calls']} calls/s + {pace['reads']} reads/s"
-        f" + {pace['throttled']} 429s/s = {figures['backlog_requests_share']:.0%} of Fynd's {rate:g}/s;"
-        f" {pace['orders']:.0f} orders/s sent = {figures['backlog_orders_share']:.0%} of"
+        f"  while backlogged ({len(backlog)} s): {pace['calls']} calls/s + {pace['throttled']} 429s/s"
+        + (
+            f" + {pace['reads']} reads/s = {figures['backlog_requests_share']:.0%} of Fynd's {rate:g}/s;"
+            if read_rate is None
+            else f" = {figures['backlog_requests_share']:.0%} of Fynd's {rate:g} calls/s;"
+            f" {pace['reads']} reads/s of {read_rate:g};"
+        )
+        + f" {pace['orders']:.0f} orders/s sent = {figures['backlog_orders_share']:.0%} of"
         f" {rate:g} x {ORDERS_PER_CALL} ({figures['backlog_orders_per_call']} orders/call)",
     ]
     return figures, lines

@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fynd-rate", type=float, default=20.0, help="Fynd's calls/s per credential")
     parser.add_argument(
+        "--fynd-read-rate",
+        type=float,
+        default=20.0,
+        help="Fynd's Shipment Info reads/s per credential; 0: counted with the calls against --fynd-rate",
+    )
+    parser.add_argument(
         "--lost-share", type=float, help="the share of Fynd's answers lost (0.05); a what-if, 0 for none"
     )
     parser.add_argument("--param", action="append", default=[], help="a template parameter, Name=Value")
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         scenario = SCENARIOS[name](args.invoices, args.seed)
         scenario.fynd_rate = args.fynd_rate
+        scenario.fynd_read_rate = args.fynd_read_rate or None
         if args.lost_share is not None:
             scenario.lost_share = args.lost_share
         scenario.parameters = overrides

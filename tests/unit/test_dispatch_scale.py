@@ -14,6 +14,7 @@ from fakes import SETTINGS, InMemoryRateLimiter, ScriptedFynd, World, lost_answe
 from relay.domain.fynd import FyndCall, FyndNotSent, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus
+from relay.domain.policy import SHIPMENT_INFO
 from relay_local.stack import load_template
 
 RESERVE = SETTINGS.record_reserve_seconds
@@ -124,8 +125,8 @@ def test_a_call_with_no_rate_slot_in_time_is_not_claimed_and_spends_no_receive()
     no_rate_slot_for(world, 25)
     # When the batch is dispatched (60 s: a call needs 18 s of the 36 s budget, 25 s is too late)
     assert world.run(seconds_left=60, timed=True) == []
-    # Then nothing is sent and nothing written (the slot is sought before the claim: a booked
-    # pace costs no ledger writes), and a fresh copy waits for the slot
+    # Then nothing is sent and nothing claimed (the slot is sought before the claim: a booked
+    # pace costs no claim, only the entry's send stamp), and a fresh copy waits for the slot
     entry = world.ledger.entries[key("A")]
     assert (entry.status, entry.attempts, entry.last_error) == (InvoiceStatus.QUEUED, 0, None)
     (fresh,) = world.queue.messages.values()
@@ -273,6 +274,100 @@ def test_a_call_whose_slot_was_taken_before_its_claims_keeps_the_pace_through_it
     (send_start,) = world.fynd.call_starts[calls_before:]
     assert send_start - read_start >= 1
     assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+def test_reads_on_a_pace_of_their_own_leave_the_calls_pace_to_the_sends() -> None:
+    # Given an order in doubt (its answer was lost; Shipment Info proves nothing), and Shipment
+    # Info reads paced apart from the Update Invoice calls, one request a second each
+    calls, reads = InMemoryRateLimiter(1), InMemoryRateLimiter(1)
+    world = World(limiter=calls)
+    answers_lost(world, "A")
+    world.read_limiter = reads
+    world.fynd.novel_status.add("A")
+    calls_before = len(calls.grants)
+    # When it is dispatched: a slot taken before the claim, a read, then the send
+    world.run(seconds_left=60, timed=True)
+    # Then the read takes a slot of the read pace, under its own key, and the send the slot its
+    # call took before the claim: one slot of the calls' pace, none spent on the read
+    assert [credential for credential, _ in reads.grants] == ["company#shipment-info"]
+    assert [credential for credential, _ in calls.grants[calls_before:]] == ["company"]
+    assert (world.fynd.reads["A"], world.status(key("A"))) == (1, InvoiceStatus.INVOICED)
+
+
+def test_a_429_on_a_read_paced_apart_slows_the_read_pace_only() -> None:
+    # Given an order in doubt and a new one for the same call, reads paced apart, and Shipment
+    # Info answering 429 with a Retry-After longer than the invocation has left
+    calls, reads = InMemoryRateLimiter(20), InMemoryRateLimiter(20)
+    world = World(limiter=calls)
+    answers_lost(world, "A")
+    world.read_limiter = reads
+    world.accept(invoice("B"))
+    world.faults.fail("fynd.read", FyndThrottled("429", retry_after=300, status=429))
+    # When they are dispatched
+    now = world.clock()
+    world.run(seconds_left=60, timed=True)
+    # Then the read pace waits out Retry-After and slows, and the order read backs off; the
+    # calls' pace is not touched, and the new order goes out in this invocation
+    assert reads.throttles == [("company#shipment-info", now + 300)]
+    assert calls.throttles == []
+    assert world.status(key("A")) is InvoiceStatus.RETRYING
+    assert world.status(key("B")) is InvoiceStatus.INVOICED
+
+
+def test_a_lost_answer_is_read_at_once_when_reads_have_their_own_pace() -> None:
+    # Given reads paced apart, and a call of two orders that Fynd applies but whose answer is lost
+    world = World(limiter=InMemoryRateLimiter(20), read_limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail("fynd.after", lost_answer())
+    # When it is dispatched once
+    failed = world.run(seconds_left=60, timed=True)
+    # Then each order is read in the same invocation and recorded invoiced on that proof: sent
+    # once, read once, and no message comes back
+    for order in ("A", "B"):
+        entry = world.ledger.entries[key(order)]
+        assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, SHIPMENT_INFO)
+        assert (world.fynd.sent[key(order)], world.fynd.reads[order]) == (1, 1)
+    assert failed == []
+
+
+def test_an_order_a_read_at_once_proves_not_invoiced_is_sent_again_at_once() -> None:
+    # Given reads paced apart, and a call whose answer is lost before Fynd applied it
+    world = World(limiter=InMemoryRateLimiter(20), read_limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", lost_answer())
+    # When it is dispatched once
+    world.run(seconds_left=60, timed=True)
+    # Then the read proves it not invoiced, and it is sent again in the same invocation
+    assert world.fynd.reads["A"] == 1
+    assert (world.fynd.sent[key("A")], world.status(key("A"))) == (1, InvoiceStatus.INVOICED)
+    assert len(world.fynd.call_starts) == 2
+
+
+def test_a_lost_answer_is_read_at_once_only_once_per_invocation() -> None:
+    # Given reads paced apart, and Fynd losing every answer before applying anything
+    world = World(limiter=InMemoryRateLimiter(20), read_limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", lost_answer(), times=None)
+    # When it is dispatched once
+    world.run(seconds_left=600, timed=True)
+    # Then it is read once and sent twice in that invocation (the send, then the one the read
+    # allowed), and waits in doubt for its back-off: no loop of reads and sends
+    assert (world.fynd.reads["A"], len(world.fynd.call_starts)) == (1, 2)
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.last_error is not None
+    assert entry.last_error.nothing_sent is False
+
+
+def test_a_lost_answer_waits_for_its_retry_when_reads_share_the_calls_pace() -> None:
+    # Given reads on the calls' pace, and a call whose answer is lost after Fynd applied it
+    world = World(limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    # When it is dispatched once
+    world.run(seconds_left=60, timed=True)
+    # Then no read spends a call's slot now: the order waits in doubt for its retry
+    assert (world.fynd.reads["A"], world.status(key("A"))) == (0, InvoiceStatus.RETRYING)
 
 
 def test_no_read_after_an_attempt_deferred_for_a_rate_slot() -> None:

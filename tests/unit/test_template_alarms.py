@@ -408,6 +408,8 @@ def test_the_dashboard_shows_traffic_outcomes_queues_fynd_and_errors() -> None:
         "OrdersPerCall",
         "RateSlotsMissed",
         "RateLimiterUnavailable",
+        "ReadAfterLostAnswer",
+        "SendStampFailed",
         "Errors",
         "Throttles",
         "5xx",

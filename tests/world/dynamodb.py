@@ -352,6 +352,24 @@ class WorldLedger:
             self.invoiced_at[key] = self.clock.now
         return held
 
+    def stamp_sent(self, message: QueuedInvoice, *, now: float, until: float) -> bool:
+        """A written stamp is charged as any write (the table, and a delete and a put in its ByDue
+        shard: dueAt moves); a refused one still costs the table a write unit, as DynamoDB
+        charges a failed conditional write (none on an index: nothing changed)."""
+        self._writes.clear()
+        stamped = self.inner.stamp_sent(message, now=self.clock.now, until=until)
+        writes = list(self._writes)
+        self._writes.clear()
+        charges = (
+            self._write_charges(writes, transact=False) if writes else {"table.write": units(ENTRY_BYTES)}
+        )
+        try:
+            self._charge("dynamodb.write", charges)
+        except LedgerUnavailableError:
+            self._undo(writes)
+            raise
+        return stamped
+
     # ---- the reconciler's queries ----
     def due(
         self, work: WorkList, *, due_by: float, limit: int, out_of_time: Callable[[], bool]

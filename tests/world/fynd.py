@@ -4,9 +4,11 @@ lost answers, and Lambda's timeout cutting a call after Fynd applied it.
 The relay's `Fynd` port (relay.domain.ports.Fynd) is played below the HTTP client: a call
 costs its drawn latency on the world's clock, capped by the budget the dispatcher gave it
 (the client's total deadline). Rules:
-- every request (Update Invoice, Shipment Info) counts against the credential's limit
-  (`rate_per_second`, per second of the clock); past it: 429 with `Retry-After: 1`
-  (FyndThrottled), after a short round trip. Fynd publishes no limit: a parameter;
+- every Update Invoice call counts against the credential's limit (`rate_per_second`, per
+  second of the clock), and every Shipment Info read against the endpoint's own
+  (`read_rate_per_second`), or against the calls' when that is None; past it: 429 with
+  `Retry-After: 1` (FyndThrottled), after a short round trip. Fynd publishes no limit, nor
+  whether it counts per endpoint: parameters;
 - an order is applied once; a later send of it answers IN453 and counts as a second send,
   labelled with what happened to the send that applied it: `answer lost` (the 5% whose answer
   never arrives: the client waits its read timeout, then FyndAmbiguous), `killed` (Lambda's
@@ -55,6 +57,8 @@ class WorldFynd:
     clock: WorldClock
     latencies: Latencies
     rate_per_second: float = 20.0
+    read_rate_per_second: float | None = 20.0
+    """Shipment Info's own limit; None: reads count against `rate_per_second` with the calls."""
     lost_share: float = 0.0
     read_timeout_seconds: float = 15.0
     seed: int = 1
@@ -81,26 +85,29 @@ class WorldFynd:
     def __post_init__(self) -> None:
         # Per second rather than a bucket: invocations charge it out of order (world.clock.PerSecond).
         self.bucket = PerSecond(self.rate_per_second)
+        self.read_bucket = (
+            self.bucket if self.read_rate_per_second is None else PerSecond(self.read_rate_per_second)
+        )
         self._rng = random.Random(f"{self.seed}:fynd")
 
     def session(self) -> "FyndSession":
         return FyndSession(self)
 
     # ---- the requests ----
-    def _admit(self, budget: float) -> None:
+    def _admit(self, budget: float, bucket: PerSecond) -> None:
         """The request's round trip to a refusal, if any: 503 before `unavailable_until`, 429 when
-        the credential's bucket is empty."""
+        the endpoint's bucket is empty."""
         if self.clock.now < self.unavailable_until:
             self.clock.spend(self.latencies.draw("fynd.throttled"))
             raise FyndUnavailable("Fynd answered 503 (world)", status=503)
-        if not self.bucket.take(self.clock.now):
+        if not bucket.take(self.clock.now):
             self.requests["throttled"] += 1
             self._tally("throttled")
             self.clock.spend(min(budget, self.latencies.draw("fynd.throttled")))
             raise FyndThrottled("Fynd answered 429 (world)", retry_after=1, status=429)
 
     def update_invoices(self, call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
-        self._admit(time_budget_seconds)
+        self._admit(time_budget_seconds, self.bucket)
         self.requests["calls"] += 1
         self.orders_per_call.append(len(call.invoices))
         self._tally("calls")
@@ -152,7 +159,7 @@ class WorldFynd:
     def shipment_info(
         self, order_id: str, location_code: str | None, *, time_budget_seconds: float
     ) -> ShipmentInfo:
-        self._admit(time_budget_seconds)
+        self._admit(time_budget_seconds, self.read_bucket)
         self.requests["reads"] += 1
         self._tally("reads")
         if self.reads_unavailable:

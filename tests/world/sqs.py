@@ -10,6 +10,9 @@ SQS's rules the world applies (docs/scale.md cites each):
 - 256 KiB per message and XML's character set (#x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
   #x10000-#x10FFFF); anything else is refused (`InvalidMessageContents`);
 - after maxReceiveCount receives the next receive moves the message to the dead-letter queue;
+- the event source's batch stops before Lambda's 6 MB invocation payload: each record is its
+  body (JSON-escaped) and about 700 bytes of fields around it (ids, receipt handle, attributes,
+  the queue's ARN), so a batch of e-invoices holds far fewer than `BatchSize`;
 - ApproximateAgeOfOldestMessage (CloudWatch) is the age, from its send, of the oldest message not
   deleted (in flight or delayed too) that was received fewer than three times: a message
   received three times or more is moved to the back of the queue and no longer counted
@@ -34,6 +37,10 @@ from world.clock import Latencies, WorldClock
 IN_FLIGHT_QUOTA = 120_000
 MAX_DELAY_SECONDS = 900
 MAX_VISIBILITY_FROM_RECEIVE = 43_200
+EVENT_PAYLOAD_BYTES = 6 * 1024 * 1024
+"""Lambda's synchronous invocation payload, which bounds an SQS event source's batch."""
+RECORD_ENVELOPE_BYTES = 700
+"""An SQS record's fields around its body in the Lambda event."""
 AGE_COUNTS_BELOW_RECEIVES = 3
 """A message received this many times or more no longer counts toward ApproximateAgeOfOldestMessage."""
 _REFUSED_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -99,6 +106,8 @@ class WorldQueue:
         self.requests: Counter[str] = Counter()
         self.oldest_age_peak = 0.0
         self.quota_hits = 0
+        self.payload_full = False
+        """The last receive stopped at `max_bytes`."""
         self.on_send: Callable[[float], None] = lambda when: None
 
     # ---- the port (relay.domain.ports.InvoiceQueue) ----
@@ -145,13 +154,17 @@ class WorldQueue:
         self._ripen()
         return len(self._visible)
 
-    def receive(self, limit: int) -> list[ReceivedMessage]:
+    def receive(self, limit: int, *, max_bytes: int | None = None) -> list[ReceivedMessage]:
+        """Up to `limit` visible messages, and (the event source's batch) up to `max_bytes` of
+        records; `payload_full` says whether the bytes, not the limit, ended the batch."""
         self._ripen()
         now = self.clock.now
+        self.payload_full = False
         if self.in_flight >= self.in_flight_quota:
             self.quota_hits += 1
             return []
         batch: list[ReceivedMessage] = []
+        payload = 0
         while self._visible and len(batch) < limit and self.in_flight < self.in_flight_quota:
             held = self._visible.popleft()
             if held.deleted:
@@ -164,6 +177,13 @@ class WorldQueue:
                 self._drop(held)
                 self.dead_letters.append(held)
                 continue
+            if max_bytes is not None:
+                record = len(held.body) + held.body.count('"') + RECORD_ENVELOPE_BYTES
+                if payload + record > max_bytes:
+                    self._visible.appendleft(held)
+                    self.payload_full = True
+                    break
+                payload += record
             held.receive_count += 1
             if held.first_received_at is None:
                 held.first_received_at = now

@@ -49,7 +49,11 @@ class DispatchSettings(SharedSettings):
     fynd_rate_table_name: str | None = Field(None, alias="FYND_RATE_TABLE_NAME", min_length=1)
     """The shared rate limiter's table (relay.adapters.rate); unset, calls go out unpaced."""
     fynd_calls_per_second: float = Field(20, alias="FYND_CALLS_PER_SECOND", gt=0)
-    """Fynd requests a second per credential, across every dispatcher (template FyndCallsPerSecond)."""
+    """Update Invoice calls a second per credential, across every dispatcher (template
+    FyndCallsPerSecond); Shipment Info reads too when `fynd_reads_per_second` is 0."""
+    fynd_reads_per_second: float = Field(20, alias="FYND_READS_PER_SECOND", ge=0)
+    """Shipment Info reads a second per credential on a pace of their own (template
+    FyndReadsPerSecond); 0: they share the calls' pace."""
 
 
 class ReconcileSettings(SharedSettings):

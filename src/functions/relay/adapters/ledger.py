@@ -25,7 +25,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.adapters.work_index import (
     DEFAULT_WORK_SHARDS,
+    DUE_ATTRIBUTE,
     REMOVE_WORK,
+    SHARD_ATTRIBUTE,
     WorkIndexReader,
     set_work,
     work_list_of,
@@ -116,6 +118,16 @@ class InvoiceLedger:
     def get(self, key: InvoiceKey) -> LedgerEntry | None:
         item = self._client.get_item(TableName=self._table, Key=_pk(key), ConsistentRead=True).get("Item")
         return _entry(item) if item else None
+
+    def _update_if(self, **request: Any) -> bool:
+        """One conditional UpdateItem on the ledger table: False when its condition refused it."""
+        try:
+            self._client.update_item(TableName=self._table, **request)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def get_many(self, keys: Iterable[InvoiceKey]) -> dict[InvoiceKey, LedgerEntry]:
         wanted = list(dict.fromkeys(keys))
@@ -236,7 +248,7 @@ class InvoiceLedger:
                 "Update": {
                     "TableName": self._table,
                     "Key": _pk(invoice.key),
-                    "UpdateExpression": _SET_QUEUED + " REMOVE sendFailedAt, deadLetteredAt",
+                    "UpdateExpression": _SET_QUEUED + " REMOVE sendFailedAt, deadLetteredAt, sentAt",
                     "ConditionExpression": "#status = :queued AND contentHash = :previous",
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": values,
@@ -363,20 +375,13 @@ class InvoiceLedger:
                 update += ", lastErrorCode = :code, lastErrorMessage = :message"
                 update += ", lastErrorNothingSent = :nothing_sent"
                 update += ", updatedAt = :now REMOVE leaseOwner, leaseUntil, deadLetteredAt"
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_pk(key),
-                UpdateExpression=update,
-                ConditionExpression="#status = :held AND leaseOwner = :owner",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key=_pk(key),
+            UpdateExpression=update,
+            ConditionExpression="#status = :held AND leaseOwner = :owner",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values,
+        )
 
     # ---- The work index (relay.adapters.work_index): the reconciler's view and `relay list` ----
 
@@ -411,81 +416,84 @@ class InvoiceLedger:
         parked entry moves to the RETRYING list (its message is on its way now)."""
         listed = WorkList.RETRYING if entry.parked else _work_list(entry)
         work, values = set_work(listed, entry.key, now, self._shards)
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_pk(entry.key),
-                UpdateExpression=(
-                    "SET updatedAt = :now, reconciledAt = :now, reconciles = if_not_exists(reconciles, :zero) + :one, "
-                    + work
-                ),
-                ConditionExpression="#status = :status AND updatedAt = :seen AND contentHash = :hash",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    **values,
-                    ":now": _n(now),
-                    ":zero": _n(0),
-                    ":one": _n(1),
-                    ":status": _s(entry.status),
-                    ":seen": _n(entry.updated_at),
-                    ":hash": _s(entry.content_hash),
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key=_pk(entry.key),
+            UpdateExpression=(
+                "SET updatedAt = :now, reconciledAt = :now, reconciles = if_not_exists(reconciles, :zero) + :one, "
+                + work
+            ),
+            ConditionExpression="#status = :status AND updatedAt = :seen AND contentHash = :hash",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                **values,
+                ":now": _n(now),
+                ":zero": _n(0),
+                ":one": _n(1),
+                ":status": _s(entry.status),
+                ":seen": _n(entry.updated_at),
+                ":hash": _s(entry.content_hash),
+            },
+        )
 
     def mark_send_failed(self, key: InvoiceKey, *, now: float) -> bool:
         """See relay.domain.ports.Ledger. Not progress: updatedAt, and so the reconciler's
         window, stay as they were."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_pk(key),
-                UpdateExpression="SET sendFailedAt = :now",
-                ConditionExpression="#status = :queued",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":now": _n(now), ":queued": _s(InvoiceStatus.QUEUED)},
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key=_pk(key),
+            UpdateExpression="SET sendFailedAt = :now",
+            ConditionExpression="#status = :queued",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":now": _n(now), ":queued": _s(InvoiceStatus.QUEUED)},
+        )
+
+    def stamp_sent(self, message: QueuedInvoice, *, now: float, until: float) -> bool:
+        """See relay.domain.ports.Ledger. One UpdateItem: `sentAt` and `dueAt` only, so the entry
+        stays in its list (the index's sort key moves: a delete and a put in the same shard). The
+        condition `dueAt <= :now` is what makes it once per cover: an earlier stamp left dueAt
+        ahead. A refused stamp still costs DynamoDB a write unit on the table, none on the index."""
+        return self._update_if(
+            Key=_pk(message.invoice.key),
+            UpdateExpression=f"SET sentAt = :now, {DUE_ATTRIBUTE} = :until",
+            ConditionExpression=(
+                f"#status IN (:queued, :retrying, :in_progress) AND contentHash = :hash AND {DUE_ATTRIBUTE} <= :now"
+                f" AND attribute_not_exists(deadLetteredAt) AND NOT begins_with({SHARD_ATTRIBUTE}, :parked)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":now": _n(now),
+                ":until": _n(until),
+                ":queued": _s(InvoiceStatus.QUEUED),
+                ":retrying": _s(InvoiceStatus.RETRYING),
+                ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
+                ":hash": _s(message.content_hash),
+                ":parked": _s(f"{WorkList.PARKED}#"),
+            },
+        )
 
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
         """Move the entry to the DEAD_LETTERED work list, while its status stays what it was; the
         reconciler reads that list only for marks older than the dead-letter queue's retention
         (relay.domain.reconcile). See relay.domain.ports.Ledger."""
         work, values = set_work(WorkList.DEAD_LETTERED, message.invoice.key, now, self._shards)
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_pk(message.invoice.key),
-                UpdateExpression=f"SET statusKey = :dead, deadLetteredAt = :now, updatedAt = :now, {work}",
-                ConditionExpression=(
-                    "#status IN (:queued, :retrying, :in_progress) AND contentHash = :hash"
-                    " AND (attribute_not_exists(claimMessageId) OR claimMessageId = :message)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    **values,
-                    ":dead": _s(DEAD_LETTERED_KEY),
-                    ":now": _n(now),
-                    ":queued": _s(InvoiceStatus.QUEUED),
-                    ":retrying": _s(InvoiceStatus.RETRYING),
-                    ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
-                    ":hash": _s(message.content_hash),
-                    ":message": _s(message_id),
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key=_pk(message.invoice.key),
+            UpdateExpression=f"SET statusKey = :dead, deadLetteredAt = :now, updatedAt = :now, {work}",
+            ConditionExpression=(
+                "#status IN (:queued, :retrying, :in_progress) AND contentHash = :hash"
+                " AND (attribute_not_exists(claimMessageId) OR claimMessageId = :message)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                **values,
+                ":dead": _s(DEAD_LETTERED_KEY),
+                ":now": _n(now),
+                ":queued": _s(InvoiceStatus.QUEUED),
+                ":retrying": _s(InvoiceStatus.RETRYING),
+                ":in_progress": _s(InvoiceStatus.IN_PROGRESS),
+                ":hash": _s(message.content_hash),
+                ":message": _s(message_id),
+            },
+        )
 
     def body(self, key: InvoiceKey) -> QueuedInvoice | None:
         """The message ingest queued for the content `key`'s entry now holds, as accept stored it;
@@ -604,7 +612,7 @@ _FORGET_OUTCOME = (
     # that waits in the dead-letter queue.
     " REMOVE lastErrorCode, lastErrorMessage, expiresAt, retryAt, alreadyInvoiced, fyndAckId, confirmedBy,"
     " claimMessageId, claimedFrom, leaseOwner, leaseUntil, deadLetteredAt, sendFailedAt, reconciledAt, reconciles,"
-    " claimToken"
+    " claimToken, sentAt"
 )
 
 
@@ -670,6 +678,7 @@ def _entry(item: Mapping[str, Any]) -> LedgerEntry:
         send_failed_at=number("sendFailedAt"),
         due_at=number("dueAt"),
         parked=work_list_of(item) is WorkList.PARKED,
+        sent_at=number("sentAt"),
     )
 
 

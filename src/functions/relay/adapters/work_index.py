@@ -9,9 +9,11 @@ partition per status took 2 WCU per invoice in QUEUED and 2 in IN_PROGRESS, so i
 limit at about 500 invoices/s; over 16 shards each takes a sixteenth (docs/scale.md).
 
 Why `dueAt`: the reconciler asks each list "what was due by then?" (queued at, retryAt, the
-lease's end): one range Query per shard that reads only what it will act on, never entries
-waiting out a long back-off. Sparse: an INVOICED entry REMOVEs both attributes on its final
-write, so the index holds only what still needs attention.
+lease's end; or, for an entry a dispatcher queued afresh before claiming it, the end of its send
+stamp, relay.domain.ports.Ledger.stamp_sent): one range Query per shard that reads only what it
+will act on, never entries waiting out a long back-off or behind a backlog. Sparse: an INVOICED
+entry REMOVEs both attributes on its final write, so the index holds only what still needs
+attention.
 
 Every write of the ledger adapter sets both attributes in the same UpdateItem that changes the
 status (relay.adapters.ledger), so the index can never say a different status than the entry,

@@ -34,18 +34,26 @@ Rules that keep the promises:
   one total time budget (token, call, one refresh) that leaves room to record its outcome. A
   read may take only what leaves the send a whole request after it, so reads in waves of
   `fynd_concurrency` never outlast the lease or the invocation. A call with no time left is
-  not even claimed: its messages wait, unwritten.
+  not even claimed: its messages wait, unclaimed, each entry only stamped (below).
 - Waiting for time, a lease, a back-off or a rate slot never spends a receive: such a message
   is queued afresh with the wait as its delay (at most SQS's 15 minutes; longer waits are
   queued afresh before the last receive only), and this one is acknowledged. A copy of an
   unfinished invoice is never acknowledged without a fresh one in its place: the message a
   claim named may be a stale delivery of one already replaced.
+- A fresh copy queued before any claim (a deferral for time or a rate slot) is preceded by the
+  entry's send stamp (Ledger.stamp_sent, at most one write per SEND_STAMP_SECONDS): it moves
+  the entry's due time past the copy, so the reconciler, which takes an entry for lost once
+  the queue has moved past its last write, does not copy it while the copy waits in a
+  backlog. A stamp that fails is counted (`SendStampFailed`); the copy is sent regardless.
 - One pace per Fynd credential across every dispatcher (relay.adapters.rate): a request waits
   (sleeps) for its slot when it comes in time, else the call is deferred as above. A call's
   send takes its slot before the claims, so when the pace is booked ahead the call waits
-  unclaimed, with no ledger write (reads before a resend take slots of their own). A 429
-  holds the rest of the batch, and every dispatcher on the credential, for Retry-After, and
-  slows the pace; the throttled call itself backs off as a failure.
+  unclaimed, with no claim written (reads before a resend take slots of their own). Shipment
+  Info reads keep a pace of their own when the dispatcher is given one (`read_limiter`: Fynd
+  publishes no limit, and one counted per endpoint leaves the calls' pace to the calls);
+  otherwise they share the calls'. A 429 holds every dispatcher on the pace it met (and, unless
+  it met a read's own pace, the rest of the batch) for Retry-After, and slows that pace; the
+  throttled request itself backs off as a failure.
 - Claims, and the records of one call, go to the ledger concurrently (`ledger_concurrency`),
   so a call costs about three sequential ledger round trips (claim, call, record) whatever
   its size. Each write keeps its own condition; nothing is batched across keys.
@@ -77,6 +85,7 @@ from dataclasses import dataclass, field, replace
 
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
 from relay.domain.fynd import (
+    FyndAmbiguous,
     FyndCall,
     FyndCallError,
     FyndCallRefused,
@@ -85,7 +94,7 @@ from relay.domain.fynd import (
     plan_calls,
 )
 from relay.domain.invoice import InvoiceKey
-from relay.domain.ledger import ClaimRefusal, InvoiceStatus, LedgerEntry, is_parked_wait
+from relay.domain.ledger import SEND_STAMP_SECONDS, ClaimRefusal, InvoiceStatus, LedgerEntry, is_parked_wait
 from relay.domain.messages import ReceivedMessage
 from relay.domain.policy import TOO_EARLY, CodePolicy, Invoiced, Rejected, RetryLater, Verdict, dimension
 from relay.domain.ports import Fynd, InvoiceQueue, Ledger, RateLimiter
@@ -98,6 +107,8 @@ MIN_READ_SECONDS = 1.0
 """No Shipment Info read starts with less time than this for it (after the send's own time)."""
 DEFAULT_THROTTLE_PAUSE_SECONDS = 1.0
 """The batch's pause after a 429 that carries no Retry-After."""
+READ_PACE_SUFFIX = "#shipment-info"
+"""A credential's Shipment Info pace, when reads are paced apart: the limiter's key."""
 
 OUT_OF_TIME = "out_of_time"
 LEDGER_UNAVAILABLE = "ledger_unavailable"
@@ -193,9 +204,12 @@ class Dispatcher:
         owner: str,
         clock: Callable[[], float],
         limiter: RateLimiter | None = None,
+        read_limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`limiter` paces every Fynd request per credential (None: unpaced); `sleep` waits on `clock`."""
+        """`limiter` paces every Fynd request per credential (None: unpaced); `read_limiter`, if
+        given, paces the Shipment Info reads instead, apart (keyed `credential#shipment-info`);
+        `sleep` waits on `clock`."""
         self._ledger = ledger
         self._fynd = fynd
         self._queue = queue
@@ -204,6 +218,7 @@ class Dispatcher:
         self._owner = owner
         self._clock = clock
         self._limiter = limiter
+        self._read_limiter = read_limiter
         self._sleep = sleep
         self._pool = _pool(settings.ledger_concurrency, "ledger")
         self._fynd_pool = _pool(settings.fynd_concurrency, "fynd")
@@ -245,11 +260,11 @@ class Dispatcher:
         paused = pause.until - self._clock()
         if spare < 0 or paused > spare:
             # No time for the call (or the batch waits out a 429 longer than that): its messages
-            # wait, unclaimed and unwritten, without spending a receive.
+            # wait, unclaimed, without spending a receive.
             return self._hold_unclaimed(planned, copies_of, max(paused, 1))
         # The send's rate slot comes before any claim: a call that cannot start in time waits
-        # unclaimed and unwritten (when the pace is booked ahead, claiming first would cost two
-        # ledger writes per invoice, in a burst, for nothing).
+        # unclaimed (when the pace is booked ahead, claiming first would cost two ledger writes
+        # per invoice, in a burst, for nothing; the send stamp costs one per SEND_STAMP_SECONDS).
         keys = [str(invoice.key) for invoice in planned.invoices]
         waited = self._wait_for_start(planned.location_code, spare, pause, keys)
         if waited is not None and not isinstance(waited, FyndCallError):
@@ -267,6 +282,7 @@ class Dispatcher:
             return failed
         calls = deque([FyndCall(planned.location_code, planned.invoice_type, invoices)])
         checked: set[InvoiceKey] = set()
+        read_at_once: set[InvoiceKey] = set()
         while calls:
             call = calls.popleft()
             decided = self._check_first(call, pending, checked, seconds_left, pause, slot)
@@ -280,8 +296,36 @@ class Dispatcher:
             if isinstance(answer, FyndCallRefused) and len(call.invoices) > 1:
                 calls.extendleft(reversed(_halves(call)))
                 continue
+            if self._read_now(call, answer, pending, checked, read_at_once):
+                calls.appendleft(call)
+                continue
             failed.extend(self._settle(call, pending, answer))
         return failed
+
+    def _read_now(
+        self,
+        call: FyndCall,
+        answer: FyndReceipt | FyndCallError | Verdict,
+        pending: dict[InvoiceKey, _Pending],
+        checked: set[InvoiceKey],
+        read_at_once: set[InvoiceKey],
+    ) -> bool:
+        """A lost answer, with reads on a pace of their own: the call goes round again, its orders
+        in doubt, so each is read now, in this invocation (what it proves is recorded; the rest
+        is sent again), not after a back-off behind every message a backlog queued meanwhile.
+        The read costs the calls' pace nothing. Once per order and invocation; on a shared pace
+        (a read would take a call's slot) the retry reads later, as before."""
+        if not isinstance(answer, FyndAmbiguous) or self._read_limiter is None:
+            return False
+        keys = [invoice.key for invoice in call.invoices]
+        if any(key in read_at_once for key in keys):
+            return False
+        count("ReadAfterLostAnswer", len(keys))
+        for key in keys:
+            read_at_once.add(key)
+            checked.discard(key)
+            pending[key].in_doubt = True
+        return True
 
     def _time_left(self, seconds_left: Callable[[], float]) -> float:
         """The invocation's time a call may still use, the reserve for recording kept back."""
@@ -322,18 +366,35 @@ class Dispatcher:
         return self._send(call, budget, pause)
 
     def _start(
-        self, location_code: str | None, spare: float, pause: _Pause, keys: list[str], slot: _Slot
+        self,
+        location_code: str | None,
+        spare: float,
+        pause: _Pause,
+        keys: list[str],
+        slot: _Slot,
+        *,
+        read: bool = False,
     ) -> float | FyndCallError | None:
         """`_wait_for_start`, or, for the call's first request after its claims, its slot taken
-        before them: unless a 429 has paused the batch since, which a fresh slot waits out."""
+        before them: unless a 429 has paused the batch since, which a fresh slot waits out. A
+        read on a pace of its own leaves the call's slot to the send."""
         if slot.failure is not None:
             return slot.failure
-        if slot.take() and pause.until <= self._clock():
+        own_pace = read and self._read_limiter is not None
+        if not own_pace and slot.take() and pause.until <= self._clock():
             return None
-        return self._wait_for_start(location_code, spare, pause, keys)
+        return self._wait_for_start(location_code, spare, pause, keys, read=read)
+
+    def _pace(self, location_code: str | None, *, read: bool) -> tuple[RateLimiter | None, str]:
+        """The limiter a request waits on and its key there; raises FyndCallError when the
+        credential cannot be read."""
+        credential = self._fynd.credential_for(location_code)
+        if read and self._read_limiter is not None:
+            return self._read_limiter, f"{credential}{READ_PACE_SUFFIX}"
+        return self._limiter, credential
 
     def _wait_for_start(
-        self, location_code: str | None, spare: float, pause: _Pause, keys: list[str]
+        self, location_code: str | None, spare: float, pause: _Pause, keys: list[str], *, read: bool = False
     ) -> float | FyndCallError | None:
         """Wait (sleep) for the batch's pause and the credential's next rate slot, if both come
         within `spare` seconds: None, go now. Otherwise the seconds until a start is free (the
@@ -346,11 +407,13 @@ class Dispatcher:
         if held > 0:
             self._sleep(held)
             now, spare = self._clock(), spare - held
-        if self._limiter is None:
+        if self._limiter is None and self._read_limiter is None:
             return None
         try:
-            credential = self._fynd.credential_for(location_code)
-            slot = self._limiter.acquire(credential, now=now, not_after=now + max(spare, 0))
+            limiter, credential = self._pace(location_code, read=read)
+            if limiter is None:
+                return None
+            slot = limiter.acquire(credential, now=now, not_after=now + max(spare, 0))
         except FyndCallError as failure:
             return failure
         except RateLimiterUnavailableError as error:
@@ -368,15 +431,21 @@ class Dispatcher:
             self._sleep(slot.at - now)
         return None
 
-    def _throttled(self, location_code: str | None, failure: FyndThrottled, pause: _Pause) -> None:
-        """A 429: the rest of the batch, and every dispatcher on this credential, wait Retry-After."""
+    def _throttled(
+        self, location_code: str | None, failure: FyndThrottled, pause: _Pause, *, read: bool = False
+    ) -> None:
+        """A 429: the rest of the batch, and every dispatcher on the pace it met, wait Retry-After.
+        A 429 on a read paced apart holds the read pace only: the calls' pace was not refused."""
         wait = failure.retry_after if failure.retry_after is not None else DEFAULT_THROTTLE_PAUSE_SECONDS
         now = self._clock()
-        pause.hold(now + wait)
-        if self._limiter is None:
+        if not (read and self._read_limiter is not None):
+            pause.hold(now + wait)
+        if self._limiter is None and self._read_limiter is None:
             return
         try:
-            self._limiter.throttled(self._fynd.credential_for(location_code), now=now, retry_after=wait)
+            limiter, credential = self._pace(location_code, read=read)
+            if limiter is not None:
+                limiter.throttled(credential, now=now, retry_after=wait)
         except (FyndCallError, RateLimiterUnavailableError) as error:
             logger.warning("could not slow the Fynd rate limiter", extra={"error": str(error)})
 
@@ -492,7 +561,9 @@ class Dispatcher:
         budget = self._read_budget(item, seconds_left)
         if budget < MIN_READ_SECONDS:
             return self._deferral_of(1)
-        waited = self._start(invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)], slot)
+        waited = self._start(
+            invoice.locationCode, budget - MIN_READ_SECONDS, pause, [str(invoice.key)], slot, read=True
+        )
         if isinstance(waited, FyndCallError):
             return None
         if waited is not None:
@@ -503,8 +574,9 @@ class Dispatcher:
         try:
             info = self._fynd.shipment_info(invoice.orderId, invoice.locationCode, time_budget_seconds=budget)
         except FyndThrottled as throttled:
-            # A 429 on a read backs off like one on a call, and holds the batch: nothing is sent meanwhile.
-            self._throttled(invoice.locationCode, throttled, pause)
+            # A 429 on a read backs off like one on a call; on the calls' pace it holds the batch
+            # too (nothing is sent meanwhile), on a read pace of its own only the reads.
+            self._throttled(invoice.locationCode, throttled, pause, read=True)
             return self._policy.for_call_failure(throttled, receive_count=item.delivery.receive_count)
         except FyndCallError as failure:
             logger.info(
@@ -570,17 +642,35 @@ class Dispatcher:
         self, call: FyndCall, copies_of: dict[InvoiceKey, list[ReceivedMessage]], wait: float
     ) -> list[str]:
         """A planned call with no time left, before any claim: every copy waits (afresh, so no
-        receive is spent; none is acknowledged, as in `_keep`). Nothing is written."""
+        receive is spent; none is acknowledged, as in `_keep`). Nothing is written but each
+        entry's send stamp, first (`_stamp`)."""
         logger.warning(
             "no time left for a Fynd call; not claimed",
             extra={"invoice_keys": [str(i.key) for i in call.invoices]},
         )
+        self._each(self._stamp, [copies_of[invoice.key][0] for invoice in call.invoices])
         return [
             message_id
             for invoice in call.invoices
             for copy in copies_of[invoice.key]
             for message_id in self._hold(copy, OUT_OF_TIME, wait)
         ]
+
+    def _stamp(self, delivery: ReceivedMessage) -> None:
+        """Stamp the entry before its fresh copy is sent (Ledger.stamp_sent): the reconciler's
+        premise is that every message carrying an entry was sent before the entry's latest
+        write, or within one invocation after it, and a deferral before the claim writes nothing
+        else. One stamp covers SEND_STAMP_SECONDS of deferrals. Best effort: a stamp not written
+        costs at most one useless copy from the reconciler, so the copy is sent regardless."""
+        now = self._clock()
+        try:
+            self._ledger.stamp_sent(delivery.message, now=now, until=now + SEND_STAMP_SECONDS)
+        except LedgerUnavailableError as error:
+            count("SendStampFailed")
+            logger.warning(
+                "could not stamp the entry before queueing it afresh; the copy goes regardless",
+                extra={**_about(delivery, None), "error": str(error)},
+            )
 
     def _settle(
         self,

@@ -60,6 +60,14 @@ not parked below PARK_AFTER_SECONDS: their back-off (at most 15 min) spends rece
 a lasting outage still ends in the dead-letter queue."""
 
 
+SEND_STAMP_SECONDS = 450
+"""How long one send stamp covers the fresh copies a dispatcher queues of an entry it has not
+claimed (relay.domain.ports.Ledger.stamp_sent): half the reconciler's default window
+(ReconcileAfterMinutes, 15). A call deferred before its claim (no Fynd pace slot in time, or no
+time left) writes nothing else, so an order waiting through a backlog costs one ledger write per
+7.5 minutes, not one per deferral; a message lost after a stamp is found up to this much later."""
+
+
 def is_parked_wait(delay_seconds: float, reason: str | None = None) -> bool:
     """Whether a retry after `delay_seconds` for `reason` is parked in the ledger rather than
     held in flight."""
@@ -162,6 +170,11 @@ class LedgerEntry:
     """When the entry is next due in its work list (WorkList): None when in none (INVOICED)."""
     parked: bool = False
     """RETRYING with no message: the reconciler queues it again at retryAt (PARK_AFTER_SECONDS)."""
+    sent_at: float | None = None
+    """When a dispatcher last stamped the entry before queueing a fresh copy of it unclaimed (a
+    deferral in a backlog, relay.domain.ports.Ledger.stamp_sent); the stamp moved `due_at` to
+    SEND_STAMP_SECONDS later. A note for the operator: claims and records keep it, a fresh start
+    (a resubmission, an enrichment, a replay) forgets it."""
 
     @property
     def waiting_since(self) -> float:

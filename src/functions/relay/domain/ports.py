@@ -67,6 +67,18 @@ class Ledger(Protocol):
         the sender's retry queues it again. False when the entry is no longer QUEUED."""
         ...
 
+    def stamp_sent(self, message: QueuedInvoice, *, now: float, until: float) -> bool:
+        """A dispatcher is about to queue a fresh copy of `message` without claiming its entry (a
+        call deferred before its claims): set the entry's `sentAt` to `now` and its due time in
+        its work list to `until`, the latest a fresh copy may go under this stamp, so the
+        reconciler does not take the entry for lost while that copy waits (relay.domain.reconcile).
+        One conditional write, no read: only on an unfinished entry holding this content, neither
+        parked nor dead-lettered, and already due by `now`; a live lease, a back-off still running
+        or an earlier stamp still covering it leave the entry as it is (so a stamp is written at
+        most once per cover). Status, updatedAt and the lease stay untouched, so no claim, record
+        or reconciler mark is disturbed. False when nothing was written."""
+        ...
+
     def mark_dead_lettered(self, message: QueuedInvoice, *, message_id: str, now: float) -> bool:
         """The message `message_id` leaves for the dead-letter queue: mark the unfinished entry it
         holds (or that nothing has claimed yet), so the reconciler does not queue it again.

@@ -23,8 +23,9 @@ W = the queue's watermark (below):
 | PARKED      | its retryAt has come                                        | returned   |
 
 and, for the lost ones, no write touched the entry since that same moment (the reconciler's own
-mark counts: it sets updatedAt). N exceeds the queue's visibility timeout and the dispatcher's
-lease, so a message still in flight or due back has had its chance first.
+mark counts: it sets updatedAt) and no dispatcher's send stamp covers it past it (`last_moved`).
+N exceeds the queue's visibility timeout and the dispatcher's lease, so a message still in
+flight or due back has had its chance first.
 
 The backlog rule: in a healthy backlog every unfinished entry's message is still on the queue,
 however long ago it was due; what tells a backlog from a loss is the queue's own age. SQS's
@@ -33,9 +34,13 @@ fewer than three times, counted from its send (a message received three times or
 to the back of the queue and no longer counted: AWS, "Available CloudWatch metrics for Amazon
 SQS"). So W, the send time of that message less QUEUE_AGE_MARGIN_SECONDS, says two things:
 - a message received fewer than three times is still on the queue only if it was sent no
-  earlier than that oldest message. Every message that carries an entry was sent before the entry's latest write, or at most one
-  invocation after it (ingest, a dispatcher's fresh copy and this reconciler write the ledger,
-  then send): an entry not written since W has no such message left;
+  earlier than that oldest message. Every message that carries an entry was sent before the
+  entry's latest write, or at most one invocation after it (ingest, a dispatcher's fresh copy
+  and this reconciler write the ledger, then send); a fresh copy a dispatcher queues before any
+  claim (a deferral for time or a Fynd rate slot, which writes nothing else) is sent after the
+  entry's send stamp, which moves its due time in the work index past every copy sent under
+  it (relay.domain.ports.Ledger.stamp_sent): an entry neither written nor due since W has no
+  such message left;
 - a message received three times or more went to the back of the queue when it became visible
   again, at its entry's due time (retryAt): the queue has since moved past everything sent
   before W, so a message that went to the back before W has had its turn. (An IN_PROGRESS
@@ -172,18 +177,22 @@ def lost_before(*, now: float, stall_seconds: float, oldest_sent_at: float | Non
     return cutoff
 
 
+def last_moved(entry: LedgerEntry) -> float:
+    """The latest moment the entry says a message may have been sent for it (less one
+    invocation): its last write, when it was due by its status, and its due time in the work
+    index, which a dispatcher's send stamp moves past every fresh copy it queues before a claim
+    (relay.domain.ports.Ledger.stamp_sent)."""
+    listed = entry.due_at if entry.due_at is not None else entry.updated_at
+    return max(entry.updated_at, due_at(entry), listed)
+
+
 def is_stalled(
     entry: LedgerEntry, *, now: float, stall_seconds: float, oldest_sent_at: float | None = None
 ) -> bool:
-    """Lost: unfinished, not parked, and neither due nor written since `lost_before`: the window
-    ago, and before the oldest message still on the queue was sent, when that is known."""
+    """Lost: unfinished, not parked, and neither due, written nor stamped since `lost_before`:
+    the window ago, and before the oldest message still on the queue was sent, when that is known."""
     cutoff = lost_before(now=now, stall_seconds=stall_seconds, oldest_sent_at=oldest_sent_at)
-    return (
-        entry.status in RECONCILED_STATUSES
-        and not entry.parked
-        and entry.updated_at < cutoff
-        and due_at(entry) < cutoff
-    )
+    return entry.status in RECONCILED_STATUSES and not entry.parked and last_moved(entry) < cutoff
 
 
 def is_expired_dead_letter(entry: LedgerEntry, *, due_by: float) -> bool:
