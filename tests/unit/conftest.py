@@ -1,15 +1,18 @@
 """Unit tests run with the network switched off: any socket connect fails the test. AWS is
 in-process moto (no socket), with resources built from template.yaml's own properties."""
 
+import io
+import json
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from contract.drivers import create_table
+from relay.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -24,6 +27,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture
+def logged() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The relay's log lines so far, as the JSON documents CloudWatch receives (the on-call's view)."""
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    # Swapped, not setStream: that flushes the stream it replaces, which a runner may have closed.
+    previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line]
+    handler.stream = previous  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -9,6 +9,9 @@ remove the new holder's only message; if that worker then dies, the invoice has 
 until the reconciler runs. Both found by the stateful property test (issue 18).
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from factories import invoice
@@ -90,3 +93,64 @@ def test_a_claim_outage_keeps_every_copy_of_the_batch_not_only_the_first(world: 
     # Then both come back: A may be in a late worker's hands, B may be all it has left
     assert sorted(failures) == sorted([copy.message_id, holder.message_id])
     assert set(world.queue.messages) == {copy.message_id, holder.message_id}
+
+
+LEASE_LOST = "lease lost before the outcome was recorded"
+
+
+def test_a_lost_lease_is_logged_with_the_invoice_and_the_verdict_it_could_not_record(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given worker 2 holds the invoice with this same message, and died before recording
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=True)
+    # When worker 1's final answer meets the lost lease
+    world.dispatch([mine], owner="worker-1")
+    # Then a warning names the invoice, its webhook and the verdict that was not recorded
+    (line,) = [doc for doc in logged() if doc["message"] == LEASE_LOST]
+    assert (line["level"], line["invoice_key"], line["correlation_id"], line["verdict"]) == (
+        "WARNING",
+        "A#sale",
+        "wh-1",
+        "Invoiced",
+    )
+
+
+def test_a_lost_lease_keeps_the_message_as_no_failure_until_just_after_the_new_lease(world: World) -> None:
+    # Given worker 2 holds the invoice with this same message, and died before recording
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=True)
+    # When worker 1's final answer meets the lost lease
+    world.dispatch([mine], owner="worker-1")
+    # Then a fresh copy waits (no receive spent) and comes back in the second after the new lease
+    (fresh,) = [held for held in world.queue.messages.values() if held.message_id != mine.message_id]
+    lease = world.settings.lease_seconds
+    assert fresh.receive_count == 0
+    assert lease < fresh.visible_at - world.clock() <= lease + 1
+
+
+def test_a_lost_lease_that_cannot_read_the_entry_keeps_the_message(world: World) -> None:
+    # Given worker 2 holds the invoice with this same message, and died before recording
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=True)
+    # When worker 1's answer meets the lost lease, and the ledger cannot say whether it is final
+    world.faults.fail("ledger.get", LedgerUnavailableError("throttled"), times=None)
+    world.dispatch([mine], owner="worker-1")
+    world.faults.clear()
+    # Then the invoice keeps a message, and ends INVOICED through it, applied once
+    assert world.queue.live_keys()[mine.message.invoice.key] >= 1
+    world.drain()
+    assert world.status(mine.message.invoice.key) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[mine.message.invoice.key] == 1
+
+
+def test_a_lost_lease_with_a_retry_holds_the_message_for_fynds_reason(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given worker 1's call fails on Fynd's 503 while worker 2 takes the message and finishes
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=False)
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+    # When worker 1's retry meets the lost lease
+    world.dispatch([mine], owner="worker-1")
+    # Then the lost lease names the retry, and the message is held for Fynd's reason
+    (line,) = [doc for doc in logged() if doc["message"] == LEASE_LOST]
+    assert line["verdict"] == "RetryLater"
+    holds = [doc for doc in logged() if doc.get("invoice_key") == "A#sale" and "retry_in_s" in doc]
+    assert [doc["reason"] for doc in holds] == ["fynd_unavailable"]

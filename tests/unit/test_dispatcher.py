@@ -3,6 +3,7 @@ fakes, with faults injected between the steps where they hurt: a write that thro
 answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
 dies after Fynd answered."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -10,11 +11,11 @@ import pytest
 
 import relay.domain.dispatch as dispatch_module
 from factories import invoice
-from fakes import Crash, World, lost_answer
-from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
+from fakes import Crash, InMemoryRateLimiter, World, lost_answer
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus, LedgerEvent
+from relay.domain.ledger import InvoiceStatus, LastError, LedgerEvent
 from relay.domain.policy import REFUSED_ALONE, code_policy
 
 
@@ -607,3 +608,290 @@ def test_a_throttled_read_backs_off_without_a_send(world: World) -> None:
     # Then nothing is sent, and the message waits at least the Retry-After
     assert world.fynd.sent[key("A")] == 0
     assert world.queue.messages[message_id].visible_at >= world.clock() + 300
+
+
+# ---- what the on-call reads of a batch ----
+
+
+def lines(logged: Callable[[], list[dict[str, Any]]], message: str) -> list[dict[str, Any]]:
+    return [doc for doc in logged() if doc["message"] == message]
+
+
+def test_a_call_with_no_time_left_names_its_invoices_as_not_claimed(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given two invoices of one call, and a batch with too little time for a call
+    world.accept(invoice("A"), invoice("B"))
+    # When the batch is dispatched with 20 s left
+    world.run(seconds_left=20)
+    # Then one warning names both invoices, left unclaimed
+    (line,) = lines(logged, "no time left for a Fynd call; not claimed")
+    assert (line["level"], line["invoice_keys"]) == ("WARNING", ["A#sale", "B#sale"])
+
+
+def test_a_failed_dead_letter_mark_is_logged_for_the_operator(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given an invoice failing on Fynd on every receive, and the ledger refusing the dead-letter mark
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    world.faults.fail("ledger.mark_dead_lettered", LedgerUnavailableError("throttled"), times=None)
+    # When its message leaves for the dead-letter queue
+    world.drain()
+    assert len(world.queue.dead_letters) == 1
+    # Then a warning names the invoice, its webhook and why it left, for the reconciler queues it again
+    (line,) = lines(logged, "could not mark the entry dead-lettered; the reconciler will queue it again")
+    assert (line["level"], line["invoice_key"], line["correlation_id"], line["reason"]) == (
+        "WARNING",
+        "A#sale",
+        "wh-1",
+        "fynd_unavailable",
+    )
+
+
+def test_a_shipment_info_read_that_fails_is_logged_with_its_reason_and_the_invoice_is_sent(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given an invoice whose first call failed with a 5xx (it may have reached Fynd)
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.run()
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    # When the read before the resend fails too
+    world.faults.fail("fynd.read", FyndUnavailable("Shipment Info answered 502"))
+    world.run()
+    # Then the failure is logged with the invoice, its webhook, the reason and Fynd's words,
+    # and the invoice is sent as without the read
+    (line,) = lines(logged, "Shipment Info unavailable")
+    assert {name: line[name] for name in ("level", "invoice_key", "correlation_id", "reason", "error")} == {
+        "level": "INFO",
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "reason": "fynd_unavailable",
+        "error": "Shipment Info answered 502",
+    }
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+def test_a_shipment_info_read_logs_what_it_decided(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given Fynd applied the call but its answer was lost
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    # When the retry reads Shipment Info
+    world.drain()
+    # Then the read's line says the shipment is invoiced and what that decided: Invoiced, no send
+    (line,) = lines(logged, "Shipment Info read")
+    assert (line["invoice_key"], line["shipment_state"], line["decided"]) == (
+        "A#sale",
+        "invoiced",
+        "Invoiced",
+    )
+
+
+def test_a_split_keeps_the_calls_location_and_invoice_type(world: World) -> None:
+    # Given four credit notes of one location, and Fynd refusing any call that carries R
+    world.fynd.refuse_alone.add("R")
+    world.accept(*[invoice(f"O-{n}", locationCode="WH-7", invoiceType="return") for n in range(3)])
+    world.accept(invoice("R", locationCode="WH-7", invoiceType="return"), correlation_id="wh-2")
+    # When the call is split down to R
+    world.run()
+    # Then every half went to the same location, as credit notes
+    assert len(world.fynd.calls) > 1
+    assert {(call.location_code, call.invoice_type) for call in world.fynd.calls} == {
+        ("WH-7", InvoiceType.RETURN)
+    }
+
+
+class UnreachableLimiter(InMemoryRateLimiter):
+    """A rate limiter that grants slots but cannot be slowed (its table throttled)."""
+
+    def throttled(self, credential: str, *, now: float, retry_after: float) -> None:
+        raise RateLimiterUnavailableError("rate table throttled")
+
+
+def test_a_429_slows_the_limiter_of_the_calls_own_credential() -> None:
+    # Given a location with its own Fynd credential, and Fynd answering 429 with Retry-After 30
+    world = World(limiter=InMemoryRateLimiter(20))
+    world.fynd.credentials["WH-9"] = "wh9-credential"
+    world.accept(invoice("A", locationCode="WH-9"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=30))
+    # When the call is made
+    world.run()
+    # Then that credential, not the company's, waits the Retry-After
+    assert world.limiter is not None
+    assert world.limiter.throttles == [("wh9-credential", world.clock() + 30)]
+
+
+def test_a_429_holds_the_rest_of_the_batch_for_its_retry_after(world: World) -> None:
+    # Given two calls in one batch (two locations), and Fynd answering the first with 429, Retry-After 30
+    world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=30))
+    # When the batch is dispatched
+    world.run()
+    # Then the second call is not sent meanwhile: it waits at least the Retry-After
+    assert len(world.fynd.call_starts) == 1
+    assert all(held.visible_at >= world.clock() + 30 for held in world.queue.messages.values())
+
+
+def test_a_limiter_that_cannot_be_slowed_is_logged_and_the_429_still_backs_off(
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given a rate limiter that cannot be written, and Fynd answering 429
+    world = World(limiter=UnreachableLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=30))
+    # When the call is made
+    world.run()
+    # Then a warning says the pace could not be slowed, and why; the invoice still waits its turn
+    (line,) = lines(logged, "could not slow the Fynd rate limiter")
+    assert (line["level"], line["error"]) == ("WARNING", "rate table throttled")
+    assert world.status(key("A")) is InvoiceStatus.RETRYING
+
+
+def test_a_call_that_runs_out_of_time_after_its_claims_records_that_nothing_was_sent(world: World) -> None:
+    # Given an invoice whose claim takes 45 s of a 60 s invocation (a slow ledger)
+    world.accept(invoice("A"))
+    world.faults.meanwhile("ledger.claim", lambda: world.clock.advance(45))
+    # When the batch is dispatched, leaving less than a whole request for the call
+    world.run(seconds_left=60, timed=True)
+    # Then nothing is sent, the claim is given back with the reason, and that nothing was sent
+    # (so the next attempt needs no Shipment Info read first)
+    entry = world.ledger.entries[key("A")]
+    assert world.fynd.call_starts == []
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.last_error == LastError("out_of_time", "invocation ran out of time", nothing_sent=True)
+    # And a fresh copy comes back a second later, no receive spent
+    (fresh,) = world.queue.messages.values()
+    assert (fresh.receive_count, fresh.visible_at - world.clock()) == (0, 1)
+
+
+def held(logged: Callable[[], list[dict[str, Any]]], message: str) -> list[tuple[str, str, int]]:
+    """(invoice_key, reason, retry_in_s) of every line `message` about a held message."""
+    return [(doc["invoice_key"], doc["reason"], doc["retry_in_s"]) for doc in lines(logged, message)]
+
+
+def test_a_message_queued_afresh_is_counted_and_logged_with_its_reason_and_wait(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given an invoice, and a batch with too little time for its call
+    world.accept(invoice("A"))
+    # When it is dispatched with 20 s left
+    world.run(seconds_left=20)
+    # Then its fresh copy is counted as a retry for lack of time, and logged with its wait
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "out_of_time"}]
+    assert held(logged, "invoice queued afresh for its next attempt") == [("A#sale", "out_of_time", 1)]
+
+
+def test_a_retry_on_fynds_failure_is_counted_and_logged_with_its_reason_and_wait(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given Fynd answering 503 to the call
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"))
+    # When it is dispatched
+    (message_id,) = world.run()
+    # Then the message comes back after its back-off, counted and logged with Fynd's reason
+    wait = round(world.queue.messages[message_id].visible_at - world.clock())
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "fynd_unavailable"}]
+    assert held(logged, "invoice will be retried") == [("A#sale", "fynd_unavailable", wait)]
+
+
+def test_a_message_leaving_for_the_dead_letter_queue_is_logged_as_an_error_with_its_reason(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given Fynd answering 503 on every receive
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503"), times=None)
+    # When the message runs out of receives
+    world.drain()
+    # Then one error line says it leaves for the dead-letter queue, and why
+    (line,) = lines(logged, "invoice leaves for the dead-letter queue")
+    assert (line["level"], line["invoice_key"], line["reason"]) == ("ERROR", "A#sale", "fynd_unavailable")
+
+
+def test_a_fresh_copy_sqs_refuses_is_logged_and_the_message_itself_comes_back(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given a batch with too little time for its call, and SQS refusing the fresh copy
+    world.accept(invoice("A"))
+    world.faults.fail("queue.send_later", QueueUnavailableError("throttled"))
+    # When it is dispatched with 20 s left
+    failures = world.run(seconds_left=20)
+    # Then a warning says so, and the message itself comes back (named to Lambda)
+    assert held(logged, "could not queue a fresh copy; the message comes back") == [
+        ("A#sale", "out_of_time", 1)
+    ]
+    assert len(failures) == 1
+
+
+def test_a_copy_of_a_final_invoice_is_counted_as_suppressed_by_the_ledger_and_logged(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given an invoice already INVOICED, and two more copies of it queued
+    world.accept(invoice("A"))
+    world.run()
+    world.queue_again(invoice("A"), invoice("A"))
+    counted.clear()
+    # When both copies arrive in one batch
+    world.run()
+    # Then both are counted as duplicates the ledger suppressed, and one line says why
+    assert ("DuplicatesSuppressed", 2, {"stage": "ledger"}) in counted
+    (line,) = lines(logged, "invoice not sent again")
+    assert (line["invoice_key"], line["status"]) == ("A#sale", "INVOICED")
+
+
+def test_copies_of_a_key_another_worker_holds_are_logged_as_waiting_for_the_lease(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given worker 1 holding A with its own message, and a copy of A
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    holder, copy = world.queue.receive(2)
+    claim = world.ledger.claim(
+        holder.message, message_id=holder.message_id, owner="worker-1", now=world.clock(), lease_seconds=120
+    )
+    assert claim.granted
+    # When worker 2 gets the copy, and later a second delivery of the holder's own message
+    world.dispatch([copy], owner="worker-2")
+    world.dispatch([holder], owner="worker-2")
+    # Then each waits for the lease, and the lines tell the holder's own message from a copy
+    waits = [doc for doc in logged() if "waits for the lease" in doc["message"]]
+    assert [(doc["message"], doc["invoice_key"], doc["status"]) for doc in waits] == [
+        ("invoice held by another worker; the copy waits for the lease", "A#sale", "IN_PROGRESS"),
+        ("holder's own message delivered twice; it waits for the lease", "A#sale", "IN_PROGRESS"),
+    ]
+    # And each fresh copy comes back in the second after the lease
+    lease_until = claim.entry.lease_until if claim.entry else None
+    assert lease_until is not None
+    fresh = [m for m in world.queue.messages.values() if m.receive_count == 0]
+    assert len(fresh) == 2
+    assert all(lease_until < m.visible_at <= lease_until + 1 for m in fresh)
+
+
+def test_a_copy_meeting_a_back_off_is_logged_and_comes_back_just_after_it(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given an invoice RETRYING after Fynd's 503, and a copy of it queued
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.run()
+    retry_at = world.ledger.entries[key("A")].retry_at
+    assert retry_at is not None
+    world.queue_again(invoice("A"))
+    # When the copy arrives before the back-off is over
+    copy = next(m for m in world.queue.receive(10) if m.receive_count == 1)
+    world.dispatch([copy], owner="worker-2")
+    # Then one line says it waits for its next attempt, and its fresh copy comes back just after retryAt
+    (line,) = lines(logged, "invoice waits for its next attempt")
+    assert (line["invoice_key"], line["status"]) == ("A#sale", "RETRYING")
+    fresh = [m for m in world.queue.messages.values() if m.receive_count == 0]
+    assert len(fresh) == 1
+    assert retry_at < fresh[0].visible_at <= retry_at + 1

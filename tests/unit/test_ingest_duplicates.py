@@ -1,21 +1,21 @@
 """What an ERP's duplicate of a QUEUED invoice puts on the queue: nothing, unless its sender
 may not have heard the 202: the same delivery again (its webhook-id), or an entry whose send
-failed (marked). What neither covers waits for the reconciler. Over the port fakes
-(tests/fakes.py)."""
+failed (marked). What neither covers waits for the reconciler. Then how often acceptance reads
+the ledger when copies race, and what it tells the on-call of each webhook (its metrics and
+log lines, which the dashboards and alarms read). Over the port fakes (tests/fakes.py)."""
 
-import io
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+import relay.domain.intake as intake_module
 from factories import invoice
 from fakes import Crash, World
-from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
-from relay.domain.intake import Action, InvoiceAcceptance
+from relay.domain.errors import AcceptRaceError, ConflictError, LedgerUnavailableError, QueueUnavailableError
+from relay.domain.intake import ADMIT_ROUNDS, Action, InvoiceAcceptance
 from relay.domain.ledger import InvoiceStatus
-from relay.observability import logger
+from relay.domain.messages import QueuedInvoice
 
 
 @pytest.fixture
@@ -140,19 +140,21 @@ def test_a_failed_send_with_just_the_time_for_one_write_left_still_marks(world: 
 
 
 @pytest.fixture
-def warnings() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The relay's log lines at WARNING and above so far, as the JSON documents CloudWatch receives."""
-    stream = io.StringIO()
-    handler = logger.registered_handler
-    # Swapped, not setStream: that flushes the stream it replaces, which a runner may have closed.
-    previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
+def warnings(logged: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
+    """The relay's log lines at WARNING and above so far."""
+    return lambda: [document for document in logged() if document.get("level") in ("WARNING", "ERROR")]
 
-    def lines() -> list[dict[str, Any]]:
-        documents = [json.loads(line) for line in stream.getvalue().splitlines() if line]
-        return [document for document in documents if document.get("level") in ("WARNING", "ERROR")]
 
-    yield lines
-    handler.stream = previous  # type: ignore[attr-defined]
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
+    """Every metric acceptance counts: (name, value, dimensions)."""
+    seen: list[tuple[str, float, dict[str, str]]] = []
+
+    def count(name: str, value: float = 1, **dimensions: str) -> None:
+        seen.append((name, value, dimensions))
+
+    monkeypatch.setattr(intake_module, "count", count)
+    return seen
 
 
 UNMARKED = "invoices not queued nor marked for the sender's retry; the reconciler will queue them"
@@ -183,3 +185,151 @@ def test_a_failed_send_whose_every_invoice_is_marked_warns_of_nothing_unmarked(
         world.accept(invoice("A"), invoice("B"))
     # Then no warning says an invoice waits for the reconciler: the sender's retry queues both
     assert [doc for doc in warnings() if doc["message"] == UNMARKED] == []
+
+
+def test_a_failed_send_with_no_time_left_to_mark_names_every_invoice_for_the_operator(
+    world: World, warnings: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given ingest's clock: time enough for the writes and the send, and then less than one write
+    left = iter([10.0, 1.0])
+    acceptance = InvoiceAcceptance(
+        ledger=world.ledger, queue=world.queue, clock=world.clock, reserve_seconds=5.7, mark_seconds=1.9
+    )
+    world.faults.fail("queue.send", QueueUnavailableError("2 invoice(s) could not be queued"))
+    # When the send of A and B fails
+    with pytest.raises(QueueUnavailableError):
+        acceptance.accept(
+            [invoice("A"), invoice("B")], correlation_id="wh-1", seconds_left=lambda: next(left)
+        )
+    # Then neither is marked, and one warning names both: only the reconciler will queue them
+    unmarked = [doc for doc in warnings() if doc["message"] == UNMARKED]
+    assert [doc["invoice_keys"] for doc in unmarked] == [[str(invoice("A").key), str(invoice("B").key)]]
+
+
+ACCEPTED = "invoices accepted"
+
+
+def test_an_accepted_webhook_counts_and_logs_what_it_queued_and_what_was_already_known(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given A and B accepted and waiting in the queue
+    world.accept(invoice("A"), invoice("B"))
+    counted.clear()
+    # When the ERP sends A and B again beside the new C and D, under a new webhook-id
+    world.accept(*(invoice(order) for order in "ABCD"), correlation_id="wh-2")
+    # Then the metrics say four received, two queued and two duplicates suppressed at ingest
+    assert counted == [
+        ("InvoicesReceived", 4, {}),
+        ("DuplicatesSuppressed", 2, {"stage": "ingest"}),
+        ("InvoicesQueued", 2, {}),
+    ]
+    # And the log line names every key of the webhook, with what was queued and what was known
+    (line,) = [doc for doc in logged() if doc["message"] == ACCEPTED and doc["already_known"] == 2]
+    assert (line["level"], line["invoice_keys"], line["queued"]) == (
+        "INFO",
+        [str(invoice(order).key) for order in "ABCD"],
+        2,
+    )
+
+
+def test_a_webhook_of_new_invoices_counts_no_duplicate(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # When a webhook of two new invoices is accepted
+    world.accept(invoice("A"), invoice("B"))
+    # Then both are counted received and queued, and no duplicate is counted
+    assert counted == [("InvoicesReceived", 2, {}), ("InvoicesQueued", 2, {})]
+    (line,) = [doc for doc in logged() if doc["message"] == ACCEPTED]
+    assert (line["queued"], line["already_known"]) == (2, 0)
+
+
+def test_each_queued_message_carries_the_webhook_id_of_the_delivery_that_queued_it(world: World) -> None:
+    # When a webhook is accepted under the webhook-id wh-7
+    world.accept(invoice("A"), invoice("B"), correlation_id="wh-7")
+    # Then every message it queued names that delivery, for the dispatcher's log and trace
+    bodies = [QueuedInvoice.from_body(held.body) for held in world.queue.messages.values()]
+    assert [(body.invoice.orderId, body.correlation_id) for body in bodies] == [("A", "wh-7"), ("B", "wh-7")]
+
+
+def test_a_conflict_is_counted_and_its_keys_named_for_the_operator(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    warnings: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given A and B recorded
+    world.accept(invoice("A"), invoice("B"))
+    counted.clear()
+    # When a webhook brings other invoices for A and B beside a new C
+    changed = [invoice(order, invoiceNumber=f"INV-{order}-2") for order in "AB"]
+    with pytest.raises(ConflictError):
+        world.accept(*changed, invoice("C"), correlation_id="wh-2")
+    # Then two conflicts are counted, one warning names both keys, and C is not recorded
+    assert ("Conflicts", 2, {}) in counted
+    conflicts = [doc for doc in warnings() if doc["message"] == "invoices conflict with recorded ones"]
+    assert [doc["invoice_keys"] for doc in conflicts] == [[str(invoice("A").key), str(invoice("B").key)]]
+    assert invoice("C").key not in world.ledger.entries
+
+
+RACE = "an invoice key changed while accepting; reading it again"
+
+
+def test_a_race_that_never_settles_is_read_again_at_most_admit_rounds_times_each_counted_and_logged(
+    world: World,
+    counted: list[tuple[str, float, dict[str, str]]],
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # Given a ledger whose every write is refused because a key changed meanwhile
+    world.faults.fail("ledger.accept", AcceptRaceError("changed"), times=None)
+    # When a webhook is accepted (written first, unread, as it is small)
+    with pytest.raises(AcceptRaceError) as refused:
+        world.accept(invoice("A"))
+    # Then the ledger was read ADMIT_ROUNDS times after the first write, and no more
+    assert (world.faults.calls["ledger.get_many"], world.faults.calls["ledger.accept"]) == (
+        ADMIT_ROUNDS,
+        ADMIT_ROUNDS + 1,
+    )
+    # And each race after a read is counted and logged with its round; the error says how many
+    assert [name for name, _, _ in counted].count("AcceptRaces") == ADMIT_ROUNDS
+    assert [doc["round"] for doc in logged() if doc["message"] == RACE] == list(range(1, ADMIT_ROUNDS + 1))
+    assert str(refused.value) == f"invoice keys kept changing over {ADMIT_ROUNDS} attempts to accept them"
+
+
+def test_a_webhook_above_the_optimistic_limit_is_read_first_and_settles_on_its_last_round(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given acceptance that writes unread only webhooks of up to 2 invoices, and a ledger that
+    # refuses the first ADMIT_ROUNDS - 1 writes
+    acceptance = InvoiceAcceptance(
+        ledger=world.ledger, queue=world.queue, clock=world.clock, optimistic_limit=2
+    )
+    world.faults.fail("ledger.accept", AcceptRaceError("changed"), times=ADMIT_ROUNDS - 1)
+    # When a webhook of 3 invoices is accepted
+    admissions = acceptance.accept([invoice("A"), invoice("B"), invoice("C")], correlation_id="wh-1")
+    # Then every write came after a read, and the last round's write recorded and queued them all
+    assert world.faults.calls["ledger.get_many"] == world.faults.calls["ledger.accept"] == ADMIT_ROUNDS
+    assert [admission.action for admission in admissions] == [Action.CREATE] * 3
+    assert len(world.queue.messages) == 3
+    assert [doc["round"] for doc in logged() if doc["message"] == RACE] == list(range(1, ADMIT_ROUNDS))
+
+
+@pytest.mark.parametrize(("size", "reads"), [(1, 0), (2, 0), (3, 1)])
+def test_a_webhook_up_to_the_optimistic_limit_is_written_unread(world: World, size: int, reads: int) -> None:
+    # Given acceptance that writes unread only webhooks of up to 2 invoices
+    acceptance = InvoiceAcceptance(
+        ledger=world.ledger, queue=world.queue, clock=world.clock, optimistic_limit=2
+    )
+    # When a webhook of `size` new invoices is accepted
+    acceptance.accept([invoice(f"N-{n}") for n in range(size)], correlation_id="wh-1")
+    # Then the ledger is read first only above the limit, and every invoice is queued
+    assert (world.faults.calls["ledger.get_many"], len(world.queue.messages)) == (reads, size)
+
+
+def test_without_an_optimistic_limit_new_invoices_are_written_unread(world: World) -> None:
+    # When a webhook of new invoices is accepted by acceptance without a limit
+    world.accept(invoice("A"), invoice("B"))
+    # Then the write's conditions alone proved them new: the ledger was never read
+    assert (world.faults.calls["ledger.get_many"], world.faults.calls["ledger.accept"]) == (0, 1)

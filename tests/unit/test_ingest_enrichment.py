@@ -16,6 +16,7 @@ from relay.domain.errors import ConflictError, QueueUnavailableError
 from relay.domain.intake import Action, Admission, InvoiceAcceptance, admit
 from relay.domain.invoice import Invoice
 from relay.domain.ledger import InvoiceStatus, LedgerEntry
+from relay.domain.messages import QueuedInvoice
 
 E_INVOICE = {
     "irnNumber": "a" * 64,
@@ -215,3 +216,56 @@ def test_a_replacement_whose_queue_send_failed_is_sent_once_by_the_reconciler(wo
     world.reconcile()
     world.drain()
     assert [item for call in world.fynd.calls for item in call.invoices] == [ENRICHED]
+
+
+@pytest.mark.parametrize(
+    ("status", "second", "answer"),
+    [
+        (InvoiceStatus.QUEUED, FIRST, Action.ANSWER),  # the same invoice again
+        (InvoiceStatus.QUEUED, invoice("FY-ENR-1", invoiceNumber="INV-OTHER"), None),  # another number
+        (InvoiceStatus.IN_PROGRESS, ENRICHED, None),  # an enrichment after the claim
+        (InvoiceStatus.INVOICED, ENRICHED, None),  # an enrichment once final
+    ],
+)
+def test_only_a_possible_enrichment_reads_the_stored_invoice(
+    world: World, status: InvoiceStatus, second: Invoice, answer: Action | None
+) -> None:
+    # Given the first version recorded, in `status`
+    world.accept(FIRST)
+    world.ledger.entries[FIRST.key] = replace(world.ledger.entries[FIRST.key], status=status)
+    # When `second` arrives
+    if answer is None:
+        with pytest.raises(ConflictError):
+            world.accept(second, correlation_id="wh-2")
+    else:
+        (admission,) = world.accept(second, correlation_id="wh-2")
+        assert admission.action is answer
+    # Then it was decided (a duplicate answered, or a conflict) from the entry alone: no stored
+    # invoice was read, as a read per key costs
+    assert world.faults.calls["ledger.body"] == 0
+
+
+def test_an_enrichment_reads_the_stored_invoice_once() -> None:
+    world = World()
+    world.accept(FIRST)
+    world.accept(ENRICHED, correlation_id="wh-2")
+    assert world.faults.calls["ledger.body"] == 1
+
+
+def test_a_stored_invoice_for_other_content_is_no_version_to_enrich(world: World) -> None:
+    # Given the invoice recorded with its acknowledgement, while the body stored for its key is
+    # a racer's, for other content (the invoice without it)
+    acknowledged = invoice("FY-ENR-1", ackNumber="182610045719832")
+    world.accept(acknowledged)
+    world.ledger.bodies[FIRST.key] = QueuedInvoice(
+        invoice=FIRST,
+        content_hash=FIRST.content_hash(),
+        accepted_at=world.clock.now,
+        correlation_id="wh-racer",
+    ).to_body()
+    # When a version that adds the IRN to the racer's invoice, but drops the acknowledgement, arrives
+    with_irn = invoice("FY-ENR-1", irnNumber="a" * 64)
+    # Then it is a conflict with what is recorded, not an enrichment of the racer's body
+    with pytest.raises(ConflictError):
+        world.accept(with_irn, correlation_id="wh-2")
+    assert world.ledger.entries[FIRST.key].content_hash == acknowledged.content_hash()

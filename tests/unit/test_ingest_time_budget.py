@@ -139,9 +139,11 @@ def test_breach_11_no_ledger_write_without_the_time_to_queue_after_it() -> None:
     # Given less time left than a round can take at worst
     left = wiring.INGEST_WRITE_RESERVE_SECONDS - 0.01
     # When an invoice is accepted, Then nothing is written and the sender hears 503 (retry)
-    with pytest.raises(AcceptanceOutOfTime):
+    with pytest.raises(AcceptanceOutOfTime) as refused:
         acceptance.accept([invoice()], correlation_id="wh", seconds_left=lambda: left)
     assert (ledger.entries, queued_bodies(queue)) == ({}, [])
+    # And ingest's error log (the exception it logs) says why
+    assert str(refused.value) == "too little time left to record and queue these invoices"
 
 
 def test_a_round_with_time_enough_writes_and_queues() -> None:
@@ -203,3 +205,19 @@ def test_a_budgeted_send_on_the_real_clock_queues_everything(count: int) -> None
     # When messages are sent, Then every one is taken: the first attempt is never skipped
     queue.send(messages(count))
     assert sqs.sent == count
+
+
+def test_acceptance_built_without_reserves_writes_and_marks_however_little_time_is_left() -> None:
+    from relay.domain.intake import InvoiceAcceptance
+
+    # Given acceptance built with no reserve for its writes nor for a mark (the defaults), half a
+    # second left, and SQS refusing the send
+    clock = FakeClock()
+    ledger, queue = InMemoryLedger(clock), RecordingQueue(clock)
+    queue.refuse_next(lambda index, message: True)
+    acceptance = InvoiceAcceptance(ledger=ledger, queue=queue, clock=clock)
+    # When an invoice is accepted
+    with pytest.raises(QueueUnavailableError):
+        acceptance.accept([invoice()], correlation_id="wh", seconds_left=lambda: 0.5)
+    # Then it was recorded, and marked for the sender's retry: no time check held either back
+    assert ledger.entries[invoice().key].send_failed_at == clock.now

@@ -5,6 +5,7 @@ that one entry's failure never stops the others, and that what it heals reaches 
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,12 @@ from relay.domain.intake import Action
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
-from relay.domain.reconcile import DEAD_LETTER_RETENTION_SECONDS, is_stalled
+from relay.domain.reconcile import (
+    DEAD_LETTER_RETENTION_SECONDS,
+    is_due_parked,
+    is_expired_dead_letter,
+    is_stalled,
+)
 
 MINUTE = 60.0
 WINDOW = 15 * MINUTE
@@ -450,3 +456,137 @@ def test_a_dead_lettered_invoice_whose_message_expired_is_queued_again(world: Wo
     # And the next runs find nothing more to queue
     world.clock.now += DEAD_LETTER_RETENTION_SECONDS + 1
     assert world.reconcile().requeued == {}
+
+
+# ---- what the on-call reads of a run ----
+
+
+def test_a_lost_invoice_queued_again_is_logged_with_its_key_state_and_webhook(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given a stalled RETRYING entry accepted by the webhook wh-9
+    now = world.clock.now
+    stored(
+        world,
+        "FY-1",
+        InvoiceStatus.RETRYING,
+        updated_ago=40 * MINUTE,
+        retry_at=now - 20 * MINUTE,
+        correlation_id="wh-9",
+    )
+    # When the reconciler queues it again
+    world.reconcile()
+    # Then its warning names the invoice, the status it was found in, that it was not parked,
+    # and the webhook that accepted it
+    (line,) = [doc for doc in logged() if doc["message"] == "stalled invoice queued again"]
+    assert (line["level"], line["invoice_key"], line["status"], line["parked"], line["correlation_id"]) == (
+        "WARNING",
+        "FY-1#sale",
+        "RETRYING",
+        False,
+        "wh-9",
+    )
+
+
+def test_an_invoice_that_could_not_be_queued_again_is_logged_with_the_reason(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given a stalled QUEUED entry of the webhook wh-9 whose stored invoice is gone
+    stored(world, "OLD-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE, correlation_id="wh-9")
+    del world.ledger.bodies[key("OLD-1")]
+    # When the reconciler cannot queue it
+    world.reconcile()
+    # Then an error line names the invoice, its state and webhook, and why
+    (line,) = [doc for doc in logged() if doc["message"] == "invoice could not be queued again"]
+    assert {
+        name: line[name] for name in ("level", "invoice_key", "status", "parked", "correlation_id", "reason")
+    } == {
+        "level": "ERROR",
+        "invoice_key": "OLD-1#sale",
+        "status": "QUEUED",
+        "parked": False,
+        "correlation_id": "wh-9",
+        "reason": "no_stored_invoice",
+    }
+
+
+def test_a_ledger_outage_reading_the_stored_invoice_leaves_the_entry_to_the_reconciler_not_the_erp(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given a stalled QUEUED entry, and the ledger failing as its stored invoice is read
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    world.faults.fail("ledger.body", LedgerUnavailableError("throttled"))
+    # When the reconciler runs
+    assert world.reconcile().failed == ["FY-1#sale"]
+    # Then the entry is not marked as a failed send: an outage is not the ERP's to heal, and a
+    # later run finds the entry again once it is due
+    assert world.ledger.entries[key("FY-1")].send_failed_at is None
+    assert [doc["reason"] for doc in logged() if doc["message"] == "invoice could not be queued again"] == [
+        "ledger_unavailable"
+    ]
+
+
+def test_a_refused_send_whose_mark_meets_a_ledger_outage_still_ends_the_run_with_every_entry(
+    world: World,
+) -> None:
+    # Given two stalled QUEUED entries, the queue refusing their send, and the ledger refusing the marks
+    stored(world, "A-1", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
+    stored(world, "B-1", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
+    world.faults.fail("queue.send", QueueUnavailableError("2 invoice(s) could not be queued"))
+    world.faults.fail("ledger.mark_send_failed", LedgerUnavailableError("throttled"), times=None)
+    # When the reconciler runs, Then it reports both as failed and raises nothing
+    report = world.reconcile()
+    assert (sorted(report.failed), report.complete) == (["A-1#sale", "B-1#sale"], True)
+
+
+def entry_at(status: InvoiceStatus, **fields: Any) -> LedgerEntry:
+    return LedgerEntry(
+        key=key("FY-1"),
+        status=status,
+        content_hash="h",
+        invoice_number="INV-1",
+        attempts=1,
+        accepted_at=NOW - 7200,
+        updated_at=fields.pop("updated_at", NOW - 3600),
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "expired"),
+    [
+        # marked, unfinished, not written since the retention ago (to the second): its message is gone
+        (entry_at(InvoiceStatus.RETRYING, dead_lettered_at=NOW - 100, updated_at=NOW - 100), True),
+        (entry_at(InvoiceStatus.QUEUED, dead_lettered_at=NOW - 100, updated_at=NOW - 200), True),
+        # written after: a redrive, a claim
+        (entry_at(InvoiceStatus.RETRYING, dead_lettered_at=NOW - 100, updated_at=NOW - 99), False),
+        # never dead-lettered, however old
+        (entry_at(InvoiceStatus.RETRYING, updated_at=NOW - 10_000), False),
+        # final, however old its mark
+        (entry_at(InvoiceStatus.INVOICED, dead_lettered_at=NOW - 10_000, updated_at=NOW - 10_000), False),
+    ],
+)
+def test_a_dead_letter_is_expired_only_unfinished_marked_and_untouched_since_the_retention(
+    entry: LedgerEntry, expired: bool
+) -> None:
+    # Given `entry`, When asked with the retention ago at NOW - 100
+    # Then it is expired exactly when it is unfinished, marked and not written since
+    assert is_expired_dead_letter(entry, due_by=NOW - 100) is expired
+
+
+@pytest.mark.parametrize(
+    ("entry", "due"),
+    [
+        (entry_at(InvoiceStatus.RETRYING, parked=True, retry_at=NOW), True),
+        (entry_at(InvoiceStatus.RETRYING, parked=True, retry_at=NOW + 1), False),
+        # not parked: its message brings it back, not the reconciler
+        (entry_at(InvoiceStatus.RETRYING, retry_at=NOW - 60), False),
+        # claimed or final since it was listed
+        (entry_at(InvoiceStatus.IN_PROGRESS, parked=True, retry_at=NOW - 60), False),
+        (entry_at(InvoiceStatus.INVOICED, parked=True, retry_at=NOW - 60), False),
+    ],
+)
+def test_a_parked_wait_is_due_only_while_parked_and_retrying_once_its_retry_at_has_come(
+    entry: LedgerEntry, due: bool
+) -> None:
+    assert is_due_parked(entry, now=NOW) is due
