@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import relay.domain.reconcile as reconcile_module
-from factories import invoice
+from factories import invoice, ledger_entry
 from fakes import Crash, InMemoryLedger, World
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndUnavailable
@@ -101,16 +101,7 @@ def test_breach_11_stalled_means_no_progress_for_the_window_on_the_status_own_cl
     status: InvoiceStatus, updated_ago: float, fields: dict[str, float], stalled: bool
 ) -> None:
     # Given an entry in `status`, last written `updated_ago`
-    entry = LedgerEntry(
-        key=key("FY-1"),
-        status=status,
-        content_hash="h",
-        invoice_number="INV-1",
-        attempts=1,
-        accepted_at=NOW - 7200,
-        updated_at=NOW - updated_ago,
-        **fields,  # type: ignore[arg-type]
-    )
+    entry = ledger_entry(status, accepted_at=NOW - 7200, updated_at=NOW - updated_ago, **fields)
     # Then it is stalled exactly when its status' clock ran out more than the window ago
     assert is_stalled(entry, now=NOW, stall_seconds=WINDOW) is stalled
 
@@ -540,15 +531,8 @@ def test_a_refused_send_whose_mark_meets_a_ledger_outage_still_ends_the_run_with
 
 
 def entry_at(status: InvoiceStatus, **fields: Any) -> LedgerEntry:
-    return LedgerEntry(
-        key=key("FY-1"),
-        status=status,
-        content_hash="h",
-        invoice_number="INV-1",
-        attempts=1,
-        accepted_at=NOW - 7200,
-        updated_at=fields.pop("updated_at", NOW - 3600),
-        **fields,
+    return ledger_entry(
+        status, accepted_at=NOW - 7200, updated_at=fields.pop("updated_at", NOW - 3600), **fields
     )
 
 

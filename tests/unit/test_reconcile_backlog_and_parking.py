@@ -5,7 +5,7 @@ waits again when due; a parked invoice is found again whatever befalls one recon
 import pytest
 
 import relay.domain.reconcile as reconcile_module
-from factories import invoice
+from factories import invoice, ledger_entry
 from fakes import Crash, World
 from relay.domain.errors import LedgerUnavailableError
 from relay.domain.fynd import FyndUnavailable
@@ -203,16 +203,8 @@ def test_wall_7_every_unfinished_status_is_lost_only_once_the_queue_has_moved_pa
 ) -> None:
     # Given an entry due and last written 20 and 22 minutes ago (past the 15-minute window), and
     # the send time of the oldest message on the queue (of those received fewer than 3 times)
-    entry = LedgerEntry(
-        key=key("FY-1"),
-        status=status,
-        content_hash="h",
-        invoice_number="INV-1",
-        attempts=1,
-        accepted_at=NOW - 7200,
-        updated_at=NOW - (20 if status is InvoiceStatus.QUEUED else 22) * MINUTE,
-        **fields,  # type: ignore[arg-type]
-    )
+    written_ago = (20 if status is InvoiceStatus.QUEUED else 22) * MINUTE
+    entry = ledger_entry(status, accepted_at=NOW - 7200, updated_at=NOW - written_ago, **fields)
     oldest = None if oldest_sent_ago is None else NOW - oldest_sent_ago
     # Then it is lost only when the queue moved past its time: the same rule for every status
     assert reconcile_module.is_stalled(entry, now=NOW, stall_seconds=WINDOW, oldest_sent_at=oldest) is stalled

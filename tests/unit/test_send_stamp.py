@@ -8,12 +8,12 @@ in a backlog")."""
 import pytest
 
 import relay.domain.dispatch as dispatch_module
-from factories import invoice
+from factories import invoice, ledger_entry
 from fakes import InMemoryRateLimiter, World
 from relay.domain.errors import LedgerUnavailableError
 from relay.domain.fynd import FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import SEND_STAMP_SECONDS, InvoiceStatus, LedgerEntry
+from relay.domain.ledger import SEND_STAMP_SECONDS, InvoiceStatus
 from relay.domain.messages import QueuedInvoice
 from relay.domain.reconcile import is_stalled
 
@@ -249,17 +249,13 @@ def test_the_lost_rule_reads_the_send_stamp_as_the_entrys_last_move(
 ) -> None:
     # Given an entry last written and due an hour ago, stamped since: its due time in the work
     # index is the stamp's end
-    entry = LedgerEntry(
-        key=key("FY-1"),
-        status=status,
-        content_hash="h",
-        invoice_number="INV-1",
-        attempts=1,
+    entry = ledger_entry(
+        status,
         accepted_at=NOW - 7200,
         updated_at=NOW - 60 * MINUTE,
         sent_at=NOW - stamp_ends_ago - SEND_STAMP_SECONDS,
         due_at=NOW - stamp_ends_ago,
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
     oldest = None if oldest_sent_ago is None else NOW - oldest_sent_ago
     # Then it is lost only once the queue's watermark and the window are both past the stamp's end
