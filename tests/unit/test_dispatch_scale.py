@@ -350,6 +350,29 @@ def test_an_order_a_read_at_once_finds_not_invoiced_waits_in_doubt_for_its_retry
     assert (world.fynd.sent[key("A")], world.status(key("A"))) == (1, InvoiceStatus.INVOICED)
 
 
+def test_an_unconfirmed_order_read_at_once_waits_for_its_confirmation_without_more_reads() -> None:
+    # Given reads paced apart, an order Fynd answered IN403 (not confirmed yet), and the answer
+    # to its next attempt lost
+    world = World(limiter=InMemoryRateLimiter(20), read_limiter=InMemoryRateLimiter(20))
+    world.fynd.early_until["E"] = world.clock() + 1200
+    world.accept(invoice("E"))
+    world.run(seconds_left=60, timed=True)
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    world.faults.fail("fynd.after", lost_answer())
+    # When that attempt is dispatched
+    world.run(seconds_left=60, timed=True)
+    # Then the read at once finds it waiting for confirmation, and that is recorded: IN403
+    entry = world.ledger.entries[key("E")]
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.last_error is not None
+    assert entry.last_error.code == "IN403"
+    assert world.fynd.reads["E"] == 1
+    # And once confirmed, it is sent again without another read, and invoiced
+    world.clock.now += 1200
+    world.drain()
+    assert (world.fynd.reads["E"], world.status(key("E"))) == (1, InvoiceStatus.INVOICED)
+
+
 def test_a_lost_answer_waits_for_its_retry_when_reads_share_the_calls_pace() -> None:
     # Given reads on the calls' pace, and a call whose answer is lost after Fynd applied it
     world = World(limiter=InMemoryRateLimiter(20))

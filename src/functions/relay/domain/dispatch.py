@@ -311,10 +311,11 @@ class Dispatcher:
         slot: _Slot,
     ) -> list[str]:
         """A lost answer, with reads on a pace of their own: each order of the call is read now,
-        in this invocation, and what a read proves final (invoiced, or cancelled) is recorded,
-        instead of after a back-off and then behind every message a backlog queued meanwhile.
-        The rest wait for their retry in doubt, as a lost answer does: a read this soon may race
-        the very request whose answer was lost (still at Fynd, applied a moment later), so "not
+        in this invocation, and what a read decides is recorded (invoiced, cancelled, still
+        waiting for its confirmation, or a wait for time or a 429), instead of after a back-off
+        and then behind every message a backlog queued meanwhile. An order the read would send
+        again waits for its retry in doubt, as a lost answer does: a read this soon may race the
+        very request whose answer was lost (still at Fynd, applied a moment later), so "not
         invoiced" proves nothing yet, and a send now could be a second one. The reads cost the
         calls' pace nothing; on a shared pace (a read would take a call's slot) the retry reads
         later, as before. The ids that come back."""
@@ -323,7 +324,7 @@ class Dispatcher:
         proven: dict[InvoiceKey, Verdict] = {
             item.entry.key: verdict
             for item, verdict in zip(items, self._read_each(items, seconds_left, pause, slot), strict=True)
-            if isinstance(verdict, Invoiced | Rejected)
+            if verdict is not None
         }
         failed = self._settle_each(pending, proven) if proven else []
         rest = tuple(invoice for invoice in call.invoices if invoice.key not in proven)
