@@ -16,7 +16,10 @@ The steps, in order:
    reached Fynd with its answer lost: proof that it is invoiced records it with no second
    send (relay.domain.policy). No read follows an attempt whose error proves nothing was sent
    (a 429, a request that never left, no time or no rate slot, an order's IN403), unless an
-   earlier one is in doubt: an order waiting for confirmation goes again in a call;
+   earlier one is in doubt: an order waiting for confirmation goes again in a call. With
+   reads on a pace of their own, a lost answer's orders are read at once, in the same
+   invocation (`_read_now`): what a read decides is recorded, and an order it would send
+   again waits in doubt for its retry (a read that soon may race the lost request);
 5. take the credential's next rate slot (the RateLimiter every dispatcher shares), send, map
    every order's answer to a verdict and record it. A whole-call 4xx (not 401/403/429) splits
    the call in halves, down to single invoices; one refused alone is rejected;
