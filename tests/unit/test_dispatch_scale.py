@@ -373,6 +373,25 @@ def test_an_unconfirmed_order_read_at_once_waits_for_its_confirmation_without_mo
     assert (world.fynd.reads["E"], world.status(key("E"))) == (1, InvoiceStatus.INVOICED)
 
 
+def test_a_read_at_once_refused_429_leaves_the_order_in_doubt_so_its_retry_reads_first() -> None:
+    # Given reads paced apart, a call Fynd applies but whose answer is lost, and the read at
+    # once refused 429
+    world = World(limiter=InMemoryRateLimiter(20), read_limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.after", lost_answer())
+    world.faults.fail("fynd.read", FyndThrottled("429", retry_after=1, status=429))
+    world.run(seconds_left=60, timed=True)
+    entry = world.ledger.entries[key("A")]
+    assert entry.last_error is not None
+    assert (entry.status, entry.last_error.nothing_sent) == (InvoiceStatus.RETRYING, False)
+    # When it is retried
+    world.drain()
+    # Then the retry reads before it sends (the refused read is not counted), finds it
+    # invoiced, and never sends it twice
+    assert (world.fynd.reads["A"], world.fynd.sent[key("A")]) == (1, 1)
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
 def test_a_lost_answer_waits_for_its_retry_when_reads_share_the_calls_pace() -> None:
     # Given reads on the calls' pace, and a call whose answer is lost after Fynd applied it
     world = World(limiter=InMemoryRateLimiter(20))

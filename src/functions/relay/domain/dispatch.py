@@ -324,6 +324,10 @@ class Dispatcher:
         later, as before. The ids that come back."""
         count("ReadAfterLostAnswer", len(call.invoices))
         items = [pending[invoice.key] for invoice in call.invoices]
+        for item in items:
+            # The lost answer may have applied each: a wait the read records (no time, a 429)
+            # must not say that nothing was sent, or the retry would send without a read.
+            item.in_doubt = True
         proven: dict[InvoiceKey, Verdict] = {
             item.entry.key: verdict
             for item, verdict in zip(items, self._read_each(items, seconds_left, pause, slot), strict=True)
