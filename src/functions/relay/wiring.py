@@ -103,8 +103,9 @@ LEDGER_CONCURRENCY = 20
 FYND_CALLS_IN_FLIGHT = 16
 """Fynd calls of one invocation in flight at once; the shared rate limiter paces them all. A
 lost answer holds its thread for the read timeout and then its orders' reads: in a backlog
-(docs/scale.md, 200,000 invoices from the batching ERP) 8 used 17.8 of Fynd's 20 calls/s and
-left some lost answers' resends to the next batch (p99 602 s); 16 use 18.9 (p99 25 s)."""
+(docs/scale.md, 200,000 invoices from the batching ERP, the first version of the read at once)
+8 used 17.8 of Fynd's 20 calls/s and left some lost answers to the next batch (their p99 602
+s); 16 used 18.9 (p99 25 s)."""
 FYND_READS_IN_FLIGHT = FYND_CALLS_IN_FLIGHT
 """Shipment Info reads in flight at once per instance (for all its calls together)."""
 FYND_CONNECTIONS = FYND_CALLS_IN_FLIGHT + FYND_READS_IN_FLIGHT
