@@ -3,6 +3,8 @@ count as stalled, that each is queued again from its stored invoice at most once
 that one entry's failure never stops the others, and that what it heals reaches Fynd once
 (breach 11, part 2; and breach 2's vanished message)."""
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -20,6 +22,9 @@ from relay.domain.ledger import InvoiceStatus, LedgerEntry, WorkList
 from relay.domain.messages import QueuedInvoice
 from relay.domain.reconcile import (
     DEAD_LETTER_RETENTION_SECONDS,
+    SECONDS_KEPT_IN_HAND,
+    WAVE,
+    Reconciler,
     is_due_parked,
     is_expired_dead_letter,
     is_stalled,
@@ -92,6 +97,22 @@ NOW = 1_800_000_000.0
         (InvoiceStatus.IN_PROGRESS, 20 * MINUTE, {"lease_until": NOW + MINUTE}, False),
         # written within the window (a claim, a record, the reconciler's own mark): never
         (InvoiceStatus.RETRYING, 5 * MINUTE, {"retry_at": NOW - 60 * MINUTE}, False),
+        # ... even when its due time in the work index is older
+        (
+            InvoiceStatus.RETRYING,
+            5 * MINUTE,
+            {"retry_at": NOW - 60 * MINUTE, "due_at": NOW - 60 * MINUTE},
+            False,
+        ),
+        # stamped within the window by a dispatcher queueing a fresh copy (its due time moved): never
+        (
+            InvoiceStatus.RETRYING,
+            30 * MINUTE,
+            {"retry_at": NOW - 30 * MINUTE, "due_at": NOW - 5 * MINUTE},
+            False,
+        ),
+        # moved exactly the window ago: not yet lost (lost means nothing since the cutoff, the cutoff included)
+        (InvoiceStatus.QUEUED, 15 * MINUTE, {}, False),
         # final entries never, however old
         (InvoiceStatus.INVOICED, 600 * MINUTE, {}, False),
         (InvoiceStatus.REJECTED, 600 * MINUTE, {}, False),
@@ -357,6 +378,113 @@ def test_breach_11_a_run_stops_before_the_invocation_runs_out_of_time(world: Wor
     assert (world.queue.messages, report.complete) == ({}, False)
 
 
+def test_a_run_with_exactly_the_time_it_keeps_in_hand_still_works(world: World) -> None:
+    # Given a stalled entry, and an invocation with exactly the seconds the reconciler keeps in hand
+    stored(world, "FY-1", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE)
+    # When it runs, Then it still queues the entry: only less than that stops it
+    report = world.reconcile(seconds_left=SECONDS_KEPT_IN_HAND)
+    assert (queued_orders(world), report.complete) == (["FY-1"], True)
+
+
+def test_a_run_that_runs_out_of_time_between_waves_says_it_stopped_early(world: World) -> None:
+    # Given more stalled entries than one wave takes, and an invocation whose time runs out once
+    # the first wave is on the queue
+    for index in range(WAVE + 20):
+        stored(world, f"FY-{index:03}", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE + index)
+    report = world.reconcile(seconds_left=lambda: 1.0 if world.queue.messages else 60.0)
+    # Then one wave was queued, and the report says the run is incomplete (the next run takes the rest)
+    assert (len(report.requeued["QUEUED"]), report.complete) == (WAVE, False)
+    assert world.reconcile().requeued["QUEUED"] == [f"FY-{index:03}#sale" for index in reversed(range(20))]
+
+
+def test_a_send_refusing_some_invoices_queues_the_rest_and_reports_only_the_refused(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given two stalled QUEUED entries, and SendMessageBatch refusing one of the two entries
+    stored(world, "A-TAKEN", InvoiceStatus.QUEUED, updated_ago=30 * MINUTE)
+    stored(world, "B-REFUSED", InvoiceStatus.QUEUED, updated_ago=25 * MINUTE)
+    world.queue.refuse_next(lambda _, message: message.invoice.orderId == "B-REFUSED")
+    # When the reconciler runs
+    report = world.reconcile()
+    # Then the taken one is queued and counted queued, the refused one reported, logged with why,
+    # and marked as ingest marks a failed send (the ERP's resend queues it)
+    assert (queued_orders(world), report.requeued, report.failed) == (
+        ["A-TAKEN"],
+        {"QUEUED": ["A-TAKEN#sale"]},
+        ["B-REFUSED#sale"],
+    )
+    assert [doc["reason"] for doc in logged() if doc["message"] == "invoice could not be queued again"] == [
+        "queue_unavailable"
+    ]
+    sent_failed = {
+        k.order_id for k, entry in world.ledger.entries.items() if entry.send_failed_at is not None
+    }
+    assert sent_failed == {"B-REFUSED"}
+
+
+def marks_by_thread(world: World, *, together: int) -> list[tuple[str, int]]:
+    """Wraps the ledger's reconciler mark: each mark records its thread's name and how many marks
+    were in flight with it; the first `together` marks wait for one another (a pool that runs
+    fewer at once fails them)."""
+    seen: list[tuple[str, int]] = []
+    in_flight = [0]
+    lock = threading.Lock()
+    meet = threading.Barrier(together, timeout=5)
+    mark = world.ledger.mark_reconciled
+
+    def marking(entry: LedgerEntry, *, now: float) -> bool:
+        with lock:
+            in_flight[0] += 1
+            seen.append((threading.current_thread().name, in_flight[0]))
+            first = len(seen) <= together
+        if first:
+            meet.wait()
+        time.sleep(0.005)
+        with lock:
+            in_flight[0] -= 1
+        return mark(entry, now=now)
+
+    world.ledger.mark_reconciled = marking  # type: ignore[method-assign]
+    return seen
+
+
+def reconciler(world: World, **options: Any) -> Reconciler:
+    return Reconciler(
+        ledger=world.ledger,
+        queue=world.queue,
+        queue_age=world.queue_age,
+        clock=world.clock,
+        stall_seconds=WINDOW,
+        **options,
+    )
+
+
+def test_a_reconciler_with_concurrency_works_a_wave_on_that_many_threads_of_its_own(world: World) -> None:
+    # Given 12 stalled entries, and a reconciler allowed 2 ledger calls at once
+    for index in range(12):
+        stored(world, f"FY-{index:02}", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE + index)
+    seen = marks_by_thread(world, together=2)
+    # When it runs
+    report = reconciler(world, concurrency=2).reconcile(lambda: 60.0)
+    # Then every entry was marked and queued, two at a time at most and at least once two at once,
+    # on two worker threads named for the reconciler (a thread dump of a stuck run says whose they are)
+    assert len(report.requeued["QUEUED"]) == 12
+    assert max(in_flight for _, in_flight in seen) == 2
+    names = {name for name, _ in seen}
+    assert len(names) == 2
+    assert all(name.startswith("reconcile_") for name in names)
+
+
+def test_a_reconciler_without_concurrency_works_on_the_callers_thread(world: World) -> None:
+    # Given stalled entries, and a reconciler built with the default concurrency
+    for index in range(3):
+        stored(world, f"FY-{index}", InvoiceStatus.QUEUED, updated_ago=20 * MINUTE + index)
+    seen = marks_by_thread(world, together=1)
+    # When it runs, Then it marked them one by one on the invocation's own thread: no pool
+    assert len(reconciler(world).reconcile(lambda: 60.0).requeued["QUEUED"]) == 3
+    assert seen == [(threading.current_thread().name, 1)] * 3
+
+
 def test_breach_11_requeues_are_counted_by_the_status_they_were_found_in(
     world: World, counted: list[tuple[str, dict[str, str]]]
 ) -> None:
@@ -468,15 +596,28 @@ def test_a_lost_invoice_queued_again_is_logged_with_its_key_state_and_webhook(
     # When the reconciler queues it again
     world.reconcile()
     # Then its warning names the invoice, the status it was found in, that it was not parked,
-    # and the webhook that accepted it
+    # the webhook that accepted it, how long it was stalled (since its retryAt) and its attempts
     (line,) = [doc for doc in logged() if doc["message"] == "stalled invoice queued again"]
-    assert (line["level"], line["invoice_key"], line["status"], line["parked"], line["correlation_id"]) == (
-        "WARNING",
-        "FY-1#sale",
-        "RETRYING",
-        False,
-        "wh-9",
-    )
+    assert {
+        name: line[name]
+        for name in (
+            "level",
+            "invoice_key",
+            "status",
+            "parked",
+            "correlation_id",
+            "stalled_for_seconds",
+            "attempts",
+        )
+    } == {
+        "level": "WARNING",
+        "invoice_key": "FY-1#sale",
+        "status": "RETRYING",
+        "parked": False,
+        "correlation_id": "wh-9",
+        "stalled_for_seconds": 20 * 60,
+        "attempts": 0,
+    }
 
 
 def test_an_invoice_that_could_not_be_queued_again_is_logged_with_the_reason(

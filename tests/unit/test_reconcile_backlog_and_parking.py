@@ -2,6 +2,8 @@
 lost message by the queue's age, visits each list with its own budget, and queues parked long
 waits again when due; a parked invoice is found again whatever befalls one reconciler run."""
 
+from dataclasses import replace
+
 import pytest
 
 import relay.domain.reconcile as reconcile_module
@@ -270,6 +272,39 @@ def test_wall_7_each_list_has_its_own_budget_so_a_flood_of_one_does_not_starve_a
     # And each list's were queued in one send (the SQS adapter sends 10 per SendMessageBatch), not
     # one send per entry
     assert world.queue.requests["send"] == 4
+
+
+def test_wall_7_an_entry_written_after_the_queues_oldest_message_is_left_however_old_its_due_time(
+    world: World,
+) -> None:
+    # Given a RETRYING entry listed as due 40 minutes ago but written 20 minutes ago (past the
+    # window), while the queue's oldest message was sent 30 minutes ago: its message, sent
+    # around its last write, may wait behind that backlog
+    now = world.clock.now
+    stored(world, "R-1", InvoiceStatus.RETRYING, due_ago=40 * MINUTE, retry_at=now - 40 * MINUTE)
+    entry = world.ledger.entries[key("R-1")]
+    world.ledger.entries[key("R-1")] = replace(entry, updated_at=now - 20 * MINUTE)
+    world.queue_age.oldest_sent_at = lambda: now - 30 * MINUTE  # type: ignore[method-assign]
+    # When the reconciler runs, Then it is not called lost: the queue has not moved past its write
+    assert world.reconcile().requeued == {}
+    assert world.queue.messages == {}
+
+
+def test_wall_6_the_parked_list_is_visited_with_its_own_budget_not_the_lost_lists(world: World) -> None:
+    # Given three parked waits come due, and budgets of one per lost list and a hundred for the parked
+    now = world.clock.now
+    for index in range(3):
+        stored(
+            world,
+            f"W-{index}",
+            InvoiceStatus.RETRYING,
+            due_ago=MINUTE + index,
+            retry_at=now - MINUTE,
+            parked=True,
+        )
+    # When the reconciler runs, Then all three return in the one run
+    report = world.reconcile(max_per_run=1, max_parked_per_run=100)
+    assert (sorted(report.returned), report.complete) == (["W-0#sale", "W-1#sale", "W-2#sale"], True)
 
 
 # ---- long waits parked in the ledger ----
