@@ -15,7 +15,7 @@ from fakes import Crash, InMemoryRateLimiter, World, lost_answer
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
 from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
-from relay.domain.ledger import InvoiceStatus, LastError, LedgerEvent
+from relay.domain.ledger import SEND_STAMP_SECONDS, InvoiceStatus, LastError, LedgerEvent
 from relay.domain.policy import REFUSED_ALONE, code_policy
 
 
@@ -895,3 +895,351 @@ def test_a_copy_meeting_a_back_off_is_logged_and_comes_back_just_after_it(
     fresh = [m for m in world.queue.messages.values() if m.receive_count == 0]
     assert len(fresh) == 1
     assert retry_at < fresh[0].visible_at <= retry_at + 1
+
+
+# ---- what the on-call counts and reads of each outcome (docs/runbook.md, the dashboard) ----
+
+
+Counted = list[tuple[str, float, dict[str, str]]]
+Logged = Callable[[], list[dict[str, Any]]]
+
+
+def picked(line: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The named fields of a log line (None for one it lacks)."""
+    return {name: line.get(name) for name in names}
+
+
+def accepted_by_one_webhook_queued_by_another(world: World) -> None:
+    """Invoice A accepted by webhook wh-1 whose message SQS refused (ingest answered 503), then
+    resent by the ERP under webhook wh-2: the ledger (and the status API) names wh-1, while the
+    invoice's only message carries wh-2."""
+    world.faults.fail("queue.send", QueueUnavailableError("SQS down"))
+    with pytest.raises(QueueUnavailableError):
+        world.accept(invoice("A"), correlation_id="wh-1")
+    world.accept(invoice("A"), correlation_id="wh-2")
+
+
+def test_an_invoice_fynd_accepts_is_counted_and_logged_with_the_webhook_the_ledger_names(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given invoice A accepted by webhook wh-1, its message queued by the ERP's resend under wh-2
+    accepted_by_one_webhook_queued_by_another(world)
+    # When Fynd accepts it
+    assert world.run() == []
+    # Then it is counted as invoiced, not as a duplicate
+    assert counted == [("InvoicesInvoiced", 1, {})]
+    # And one line names it, its attempt, and the webhook the status API shows (the ledger's)
+    (line,) = lines(logged, "invoice accepted by Fynd")
+    assert picked(line, "level", "invoice_key", "correlation_id", "attempt", "already_invoiced") == {
+        "level": "INFO",
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "attempt": 1,
+        "already_invoiced": False,
+    }
+
+
+def test_an_invoice_fynd_already_had_is_counted_as_already_invoiced_and_logged_so(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given an invoice Fynd already holds (entered by hand, or an earlier send's answer lost)
+    world.accept(invoice("A"))
+    world.fynd.invoiced.add(key("A"))
+    # When the relay sends it and Fynd answers IN453
+    assert world.run() == []
+    # Then it is invoiced, and counted as one a duplicate reached (the AlreadyInvoiced alarm)
+    assert counted == [("InvoicesInvoiced", 1, {}), ("AlreadyInvoiced", 1, {})]
+    (line,) = lines(logged, "invoice accepted by Fynd")
+    assert picked(line, "level", "invoice_key", "attempt", "already_invoiced") == {
+        "level": "INFO",
+        "invoice_key": "A#sale",
+        "attempt": 1,
+        "already_invoiced": True,
+    }
+
+
+def test_an_invoice_fynd_rejects_is_counted_by_its_code_and_logged_as_an_error_with_fynds_words(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given Fynd refusing the invoice's order with IN422 (a bad invoice)
+    world.fynd.codes["A"] = "IN422"
+    world.accept(invoice("A"))
+    # When it is sent
+    assert world.run() == []
+    # Then it is counted by its code (the InvoicesRejected alarm's dimension)
+    assert counted == [("InvoicesRejected", 1, {"code": "IN422"})]
+    # And an error line gives the on-call the invoice, its webhook, the code and Fynd's words
+    (line,) = lines(logged, "invoice rejected by Fynd")
+    assert picked(line, "level", "invoice_key", "correlation_id", "attempt", "code", "fynd_message") == {
+        "level": "ERROR",
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "attempt": 1,
+        "code": "IN422",
+        "fynd_message": "fake Fynd says IN422",
+    }
+
+
+def test_a_wait_past_sqs_longest_delay_is_parked_counted_by_its_reason_and_logged(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given Fynd answering 429 with a Retry-After of 20 minutes, past SQS's longest delay
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=1200))
+    # When the call is made
+    assert world.run() == []
+    # Then the invoice is parked in the ledger (no message waits in flight)
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.parked, entry.retry_at) == (InvoiceStatus.RETRYING, True, world.clock() + 1200)
+    assert world.queue.messages == {}
+    # And it is counted as parked for the throttle, and one line says how long it waits
+    assert [metric for metric in counted if metric[0] == "Parked"] == [("Parked", 1, {"reason": "fynd_throttled"})]
+    (line,) = lines(logged, "invoice parked until its next attempt")
+    assert picked(line, "level", "invoice_key", "correlation_id", "attempt", "retry_in_s") == {
+        "level": "INFO",
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "attempt": 1,
+        "retry_in_s": 1200,
+    }
+
+
+def test_an_early_order_queued_afresh_is_counted_and_logged_as_fynds_in403(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given an order Fynd answers IN403 (not confirmed yet)
+    world.fynd.early_until["A"] = world.clock() + 3600
+    world.accept(invoice("A"))
+    # When it is sent
+    assert world.run() == []
+    # Then its fresh copy is counted and logged under Fynd's code, with its wait
+    (fresh,) = world.queue.messages.values()
+    wait = round(fresh.visible_at - world.clock())
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "IN403"}]
+    assert held(logged, "invoice queued afresh for its next attempt") == [("A#sale", "IN403", wait)]
+
+
+def test_a_failed_fynd_call_is_logged_with_its_reason_status_and_invoices(world: World, logged: Logged) -> None:
+    # Given two invoices of one call, and Fynd answering the call 503
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503", status=503))
+    # When the call is made
+    world.run()
+    # Then one warning names the failure, the HTTP status and every invoice of the call
+    (line,) = lines(logged, "Fynd call failed")
+    assert picked(line, "level", "reason", "status", "orders", "invoice_keys") == {
+        "level": "WARNING",
+        "reason": "fynd_unavailable",
+        "status": 503,
+        "orders": 2,
+        "invoice_keys": ["A#sale", "B#sale"],
+    }
+
+
+def test_a_claimed_call_with_no_time_left_is_logged_with_its_invoices_and_wait(
+    world: World, logged: Logged
+) -> None:
+    # Given an invoice whose claim takes 45 s of a 60 s invocation (a slow ledger)
+    world.accept(invoice("A"))
+    world.faults.meanwhile("ledger.claim", lambda: world.clock.advance(45))
+    # When the call is left less than a whole request
+    world.run(seconds_left=60, timed=True)
+    # Then a warning names the invoice the call gives back, and how soon it comes back
+    (line,) = lines(logged, "no time left for a Fynd call")
+    assert picked(line, "level", "invoice_keys", "retry_in_s") == {
+        "level": "WARNING",
+        "invoice_keys": ["A#sale"],
+        "retry_in_s": 1,
+    }
+
+
+def test_a_send_with_no_rate_slot_in_time_comes_back_no_sooner_than_its_slot() -> None:
+    # Given a pace of one request every 25 s, and an invoice whose first call met a 503
+    world = World(limiter=InMemoryRateLimiter(0.04))
+    world.fynd.read_seconds = 0.5
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndUnavailable("503"))
+    world.run()
+    world.clock.advance(100)
+    # When its retry reads Shipment Info first (0.5 s, on the call's slot), so the send's own
+    # slot is 24.5 s away: more than the call may wait
+    world.run()
+    assert world.fynd.reads["A"] == 1
+    assert world.fynd.sent[key("A")] == 0
+    # Then it waits out of flight and comes back in whole seconds, never before its slot
+    assert world.limiter is not None
+    slot_at = world.limiter.state["company"]["next_at"]
+    entry = world.ledger.entries[key("A")]
+    (fresh,) = world.queue.messages.values()
+    assert entry.retry_at is not None
+    assert slot_at <= entry.retry_at < slot_at + 1
+    assert (fresh.visible_at, fresh.receive_count) == (entry.retry_at, 0)
+
+
+def test_a_deferral_before_the_claim_stamps_the_entry_for_the_stamp_period(world: World) -> None:
+    # Given an invoice, and a batch with too little time for its call
+    world.accept(invoice("A"))
+    # When its fresh copy is queued without a claim
+    world.run(seconds_left=20)
+    # Then the entry is stamped as sent now, and not due to the reconciler for SEND_STAMP_SECONDS
+    # (its copy may wait that long in a backlog without being taken for lost)
+    entry = world.ledger.entries[key("A")]
+    assert (entry.sent_at, entry.due_at) == (world.clock(), world.clock() + SEND_STAMP_SECONDS)
+
+
+def test_a_send_stamp_that_fails_is_counted_and_logged_and_the_copy_goes_regardless(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given an invoice, a batch with too little time for its call, and the ledger throttling the stamp
+    world.accept(invoice("A"))
+    world.faults.fail("ledger.stamp_sent", LedgerUnavailableError("throttled"))
+    # When its fresh copy is queued without a claim
+    assert world.run(seconds_left=20) == []
+    # Then the failed stamp is counted (a reconciler copy may follow) and a warning names the invoice
+    assert ("SendStampFailed", 1, {}) in counted
+    (line,) = lines(logged, "could not stamp the entry before queueing it afresh; the copy goes regardless")
+    assert picked(line, "level", "invoice_key", "correlation_id", "error") == {
+        "level": "WARNING",
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "error": "throttled",
+    }
+    # And the fresh copy went
+    (fresh,) = world.queue.messages.values()
+    assert fresh.receive_count == 0
+
+
+def test_an_invoiced_entry_keeps_the_acknowledgement_id_of_fynds_answer(world: World) -> None:
+    # Given an invoice
+    world.accept(invoice("A"))
+    # When Fynd accepts it
+    world.run()
+    # Then the ledger keeps the ack id Fynd answered with (shown to an operator tracing it at Fynd)
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.fynd_ack_id) == (InvoiceStatus.INVOICED, "ack-1")
+
+
+def test_a_record_outage_brings_the_message_back_in_the_second_after_the_lease_as_a_ledger_outage(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given the ledger throttling the record after Fynd answered
+    world.accept(invoice("A"))
+    world.faults.fail("ledger.record", LedgerUnavailableError("throttled"))
+    # When the batch is dispatched
+    (message_id,) = world.run()
+    # Then the message comes back just after the lease, no sooner (a copy would meet a live lease)
+    # and no later, counted and logged as a ledger outage
+    lease_until = world.ledger.entries[key("A")].lease_until
+    assert lease_until is not None
+    assert lease_until < world.queue.messages[message_id].visible_at <= lease_until + 1
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "ledger_unavailable"}]
+    assert [reason for _, reason, _ in held(logged, "invoice will be retried")] == ["ledger_unavailable"]
+
+
+def test_a_record_outage_keeps_the_batchs_other_copy_of_the_invoice(world: World) -> None:
+    # Given two copies of one invoice in one batch, and the ledger throttling the record
+    world.accept(invoice("A"))
+    world.queue_again(invoice("A"))
+    world.faults.fail("ledger.record", LedgerUnavailableError("throttled"))
+    # When the batch is dispatched
+    (message_id,) = world.run()
+    # Then the other copy is not acknowledged without a fresh one in its place, after the lease
+    lease_until = world.ledger.entries[key("A")].lease_until
+    assert lease_until is not None
+    fresh = [m for m in world.queue.messages.values() if m.message_id != message_id]
+    assert [(m.receive_count, m.visible_at > lease_until) for m in fresh] == [(0, True)]
+
+
+def test_a_parked_early_order_lets_the_batchs_other_copies_go(world: World) -> None:
+    # Given an order Fynd has answered IN403 four times (each wait a fresh message)
+    world.fynd.early_until["A"] = world.clock() + 86_400
+    world.accept(invoice("A"))
+    for _ in range(4):
+        world.clock.now = world.queue.next_visible_at() or world.clock.now
+        world.run()
+    assert world.ledger.entries[key("A")].attempts == 4
+    # And a second copy of it queued meanwhile
+    world.queue_again(invoice("A"))
+    world.clock.now = max(m.visible_at for m in world.queue.messages.values())
+    # When both arrive in one batch and its fifth IN403 waits past 5 minutes (parked)
+    assert world.run() == []
+    # Then the ledger answers for it: parked, with no message left in the queue
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.parked) == (InvoiceStatus.RETRYING, True)
+    assert world.queue.messages == {}
+
+
+def test_a_copy_of_a_final_invoice_is_logged_with_the_refusal_and_the_webhook_the_ledger_names(
+    world: World, logged: Logged
+) -> None:
+    # Given invoice A accepted by webhook wh-1, its message queued by the ERP's resend under wh-2,
+    # and that message delivered twice (SQS delivers at least once)
+    accepted_by_one_webhook_queued_by_another(world)
+    (message,) = world.queue.receive(1)
+    again = world.queue.redeliver(message.message_id)
+    assert again is not None
+    world.dispatch([again])
+    # When the other delivery meets the invoice already INVOICED
+    assert world.dispatch([message], owner="worker-2") == []
+    # Then one line says why it is not sent again, naming the webhook the status API shows
+    (line,) = lines(logged, "invoice not sent again")
+    assert picked(line, "invoice_key", "correlation_id", "reason", "status") == {
+        "invoice_key": "A#sale",
+        "correlation_id": "wh-1",
+        "reason": "final",
+        "status": "INVOICED",
+    }
+
+
+def throttled_for(world: World, seconds: float) -> None:
+    """Invoice A, sent once and answered 429 with Retry-After `seconds`: RETRYING until then."""
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=seconds))
+    world.run()
+    assert world.ledger.entries[key("A")].retry_at == world.clock() + seconds
+
+
+def test_a_copy_waiting_exactly_sqs_longest_delay_is_queued_afresh_without_spending_a_receive(
+    world: World,
+) -> None:
+    # Given an invoice backing off for 899 s, and a copy of it arriving now
+    throttled_for(world, 899)
+    world.queue_again(invoice("A"))
+    copy = next(m for m in world.queue.receive(10) if m.receive_count == 1)
+    # When the copy must wait 900 s (just after retryAt): exactly SQS's longest delay
+    failures = world.dispatch([copy], owner="worker-2")
+    # Then it is replaced by a fresh copy delayed the whole 900 s: no receive spent
+    assert failures == []
+    assert copy.message_id not in world.queue.messages
+    fresh = [m for m in world.queue.messages.values() if m.receive_count == 0]
+    assert [m.visible_at - world.clock() for m in fresh] == [900]
+
+
+@pytest.mark.parametrize(
+    ("receive", "queued_afresh"),
+    [(6, False), (7, True), (8, True)],
+    ids=["earlier receive", "receive before the last", "last receive"],
+)
+def test_a_copy_waiting_past_sqs_longest_delay_is_queued_afresh_only_from_the_receive_before_the_last(
+    world: World, receive: int, queued_afresh: bool
+) -> None:
+    # Given an invoice parked for 20 minutes (a 429's Retry-After), past SQS's longest delay
+    throttled_for(world, 1200)
+    # And a copy of it on its `receive`-th receive (of 8)
+    world.queue_again(invoice("A"))
+    (queued,) = world.queue.messages.values()
+    queued.receive_count = receive - 1
+    (copy,) = world.queue.receive(1)
+    assert copy.receive_count == receive
+    # When the copy meets the back-off
+    failures = world.dispatch([copy], owner="worker-2")
+    # Then before the receive before the last it waits in flight (a receive spent, its wait whole);
+    # from then on a fresh copy waits SQS's longest delay instead of reaching the dead-letter queue
+    if queued_afresh:
+        assert failures == []
+        (fresh,) = world.queue.messages.values()
+        assert (fresh.receive_count, fresh.visible_at - world.clock()) == (0, 900)
+    else:
+        assert failures == [copy.message_id]
+        assert world.queue.messages[copy.message_id].visible_at - world.clock() == 1201
+    assert world.queue.dead_letters == []
