@@ -16,7 +16,7 @@ import pytest
 
 from factories import invoice
 from fakes import Crash, World
-from relay.domain.errors import LedgerUnavailableError
+from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError
 from relay.domain.fynd import FyndUnavailable
 from relay.domain.ledger import InvoiceStatus
 from relay.domain.messages import ReceivedMessage
@@ -29,11 +29,15 @@ def world() -> World:
     return world
 
 
-def held_up_while_another_worker_takes_the_same_message(world: World, *, killed: bool) -> ReceivedMessage:
+def held_up_while_another_worker_takes_the_same_message(
+    world: World, *, killed: bool, others: int = 0
+) -> ReceivedMessage:
     """Worker 1 claims and calls Fynd, then stalls before recording; meanwhile its lease runs
     out and SQS hands the same message to worker 2, which claims it and finishes, or dies
-    after Fynd answered it, holding the claim."""
+    after Fynd answered it, holding the claim. `others`: more copies of the invoice, queued
+    behind it (worker 1's batch is its message and these)."""
     world.accept(invoice("A"))
+    world.queue_again(*[invoice("A")] * others)
     (mine,) = world.queue.receive(1)
 
     def take_over() -> None:
@@ -154,3 +158,48 @@ def test_a_lost_lease_with_a_retry_holds_the_message_for_fynds_reason(
     assert line["verdict"] == "RetryLater"
     holds = [doc for doc in logged() if doc.get("invoice_key") == "A#sale" and "retry_in_s" in doc]
     assert [doc["reason"] for doc in holds] == ["fynd_unavailable"]
+
+
+def test_a_lost_lease_keeps_the_batchs_other_copies_and_brings_them_back_at_once(world: World) -> None:
+    # Given worker 1's batch holds two more copies of the invoice beside its message, and
+    # worker 2 took that same message and died holding the invoice before recording
+    mine = held_up_while_another_worker_takes_the_same_message(world, killed=True, others=2)
+    others = world.queue.receive(10)
+    assert len(others) == 2
+    # When worker 1's answer meets the lost lease
+    assert world.dispatch([mine, *others], owner="worker-1") == []
+    # Then no copy of the unfinished invoice is acknowledged without a fresh one in its place:
+    # the batch's other copies come back a second later to meet the outcome, its own message
+    # after the new lease
+    lease = world.settings.lease_seconds
+    fresh = sorted(m.visible_at - world.clock() for m in world.queue.messages.values() if m.receive_count == 0)
+    assert fresh == [1, 1, lease + 1]
+
+
+def test_a_lost_lease_names_the_webhook_the_ledger_shows_not_the_one_its_message_carries(
+    world: World, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given invoice A accepted by webhook wh-1 whose message SQS refused, then queued by the ERP's
+    # resend under wh-2; worker 2 takes worker 1's message and dies holding it
+    world.faults.fail("queue.send", QueueUnavailableError("SQS down"))
+    with pytest.raises(QueueUnavailableError):
+        world.accept(invoice("A"), correlation_id="wh-1")
+    world.accept(invoice("A"), correlation_id="wh-2")
+    (mine,) = world.queue.receive(1)
+    assert mine.message.correlation_id == "wh-2"
+
+    def take_over() -> None:
+        world.clock.advance(world.settings.lease_seconds + 1)
+        again = world.queue.redeliver(mine.message_id)
+        assert again is not None
+        with world.faults.suspended():
+            world.faults.fail("ledger.record", Crash())
+            with pytest.raises(Crash):
+                world.dispatch([again], owner="worker-2")
+
+    world.faults.meanwhile("ledger.record", take_over)
+    # When worker 1's answer meets the lost lease
+    world.dispatch([mine], owner="worker-1")
+    # Then the warning names the webhook the status API shows for the invoice (the ledger's)
+    (line,) = [doc for doc in logged() if doc["message"] == LEASE_LOST]
+    assert (line["invoice_key"], line["correlation_id"]) == ("A#sale", "wh-1")

@@ -249,6 +249,26 @@ def test_a_whole_call_4xx_splits_the_call_down_to_the_refused_invoice(world: Wor
     assert world.fynd.applied.total() == 9
 
 
+def test_a_split_finds_the_refused_invoice_halving_the_refused_half_each_time(world: World) -> None:
+    # Given ten invoices of one call, and Fynd refusing any call that carries R (the last)
+    world.fynd.refuse_alone.add("R")
+    world.accept(*[invoice(f"O-{n}") for n in range(9)], invoice("R"))
+    update_invoices = world.fynd.update_invoices
+
+    def call_fynd(call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
+        # A split that made no progress would call Fynd forever: stop it past any honest split.
+        assert len(world.fynd.call_starts) < 2 * 10, "the split does not converge"
+        return update_invoices(call, time_budget_seconds=time_budget_seconds)
+
+    world.fynd.update_invoices = call_fynd  # type: ignore[method-assign]
+    # When the batch is dispatched
+    world.run()
+    # Then each refused call is halved, the half without R is taken whole, and the half with R
+    # is halved again: nine calls in all (each a rate slot), not one per invoice
+    assert [len(call.invoices) for call in world.fynd.calls] == [10, 5, 5, 2, 3, 1, 2, 1, 1]
+    assert world.status(key("R")) is InvoiceStatus.REJECTED
+
+
 def test_breach_06_an_oversized_call_is_split_until_fynd_takes_it(world: World) -> None:
     # Given Fynd answers 413 to any call of more than 5 orders
     world.fynd.refuse_calls_over = 5
