@@ -3,6 +3,7 @@ fakes, with faults injected between the steps where they hurt: a write that thro
 answer that is lost, a message delivered twice, a lease that runs out mid-call, a worker that
 dies after Fynd answered."""
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -11,9 +12,9 @@ import pytest
 
 import relay.domain.dispatch as dispatch_module
 from factories import invoice
-from fakes import Crash, InMemoryRateLimiter, World, lost_answer
+from fakes import SETTINGS, Crash, InMemoryRateLimiter, World, lost_answer
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
-from relay.domain.fynd import FyndCall, FyndReceipt, FyndThrottled, FyndUnavailable
+from relay.domain.fynd import FyndCall, FyndNotSent, FyndReceipt, FyndThrottled, FyndUnavailable
 from relay.domain.invoice import InvoiceKey, InvoiceType
 from relay.domain.ledger import SEND_STAMP_SECONDS, InvoiceStatus, LastError, LedgerEvent
 from relay.domain.policy import REFUSED_ALONE, code_policy
@@ -1263,3 +1264,195 @@ def test_a_copy_waiting_past_sqs_longest_delay_is_queued_afresh_only_from_the_re
         assert failures == [copy.message_id]
         assert world.queue.messages[copy.message_id].visible_at - world.clock() == 1201
     assert world.queue.dead_letters == []
+
+
+# ---- the batch's copies, its budget and its pools ----
+
+
+def test_copies_collapsed_inside_one_batch_are_counted_as_suppressed_by_the_batch(
+    world: World, counted: Counted
+) -> None:
+    # Given invoice A queued twice and invoice B once
+    world.accept(invoice("A"), invoice("B"))
+    world.queue_again(invoice("A"))
+    # When one batch carries all three
+    world.run()
+    # Then A's second copy, and only it, is counted as a duplicate the batch suppressed
+    assert [metric for metric in counted if metric[0] == "DuplicatesSuppressed"] == [
+        ("DuplicatesSuppressed", 1, {"stage": "batch"})
+    ]
+
+
+def test_other_content_for_a_key_the_batch_sends_comes_back_a_second_later(world: World) -> None:
+    # Given an invoice Fynd rejected, a stale copy of it queued, and the ERP's correction accepted
+    world.fynd.codes["A"] = "IN422"
+    world.accept(invoice("A", invoiceNumber="INV-1"))
+    world.queue_again(invoice("A", invoiceNumber="INV-1"))
+    world.run(1)
+    world.fynd.codes.clear()
+    world.accept(invoice("A", invoiceNumber="INV-2"))
+    # When one batch carries the stale copy first and the correction after it
+    assert world.run() == []
+    # Then the stale copy's claim is refused, and the correction is not claimed beside it: a fresh
+    # copy of it comes back a second later, no receive spent, and meets the claim then
+    (fresh,) = world.queue.messages.values()
+    assert (fresh.receive_count, fresh.visible_at - world.clock()) == (0, 1)
+    world.drain()
+    assert [i.invoiceNumber for call in world.fynd.calls for i in call.invoices] == ["INV-1", "INV-2"]
+
+
+def test_a_claim_outage_is_counted_and_logged_as_a_ledger_outage(
+    world: World, counted: Counted, logged: Logged
+) -> None:
+    # Given the ledger throttling the claim
+    world.accept(invoice("A"))
+    world.faults.fail("ledger.claim", LedgerUnavailableError("throttled"))
+    # When the batch is dispatched
+    world.run()
+    # Then the message's retry is counted and logged as a ledger outage
+    assert [dims for name, _, dims in counted if name == "Retries"] == [{"reason": "ledger_unavailable"}]
+    assert [reason for _, reason, _ in held(logged, "invoice will be retried")] == ["ledger_unavailable"]
+
+
+def test_a_call_with_exactly_one_requests_time_left_is_sent(world: World) -> None:
+    # Given an invoice, and an invocation with 23 s left: the 5 s reserve and one 18 s request
+    world.accept(invoice("A"))
+    # When the batch is dispatched
+    assert world.run(seconds_left=23) == []
+    # Then the call goes, with that one request's time as its budget
+    assert world.fynd.budgets == [18]
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+def test_a_call_paused_by_a_429_for_exactly_its_spare_time_waits_and_is_sent(world: World) -> None:
+    # Given two calls in one batch (two locations), and Fynd answering the first 429, Retry-After
+    # 18 s: exactly what the second call can spare (36 s of call budget, less one 18 s request)
+    world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=18))
+    # When the batch is dispatched
+    world.run(timed=True)
+    # Then the second call waits out the pause and is sent, not deferred
+    first, second = world.fynd.call_starts
+    assert second - first == 18
+    assert world.status(key("B")) is InvoiceStatus.INVOICED
+
+
+def test_a_rate_limiter_unavailable_before_the_claims_is_logged_with_the_calls_invoices(
+    logged: Logged,
+) -> None:
+    # Given a rate limiter whose table is throttled, and two invoices of one call
+    world = World(limiter=UnavailableLimiter(20))
+    world.accept(invoice("A"), invoice("B"))
+    # When the call seeks its rate slot
+    world.run()
+    # Then the call goes unpaced, and a warning names the invoices it concerns
+    (line,) = lines(logged, "Fynd rate limiter unavailable; sending unpaced")
+    assert (line["level"], line["invoice_keys"]) == ("WARNING", ["A#sale", "B#sale"])
+    assert world.status(key("A")) is InvoiceStatus.INVOICED
+
+
+class UnavailableLimiter(InMemoryRateLimiter):
+    """A rate limiter whose table cannot be read (throttled)."""
+
+    def acquire(self, credential: str, *, now: float, not_after: float) -> Any:
+        raise RateLimiterUnavailableError("rate table throttled")
+
+
+def test_a_credential_unreadable_before_the_claims_fails_the_call_without_a_second_try() -> None:
+    # Given a paced call, and the credential's secret unreadable once when its slot is sought
+    world = World(limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"))
+    world.faults.fail("fynd.credential", FyndNotSent("credential unreadable"))
+    # When the batch is dispatched
+    world.run()
+    # Then every request of the call meets that failure: nothing is sent, and the invoice backs
+    # off as a call that never left (no read needed before its retry)
+    assert world.fynd.call_starts == []
+    entry = world.ledger.entries[key("A")]
+    assert entry.status is InvoiceStatus.RETRYING
+    assert entry.last_error == LastError("fynd_unavailable", "credential unreadable", nothing_sent=True)
+
+
+def test_the_rest_of_a_call_after_reads_keeps_its_location_and_invoice_type(world: World) -> None:
+    # Given two invoices of one location whose call Fynd applied but whose answer was lost
+    world.accept(invoice("A", locationCode="WH-7"), invoice("B", locationCode="WH-7"))
+    world.faults.fail("fynd.after", lost_answer())
+    world.run()
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    # When the retry reads both: A's read proves it invoiced, B's read fails
+    world.faults.fail("fynd.read", FyndUnavailable("503"), nth=2)
+    world.run()
+    # Then A is recorded without a send, and B alone goes in a call to the same location, as a sale
+    assert [(call.location_code, call.invoice_type, len(call.invoices)) for call in world.fynd.calls] == [
+        ("WH-7", InvoiceType.SALE, 2),
+        ("WH-7", InvoiceType.SALE, 1),
+    ]
+    assert [world.status(key(order)) for order in "AB"] == [InvoiceStatus.INVOICED] * 2
+
+
+def test_claims_of_one_call_go_to_the_ledger_at_once_on_its_pool() -> None:
+    # Given a dispatcher allowed two ledger writes at once, and two invoices of one call
+    world = World(settings=replace(SETTINGS, ledger_concurrency=2))
+    world.accept(invoice("A"), invoice("B"))
+    both_in_flight = threading.Barrier(2, timeout=5)
+    threads: list[str] = []
+    claim = world.ledger.claim
+
+    def claim_beside_the_other(message: Any, **arguments: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        both_in_flight.wait()  # breaks (and fails the dispatch) unless both claims are in flight
+        return claim(message, **arguments)
+
+    world.ledger.claim = claim_beside_the_other  # type: ignore[method-assign]
+    # When the batch is dispatched
+    assert world.run() == []
+    # Then both claims were in flight at once, on the ledger's threads (as a stack dump names them)
+    assert len(threads) == 2
+    assert all(name.startswith("ledger") for name in threads)
+    assert [world.status(key(order)) for order in "AB"] == [InvoiceStatus.INVOICED] * 2
+
+
+def test_shipment_info_reads_of_one_call_go_at_once_on_their_pool() -> None:
+    # Given a dispatcher allowed two Fynd reads at once, and two invoices whose answer was lost
+    world = World(settings=replace(SETTINGS, fynd_concurrency=2))
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail("fynd.after", lost_answer())
+    world.run()
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    both_in_flight = threading.Barrier(2, timeout=5)
+    threads: list[str] = []
+    read = world.fynd.shipment_info
+
+    def read_beside_the_other(order_id: str, location_code: str | None, **arguments: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        both_in_flight.wait()  # breaks (and fails the dispatch) unless both reads are in flight
+        return read(order_id, location_code, **arguments)
+
+    world.fynd.shipment_info = read_beside_the_other  # type: ignore[method-assign]
+    # When the retry reads both before any resend
+    assert world.run() == []
+    # Then both reads were in flight at once, on the Fynd pool's threads, and proved both invoiced
+    assert len(threads) == 2
+    assert all(name.startswith("fynd") for name in threads)
+    assert [world.status(key(order)) for order in "AB"] == [InvoiceStatus.INVOICED] * 2
+
+
+def test_calls_of_one_batch_go_to_fynd_at_once_on_their_pool() -> None:
+    # Given a dispatcher allowed two Fynd calls at once, and two calls (two locations)
+    world = World(settings=replace(SETTINGS, call_concurrency=2))
+    world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
+    both_in_flight = threading.Barrier(2, timeout=5)
+    threads: list[str] = []
+    update_invoices = world.fynd.update_invoices
+
+    def call_beside_the_other(call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
+        threads.append(threading.current_thread().name)
+        both_in_flight.wait()  # breaks (and fails the dispatch) unless both calls are in flight
+        return update_invoices(call, time_budget_seconds=time_budget_seconds)
+
+    world.fynd.update_invoices = call_beside_the_other  # type: ignore[method-assign]
+    # When the batch is dispatched
+    assert world.run() == []
+    # Then both calls were in flight at once, on the call pool's threads
+    assert len(threads) == 2
+    assert all(name.startswith("call") for name in threads)
