@@ -172,7 +172,9 @@ def test_a_lost_lease_keeps_the_batchs_other_copies_and_brings_them_back_at_once
     # the batch's other copies come back a second later to meet the outcome, its own message
     # after the new lease
     lease = world.settings.lease_seconds
-    fresh = sorted(m.visible_at - world.clock() for m in world.queue.messages.values() if m.receive_count == 0)
+    fresh = sorted(
+        m.visible_at - world.clock() for m in world.queue.messages.values() if m.receive_count == 0
+    )
     assert fresh == [1, 1, lease + 1]
 
 

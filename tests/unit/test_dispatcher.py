@@ -1011,10 +1011,16 @@ def test_a_wait_past_sqs_longest_delay_is_parked_counted_by_its_reason_and_logge
     assert world.run() == []
     # Then the invoice is parked in the ledger (no message waits in flight)
     entry = world.ledger.entries[key("A")]
-    assert (entry.status, entry.parked, entry.retry_at) == (InvoiceStatus.RETRYING, True, world.clock() + 1200)
+    assert (entry.status, entry.parked, entry.retry_at) == (
+        InvoiceStatus.RETRYING,
+        True,
+        world.clock() + 1200,
+    )
     assert world.queue.messages == {}
     # And it is counted as parked for the throttle, and one line says how long it waits
-    assert [metric for metric in counted if metric[0] == "Parked"] == [("Parked", 1, {"reason": "fynd_throttled"})]
+    assert [metric for metric in counted if metric[0] == "Parked"] == [
+        ("Parked", 1, {"reason": "fynd_throttled"})
+    ]
     (line,) = lines(logged, "invoice parked until its next attempt")
     assert picked(line, "level", "invoice_key", "correlation_id", "attempt", "retry_in_s") == {
         "level": "INFO",
@@ -1040,7 +1046,9 @@ def test_an_early_order_queued_afresh_is_counted_and_logged_as_fynds_in403(
     assert held(logged, "invoice queued afresh for its next attempt") == [("A#sale", "IN403", wait)]
 
 
-def test_a_failed_fynd_call_is_logged_with_its_reason_status_and_invoices(world: World, logged: Logged) -> None:
+def test_a_failed_fynd_call_is_logged_with_its_reason_status_and_invoices(
+    world: World, logged: Logged
+) -> None:
     # Given two invoices of one call, and Fynd answering the call 503
     world.accept(invoice("A"), invoice("B"))
     world.faults.fail("fynd.before", FyndUnavailable("Fynd answered 503", status=503))
