@@ -1280,14 +1280,17 @@ def test_a_copy_waiting_past_sqs_longest_delay_is_queued_afresh_only_from_the_re
 def test_copies_collapsed_inside_one_batch_are_counted_as_suppressed_by_the_batch(
     world: World, counted: Counted
 ) -> None:
-    # Given invoice A queued twice and invoice B once
-    world.accept(invoice("A"), invoice("B"))
-    world.queue_again(invoice("A"))
-    # When one batch carries all three
+    # Given invoice A queued three times, B twice and C once
+    world.accept(invoice("A"), invoice("B"), invoice("C"))
+    world.queue_again(invoice("A"), invoice("A"), invoice("B"))
+    # When one batch carries all six
     world.run()
-    # Then A's second copy, and only it, is counted as a duplicate the batch suppressed
-    assert [metric for metric in counted if metric[0] == "DuplicatesSuppressed"] == [
-        ("DuplicatesSuppressed", 1, {"stage": "batch"})
+    # Then the copies beyond the first of A and of B, and only those, are counted as duplicates
+    # the batch suppressed
+    suppressed = [metric for metric in counted if metric[0] == "DuplicatesSuppressed"]
+    assert sorted(suppressed, key=lambda metric: metric[1]) == [
+        ("DuplicatesSuppressed", 1, {"stage": "batch"}),
+        ("DuplicatesSuppressed", 2, {"stage": "batch"}),
     ]
 
 
@@ -1464,3 +1467,18 @@ def test_calls_of_one_batch_go_to_fynd_at_once_on_their_pool() -> None:
     # Then both calls were in flight at once, on the call pool's threads
     assert len(threads) == 2
     assert all(name.startswith("call") for name in threads)
+
+
+def test_a_lost_answer_read_at_once_leaves_the_rest_of_a_split_to_be_sent() -> None:
+    # Given reads on a pace of their own, Fynd refusing any call of more than one order (413),
+    # and the answer to the first half of the split lost after Fynd applied it
+    world = World(read_limiter=InMemoryRateLimiter(20))
+    world.fynd.refuse_calls_over = 1
+    world.accept(invoice("A"), invoice("B"))
+    world.faults.fail("fynd.after", lost_answer())
+    # When the batch is dispatched
+    assert world.run() == []
+    # Then A's lost answer is read at once and proves it invoiced, and B's half is still sent
+    assert [len(call.invoices) for call in world.fynd.calls] == [2, 1, 1]
+    assert world.fynd.reads["A"] == 1
+    assert [world.status(key(order)) for order in "AB"] == [InvoiceStatus.INVOICED] * 2
