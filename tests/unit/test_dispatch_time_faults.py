@@ -34,7 +34,7 @@ from relay.domain.fynd import FyndThrottled
 from relay.domain.intake import InvoiceAcceptance
 from relay.domain.invoice import Invoice, InvoiceKey, InvoiceType
 from relay.domain.ledger import InvoiceStatus, LastError
-from relay.domain.messages import ReceivedMessage
+from relay.domain.messages import QueuedInvoice, ReceivedMessage
 from relay.domain.policy import SHIPMENT_INFO, Backoff, CodePolicy, outage_backoff
 from relay.domain.ports import Reservation
 from relay.domain.shipment import ShipmentInfo
@@ -309,9 +309,81 @@ def test_a_429_on_a_read_slows_the_read_pace_of_its_locations_credential() -> No
     now = world.clock()
     # When it is dispatched
     world.run(seconds_left=60, timed=True)
-    # Then that credential's read pace waits out Retry-After, and the order backs off unsent
+    # Then the read took its slot on that credential's read pace, which then waits out
+    # Retry-After, and the order backs off unsent
+    assert [credential for credential, _ in reads.grants] == ["wh9-credential#shipment-info"]
     assert reads.throttles == [("wh9-credential#shipment-info", now + 300)]
     assert (world.status(key("A")), world.fynd.sent[key("A")]) == (InvoiceStatus.RETRYING, 0)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "pause"),
+    [(None, 1.0), (18, 18)],
+    ids=["no-retry-after", "exactly-the-calls-spare-time"],
+)
+def test_the_rest_of_the_batch_waits_out_a_429s_pause_and_goes_at_its_end(
+    retry_after: float | None, pause: float
+) -> None:
+    # Given two calls (two locations), and Fynd answering the first 429: with no Retry-After
+    # (the batch pauses a second), or with a Retry-After of 18 s, exactly what the second call
+    # can spare (a 36 s budget less an 18 s request)
+    world = World()
+    world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=retry_after, status=429))
+    throttled_at = world.clock()
+    # When the batch is dispatched
+    world.run(seconds_left=60, timed=True)
+    # Then the second call waits out the whole pause, in this invocation, and is sent at its end
+    assert world.clock.sleep_calls == [pause]
+    assert world.fynd.call_starts == [throttled_at, throttled_at + pause]
+    assert world.status(key("B")) is InvoiceStatus.INVOICED
+
+
+def test_a_call_whose_rate_slot_is_past_what_a_429s_pause_leaves_it_is_not_claimed() -> None:
+    # Given two calls (two locations, one credential) in a 40 s invocation, Fynd answering the
+    # first 429 with Retry-After 10 s, and the credential's pace booked 19 s ahead by another
+    # dispatcher meanwhile: after the pause, the second call could spare 7 s, not the 9 s more
+    world = World(limiter=InMemoryRateLimiter(20))
+    limiter = world.limiter
+    assert limiter is not None
+    world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
+    world.faults.meanwhile(
+        "fynd.before", lambda: limiter.throttled("company", now=world.clock(), retry_after=19)
+    )
+    world.faults.fail("fynd.before", FyndThrottled("429", retry_after=10, status=429))
+    throttled_at = world.clock()
+    # When the batch is dispatched
+    world.run(seconds_left=40, timed=True)
+    # Then the second call waits out the pause only, and is not claimed: a fresh copy comes
+    # back when the slot is free, no receive spent
+    assert world.clock.sleep_calls == [10]
+    entry = world.ledger.entries[key("B")]
+    assert (entry.status, entry.attempts) == (InvoiceStatus.QUEUED, 0)
+    (copy,) = [
+        m for m in world.queue.messages.values() if QueuedInvoice.from_body(m.body).invoice.orderId == "B"
+    ]
+    assert (copy.visible_at, copy.receive_count) == (throttled_at + 19, 0)
+
+
+def test_a_call_with_no_time_to_spare_takes_no_slot_but_one_free_now(
+    counted: list[tuple[str, float, dict[str, str]]],
+) -> None:
+    # Given an invocation that leaves a call exactly a whole request (23 s: 5 s kept to record),
+    # and a pace of two a second whose slot another dispatcher has just taken
+    world = World(limiter=InMemoryRateLimiter(2))
+    limiter = world.limiter
+    assert limiter is not None
+    world.accept(invoice("A"))
+    limiter.acquire("company", now=world.clock(), not_after=world.clock())
+    # When it is dispatched
+    world.run(seconds_left=23, timed=True)
+    # Then it does not wait the half second for the next slot: a missed slot is counted, the
+    # call is not claimed, and a fresh copy comes back a second later, no receive spent
+    assert world.clock.sleep_calls == []
+    assert [name for name, _, _ in counted if name == "RateSlotsMissed"] == ["RateSlotsMissed"]
+    entry = world.ledger.entries[key("A")]
+    assert (entry.status, entry.attempts) == (InvoiceStatus.QUEUED, 0)
+    assert only_copy(world) == (1, 0)
 
 
 class UnavailableLimiter(InMemoryRateLimiter):
