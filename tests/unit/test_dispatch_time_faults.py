@@ -452,3 +452,47 @@ def test_the_reads_of_a_call_go_out_together_up_to_fynd_concurrency() -> None:
         entry = world.ledger.entries[key(order)]
         assert (entry.status, entry.confirmed_by) == (InvoiceStatus.INVOICED, SHIPMENT_INFO)
         assert (world.fynd.reads[order], world.fynd.sent[key(order)]) == (1, 1)
+
+
+class CountedReads(ScriptedFynd):
+    """Notes the most Shipment Info reads in flight at once. Each read lingers until a read
+    beyond `allowed` is in flight, or half a second, so reads that may overlap do."""
+
+    def __init__(self, world: World, allowed: int) -> None:
+        super().__init__(world.clock, world.faults)
+        self.allowed = allowed
+        self.in_flight = 0
+        self.most = 0
+        self.too_many = threading.Event()
+        self._lock = threading.Lock()
+
+    def shipment_info(
+        self, order_id: str, location_code: str | None, *, time_budget_seconds: float
+    ) -> ShipmentInfo:
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            if self.in_flight > self.allowed:
+                self.too_many.set()
+        self.too_many.wait(timeout=0.5)
+        with self._lock:
+            self.in_flight -= 1
+        return super().shipment_info(order_id, location_code, time_budget_seconds=time_budget_seconds)
+
+
+def test_no_more_reads_are_in_flight_than_fynd_concurrency() -> None:
+    # Given four orders whose answer was lost after Fynd applied them, and two reads allowed in
+    # flight (the Fynd client's connection pool)
+    world = World(settings=replace(SETTINGS, fynd_concurrency=2))
+    fynd = CountedReads(world, allowed=2)
+    world.fynd = fynd
+    world.accept(*[invoice(order) for order in "ABCD"])
+    world.faults.fail("fynd.after", lost_answer())
+    world.run()
+    world.clock.now = world.queue.next_visible_at() or world.clock.now
+    # When they are retried
+    world.run()
+    # Then they were read in waves of two at most, and each is recorded invoiced on its read
+    assert fynd.most <= 2
+    assert sum(fynd.reads.values()) == 4
+    assert all(world.status(key(order)) is InvoiceStatus.INVOICED for order in "ABCD")
