@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 import urllib3
 
+import relay.domain.dispatch as dispatch_module
 from factories import invoice
+from fakes import InMemoryRateLimiter, World, lost_answer
 from relay.adapters.fynd import Credentials, FyndClient
 from relay.domain.fynd import FyndAmbiguous, FyndCall, FyndReceipt
-from relay.domain.invoice import InvoiceType
+from relay.domain.invoice import InvoiceKey, InvoiceType
+from relay.domain.ledger import InvoiceStatus
 
 BUDGET = 30.0
 
@@ -193,3 +196,35 @@ def test_an_answer_naming_every_order_needs_no_counts() -> None:
         {"status": "FAILED", "errors": [b_refused(), {"orderId": "A", "code": "IN422"}]}, "A", "B"
     )
     assert {order: error.code for order, error in receipt.errors.items()} == {"A": "IN422", "B": "IN401"}
+
+
+# ---- a lost answer, read at once (relay.domain.dispatch, step 4) ----
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
+    """Every metric the dispatcher counts, with its dimensions."""
+    seen: list[tuple[str, float, dict[str, str]]] = []
+
+    def count(name: str, value: float = 1, **dimensions: str) -> None:
+        seen.append((name, value, dimensions))
+
+    monkeypatch.setattr(dispatch_module, "count", count)
+    return seen
+
+
+def test_orders_read_at_once_after_a_lost_answer_are_counted_one_each(
+    counted: list[tuple[str, float, dict[str, str]]],
+) -> None:
+    # Given reads paced apart, and a call of three orders that Fynd applies but whose answer is lost
+    world = World(limiter=InMemoryRateLimiter(20), read_limiter=InMemoryRateLimiter(20))
+    world.accept(invoice("A"), invoice("B"), invoice("C"))
+    world.faults.fail("fynd.after", lost_answer())
+    # When it is dispatched once
+    world.run(seconds_left=60, timed=True)
+    # Then one ReadAfterLostAnswer datapoint counts the three orders read at once (the metric
+    # that shows how often answers are lost, in orders), and each is recorded on its read
+    assert [(value, dimensions) for name, value, dimensions in counted if name == "ReadAfterLostAnswer"] == [
+        (3, {})
+    ]
+    assert all(world.status(InvoiceKey(order, InvoiceType.SALE)) is InvoiceStatus.INVOICED for order in "ABC")
