@@ -104,11 +104,15 @@ class ChaosConfig:
     read_timeout_seconds: float = 4.0
     """The dispatcher's Fynd read timeout; a latency fault waits longer than this."""
     settle_timeout_seconds: float = 1800.0
-    stall_seconds: float = 240.0
-    """Give up settling when the ledger has not changed for this long (a lost message returns
-    after the 75 s visibility timeout; a retry waits at most a few seconds). A message that
-    vanished altogether is the reconciler's to heal, RECONCILE_AFTER_MINUTES after its
-    entry's lease or retry time: only a stall limit above RECONCILE_HEAL_SECONDS sees that."""
+    stall_seconds: float = RECONCILE_HEAL_SECONDS
+    """Give up settling when the ledger has not changed for this long. A lost message returns
+    after the 75 s visibility timeout and a retry waits at most a few seconds, but an invoice
+    with no message at all is the reconciler's to heal, RECONCILE_AFTER_MINUTES after its
+    entry's lease or retry time (e.g. an accepted invoice whose queue send and send-failed
+    mark both failed, as moto timing out on a loaded machine may make them). A stall limit
+    below RECONCILE_HEAL_SECONDS would call the reconciler's heal a loss: with 240 s, `make
+    test` beside two busy processes and a mutation run once ended with one invoice open. Only
+    a run that really stalls pays the wait."""
 
 
 @dataclass

@@ -127,20 +127,27 @@ def test_invoices_whose_call_would_outlast_the_invocation_come_back(relay: Relay
     answer = dispatch_handler({"Records": batch}, context)
     # Then the last call is neither started nor claimed (a second round cannot fit: 3 + 3 + 1 s
     # of 7.5). A loaded machine may leave calls of the first round without time too, before
-    # their claims (QUEUED) or after them (RETRYING). Every invoice not sent returns for the next
-    # invocation in a fresh message (no receive spent, no batch item failure)
+    # their claims (QUEUED) or after them (RETRYING), or keep a call's answer past its 3 s read
+    # timeout: that order reached Fynd, its answer was lost, and it waits RETRYING for a read
+    # before any resend. Every invoice not sent returns for the next invocation in a fresh
+    # message (no receive spent, no batch item failure)
     assert answer["batchItemFailures"] == []
-    sent = fynd_calls(relay)
+    reached = {order for call in relay.simulator.state.calls() for order in call.order_ids}
     statuses = {order: relay.status(order).body["status"] for order in orders}
-    assert sent < len(orders)
-    assert list(statuses.values()).count("INVOICED") == sent
-    deferred = {order for order, status in statuses.items() if status != "INVOICED"}
+    invoiced = {order for order, status in statuses.items() if status == "INVOICED"}
+    assert invoiced <= reached < set(orders)
+    assert {statuses[order] for order in reached - invoiced} <= {"RETRYING"}
+    deferred = set(orders) - reached
     assert {statuses[order] for order in deferred} <= {"QUEUED", "RETRYING"}
-    assert "QUEUED" in statuses.values()
-    again = relay.receive(len(deferred))
-    assert {json.loads(message["body"])["invoice"]["orderId"] for message in again} == deferred
-    assert {message["attributes"]["ApproximateReceiveCount"] for message in again} == {"1"}
-    assert not {message["messageId"] for message in again} & {record["messageId"] for record in batch}
+    assert "QUEUED" in {statuses[order] for order in deferred}
+    again = relay.receive(len(orders) - len(invoiced))
+    fresh = {
+        json.loads(m["body"])["invoice"]["orderId"]: m
+        for m in again
+        if m["attributes"]["ApproximateReceiveCount"] == "1"
+    }
+    assert deferred <= set(fresh)
+    assert not {fresh[order]["messageId"] for order in deferred} & {record["messageId"] for record in batch}
 
 
 def test_batch_item_failures_name_only_this_batchs_messages(relay: RelayClient) -> None:
