@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+import relay.domain.dispatch as dispatch_module
 from contract.drivers import create_table
 from relay.observability import logger
 
@@ -38,6 +39,19 @@ def logged() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     previous, handler.stream = handler.stream, stream  # type: ignore[attr-defined]
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line]
     handler.stream = previous  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
+    """Every metric the dispatcher counts, with its dimensions (a test module of another part of
+    the relay defines its own `counted` for that part's metrics)."""
+    seen: list[tuple[str, float, dict[str, str]]] = []
+
+    def count(name: str, value: float = 1, **dimensions: str) -> None:
+        seen.append((name, value, dimensions))
+
+    monkeypatch.setattr(dispatch_module, "count", count)
+    return seen
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import relay.domain.dispatch as dispatch_module
 from factories import invoice
 from fakes import (
     SETTINGS,
@@ -183,18 +182,6 @@ def only_copy(world: World) -> tuple[float, int]:
     """(seconds until the invoice's only message is visible, its receive count)."""
     (message,) = world.queue.messages.values()
     return message.visible_at - world.clock(), message.receive_count
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
-    """Every metric the dispatcher counts, with its dimensions."""
-    seen: list[tuple[str, float, dict[str, str]]] = []
-
-    def count(name: str, value: float = 1, **dimensions: str) -> None:
-        seen.append((name, value, dimensions))
-
-    monkeypatch.setattr(dispatch_module, "count", count)
-    return seen
 
 
 def test_after_a_slow_claim_the_read_and_the_send_each_end_inside_the_lease() -> None:

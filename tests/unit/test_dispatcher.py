@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-import relay.domain.dispatch as dispatch_module
 from factories import invoice
 from fakes import SETTINGS, Crash, InMemoryRateLimiter, World, lost_answer
 from relay.domain.errors import LedgerUnavailableError, QueueUnavailableError, RateLimiterUnavailableError
@@ -27,18 +26,6 @@ def key(order_id: str, invoice_type: InvoiceType = InvoiceType.SALE) -> InvoiceK
 @pytest.fixture
 def world() -> World:
     return World()
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
-    """Every metric the dispatcher counts, with its dimensions."""
-    seen: list[tuple[str, float, dict[str, str]]] = []
-
-    def count(name: str, value: float = 1, **dimensions: str) -> None:
-        seen.append((name, value, dimensions))
-
-    monkeypatch.setattr(dispatch_module, "count", count)
-    return seen
 
 
 # ---- collapsing, claiming and dropping copies ----
@@ -1401,20 +1388,25 @@ def test_the_rest_of_a_call_after_reads_keeps_its_location_and_invoice_type(worl
     assert [world.status(key(order)) for order in "AB"] == [InvoiceStatus.INVOICED] * 2
 
 
+def two_at_once(step: Callable[..., Any]) -> tuple[Callable[..., Any], list[str]]:
+    """`step`, made to wait for a second call of it (a barrier that breaks, and fails the
+    dispatch, unless both are in flight at once); and the names of the threads the calls ran on."""
+    both_in_flight = threading.Barrier(2, timeout=5)
+    threads: list[str] = []
+
+    def beside_the_other(*arguments: Any, **keywords: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        both_in_flight.wait()
+        return step(*arguments, **keywords)
+
+    return beside_the_other, threads
+
+
 def test_claims_of_one_call_go_to_the_ledger_at_once_on_its_pool() -> None:
     # Given a dispatcher allowed two ledger writes at once, and two invoices of one call
     world = World(settings=replace(SETTINGS, ledger_concurrency=2))
     world.accept(invoice("A"), invoice("B"))
-    both_in_flight = threading.Barrier(2, timeout=5)
-    threads: list[str] = []
-    claim = world.ledger.claim
-
-    def claim_beside_the_other(message: Any, **arguments: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        both_in_flight.wait()  # breaks (and fails the dispatch) unless both claims are in flight
-        return claim(message, **arguments)
-
-    world.ledger.claim = claim_beside_the_other  # type: ignore[method-assign]
+    world.ledger.claim, threads = two_at_once(world.ledger.claim)  # type: ignore[method-assign]
     # When the batch is dispatched
     assert world.run() == []
     # Then both claims were in flight at once, on the ledger's threads (as a stack dump names them)
@@ -1430,16 +1422,7 @@ def test_shipment_info_reads_of_one_call_go_at_once_on_their_pool() -> None:
     world.faults.fail("fynd.after", lost_answer())
     world.run()
     world.clock.now = world.queue.next_visible_at() or world.clock.now
-    both_in_flight = threading.Barrier(2, timeout=5)
-    threads: list[str] = []
-    read = world.fynd.shipment_info
-
-    def read_beside_the_other(order_id: str, location_code: str | None, **arguments: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        both_in_flight.wait()  # breaks (and fails the dispatch) unless both reads are in flight
-        return read(order_id, location_code, **arguments)
-
-    world.fynd.shipment_info = read_beside_the_other  # type: ignore[method-assign]
+    world.fynd.shipment_info, threads = two_at_once(world.fynd.shipment_info)  # type: ignore[method-assign]
     # When the retry reads both before any resend
     assert world.run() == []
     # Then both reads were in flight at once, on the Fynd pool's threads, and proved both invoiced
@@ -1452,16 +1435,7 @@ def test_calls_of_one_batch_go_to_fynd_at_once_on_their_pool() -> None:
     # Given a dispatcher allowed two Fynd calls at once, and two calls (two locations)
     world = World(settings=replace(SETTINGS, call_concurrency=2))
     world.accept(invoice("A", locationCode="WH-1"), invoice("B", locationCode="WH-2"))
-    both_in_flight = threading.Barrier(2, timeout=5)
-    threads: list[str] = []
-    update_invoices = world.fynd.update_invoices
-
-    def call_beside_the_other(call: FyndCall, *, time_budget_seconds: float) -> FyndReceipt:
-        threads.append(threading.current_thread().name)
-        both_in_flight.wait()  # breaks (and fails the dispatch) unless both calls are in flight
-        return update_invoices(call, time_budget_seconds=time_budget_seconds)
-
-    world.fynd.update_invoices = call_beside_the_other  # type: ignore[method-assign]
+    world.fynd.update_invoices, threads = two_at_once(world.fynd.update_invoices)  # type: ignore[method-assign]
     # When the batch is dispatched
     assert world.run() == []
     # Then both calls were in flight at once, on the call pool's threads

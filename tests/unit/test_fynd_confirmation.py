@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import urllib3
 
-import relay.domain.dispatch as dispatch_module
 from factories import invoice
 from fakes import InMemoryRateLimiter, World, lost_answer
 from relay.adapters.fynd import Credentials, FyndClient
@@ -199,18 +198,6 @@ def test_an_answer_naming_every_order_needs_no_counts() -> None:
 
 
 # ---- a lost answer, read at once (relay.domain.dispatch, step 4) ----
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, dict[str, str]]]:
-    """Every metric the dispatcher counts, with its dimensions."""
-    seen: list[tuple[str, float, dict[str, str]]] = []
-
-    def count(name: str, value: float = 1, **dimensions: str) -> None:
-        seen.append((name, value, dimensions))
-
-    monkeypatch.setattr(dispatch_module, "count", count)
-    return seen
 
 
 def test_orders_read_at_once_after_a_lost_answer_are_counted_one_each(
