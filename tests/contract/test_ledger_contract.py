@@ -180,6 +180,14 @@ def test_a_failed_send_is_marked_on_a_queued_entry_only_and_the_claim_clears_it(
     assert entry_of(under_test, queued.invoice.key).send_failed_at is None
 
 
+def test_a_failed_send_mark_on_a_key_never_recorded_records_nothing(under_test: LedgerUnderTest) -> None:
+    # Given a key no write ever recorded (ingest marks what a write whose answer was lost may
+    # have recorded), When it is marked, Then the mark is refused and no entry appears
+    key = invoice("C-NEVER").key
+    assert not under_test.ledger.mark_send_failed(key, now=NOW)
+    assert under_test.ledger.get(key) is None
+
+
 def test_only_the_claims_own_message_marks_the_entry_dead_lettered_and_the_next_claim_clears_it(
     under_test: LedgerUnderTest,
 ) -> None:

@@ -333,3 +333,36 @@ def test_without_an_optimistic_limit_new_invoices_are_written_unread(world: Worl
     world.accept(invoice("A"), invoice("B"))
     # Then the write's conditions alone proved them new: the ledger was never read
     assert (world.faults.calls["ledger.get_many"], world.faults.calls["ledger.accept"]) == (0, 1)
+
+
+def test_a_write_whose_answer_was_lost_is_marked_so_a_resend_without_the_webhook_id_queues_it(
+    world: World,
+) -> None:
+    # Given the ledger applies the accept transaction and its answer is lost (a timeout): ingest
+    # answers 503, and no message was sent
+    world.faults.fail("ledger.accept.after", LedgerUnavailableError("read timeout"))
+    with pytest.raises(LedgerUnavailableError):
+        world.accept(invoice("A"), correlation_id=None)
+    assert world.queue.messages == {}
+    # When the ERP resends it with no webhook-id (ERPNext's webhooks carry none)
+    world.accept(invoice("A"), correlation_id=None)
+    # Then the resend queues it, rather than waiting for the reconciler's window, and Fynd gets it once
+    assert len(world.queue.messages) == 1
+    world.drain()
+    assert world.status(invoice("A").key) is InvoiceStatus.INVOICED
+    assert world.fynd.applied[invoice("A").key] == 1
+
+
+def test_a_write_refused_before_it_applied_marks_nothing_and_the_resend_records_it(
+    world: World, warnings: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given the ledger refuses the accept transaction outright
+    world.faults.fail("ledger.accept", LedgerUnavailableError("throttled"))
+    with pytest.raises(LedgerUnavailableError):
+        world.accept(invoice("A"), correlation_id=None)
+    # Then nothing is recorded, and no warning says an invoice waits for the reconciler
+    assert world.ledger.entries == {}
+    assert [doc for doc in warnings() if doc["message"] == UNMARKED] == []
+    # And the resend records and queues it
+    world.accept(invoice("A"), correlation_id=None)
+    assert len(world.queue.messages) == 1

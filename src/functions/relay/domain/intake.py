@@ -31,8 +31,9 @@ QUEUED, the sender gets a 503 and retries, and the retry queues them again
 cannot have heard the 202:
 - the same delivery again: its `webhook-id` is the one that accepted the entry (a Standard
   Webhooks sender keeps the id when it resends after a 5xx, a timeout or a crash of ingest);
-- or an entry marked `send_failed_at`: ingest marks what SQS did not take, as time allows,
-  for senders whose retries carry a new id (or none, as the ERP presets).
+- or an entry marked `send_failed_at`: ingest marks what SQS did not take, and what a ledger
+  write whose answer was lost (a timeout) may have recorded, as time allows, for senders whose
+  retries carry a new id (or none, as the ERP presets).
 Any other duplicate is answered with its state, so an ERP resending while the queue is deep
 adds nothing to it. What neither covers, the reconciler queues again once the entry has
 made no progress for its window (relay.domain.reconcile).
@@ -214,6 +215,12 @@ class InvoiceAcceptance:
                         extra={"round": round_number},
                     )
                 continue
+            except LedgerUnavailableError:
+                # A timeout may have lost only the answer: the write applied, no message sent.
+                # Mark what it wrote, so the sender's retry queues it whatever its webhook-id (a
+                # mark finds nothing where the write did not apply).
+                self._mark_unsent([message.invoice.key for message in to_queue], seconds_left)
+                raise
             try:
                 self._queue.send(to_queue)
             except QueueUnavailableError as unavailable:
